@@ -1,0 +1,437 @@
+"""The ``flowray`` command line: parses arguments, calls the API, maps errors to exit codes.
+
+Exit codes: 0 every job succeeded or was skipped; 1 a job failed; 2 an invalid flow or bad
+arguments; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import click
+
+from flowray import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _stderr_color() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _fail(message: str, code: int = EXIT_INVALID) -> None:
+    click.echo(click.style("error: ", fg="red", bold=True) + message
+               if _stderr_color() else f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _pairs(values: Sequence[str], what: str, sep: str = "=") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, found, value = item.partition(sep)
+        if not found or not key.strip():
+            _fail(f"{what} '{item}' is not {('KEY' + sep + 'VALUE')}")
+        out[key.strip()] = value
+    return out
+
+
+def read_env_file(path: str, what: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines; ``#`` comments, blank lines, ``export`` and quotes allowed."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        _fail(f"{what} '{path}': {exc.strerror or exc}")
+        raise AssertionError from exc
+    out: dict[str, str] = {}
+    for n, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        text = text.removeprefix("export ").strip()
+        key, found, value = text.partition("=")
+        if not found or not key.strip():
+            _fail(f"{path}:{n}: {what} line is not KEY=VALUE: {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+def _print_diagnostics(exc: Exception) -> None:
+    diagnostics = getattr(exc, "diagnostics", None)
+    color = _stderr_color()
+    if diagnostics:
+        for d in diagnostics:
+            click.echo(d.format(color=color), err=True)
+    else:
+        click.echo(str(exc), err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flowray")
+def main() -> None:
+    """Run DataTorch-style flows: on this machine, on a Ray cluster, or as a service."""
+
+
+# ----------------------------------------------------------------------------- validate
+
+
+@main.command()
+@click.argument("flows", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help="Workspace that local actions ('./path') are relative to (default: here).")
+def validate(flows: tuple[str, ...], workdir: str | None) -> None:
+    """Check flow files; report every error as file:line:col: key.path: message."""
+    from flowray.spec import FlowError, load_flow
+
+    workspace = os.path.abspath(workdir or os.getcwd())
+    bad = False
+    color = _stderr_color()
+    for path in flows:
+        try:
+            loaded = load_flow(path, workspace=workspace)
+        except FlowError as exc:
+            bad = True
+            _print_diagnostics(exc)
+            continue
+        for w in loaded.warnings:
+            click.echo(w.format(color=color), err=True)
+        n = len(loaded.data["jobs"])
+        click.echo(f"{path}: ok ({n} job{'s' if n != 1 else ''})")
+    sys.exit(EXIT_INVALID if bad else EXIT_OK)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["flow", "action"]))
+def schema(kind: str) -> None:
+    """Print the JSON Schema of flow or action files (for editors)."""
+    from flowray.spec import action_schema, flow_schema
+
+    click.echo(json.dumps(flow_schema() if kind == "flow" else action_schema(), indent=2))
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _coerce_run_inputs(flow: dict[str, Any], raw: dict[str, str]) -> dict[str, Any]:
+    """Apply the types and defaults that ``triggers.manual.inputs`` declares, if any."""
+    triggers = flow.get("triggers")
+    manual = triggers.get("manual") if isinstance(triggers, dict) else None
+    declared = manual.get("inputs") if isinstance(manual, dict) else None
+    if not isinstance(declared, dict):
+        return dict(raw)
+    from flowray.spec.inputs import InputError, coerce_input
+
+    out: dict[str, Any] = {}
+    for name, spec in declared.items():
+        spec = spec if isinstance(spec, dict) else {}
+        full = {"type": spec.get("type", "string"), "required": bool(spec.get("required")),
+                "default": spec.get("default"), "description": spec.get("description")}
+        if name in raw:
+            value: Any = raw[name]
+        elif full["default"] is not None:
+            value = full["default"]
+        elif full["required"]:
+            _fail(f"input '{name}' is required by this flow (--input {name}=VALUE)")
+            raise AssertionError
+        else:
+            continue
+        try:
+            out[name] = coerce_input(name, full, value)  # type: ignore[arg-type]
+        except InputError as exc:
+            _fail(f"--input: {exc}")
+    for name, value in raw.items():
+        out.setdefault(name, value)
+    return out
+
+
+@main.command()
+@click.argument("flow_path", metavar="FLOW", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
+              help="A run input, read as ${{ inputs.KEY }}.")
+@click.option("--secret", "-s", "secrets", multiple=True, metavar="NAME=VALUE",
+              help="A secret, read as ${{ secrets.NAME }}; masked as *** everywhere.")
+@click.option("--secret-file", type=click.Path(dir_okay=False), multiple=True,
+              help="A file of NAME=VALUE secret lines.")
+@click.option("--env-file", type=click.Path(dir_okay=False), multiple=True,
+              help="A file of KEY=VALUE lines added to every step's environment.")
+@click.option("--event", "event_file", type=click.Path(dir_okay=False), default=None,
+              help="A JSON file with the trigger payload, read as ${{ event }}.")
+@click.option("--matrix", "matrix", multiple=True, metavar="KEY:VALUE",
+              help="Run only the matrix cells where KEY is VALUE.")
+@click.option("--job", "-j", "jobs", multiple=True, metavar="JOB",
+              help="Run only this job (and the jobs it needs).")
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help="Workspace the steps run in (default: the current directory).")
+@click.option("--dry-run", "-n", is_flag=True, help="Print the plan; run nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run record as JSON at the end (progress goes to stderr).")
+@click.option("--quiet", "-q", is_flag=True, help="Show no step output, only failures.")
+@click.option("--fail-fast", is_flag=True, help="Cancel the run as soon as a job fails.")
+@click.option("--cpus", type=float, default=None,
+              help="CPU slots for jobs (default: this machine's CPU count).")
+@click.option("--gpus", default=None, metavar="IDS",
+              help="GPU ids jobs may use, e.g. 0,1 (default: detected).")
+@click.option("--grace", type=float, default=None,
+              help="Seconds between SIGTERM and SIGKILL when stopping steps (default 5).")
+@click.option("--no-cache", is_flag=True, help="Validate the flow again even if unchanged.")
+def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
+        secret_file: tuple[str, ...], env_file: tuple[str, ...], event_file: str | None,
+        matrix: tuple[str, ...], jobs: tuple[str, ...], workdir: str | None, dry_run: bool,
+        as_json: bool, quiet: bool, fail_fast: bool, cpus: float | None, gpus: str | None,
+        grace: float | None, no_cache: bool) -> None:
+    """Run a flow on this machine."""
+    sys.exit(run_flow_command(**locals()))
+
+
+def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
+                     secret_file: tuple[str, ...], env_file: tuple[str, ...],
+                     event_file: str | None, matrix: tuple[str, ...], jobs: tuple[str, ...],
+                     workdir: str | None, dry_run: bool, as_json: bool, quiet: bool,
+                     fail_fast: bool, cpus: float | None, gpus: str | None,
+                     grace: float | None, no_cache: bool) -> int:
+    from flowray.cluster.coordinator import Coordinator, RunOptions
+    from flowray.cluster.local import LocalPool, detect_gpus
+    from flowray.console import Console
+    from flowray.execute.process import DEFAULT_GRACE_SECONDS
+    from flowray.plan.graph import CycleError
+    from flowray.plan.plan import PlanError, build_plan
+    from flowray.store.flowcache import ActionTable, load_flow
+
+    workspace = os.path.abspath(workdir or os.getcwd())
+    if not os.path.isdir(workspace):
+        _fail(f"--workdir '{workdir}' is not a directory")
+    secret_values: dict[str, str] = {}
+    for f in secret_file:
+        secret_values.update(read_env_file(f, "--secret-file"))
+    secret_values.update(_pairs(secrets, "--secret"))
+    env: dict[str, str] = {}
+    for f in env_file:
+        env.update(read_env_file(f, "--env-file"))
+    event: dict[str, Any] = {}
+    if event_file:
+        try:
+            with open(event_file, encoding="utf-8") as fh:
+                event = json.load(fh)
+        except (OSError, ValueError) as exc:
+            _fail(f"--event '{event_file}': {exc}")
+    matrix_filter = _pairs(matrix, "--matrix", sep=":")
+    raw_inputs = _pairs(inputs, "--input")
+    if cpus is not None and cpus <= 0:
+        _fail("--cpus must be more than 0")
+
+    try:
+        cached = load_flow(flow_path, workspace, use_cache=not no_cache)
+    except Exception as exc:
+        if type(exc).__name__ != "FlowError":
+            raise
+        _print_diagnostics(exc)
+        return EXIT_INVALID
+    color = _stderr_color()
+    for w in cached.warnings:
+        click.echo(click.style(w, fg="yellow") if color else w, err=True)
+    flow = cached.data
+    try:
+        plan = build_plan(flow, matrix_filter=matrix_filter, only_jobs=jobs)
+    except (PlanError, CycleError) as exc:
+        _fail(str(exc))
+        raise AssertionError from exc
+    gpu_ids = [g for g in gpus.split(",") if g.strip()] if gpus is not None else None
+    total_cpus = cpus if cpus is not None else float(os.cpu_count() or 1)
+    if gpu_ids is None and any(j.data["resources"]["gpus"] for j in plan.jobs):
+        gpu_ids = detect_gpus()
+    gpu_ids = gpu_ids or []
+    for j in plan.jobs:
+        want = j.data["resources"]["gpus"]
+        if want and want > len(gpu_ids):
+            _fail(f"job '{j.key}' needs {want} GPU{'s' if want > 1 else ''}; this machine has "
+                  f"{len(gpu_ids)} (set --gpus or FLOWRAY_GPUS to name them)")
+    if dry_run:
+        click.echo(f"flow {flow['name']}: {len(plan.jobs)} job(s)")
+        for line in plan.describe():
+            click.echo(line)
+        return EXIT_OK
+    run_inputs = _coerce_run_inputs(dict(flow), raw_inputs)
+
+    console = Console(sys.stderr if as_json else sys.stdout, quiet=quiet,
+                      color=None if not os.environ.get("NO_COLOR") else False)
+    options = RunOptions(
+        workspace=workspace, flow_path=os.path.relpath(os.path.abspath(flow_path), workspace),
+        inputs=run_inputs, secrets=secret_values, env=env, event=event, fail_fast=fail_fast,
+        grace=grace if grace is not None else DEFAULT_GRACE_SECONDS,
+    )
+    actions = ActionTable(cached.actions)
+    coordinator = Coordinator(
+        plan, options, console=console, gpu_count=len(gpu_ids),
+        dispatcher_factory=lambda c: LocalPool(
+            cpus=total_cpus, gpus=gpu_ids or [], console=console, masker=c.masker,
+            load_action=actions, grace=options.grace,
+        ),
+    )
+
+    interrupted = {"n": 0}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        interrupted["n"] += 1
+        name = signal.Signals(signum).name
+        if interrupted["n"] == 1:
+            console.error(f"{name}: stopping every step (SIGTERM, then SIGKILL after "
+                          f"{options.grace:g}s)...")
+        coordinator.cancel(f"interrupted by {name}")
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = coordinator.run()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    _print_summary(console, result.record)
+    if as_json:
+        click.echo(json.dumps(result.record, indent=2, default=str))
+    if interrupted["n"]:
+        return EXIT_INTERRUPTED
+    return result.exit_code
+
+
+def _print_summary(console: Any, record: dict[str, Any]) -> None:
+    jobs = record["jobs"]
+    counts: dict[str, int] = {}
+    for j in jobs.values():
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    took = (record["ended"] or 0) - (record["started"] or 0)
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    console.info(f"run {record['id']} {record['status']} in {took:.2f}s ({parts}); "
+                 f"logs: flowray logs {record['id']}")
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def _fmt_time(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _fmt_dur(start: float | None, end: float | None) -> str:
+    if not start or not end:
+        return "-"
+    return f"{end - start:.2f}s"
+
+
+@main.command()
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--limit", "-n", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(workdir: str | None, limit: int, as_json: bool) -> None:
+    """List the runs recorded in this workspace, newest first."""
+    from flowray.store.records import iter_runs
+
+    items = []
+    for i, r in enumerate(iter_runs(os.path.abspath(workdir or os.getcwd()))):
+        if i >= limit:
+            break
+        items.append(r)
+    if as_json:
+        click.echo(json.dumps([{"id": r.id, "flow": r.flow, "status": r.status,
+                                "started": r.started, "ended": r.ended} for r in items],
+                              indent=2))
+        return
+    if not items:
+        click.echo("no runs yet")
+        return
+    click.echo(f"{'RUN':<24} {'STATUS':<10} {'STARTED':<20} {'TOOK':>8}  FLOW")
+    for r in items:
+        click.echo(f"{r.id:<24} {r.status:<10} {_fmt_time(r.started):<20} "
+                   f"{_fmt_dur(r.started, r.ended):>8}  {r.flow}")
+
+
+def _load_run(workdir: str | None, ref: str) -> tuple[str, dict[str, Any]]:
+    from flowray.store.records import RecordError, find_run, read_record
+
+    try:
+        path = find_run(os.path.abspath(workdir or os.getcwd()), ref)
+        return path, read_record(path)
+    except RecordError as exc:
+        _fail(str(exc))
+        raise AssertionError from exc
+
+
+@main.command()
+@click.argument("run_ref", metavar="[RUN]", default="last")
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def status(run_ref: str, workdir: str | None, as_json: bool) -> None:
+    """Show a run's jobs and steps (RUN: id, unique prefix, or 'last')."""
+    _, rec = _load_run(workdir, run_ref)
+    if as_json:
+        click.echo(json.dumps(rec, indent=2))
+        return
+    click.echo(f"run {rec['id']}  flow {rec['flow']['name']}  {rec['status']}"
+               f"  exit {rec.get('exit_code')}  {_fmt_dur(rec['started'], rec['ended'])}")
+    for key, job in rec["jobs"].items():
+        attempts = f"  attempts {job['attempts']}" if job.get("attempts", 0) > 1 else ""
+        err = f"  ({job['error']})" if job.get("error") else ""
+        click.echo(f"  {key:<24} {job['status']:<10} "
+                   f"{_fmt_dur(job['started'], job['ended']):>8}{attempts}{err}")
+        for step in job["steps"]:
+            code = "" if step.get("exit_code") is None else f"  exit {step['exit_code']}"
+            serr = f"  ({step['error']})" if step.get("error") else ""
+            click.echo(f"    {step['key']:<22} {step['status']:<10} "
+                       f"{_fmt_dur(step.get('started'), step.get('ended')):>8}{code}{serr}")
+            if step.get("outputs"):
+                click.echo(f"      outputs: {json.dumps(step['outputs'])}")
+        if job.get("outputs"):
+            click.echo(f"    outputs: {json.dumps(job['outputs'])}")
+
+
+@main.command()
+@click.argument("run_ref", metavar="RUN")
+@click.argument("target", metavar="[JOB[/STEP]]", required=False)
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+def logs(run_ref: str, target: str | None, workdir: str | None) -> None:
+    """Print the logs of a run, one job, or one step (RUN: id, prefix or 'last')."""
+    path, rec = _load_run(workdir, run_ref)
+    job_key, _, step_key = (target or "").partition("/")
+    jobs = rec["jobs"]
+    if job_key and job_key not in jobs:
+        _fail(f"run {rec['id']} has no job '{job_key}' (jobs: {', '.join(jobs)})")
+    shown = 0
+    for key, job in jobs.items():
+        if job_key and key != job_key:
+            continue
+        steps = job["steps"]
+        if step_key and not any(s["key"] == step_key for s in steps):
+            _fail(f"job '{key}' has no step '{step_key}' "
+                  f"(steps: {', '.join(s['key'] for s in steps)})")
+        for step in steps:
+            if step_key and step["key"] != step_key:
+                continue
+            if not step.get("log"):
+                continue
+            try:
+                with open(os.path.join(path, step["log"]), encoding="utf-8",
+                          errors="replace") as fh:
+                    text = fh.read()
+            except OSError:
+                continue
+            if not (job_key and step_key):
+                click.echo(f"==> {key}/{step['key']} ({step['status']}) <==")
+            click.echo(text, nl=False)
+            shown += 1
+    if not shown and step_key:
+        click.echo(f"(step {job_key}/{step_key} wrote no log: it did not run)", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,121 @@
+"""The local dispatcher: jobs in threads on this machine, within its CPUs and GPUs."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from flowray.console import Console
+from flowray.execute.job import ActionLoader, JobRequest, JobResult, run_job
+from flowray.execute.process import DEFAULT_GRACE_SECONDS, ProcessSupervisor, stop_groups
+from flowray.execute.secrets import Masker
+from flowray.plan.plan import JobPlan
+from flowray.status import Status
+
+
+def detect_gpus() -> list[str]:
+    """GPU ids this machine offers to jobs.
+
+    ``FLOWRAY_GPUS`` (``0,1,2`` or a count) wins; then an inherited ``CUDA_VISIBLE_DEVICES``;
+    then the NVIDIA driver's ``/proc/driver/nvidia/gpus``.
+    """
+    forced = os.environ.get("FLOWRAY_GPUS")
+    if forced is not None:
+        forced = forced.strip()
+        if forced.isdigit():
+            return [str(i) for i in range(int(forced))]
+        return [g.strip() for g in forced.split(",") if g.strip()]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        count = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        count = 0
+    return [str(i) for i in range(count)]
+
+
+class LocalPool:
+    """Starts a job when its ``resources.cpus`` and ``resources.gpus`` fit what is free."""
+
+    def __init__(
+        self,
+        *,
+        cpus: float,
+        gpus: list[str],
+        console: Console,
+        masker: Masker,
+        load_action: ActionLoader,
+        grace: float = DEFAULT_GRACE_SECONDS,
+    ) -> None:
+        self.total_cpus = cpus
+        self.free_cpus = cpus
+        self.free_gpus = list(gpus)
+        self.console = console
+        self.masker = masker
+        self.load_action = load_action
+        self.grace = grace
+        self._lock = threading.Lock()
+        self._supervisors: dict[str, ProcessSupervisor] = {}
+        self._cancelled = False
+
+    def try_start(
+        self,
+        plan: JobPlan,
+        request_for: Callable[[list[str] | None], JobRequest],
+        done: Callable[[JobResult], None],
+    ) -> bool:
+        res = plan.data["resources"]
+        cpus = min(res["cpus"], self.total_cpus)
+        ngpus = res["gpus"]
+        with self._lock:
+            if self._cancelled or cpus > self.free_cpus + 1e-9:
+                return False
+            if ngpus and ngpus > len(self.free_gpus):
+                return False
+            self.free_cpus -= cpus
+            gpus: list[str] | None = None
+            if ngpus is not None:
+                gpus, self.free_gpus = self.free_gpus[:ngpus], self.free_gpus[ngpus:]
+            supervisor = ProcessSupervisor(grace=self.grace)
+            self._supervisors[plan.key] = supervisor
+        request = request_for(gpus)
+        thread = threading.Thread(
+            target=self._run, args=(request, supervisor, cpus, gpus, done),
+            name=f"flowray-job-{plan.key}", daemon=True,
+        )
+        thread.start()
+        return True
+
+    def _run(self, request: JobRequest, supervisor: ProcessSupervisor, cpus: float,
+             gpus: list[str] | None, done: Callable[[JobResult], None]) -> None:
+        started = time.time()
+        try:
+            result = run_job(request, supervisor=supervisor, events=self.console,
+                             masker=self.masker, load_action=self.load_action)
+        except Exception as exc:  # a bug must fail the job, not hang the run
+            result = JobResult(Status.FAILURE, [], {}, started, time.time(),
+                               f"internal error in flowray: {exc!r}")
+        finally:
+            with self._lock:
+                self.free_cpus += cpus
+                if gpus:
+                    self.free_gpus.extend(gpus)
+                self._supervisors.pop(request.key, None)
+        done(result)
+
+    def cancel(self) -> None:
+        """Stop every running job's processes: SIGTERM, grace, SIGKILL (blocks until done)."""
+        with self._lock:
+            self._cancelled = True
+            sups = list(self._supervisors.values())
+        pgids = [g for s in sups for g in s.mark_cancelled()]
+        stop_groups(pgids, grace=self.grace)
+
+    def cancel_job(self, key: str) -> None:
+        with self._lock:
+            sup = self._supervisors.get(key)
+        if sup is not None:
+            threading.Thread(target=sup.cancel_all, daemon=True).start()

@@ -1,0 +1,559 @@
+"""Running one job's steps in order on this machine: the single code path for steps.
+
+A dispatcher (the local pool, later Ray) hands a :class:`JobRequest` to :func:`run_job`; the
+job runner renders templates, builds each step's command and environment, runs it through the
+:class:`~flowray.execute.process.ProcessSupervisor`, collects outputs and reports events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from flowray import expr
+from flowray.execute.outputs import (
+    ADD_MASK,
+    MAX_OUTPUT_BYTES,
+    OutputError,
+    parse_output_file,
+    parse_output_line,
+)
+from flowray.execute.process import ProcessOutcome, ProcessRequest, ProcessSupervisor, stop_groups
+from flowray.execute.secrets import Masker
+from flowray.execute.shell import ShellTemplateError, render_script, shell_command
+from flowray.spec.types import ActionData, JobData, StepData
+from flowray.status import Status
+
+ActionLoader = Callable[[str, "str | None"], ActionData]
+
+
+class JobEvents(Protocol):
+    """Where a running job reports progress (called from the job's thread)."""
+
+    def step_started(self, job_key: str, step: StepResult) -> None: ...
+
+    def step_line(self, job_key: str, step: StepResult, line: str) -> None: ...
+
+    def step_finished(self, job_key: str, step: StepResult) -> None: ...
+
+
+@dataclass
+class StepResult:
+    index: int
+    key: str  # unique in the job: the step id or its 1-based position
+    id: str | None
+    name: str
+    status: Status = Status.QUEUED
+    outcome: Status | None = None  # status before continue-on-error
+    exit_code: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    log: str | None = None  # path relative to the run folder
+    error: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "key": self.key,
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "outcome": self.outcome.value if self.outcome else None,
+            "exit_code": self.exit_code,
+            "started": self.started,
+            "ended": self.ended,
+            "outputs": self.outputs,
+            "log": self.log,
+            "error": self.error,
+        }
+
+
+@dataclass
+class JobRequest:
+    run_id: str
+    key: str  # unique in the run: job id, or id.N for matrix cells
+    job_id: str
+    name: str
+    job: JobData
+    contexts: dict[str, Any]  # everything but steps/variable/env
+    env: dict[str, str] = field(repr=False)  # process environment before flow/job/step env
+    flow_env: dict[str, str] = field(default_factory=dict)
+    workspace: str = "."
+    run_dir: str = "."  # the run record folder; step logs go below it
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    gpus: list[str] | None = None  # pinned GPUs (CUDA_VISIBLE_DEVICES), None: no pinning
+    timeout: float | None = None  # seconds for the whole job
+    attempt: int = 1
+
+
+@dataclass
+class JobResult:
+    status: Status
+    steps: list[StepResult]
+    outputs: dict[str, Any]
+    started: float
+    ended: float
+    error: str | None = None
+
+
+def step_display_name(step: StepData, index: int) -> str:
+    if step["name"]:
+        return step["name"]
+    if step["id"]:
+        return step["id"]
+    action = step["action"]
+    if isinstance(action, str):
+        return action
+    if isinstance(action, dict):
+        return action["name"]
+    first = (step["run"] or "").strip().split("\n", 1)[0]
+    return first[:60] or f"step {index + 1}"
+
+
+def input_env_name(name: str) -> str:
+    return "INPUT_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "_"
+
+
+class _StepFailed(Exception):
+    """A step could not be started; the message is shown as the step's error."""
+
+
+class JobRunner:
+    def __init__(
+        self,
+        request: JobRequest,
+        *,
+        supervisor: ProcessSupervisor,
+        events: JobEvents,
+        masker: Masker,
+        load_action: ActionLoader,
+    ) -> None:
+        self.req = request
+        self.supervisor = supervisor
+        self.events = events
+        self.masker = masker
+        self.load_action = load_action
+        self.steps_ctx: dict[str, Any] = {}
+        self.variable_ctx: dict[str, Any] = {}
+        self.failed = False
+        self.pgids: list[int] = []
+        job = request.job
+        self.log_dir = os.path.join("logs", _safe_name(request.key))
+        if request.attempt > 1:
+            self.log_dir += f".attempt{request.attempt}"
+        self.results = [
+            StepResult(
+                index=i,
+                key=s["id"] or str(i + 1),
+                id=s["id"],
+                name=self._render_name(s, i),
+                log=os.path.join(
+                    self.log_dir, f"{i + 1:02d}-{_safe_name(s['id'] or str(i + 1))}.log"
+                ),
+            )
+            for i, s in enumerate(job["steps"])
+        ]
+
+    # ------------------------------------------------------------------------- helpers
+
+    def _render_name(self, step: StepData, index: int) -> str:
+        name = step_display_name(step, index)
+        if "${{" in name:
+            try:
+                return expr.to_text(expr.render(name, self.req.contexts))
+            except expr.ExprError:
+                return name
+        return name
+
+    def _contexts(self, env: Mapping[str, str]) -> dict[str, Any]:
+        ctx = dict(self.req.contexts)
+        ctx["steps"] = self.steps_ctx
+        ctx["variable"] = self.variable_ctx
+        ctx["env"] = env
+        return ctx
+
+    def _render_env(self, raw: Mapping[str, str], ctx: Mapping[str, Any]) -> dict[str, str]:
+        out = {}
+        for k, v in raw.items():
+            out[k] = expr.to_text(expr.render(v, ctx)) if "${{" in v else v
+        return out
+
+    # ------------------------------------------------------------------------- running
+
+    def run(self) -> JobResult:
+        started = time.time()
+        deadline = None if self.req.timeout is None else time.monotonic() + self.req.timeout
+        base_ctx = self._contexts({})
+        error: str | None = None
+        try:
+            flow_env = self._render_env(self.req.flow_env, base_ctx)
+            job_env = {**flow_env, **self._render_env(self.req.job["env"], self._contexts(flow_env))}
+        except expr.ExprError as exc:
+            error = f"env: {exc}"
+            for r in self.results:
+                r.status = Status.SKIPPED
+            return JobResult(Status.FAILURE, self.results, {}, started, time.time(), error)
+        timed_out = False
+        try:
+            for i, step in enumerate(self.req.job["steps"]):
+                result = self.results[i]
+                if self.supervisor.cancelled:
+                    result.status = Status.CANCELLED
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    timed_out = True
+                    result.status = Status.CANCELLED
+                    result.error = "not run: the job timed out"
+                    continue
+                self._run_step(step, result, job_env, remaining)
+                if result.error and "job timed out" in result.error:
+                    timed_out = True
+        finally:
+            # Background processes a step left behind live until the job ends, then stop.
+            stop_groups(self.pgids, grace=self.supervisor.grace)
+        outputs: dict[str, Any] = {}
+        if self.req.job["outputs"]:
+            ctx = self._contexts(job_env)
+            for name, value in self.req.job["outputs"].items():
+                try:
+                    outputs[name] = self.masker.data(
+                        expr.render(value, ctx, failed=self.failed)
+                    )
+                except expr.ExprError as exc:
+                    error = f"outputs.{name}: {exc}"
+                    self.failed = True
+        if self.supervisor.cancelled:
+            status = Status.CANCELLED
+        elif self.failed or timed_out:
+            status = Status.FAILURE
+            if timed_out and error is None:
+                error = f"the job timed out after {_minutes(self.req.timeout)}"
+        else:
+            status = Status.SUCCESS
+        return JobResult(status, self.results, outputs, started, time.time(), error)
+
+    def _run_step(
+        self, step: StepData, result: StepResult, job_env: dict[str, str], remaining: float | None
+    ) -> None:
+        env_ctx = job_env
+        try:
+            step_env = {**job_env, **self._render_env(step["env"], self._contexts(job_env))}
+            env_ctx = step_env
+            ctx = self._contexts(step_env)
+            should_run = expr.evaluate_condition(
+                step["if_"], ctx, failed=self.failed, cancelled=self.supervisor.cancelled
+            )
+        except expr.ExprError as exc:
+            self._finish_without_process(result, step, f"{exc}", ctx=None)
+            return
+        if not should_run:
+            result.status = Status.SKIPPED
+            self.steps_ctx[result.key] = {
+                "outputs": {},
+                "outcome": "skipped",
+                "conclusion": "skipped",
+            }
+            self.events.step_finished(self.req.key, result)
+            return
+        try:
+            request, action = self._build(step, result, step_env, ctx, remaining)
+        except (_StepFailed, expr.ExprError, ShellTemplateError) as exc:
+            self._finish_without_process(result, step, str(exc), ctx=ctx)
+            return
+        result.status = Status.RUNNING
+        result.started = time.time()
+        self.events.step_started(self.req.key, result)
+        outcome = self._execute(request, result)
+        self._collect(step, result, outcome, request.env["FLOWRAY_OUTPUT"], action, env_ctx)
+
+    def _finish_without_process(
+        self, result: StepResult, step: StepData, error: str, *, ctx: Mapping[str, Any] | None
+    ) -> None:
+        result.started = result.ended = time.time()
+        result.error = self.masker.text(error)
+        self._conclude(step, result, Status.FAILURE, ctx)
+        self.events.step_started(self.req.key, result)
+        self.events.step_finished(self.req.key, result)
+
+    def _conclude(
+        self, step: StepData, result: StepResult, outcome: Status, ctx: Mapping[str, Any] | None
+    ) -> None:
+        result.outcome = outcome
+        status = outcome
+        if outcome is Status.FAILURE and not self.supervisor.cancelled:
+            coe = step["continue_on_error"]
+            if isinstance(coe, str):
+                try:
+                    coe = bool(
+                        ctx is not None and expr.evaluate_condition(coe, ctx, failed=False,
+                                                                    cancelled=False)
+                    )
+                except expr.ExprError:
+                    coe = False
+            if coe:
+                status = Status.SUCCESS
+        if status is Status.FAILURE:
+            self.failed = True
+        result.status = status
+        self.steps_ctx[result.key] = {
+            "outputs": result.outputs,
+            "outcome": outcome.value,
+            "conclusion": status.value,
+        }
+
+    def _build(
+        self,
+        step: StepData,
+        result: StepResult,
+        env: dict[str, str],
+        ctx: dict[str, Any],
+        remaining: float | None,
+    ) -> tuple[ProcessRequest, ActionData | None]:
+        req = self.req
+        run_dir = req.run_dir
+        output_file = os.path.join(run_dir, "outputs", f"{_safe_name(req.key)}.{result.index + 1}")
+        proc_env = dict(req.env)
+        proc_env.update(env)
+        proc_env.update(
+            {
+                "FLOWRAY": "true",
+                "FLOWRAY_RUN_ID": req.run_id,
+                "FLOWRAY_JOB_ID": req.job_id,
+                "FLOWRAY_JOB_KEY": req.key,
+                "FLOWRAY_STEP_ID": result.key,
+                "FLOWRAY_WORKSPACE": req.workspace,
+                "FLOWRAY_OUTPUT": output_file,
+                "FLOWRAY_ACTION_PATH": "",
+            }
+        )
+        if req.gpus is not None:
+            proc_env["CUDA_VISIBLE_DEVICES"] = ",".join(req.gpus)
+        cwd = req.workspace
+        for wd in (req.job["working_directory"], step["working_directory"]):
+            if wd:
+                text = expr.to_text(expr.render(wd, ctx)) if "${{" in wd else wd
+                cwd = os.path.normpath(os.path.join(cwd, text))
+        action: ActionData | None = None
+        if step["run"] is not None:
+            script_file = os.path.join(run_dir, "scripts", f"{_safe_name(req.key)}.{result.index + 1}")
+            argv, posix = shell_command(step["shell"], "", script_file)
+            script, extra = render_script(
+                step["run"], ctx, posix=posix, failed=self.failed,
+                cancelled=self.supervisor.cancelled,
+            )
+            argv, posix = shell_command(step["shell"], script, script_file)
+            if script_file in argv:
+                os.makedirs(os.path.dirname(script_file), exist_ok=True)
+                with open(script_file, "w") as fh:
+                    fh.write(script)
+            proc_env.update(extra)
+        else:
+            action, argv, action_env = self._action_command(step, ctx, proc_env)
+            proc_env.update(action_env)
+        timeout = step["timeout"] * 60 if step["timeout"] is not None else None
+        if remaining is not None and (timeout is None or remaining < timeout):
+            timeout = remaining
+            self._job_deadline_governs = True
+        else:
+            self._job_deadline_governs = False
+        return ProcessRequest(argv=argv, env=proc_env, cwd=cwd, timeout=timeout), action
+
+    def _action_command(
+        self, step: StepData, ctx: dict[str, Any], proc_env: dict[str, str]
+    ) -> tuple[ActionData, list[str], dict[str, str]]:
+        ref = step["action"]
+        if not isinstance(ref, str) or not ref.startswith("./"):
+            raise _StepFailed(f"action '{ref}' cannot run here: only local actions ('./path')")
+        path = os.path.normpath(os.path.join(self.req.workspace, ref))
+        try:
+            action = self.load_action(path, None)
+        except Exception as exc:  # the loader's errors carry file:line:col
+            raise _StepFailed(str(exc)) from exc
+        inputs = self._action_inputs(step, action, ctx)
+        env: dict[str, str] = {"FLOWRAY_ACTION_PATH": path}
+        env.update(action["runs"]["env"])
+        for name, value in inputs.items():
+            env[input_env_name(name)] = expr.to_text(value)
+        runs = action["runs"]
+        using = runs["using"]
+        payload = json.dumps(inputs)
+        if using == "python":
+            argv = [sys.executable, os.path.join(path, runs["main"] or ""), payload]
+        elif using == "node":
+            argv = ["node", os.path.join(path, runs["main"] or ""), payload]
+        elif using == "script":
+            script = os.path.join(path, runs["script"] or "")
+            if not os.path.isfile(script):
+                raise _StepFailed(f"action '{action['name']}': script '{runs['script']}' not found")
+            argv = [script] if os.access(script, os.X_OK) else ["bash", script]
+        elif using == "cmd":
+            action_ctx = {**ctx, "inputs": inputs}
+            command, extra = render_script(runs["command"] or "", action_ctx, posix=True)
+            env.update(extra)
+            argv, _ = shell_command(None, command, "")
+        else:
+            raise _StepFailed(
+                f"action '{action['name']}' uses '{using}', which this flowray version cannot run"
+            )
+        return action, argv, env
+
+    def _action_inputs(
+        self, step: StepData, action: ActionData, ctx: dict[str, Any]
+    ) -> dict[str, Any]:
+        from flowray.spec.inputs import InputError, coerce_input
+
+        given = expr.render(step["inputs"], ctx, failed=self.failed) if step["inputs"] else {}
+        out: dict[str, Any] = {}
+        for name, spec in action["inputs"].items():
+            if name in given:
+                value = given[name]
+            elif spec["default"] is not None:
+                value = expr.render(spec["default"], ctx)
+            elif spec["required"]:
+                raise _StepFailed(f"action '{action['name']}': required input '{name}' is missing")
+            else:
+                continue
+            try:
+                out[name] = coerce_input(name, spec, value)
+            except InputError as exc:
+                raise _StepFailed(f"action '{action['name']}': {exc}") from exc
+        for name, value in given.items():
+            if name not in out:
+                out[name] = value  # undeclared: validation warned; pass it on as given
+        return out
+
+    def _execute(self, request: ProcessRequest, result: StepResult) -> ProcessOutcome:
+        key = self.req.key
+        masker = self.masker
+        events = self.events
+        log_path = os.path.join(self.req.run_dir, result.log or "")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        outputs = result.outputs
+        size = 0
+        overflow = False
+
+        with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+
+            def on_line(line: str) -> None:
+                nonlocal size, overflow
+                if line.startswith("::"):
+                    parsed = parse_output_line(line)
+                    if parsed is not None:
+                        name, value = parsed
+                        if name == ADD_MASK:
+                            masker.add(str(value))
+                            return
+                        size += len(line)
+                        if size > MAX_OUTPUT_BYTES:
+                            overflow = True
+                        else:
+                            outputs[name] = value
+                if masker:
+                    line = masker.text(line)
+                log.write(line + "\n")
+                events.step_line(key, result, line)
+
+            outcome = self.supervisor.run(request, on_line)
+        if outcome.pgid:
+            self.pgids.append(outcome.pgid)
+        if overflow:
+            result.error = f"outputs are larger than {MAX_OUTPUT_BYTES} bytes"
+        return outcome
+
+    def _collect(
+        self,
+        step: StepData,
+        result: StepResult,
+        outcome: ProcessOutcome,
+        output_file: str,
+        action: ActionData | None,
+        env: Mapping[str, str],
+    ) -> None:
+        result.ended = outcome.ended
+        result.started = outcome.started
+        result.exit_code = outcome.exit_code
+        status = Status.SUCCESS if outcome.exit_code == 0 and not result.error else Status.FAILURE
+        try:
+            with open(output_file, encoding="utf-8") as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            text = ""
+        else:
+            os.unlink(output_file)
+        if text:
+            try:
+                result.outputs.update(parse_output_file(text))
+            except OutputError as exc:
+                result.error = str(exc)
+                status = Status.FAILURE
+        if action is not None and action["outputs"]:
+            self._type_outputs(result, action)
+        if result.outputs:
+            result.outputs = self.masker.data(result.outputs)
+            self.variable_ctx.update(result.outputs)
+        if outcome.error:
+            result.error = outcome.error
+            status = Status.FAILURE
+        elif outcome.timed_out:
+            status = Status.FAILURE
+            if self._job_deadline_governs:
+                result.error = f"the job timed out after {_minutes(self.req.timeout)}"
+            else:
+                result.error = f"timed out after {_minutes((step['timeout'] or 0) * 60)}"
+        elif outcome.cancelled or (self.supervisor.cancelled and status is Status.FAILURE):
+            status = Status.CANCELLED
+        elif status is Status.FAILURE and result.error is None:
+            code = outcome.exit_code
+            result.error = (
+                f"killed by signal {-code}" if code is not None and code < 0
+                else f"exited with code {code}"
+            )
+        ctx = self._contexts(dict(env))
+        self._conclude(step, result, status, ctx)
+        self.events.step_finished(self.req.key, result)
+
+    def _type_outputs(self, result: StepResult, action: ActionData) -> None:
+        from flowray.spec.inputs import InputError, coerce_input
+
+        for name, spec in action["outputs"].items():
+            if name in result.outputs and spec["type"]:
+                as_input = {"type": spec["type"], "required": False, "default": None,
+                            "description": None}
+                try:
+                    result.outputs[name] = coerce_input(name, as_input, result.outputs[name])  # type: ignore[arg-type]
+                except InputError as exc:
+                    result.error = f"output {exc}"
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:g}s"
+    return f"{seconds / 60:g} min"
+
+
+def run_job(
+    request: JobRequest,
+    *,
+    supervisor: ProcessSupervisor,
+    events: JobEvents,
+    masker: Masker,
+    load_action: ActionLoader,
+) -> JobResult:
+    """Run every step of one job, in order, on this machine."""
+    return JobRunner(
+        request, supervisor=supervisor, events=events, masker=masker, load_action=load_action
+    ).run()

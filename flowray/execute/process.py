@@ -1,0 +1,353 @@
+"""The one place that spawns and stops step processes.
+
+Each step runs in its own session (``start_new_session=True``) so that the whole tree can be
+signalled as a group. Output (stdout and stderr merged) is read while the process runs, so no
+amount of output can deadlock it, and handed line by line to a callback.
+
+Stopping escalates SIGTERM -> grace period -> SIGKILL, and reaches children that started a
+session of their own: before signalling, the tree below the step is collected from ``/proc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+# How long a step's processes get between SIGTERM and SIGKILL when stopped.
+DEFAULT_GRACE_SECONDS = 5.0
+# How long the reader waits without output before checking whether the step's main process
+# exited while a background child still holds the output pipe.
+_IDLE_CHECK_SECONDS = 0.25
+_READ_SIZE = 1 << 16
+
+
+@dataclass(frozen=True)
+class ProcessRequest:
+    """What to run. ``env`` is the complete environment; it is left out of the repr."""
+
+    argv: list[str]
+    env: dict[str, str] = field(repr=False)
+    cwd: str
+    timeout: float | None = None  # seconds
+
+    def __post_init__(self) -> None:
+        if not self.argv or not self.argv[0]:
+            raise ValueError("a process request needs a command")
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    exit_code: int | None  # None when the process could not start
+    started: float  # time.time()
+    ended: float
+    timed_out: bool = False
+    cancelled: bool = False
+    error: str | None = None  # why it could not start
+    pgid: int = 0  # the step's process group (its session leader's pid)
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self.started
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return kids
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # Field 4 (ppid) comes after the parenthesised command name, which may hold spaces.
+        rest = stat[stat.rfind(b")") + 2 :].split()
+        if len(rest) > 1:
+            kids.setdefault(int(rest[1]), []).append(int(name))
+    return kids
+
+
+def process_tree(roots: Iterable[int]) -> set[int]:
+    """``roots`` and every live descendant of them (Linux ``/proc``; only roots elsewhere)."""
+    kids = _children_map()
+    seen: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(kids.get(pid, ()))
+    return seen
+
+
+def _signal_tree(pgids: Iterable[int], sig: int) -> bool:
+    """Signal each process group and every process below its members; True if any was alive."""
+    pgids = list(pgids)
+    members = set(pgids)
+    alive = False
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, sig)
+            alive = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    for pid in process_tree(members) - members:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+            alive = True
+    return alive
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def stop_groups(pgids: Iterable[int], *, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+    """SIGTERM the process groups (and descendants that left them), wait ``grace``, SIGKILL."""
+    pgids = [g for g in pgids if g > 0 and _group_alive(g)]
+    if not pgids:
+        return
+    # Collect the tree before the leaders die: once they exit, their children are orphaned and
+    # no longer found below them.
+    tree = process_tree(pgids)
+    if not _signal_tree(pgids, signal.SIGTERM):
+        return
+    for pid in tree - set(pgids):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not any(_group_alive(g) for g in pgids) and not _any_alive(tree - set(pgids)):
+            return
+        time.sleep(0.02)
+    _signal_tree(pgids, signal.SIGKILL)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _any_alive(pids: Iterable[int]) -> bool:
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != b"Z":
+            return True
+    return False
+
+
+class ProcessSupervisor:
+    """Tracks every live step process so that a cancel or a timeout can reach it.
+
+    One watchdog thread enforces deadlines for all processes; no thread per step.
+    """
+
+    def __init__(self, *, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        self.grace = grace
+        self._lock = threading.Lock()
+        self._live: dict[int, float | None] = {}  # pgid -> deadline (monotonic)
+        self._timed_out: set[int] = set()
+        self._cancelled = False
+        self._wake = threading.Condition(self._lock)
+        self._watchdog: threading.Thread | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def _register(self, pgid: int, timeout: float | None) -> None:
+        with self._lock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._live[pgid] = deadline
+            if deadline is not None:
+                if self._watchdog is None:
+                    self._watchdog = threading.Thread(
+                        target=self._watch, name="flowray-watchdog", daemon=True
+                    )
+                    self._watchdog.start()
+                self._wake.notify()
+
+    def _unregister(self, pgid: int) -> bool:
+        """Forget ``pgid``; True if its deadline had passed."""
+        with self._lock:
+            self._live.pop(pgid, None)
+            if pgid in self._timed_out:
+                self._timed_out.discard(pgid)
+                return True
+            return False
+
+    def _watch(self) -> None:
+        while True:
+            expired: list[int] = []
+            with self._lock:
+                now = time.monotonic()
+                nearest: float | None = None
+                for pgid, deadline in self._live.items():
+                    if deadline is None or pgid in self._timed_out:
+                        continue
+                    if deadline <= now:
+                        expired.append(pgid)
+                        self._timed_out.add(pgid)
+                    elif nearest is None or deadline < nearest:
+                        nearest = deadline
+                if not expired:
+                    self._wake.wait(None if nearest is None else nearest - now)
+                    continue
+            for pgid in expired:
+                threading.Thread(
+                    target=stop_groups, args=([pgid],), kwargs={"grace": self.grace}, daemon=True
+                ).start()
+
+    def mark_cancelled(self) -> list[int]:
+        """Refuse new processes from now on; the process groups live now."""
+        with self._lock:
+            self._cancelled = True
+            return list(self._live)
+
+    def cancel_all(self) -> None:
+        """Stop every live step process tree (SIGTERM, grace, SIGKILL); blocks until done."""
+        stop_groups(self.mark_cancelled(), grace=self.grace)
+
+    def run(self, request: ProcessRequest, on_line: Callable[[str], None]) -> ProcessOutcome:
+        """Run ``request`` to the end, calling ``on_line`` for each line of output (no newline)."""
+        started = time.time()
+        if self._cancelled:
+            return ProcessOutcome(None, started, started, cancelled=True)
+        try:
+            proc = subprocess.Popen(
+                request.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=request.cwd,
+                env=request.env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if isinstance(exc, FileNotFoundError) and exc.filename == request.cwd:
+                what = f"working directory '{request.cwd}' does not exist"
+            elif isinstance(exc, (FileNotFoundError, PermissionError)):
+                what = f"cannot run '{request.argv[0]}': {reason}"
+            else:
+                what = f"cannot start '{request.argv[0]}': {reason}"
+            return ProcessOutcome(None, started, time.time(), error=what)
+        pgid = proc.pid
+        self._register(pgid, request.timeout)
+        if self._cancelled:  # a cancel raced with the start: it must not miss this process
+            threading.Thread(target=stop_groups, args=([pgid],),
+                             kwargs={"grace": self.grace}, daemon=True).start()
+        try:
+            assert proc.stdout is not None
+            _pump(proc, proc.stdout.fileno(), on_line)
+            proc.stdout.close()
+            code = proc.wait()
+        except BaseException:
+            stop_groups([pgid], grace=self.grace)
+            proc.wait()
+            raise
+        finally:
+            timed_out = self._unregister(pgid)
+        return ProcessOutcome(
+            code,
+            started,
+            time.time(),
+            timed_out=timed_out,
+            cancelled=self._cancelled and not timed_out and code != 0,
+            pgid=pgid,
+        )
+
+
+def _pump(proc: subprocess.Popen[bytes], fd: int, on_line: Callable[[str], None]) -> None:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    pending = bytearray()
+    main_exited_at: float | None = None
+    while True:
+        if not poller.poll(_IDLE_CHECK_SECONDS * 1000):
+            # Quiet pipe: if the main process is gone, a background child holds the pipe open.
+            # Stop reading after a short drain; the job's cleanup stops that child later.
+            if proc.poll() is not None:
+                if main_exited_at is None:
+                    main_exited_at = time.monotonic()
+                else:
+                    break
+            continue
+        data = os.read(fd, _READ_SIZE)
+        if not data:
+            break
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            pending += data
+            continue
+        if pending:
+            data = bytes(pending) + data
+            cut += len(pending)
+            pending = bytearray()
+        pending += data[cut + 1 :]
+        for raw in data[:cut].split(b"\n"):
+            on_line(raw.decode("utf-8", "replace").removesuffix("\r"))
+    if pending:
+        on_line(bytes(pending).decode("utf-8", "replace").removesuffix("\r"))
+
+
+def run_processes(run_id: str) -> list[int]:
+    """Live processes whose environment carries ``FLOWRAY_RUN_ID=<run_id>``.
+
+    Every step process gets that variable, and children inherit it: this finds what a step left
+    behind even after it left the step's session and its parent died.
+    """
+    marker = f"FLOWRAY_RUN_ID={run_id}".encode()
+    me = os.getpid()
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in entries:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        if marker in env.split(b"\0") and _any_alive([int(name)]):
+            found.append(int(name))
+    return found
+
+
+def sweep_run_processes(run_id: str, *, grace: float = DEFAULT_GRACE_SECONDS) -> int:
+    """Stop every process left from run ``run_id``: SIGTERM, ``grace``, SIGKILL. Returns count."""
+    pids = run_processes(run_id)
+    if not pids:
+        return 0
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _any_alive(pids):
+        time.sleep(0.02)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)

@@ -1,0 +1,149 @@
+"""A cache of validated flows, so a run of an unchanged flow skips YAML parsing and pydantic.
+
+The key covers the flow file's bytes, the workspace, flowray's version and the validation code
+itself; an entry also lists the local action files validation read, with their size and mtime,
+and holds those actions' validated data. Any change to one of them makes the entry stale.
+Entries live in ``<workspace>/.flowray/cache/flows/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import flowray
+from flowray.spec.types import ActionData, FlowData
+
+ACTION_FILES = ("action-datatorch.yaml", "action-datatorch.yml")
+
+
+@dataclass
+class CachedFlow:
+    data: FlowData
+    warnings: list[str]
+    actions: dict[str, ActionData] = field(default_factory=dict)
+    hit: bool = False
+
+
+def _code_fingerprint() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts = [flowray.__version__]
+    for sub in ("spec", "expr"):
+        folder = os.path.join(here, sub)
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(folder, name))
+                parts.append(f"{name}:{st.st_mtime_ns}:{st.st_size}")
+    return "|".join(parts)
+
+
+def _stat_key(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size]
+
+
+def local_action_dirs(flow: FlowData, workspace: str) -> list[str]:
+    out = []
+    for job in flow["jobs"].values():
+        for step in job["steps"]:
+            ref = step["action"]
+            if isinstance(ref, str) and ref.startswith("./"):
+                path = os.path.normpath(os.path.join(workspace, ref))
+                if path not in out:
+                    out.append(path)
+    return out
+
+
+def action_file(folder: str, file: str | None = None) -> str:
+    for name in (file,) if file else ACTION_FILES:
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate):
+            return candidate
+    return os.path.join(folder, file or ACTION_FILES[0])
+
+
+class ActionTable:
+    """Validated local actions of a run; loads (with pydantic) only those not already known."""
+
+    def __init__(self, known: dict[str, ActionData] | None = None) -> None:
+        self._known = dict(known or {})
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str, file: str | None) -> ActionData:
+        with self._lock:
+            hit = self._known.get(path)
+            if hit is not None:
+                return hit
+            from flowray.spec import load_action
+
+            data = load_action(path, file=file)
+            self._known[path] = data
+            return data
+
+
+def load_flow(path: str, workspace: str, *, use_cache: bool = True) -> CachedFlow:
+    """The validated flow at ``path``; raises ``flowray.spec.FlowError`` when it is invalid."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        raw = None
+    entry_path = None
+    if raw is not None and use_cache:
+        key = hashlib.sha256(
+            b"\0".join([raw, os.path.abspath(workspace).encode(), _code_fingerprint().encode()])
+        ).hexdigest()[:32]
+        entry_path = os.path.join(workspace, ".flowray", "cache", "flows", f"{key}.json")
+        cached = _read_entry(entry_path)
+        if cached is not None:
+            return cached
+    from flowray.spec import load_action
+    from flowray.spec import load_flow as validate
+
+    loaded = validate(path, workspace=workspace)
+    warnings = [w.format() for w in loaded.warnings]
+    actions: dict[str, ActionData] = {}
+    deps: dict[str, list[int] | None] = {}
+    for folder in local_action_dirs(loaded.data, workspace):
+        file = action_file(folder)
+        deps[file] = _stat_key(file)
+        actions[folder] = load_action(folder)
+    result = CachedFlow(loaded.data, warnings, actions)
+    if entry_path is not None:
+        _write_entry(entry_path, result, deps)
+    return result
+
+
+def _read_entry(path: str) -> CachedFlow | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            entry = json.load(fh)
+        for dep, stamp in entry["deps"].items():
+            if _stat_key(dep) != stamp:
+                return None
+        return CachedFlow(entry["flow"], entry["warnings"], entry["actions"], hit=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_entry(path: str, flow: CachedFlow, deps: dict[str, Any]) -> None:
+    entry = {"flow": flow.data, "warnings": flow.warnings, "actions": flow.actions, "deps": deps}
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(entry, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs speed

@@ -1,0 +1,109 @@
+"""Run records kept under ``<workspace>/.flowray/runs/<run id>/``.
+
+Each run folder holds ``record.json`` (statuses, times, exit codes, outputs; written atomically
+as the run goes) and ``logs/<job key>/<NN>-<step>.log``, one file per step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+RECORD_FILE = "record.json"
+
+
+class RecordError(LookupError):
+    pass
+
+
+def runs_dir(workspace: str) -> str:
+    return os.path.join(workspace, ".flowray", "runs")
+
+
+def new_run_id(now: float | None = None) -> str:
+    """Sortable and unique: ``YYYYMMDD-HHMMSS-xxxxxx``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunSummary:
+    id: str
+    flow: str
+    status: str
+    started: float | None
+    ended: float | None
+    path: str
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+
+def iter_runs(workspace: str) -> Iterator[RunSummary]:
+    """Runs of this workspace, newest first."""
+    base = runs_dir(workspace)
+    try:
+        names = sorted(os.listdir(base), reverse=True)
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(base, name)
+        try:
+            rec = read_record(path)
+        except RecordError:
+            continue
+        yield RunSummary(
+            id=rec.get("id", name),
+            flow=rec.get("flow", {}).get("name", "?"),
+            status=rec.get("status", "?"),
+            started=rec.get("started"),
+            ended=rec.get("ended"),
+            path=path,
+        )
+
+
+def read_record(run_path: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(run_path, RECORD_FILE), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise RecordError(f"cannot read the record of run at {run_path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RecordError(f"the record at {run_path} is not a run record")
+    return data
+
+
+def find_run(workspace: str, ref: str) -> str:
+    """The folder of run ``ref``: a run id, a unique prefix of one, or ``last``."""
+    base = runs_dir(workspace)
+    try:
+        names = sorted(os.listdir(base))
+    except FileNotFoundError:
+        names = []
+    if not names:
+        raise RecordError(f"no runs recorded in {os.path.join('.flowray', 'runs')} yet")
+    if ref in ("last", "latest", "-1"):
+        return os.path.join(base, names[-1])
+    if ref in names:
+        return os.path.join(base, ref)
+    hits = [n for n in names if n.startswith(ref) or n.endswith(ref)]
+    if len(hits) == 1:
+        return os.path.join(base, hits[0])
+    if not hits:
+        raise RecordError(f"no run '{ref}' (see 'flowray runs')")
+    raise RecordError(f"'{ref}' matches {len(hits)} runs: {', '.join(hits[:5])}")
