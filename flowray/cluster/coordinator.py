@@ -8,6 +8,7 @@ this machine).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -27,8 +28,8 @@ from flowray.plan.plan import JobPlan, Plan
 from flowray.status import Status
 from flowray.store.records import new_run_id, runs_dir, write_json_atomic
 
-# Seconds before retry n (1-based) of a failed job: base * 2**(n-1), at most _RETRY_MAX.
-_RETRY_BASE = float(os.environ.get("FLOWRAY_RETRY_BACKOFF", "1"))
+# Seconds before retry n (1-based) of a failed job: base * 2**(n-1), at most _RETRY_MAX; the
+# base is FLOWRAY_RETRY_BACKOFF (default 1 s).
 _RETRY_MAX = 60.0
 # The record is rewritten at most this often while a run goes on (and always at the end).
 _RECORD_INTERVAL = 0.5
@@ -237,8 +238,8 @@ class Coordinator:
             if limit is not None and running_per_group.get(plan.job_id, 0) >= limit:
                 continue
             if not self.dispatcher.try_start(
-                plan, lambda gpus, st=state: self._request(st, gpus),
-                lambda result, key=plan.key: self._post(key, result),
+                plan, functools.partial(self._request, state),
+                functools.partial(self._post, plan.key),
             ):
                 continue
             state.status = Status.RUNNING
@@ -350,7 +351,8 @@ class Coordinator:
                 "ended": result.ended,
                 "steps": [s.to_record() for s in result.steps],
             })
-            delay = min(_RETRY_MAX, _RETRY_BASE * 2 ** (state.attempts - 1))
+            base = float(os.environ.get("FLOWRAY_RETRY_BACKOFF", "1"))
+            delay = min(_RETRY_MAX, base * 2 ** (state.attempts - 1))
             state.status = Status.QUEUED
             state.not_before = time.monotonic() + delay
             self.console.info(

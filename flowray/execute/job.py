@@ -149,6 +149,7 @@ class JobRunner:
         self.failed = False
         self.pgids: list[int] = []
         job = request.job
+        os.makedirs(os.path.join(request.run_dir, "outputs"), exist_ok=True)
         self.log_dir = os.path.join("logs", _safe_name(request.key))
         if request.attempt > 1:
             self.log_dir += f".attempt{request.attempt}"

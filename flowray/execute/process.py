@@ -318,7 +318,7 @@ def run_processes(run_id: str) -> list[int]:
     """
     marker = f"FLOWRAY_RUN_ID={run_id}".encode()
     me = os.getpid()
-    found = []
+    found: list[int] = []
     try:
         entries = os.listdir("/proc")
     except OSError:

@@ -34,7 +34,8 @@ def new_run_id(now: float | None = None) -> str:
 def write_json_atomic(path: str, data: Any) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=str)
+        # No indent: the C encoder is an order of magnitude faster on large records.
+        fh.write(json.dumps(data, default=str, separators=(",", ":")))
     os.replace(tmp, path)
 
 

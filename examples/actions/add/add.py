@@ -1,0 +1,5 @@
+import json
+import sys
+
+inputs = json.loads(sys.argv[-1])
+print(f"::sum::{inputs['a'] + inputs['b']}")

@@ -1,0 +1,54 @@
+"""`import flowray` and `flowray validate` stay light: no ray, docker or git imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import Workspace
+
+HEAVY = ("ray", "docker", "git")
+
+
+def _modules_after(code: str, cwd: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys\nprint('\\n'.join(sys.modules))"],
+        cwd=cwd, capture_output=True, text=True, check=True,
+    ).stdout
+    return set(out.split())
+
+
+def test_import_flowray_imports_nothing_heavy(ws: Workspace) -> None:
+    mods = _modules_after("import flowray", str(ws.root))
+    assert not {m for m in mods if m.split(".")[0] in HEAVY}
+    assert "pydantic" not in mods
+
+
+def test_validate_and_run_import_no_cluster_libraries(ws: Workspace) -> None:
+    ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
+    code = (
+        "import sys\n"
+        "from flowray.cli import main\n"
+        "for argv in (['validate', 'flow.yaml'], ['run', 'flow.yaml', '-q']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+    )
+    mods = _modules_after(code, str(ws.root))
+    assert "flowray.spec.loader" in mods or "flowray.spec" in mods
+    assert not {m for m in mods if m.split(".")[0] in HEAVY}
+
+
+def test_cached_run_does_not_import_pydantic(ws: Workspace) -> None:
+    ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
+    ws.run("flow.yaml").assert_success()  # fills the validated-flow cache
+    code = (
+        "from flowray.cli import main\n"
+        "try:\n"
+        "    main(['run', 'flow.yaml', '-q'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+    )
+    mods = _modules_after(code, str(ws.root))
+    assert "pydantic" not in mods and "yaml" not in mods
