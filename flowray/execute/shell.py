@@ -151,7 +151,12 @@ def render_script(
             continue
         state = states[part.start]
         if state == 5:
-            # A quoted here-document is literal: the text cannot become code unless it ends it.
+            # A quoted here-document is literal: the text cannot become code unless it holds
+            # a line that ends the document, so only single-line values may go in.
+            if "\n" in text:
+                raise ShellTemplateError(
+                    f"a multi-line value cannot go into a quoted here-document: {part.source}"
+                )
             out.append(text)
             continue
         var = f"FLOWRAY_EXPR_{len(env)}"

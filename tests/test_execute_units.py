@@ -1,0 +1,109 @@
+"""Unit tests of the executor's small parts: output parsing, masking, shell rendering, matrix."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from flowray.execute.outputs import OutputError, parse_output_file, parse_output_line
+from flowray.execute.secrets import Masker
+from flowray.execute.shell import ShellTemplateError, render_script
+from flowray.plan.graph import CycleError, find_cycle, topological_order
+from flowray.plan.plan import expand_matrix
+
+
+def test_output_lines() -> None:
+    assert parse_output_line("::sum::30") == ("sum", 30)
+    assert parse_output_line("::name::some text") == ("name", "some text")
+    assert parse_output_line('::obj::{"a": [1]}') == ("obj", {"a": [1]})
+    assert parse_output_line("::x-y_z::true") == ("x-y_z", True)
+    assert parse_output_line("::bad name::1") is None
+    assert parse_output_line("no output") is None
+    assert parse_output_line(":: ::") is None
+
+
+def test_output_file_forms_and_errors() -> None:
+    text = "a=1\nb=x=y\n\nm<<END\nline1\n\nline3\nEND\nc=\n"
+    assert parse_output_file(text) == {"a": "1", "b": "x=y", "m": "line1\n\nline3", "c": ""}
+    with pytest.raises(OutputError) as e1:
+        parse_output_file("m<<END\nnever closed\n")
+    assert str(e1.value) == "output 'm': no closing line 'END'"
+    with pytest.raises(OutputError) as e2:
+        parse_output_file("just words\n")
+    assert str(e2.value) == (
+        "line 1 of $FLOWRAY_OUTPUT is not 'name=value' or 'name<<DELIMITER': 'just words'")
+    with pytest.raises(OutputError) as e3:
+        parse_output_file("9bad=1\n")
+    assert str(e3.value) == "'9bad' is not a valid output name"
+
+
+def test_masker_masks_value_and_base64_longest_first() -> None:
+    m = Masker(["hunter22", "hunter"])
+    assert m.text("pw hunter22 and hunter") == "pw *** and ***"
+    assert m.text("b64 aHVudGVyMjI= and aHVudGVyMjI") == "b64 *** and ***"
+    assert m.data({"k": ["hunter22", 3]}) == {"k": ["***", 3]}
+    assert not Masker([""])
+
+
+@pytest.mark.parametrize(
+    ("script", "expected_shell_output"),
+    [
+        ("echo ${{ steps.a.outputs.v }}", "$(id) ' \" `x`"),
+        ('echo "${{ steps.a.outputs.v }}"', "$(id) ' \" `x`"),
+        ("echo '${{ steps.a.outputs.v }}'", "$(id) ' \" `x`"),
+        ("echo $'${{ steps.a.outputs.v }}'", "$(id) ' \" `x`"),
+        ("cat <<EOF\n${{ steps.a.outputs.v }}\nEOF", "$(id) ' \" `x`"),
+        ("cat <<'EOF'\n${{ steps.a.outputs.v }}\nEOF", "$(id) ' \" `x`"),
+        ("cat <<-EOF\n\t${{ steps.a.outputs.v }}\n\tEOF", "$(id) ' \" `x`"),
+        ("echo a\\'${{ steps.a.outputs.v }}", "a'$(id) ' \" `x`"),
+        ("# it's a comment\necho ${{ steps.a.outputs.v }}", "$(id) ' \" `x`"),
+    ],
+)
+def test_untrusted_templates_stay_data_in_every_quoting(script: str,
+                                                        expected_shell_output: str) -> None:
+    ctx = {"steps": {"a": {"outputs": {"v": "$(id) ' \" `x`"}}}}
+    rendered, env = render_script(script, ctx, posix=True)
+    out = subprocess.run(["bash", "-c", rendered], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out == expected_shell_output + "\n"
+
+
+def test_multiline_value_in_quoted_heredoc_is_refused() -> None:
+    ctx = {"steps": {"a": {"outputs": {"v": "x\nEOF\nid"}}}}
+    with pytest.raises(ShellTemplateError) as err:
+        render_script("cat <<'EOF'\n${{ steps.a.outputs.v }}\nEOF", ctx, posix=True)
+    assert str(err.value) == (
+        "a multi-line value cannot go into a quoted here-document: steps.a.outputs.v")
+
+
+def test_trusted_templates_are_spliced() -> None:
+    rendered, env = render_script("${{ matrix.cmd }} --x ${{ variables.n }}",
+                                  {"matrix": {"cmd": "echo hi"}, "variables": {"n": 3}},
+                                  posix=True)
+    assert rendered == "echo hi --x 3" and env == {}
+
+
+def test_matrix_expansion_rules() -> None:
+    cells = expand_matrix({
+        "a": [1, 2], "b": ["x", "y"],
+        "exclude": [{"a": 2, "b": "y"}],
+        "include": [{"a": 1, "c": "extra"}, {"a": 3, "b": "z"}, {"b": "x", "d": 4}],
+    })
+    assert cells == [
+        {"a": 1, "b": "x", "c": "extra", "d": 4},
+        {"a": 1, "b": "y", "c": "extra"},
+        {"a": 2, "b": "x", "d": 4},
+        {"a": 3, "b": "z"},
+    ]
+    assert expand_matrix({"include": [{"k": 1}, {"k": 2}]}) == [{"k": 1}, {"k": 2}]
+
+
+def test_cycles_are_named_and_order_is_stable() -> None:
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": ["a"]}) == ["a", "a"]
+    assert find_cycle({"a": [], "b": ["a"]}) is None
+    with pytest.raises(CycleError) as err:
+        topological_order({"x": ["y"], "y": ["x"]})
+    assert str(err.value) == "jobs form a cycle through 'needs': x -> y -> x"
+    assert topological_order({"c": ["a", "b"], "b": ["a"], "a": []}) == ["a", "b", "c"]
