@@ -59,10 +59,12 @@ class ActionRef(_Model):
 
 
 class ContainerSpec(_Model):
-    image: StrictStr = Field(min_length=1)
-    options: StrictStr | None = None
-    env: EnvMap = Field(default_factory=dict)
-    volumes: list[StrictStr] = Field(default_factory=list)
+    """The object form of ``jobs.<id>.container``."""
+
+    image: StrictStr = Field(min_length=1, description="container image, e.g. python:3.11")
+    options: StrictStr | None = Field(default=None, description="extra container options")
+    env: EnvMap = Field(default_factory=dict, description="environment inside the container")
+    volumes: list[StrictStr] = Field(default_factory=list, description="host:container mounts")
 
     @field_validator("env", mode="after")
     @classmethod
@@ -71,15 +73,23 @@ class ContainerSpec(_Model):
 
 
 class Resources(_Model):
-    cpus: Annotated[float, Field(gt=0)] = Field(default=1.0, description="CPU slots the job takes")
-    gpus: Annotated[int, Field(ge=0)] | None = Field(
+    """What one job (each node of it, for a multi-node job) takes from the machine or cluster."""
+
+    cpus: Annotated[StrictFloat, Field(gt=0)] = Field(
+        default=1.0, description="CPU slots the job takes"
+    )
+    gpus: Annotated[StrictInt, Field(ge=0)] | None = Field(
         default=None,
         description="unset: no pinning; 0: no GPU visible; N: N GPUs pinned",
     )
     memory: StrictStr | StrictInt | None = Field(default=None, description="e.g. 8GiB or bytes")
     accelerator: StrictStr | None = Field(default=None, description="accelerator type, e.g. H100")
-    labels: dict[StrictStr, float] = Field(default_factory=dict, description="custom resources")
-    nodes: Annotated[int, Field(ge=1)] = Field(default=1, description="nodes of a multi-node gang")
+    labels: dict[StrictStr, Annotated[StrictFloat, Field(ge=0)]] = Field(
+        default_factory=dict, description="custom Ray resources and the amount of each"
+    )
+    nodes: Annotated[StrictInt, Field(ge=1)] = Field(
+        default=1, description="nodes of a multi-node gang"
+    )
 
     @field_validator("memory", mode="after")
     @classmethod
@@ -122,12 +132,20 @@ def parse_memory(text: str | int) -> int:
 
 
 class Strategy(_Model):
+    """How a job fans out over a matrix."""
+
     matrix: dict[StrictStr, Any] = Field(
         default_factory=dict,
         description="axes (lists of values) plus optional include/exclude lists of maps",
     )
-    fail_fast: StrictBool = Field(default=True, alias="fail-fast")
-    max_parallel: Annotated[int, Field(ge=1)] | None = Field(default=None, alias="max-parallel")
+    fail_fast: StrictBool = Field(
+        default=True,
+        alias="fail-fast",
+        description="cancel the job's other matrix cells when one fails",
+    )
+    max_parallel: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=None, alias="max-parallel", description="most matrix cells running at once"
+    )
 
     @field_validator("matrix", mode="after")
     @classmethod
@@ -142,19 +160,37 @@ class Strategy(_Model):
 
 
 class Step(_Model):
-    id: Annotated[StrictStr, Field(pattern=STEP_ID_PATTERN)] | None = None
-    name: StrictStr | None = None
-    action: StrictStr | ActionRef | None = None
-    run: StrictStr | None = None
+    """One step of a job: an ``action`` or a ``run`` command, run in its own process."""
+
+    id: Annotated[StrictStr, Field(pattern=STEP_ID_PATTERN)] | None = Field(
+        default=None, description="id for references: steps.<id>.outputs.<name>"
+    )
+    name: StrictStr | None = Field(default=None, description="display name")
+    action: StrictStr | ActionRef | None = Field(
+        default=None, description="'./path', 'owner/repo@tag', 'docker://image' or a map"
+    )
+    run: StrictStr | None = Field(default=None, description="shell command(s) to run")
     shell: StrictStr | None = Field(
         default=None, description="bash (default), sh, python, or a command with {0}"
     )
-    inputs: dict[StrictStr, Any] = Field(default_factory=dict, alias="with")
-    if_: StrictStr | StrictBool | None = Field(default=None, alias="if")
-    timeout: Annotated[float, Field(gt=0)] | None = Field(default=None, description="minutes")
-    continue_on_error: StrictBool | StrictStr = Field(default=False, alias="continue-on-error")
-    working_directory: StrictStr | None = Field(default=None, alias="working-directory")
-    env: EnvMap = Field(default_factory=dict)
+    inputs: dict[StrictStr, Any] = Field(
+        default_factory=dict, alias="with", description="inputs of the action (alias: inputs)"
+    )
+    if_: StrictStr | StrictBool | None = Field(
+        default=None, alias="if", description="run the step only when this expression is true"
+    )
+    timeout: Annotated[StrictFloat, Field(gt=0)] | None = Field(
+        default=None, description="minutes (alias: timeout-minutes)"
+    )
+    continue_on_error: StrictBool | StrictStr = Field(
+        default=False,
+        alias="continue-on-error",
+        description="a failure of this step does not fail the job",
+    )
+    working_directory: StrictStr | None = Field(
+        default=None, alias="working-directory", description="directory the step runs in"
+    )
+    env: EnvMap = Field(default_factory=dict, description="environment of this step")
 
     @model_validator(mode="before")
     @classmethod
@@ -192,21 +228,45 @@ class Step(_Model):
 
 
 class Job(_Model):
-    name: StrictStr | None = None
-    steps: list[Step] = Field(min_length=1)
-    needs: list[StrictStr] = Field(default_factory=list)
-    if_: StrictStr | StrictBool | None = Field(default=None, alias="if")
-    resources: Resources = Field(default_factory=Resources)
-    strategy: Strategy | None = None
-    timeout: Annotated[float, Field(gt=0)] | None = Field(default=None, description="minutes")
-    retries: Annotated[int, Field(ge=0)] = 0
-    continue_on_error: StrictBool = Field(default=False, alias="continue-on-error")
-    working_directory: StrictStr | None = Field(default=None, alias="working-directory")
-    env: EnvMap = Field(default_factory=dict)
-    outputs: dict[StrictStr, Any] = Field(default_factory=dict)
-    container: StrictStr | ContainerSpec | None = None
-    artifacts: list[StrictStr] = Field(default_factory=list)
-    reports: list[StrictStr] = Field(default_factory=list)
+    """A job: steps run in order on one machine (one gang of machines for a multi-node job)."""
+
+    name: StrictStr | None = Field(default=None, description="display name")
+    steps: list[Step] = Field(min_length=1, description="run in order, each in its own process")
+    needs: list[StrictStr] = Field(
+        default_factory=list, description="jobs (one id or a list) that must finish first"
+    )
+    if_: StrictStr | StrictBool | None = Field(
+        default=None,
+        alias="if",
+        description="run the job only when this is true (default: needed jobs succeeded)",
+    )
+    resources: Resources = Field(default_factory=Resources, description="CPUs, GPUs, memory")
+    strategy: Strategy | None = Field(default=None, description="matrix fan-out")
+    timeout: Annotated[StrictFloat, Field(gt=0)] | None = Field(
+        default=None, description="minutes (alias: timeout-minutes)"
+    )
+    retries: Annotated[StrictInt, Field(ge=0)] = Field(
+        default=0, description="retries after a failure, with backoff"
+    )
+    continue_on_error: StrictBool = Field(
+        default=False,
+        alias="continue-on-error",
+        description="a failure of this job does not fail the run",
+    )
+    working_directory: StrictStr | None = Field(
+        default=None, alias="working-directory", description="directory the steps run in"
+    )
+    env: EnvMap = Field(default_factory=dict, description="environment of every step")
+    outputs: dict[StrictStr, Any] = Field(
+        default_factory=dict, description="values later jobs read as needs.<id>.outputs.<name>"
+    )
+    container: StrictStr | ContainerSpec | None = Field(
+        default=None, description="image every run step of the job runs in"
+    )
+    artifacts: list[StrictStr] = Field(
+        default_factory=list, description="paths or globs collected after the job"
+    )
+    reports: list[StrictStr] = Field(default_factory=list, description="JUnit XML globs")
 
     @model_validator(mode="before")
     @classmethod
@@ -241,12 +301,20 @@ class Job(_Model):
 
 
 class Flow(_Model):
-    name: StrictStr = Field(min_length=1)
-    description: StrictStr | None = None
-    jobs: dict[Annotated[StrictStr, Field(pattern=JOB_ID_PATTERN)], Job] = Field(min_length=1)
-    env: EnvMap = Field(default_factory=dict)
-    variables: dict[StrictStr, Any] = Field(default_factory=dict)
-    triggers: dict[StrictStr, Any] | list[Any] | None = None
+    """A flow file: named jobs, run in parallel unless ``needs`` orders them."""
+
+    name: StrictStr = Field(min_length=1, description="unique among a project's flows")
+    description: StrictStr | None = Field(default=None, description="what the flow does")
+    jobs: dict[Annotated[StrictStr, Field(pattern=JOB_ID_PATTERN)], Job] = Field(
+        min_length=1, description="jobs by id"
+    )
+    env: EnvMap = Field(default_factory=dict, description="environment of every job")
+    variables: dict[StrictStr, Any] = Field(
+        default_factory=dict, description="values for templates: variables.<name>"
+    )
+    triggers: dict[StrictStr, Any] | list[Any] | None = Field(
+        default=None, description="manual, schedule, webhook, flow; ignored by 'flowray run'"
+    )
 
     @field_validator("env", mode="after")
     @classmethod
@@ -258,27 +326,39 @@ class Flow(_Model):
 
 
 class InputSpec(_Model):
-    type: Literal["string", "integer", "float", "boolean", "array", "object"] = "string"
-    required: StrictBool = False
-    default: Any = None
-    description: StrictStr | None = None
+    """One declared input of an action."""
+
+    type: Literal["string", "integer", "float", "boolean", "array", "object"] = Field(
+        default="string", description="the value is converted to this type before the step starts"
+    )
+    required: StrictBool = Field(default=False, description="a step must give it (or a default)")
+    default: Any = Field(default=None, description="used when a step does not give it")
+    description: StrictStr | None = Field(default=None, description="what the input is for")
 
 
 class OutputSpec(_Model):
-    type: Literal["string", "integer", "float", "boolean", "array", "object"] | None = None
-    description: StrictStr | None = None
+    """One declared output of an action."""
+
+    type: Literal["string", "integer", "float", "boolean", "array", "object"] | None = Field(
+        default=None, description="the output is converted to this type"
+    )
+    description: StrictStr | None = Field(default=None, description="what the output holds")
 
 
 class Runs(_Model):
-    using: Literal["cmd", "script", "python", "node", "docker"]
-    main: StrictStr | None = None
-    script: StrictStr | None = None
-    command: StrictStr | None = None
-    image: StrictStr | None = None
-    dockerfile: StrictStr | None = None
-    entrypoint: StrictStr | None = None
-    args: list[StrictStr] = Field(default_factory=list)
-    env: EnvMap = Field(default_factory=dict)
+    """How an action runs."""
+
+    using: Literal["cmd", "script", "python", "node", "docker"] = Field(
+        description="cmd | script | python | node | docker"
+    )
+    main: StrictStr | None = Field(default=None, description="python/node: entry file")
+    script: StrictStr | None = Field(default=None, description="script: the script file")
+    command: StrictStr | None = Field(default=None, description="cmd: the command")
+    image: StrictStr | None = Field(default=None, description="docker: the image")
+    dockerfile: StrictStr | None = Field(default=None, description="docker: build this instead")
+    entrypoint: StrictStr | None = Field(default=None, description="docker: entrypoint override")
+    args: list[StrictStr] = Field(default_factory=list, description="docker: arguments")
+    env: EnvMap = Field(default_factory=dict, description="environment of the action")
 
     @model_validator(mode="after")
     def _needs_entry(self) -> Runs:
@@ -303,9 +383,13 @@ class Runs(_Model):
 
 
 class Action(_Model):
-    name: StrictStr = Field(min_length=1)
-    description: StrictStr | None = None
-    author: StrictStr | None = None
-    inputs: dict[StrictStr, InputSpec] = Field(default_factory=dict)
-    outputs: dict[StrictStr, OutputSpec] = Field(default_factory=dict)
-    runs: Runs
+    """An action file (``action-datatorch.yaml``)."""
+
+    name: StrictStr = Field(min_length=1, description="display name of the action")
+    description: StrictStr | None = Field(default=None, description="what the action does")
+    author: StrictStr | None = Field(default=None, description="who wrote it")
+    inputs: dict[StrictStr, InputSpec] = Field(default_factory=dict, description="inputs by name")
+    outputs: dict[StrictStr, OutputSpec] = Field(
+        default_factory=dict, description="outputs by name"
+    )
+    runs: Runs = Field(description="how the action runs")

@@ -1,0 +1,219 @@
+"""Reading flow and action files: parse with positions, validate, check, or raise FlowError."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, cast
+
+from pydantic import ValidationError
+
+from flowray.spec.diagnostics import (
+    Diagnostic,
+    FlowError,
+    LoadedFlow,
+    describe,
+    format_path,
+    sort_diagnostics,
+)
+from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
+from flowray.spec.model_errors import (
+    ACTION_SHAPES,
+    FLOW_SHAPES,
+    python_name_keys,
+    validation_diagnostics,
+)
+from flowray.spec.models import Action, Flow
+from flowray.spec.types import ActionData, FlowData, InputSpecData
+from flowray.spec.validate import ACTION_FILES, FlowChecker
+from flowray.spec.yamlpos import Parsed, Positions, YamlError, offset_col, parse_json, parse_yaml
+
+EXTENSIONS = (".yml", ".yaml", ".json")
+
+
+def _extension_problem(file: str, what: str) -> Diagnostic | None:
+    ext = os.path.splitext(file)[1]
+    if ext.lower() in EXTENSIONS:
+        return None
+    got = f"'{ext}'" if ext else "no extension"
+    return Diagnostic(file, 0, 0, "", f"{what} must end in .yml, .yaml or .json (got {got})")
+
+
+def _read(file: str) -> tuple[bytes, Parsed]:
+    """The bytes of ``file`` and its data with positions; raises FlowError."""
+    try:
+        with open(file, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise FlowError([Diagnostic(file, 0, 0, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise FlowError([Diagnostic(file, 0, 0, "", "is a folder, not a file")]) from None
+    except PermissionError:
+        raise FlowError([Diagnostic(file, 0, 0, "", "permission denied")]) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise FlowError([Diagnostic(file, 0, 0, "", f"cannot read the file: {reason}")]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = offset_col(before.decode("utf-8", "replace"))
+        message = f"the file is not UTF-8 text (byte {raw[exc.start]:#04x} cannot be decoded)"
+        raise FlowError([Diagnostic(file, line, col, "", message)]) from None
+    try:
+        if os.path.splitext(file)[1].lower() == ".json":
+            return raw, parse_json(text, file)
+        return raw, parse_yaml(text, file)
+    except YamlError as exc:
+        raise FlowError([exc.diagnostic]) from None
+
+
+def _not_a_map(file: str, parsed: Parsed, what: str, keys: str) -> Diagnostic:
+    if parsed.data is None:
+        return Diagnostic(file, 0, 0, "", f"the file is empty ({what} needs {keys})")
+    line, col = parsed.positions.value(())
+    return Diagnostic(
+        file, line, col, "", f"{what} must be a map with {keys}, got {describe(parsed.data)}"
+    )
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
+def load_flow(path: str | os.PathLike[str], *, workspace: str | None = None) -> LoadedFlow:
+    """Read, validate and check a flow file; raises :class:`FlowError` with every problem.
+
+    Local actions (``./path``) are resolved against ``workspace`` (default: the current
+    directory) and their action files validated too. The returned warnings (undeclared inputs)
+    do not stop a run.
+    """
+    file = os.fspath(path)
+    problem = _extension_problem(file, "flow files")
+    if problem is not None:
+        raise FlowError([problem])
+    raw, parsed = _read(file)
+    data = parsed.data
+    if not isinstance(data, dict):
+        raise FlowError([_not_a_map(file, parsed, "a flow", "'name' and 'jobs'")])
+    positions = parsed.positions
+    diagnostics = [*parsed.problems, *python_name_keys(data, FLOW_SHAPES, positions, file)]
+    model: Flow | None = None
+    try:
+        model = Flow.model_validate(data)
+    except ValidationError as exc:
+        diagnostics += validation_diagnostics(exc, data, positions, file, FLOW_SHAPES)
+    cwd = _cwd()
+    checker = FlowChecker(
+        data,
+        positions,
+        file,
+        workspace=workspace or cwd or ".",
+        display_root=cwd,
+        load_action=lambda folder, shown: _load_action(folder, shown, None),
+    )
+    diagnostics += checker.check()
+    if model is None or any(d.severity == "error" for d in diagnostics):
+        raise FlowError(diagnostics)
+    return LoadedFlow(
+        path=file,
+        data=cast(FlowData, model.model_dump()),
+        warnings=sort_diagnostics(diagnostics),
+        source_sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def load_action(path: str | os.PathLike[str], *, file: str | None = None) -> ActionData:
+    """Read and validate the action in folder ``path``: its ``action-datatorch.yaml`` (or
+    ``.yml``), or ``file`` when given. Raises :class:`FlowError` located in the action file."""
+    folder = os.fspath(path)
+    action, diagnostics = _load_action(folder, folder, file)
+    if action is None:
+        raise FlowError(diagnostics)
+    return action
+
+
+def _load_action(
+    folder: str, shown: str, file: str | None
+) -> tuple[ActionData | None, list[Diagnostic]]:
+    """The validated action in ``folder`` (None when invalid) and the problems found; files are
+    named in diagnostics under ``shown`` (the folder as the user would write it)."""
+    if not os.path.isdir(folder):
+        return None, [Diagnostic(shown, 0, 0, "", "action folder not found")]
+    names = (file,) if file else ACTION_FILES
+    found = next((n for n in names if os.path.isfile(os.path.join(folder, n))), None)
+    if found is None:
+        wanted = f"'{file}'" if file else f"{ACTION_FILES[0]} (or {ACTION_FILES[1]})"
+        return None, [Diagnostic(shown, 0, 0, "", f"no action file {wanted} in this folder")]
+    action_file = os.path.join(shown, found)
+    problem = _extension_problem(action_file, "action files")
+    if problem is not None:
+        return None, [problem]
+    try:
+        _, parsed = _read(os.path.join(folder, found))
+    except FlowError as exc:
+        return None, [_rename(d, action_file) for d in exc.diagnostics]
+    data = parsed.data
+    if not isinstance(data, dict):
+        return None, [_not_a_map(action_file, parsed, "an action", "'name' and 'runs'")]
+    positions = parsed.positions
+    diagnostics = [_rename(d, action_file) for d in parsed.problems]
+    diagnostics += python_name_keys(data, ACTION_SHAPES, positions, action_file)
+    model: Action | None = None
+    try:
+        model = Action.model_validate(data)
+    except ValidationError as exc:
+        diagnostics += validation_diagnostics(exc, data, positions, action_file, ACTION_SHAPES)
+    diagnostics += _check_action(data, positions, action_file, folder, shown)
+    if model is None or any(d.severity == "error" for d in diagnostics):
+        return None, sort_diagnostics(diagnostics)
+    return cast(ActionData, model.model_dump()), sort_diagnostics(diagnostics)
+
+
+def _rename(d: Diagnostic, file: str) -> Diagnostic:
+    return Diagnostic(file, d.line, d.col, d.path, d.message, d.severity)
+
+
+def _check_action(
+    data: dict[str, Any], positions: Positions, file: str, folder: str, shown: str
+) -> list[Diagnostic]:
+    """What the model cannot see: defaults of the wrong type, entry files that are missing."""
+    out: list[Diagnostic] = []
+
+    def report(path: tuple[str, ...], message: str) -> None:
+        line, col = positions.key(path)
+        out.append(Diagnostic(file, line, col, format_path(path), message))
+
+    inputs = data.get("inputs")
+    if isinstance(inputs, dict):
+        for name, spec in inputs.items():
+            if not isinstance(spec, dict) or spec.get("default") is None:
+                continue
+            kind = spec.get("type", "string")
+            default = spec["default"]
+            if kind not in INPUT_TYPES or (isinstance(default, str) and "${{" in default):
+                continue
+            as_input: InputSpecData = {
+                "type": kind, "required": False, "default": None, "description": None
+            }
+            try:
+                coerce_input(name, as_input, default)
+            except InputError as exc:
+                report(("inputs", name, "default"), f"bad default: {exc}")
+    runs = data.get("runs")
+    if isinstance(runs, dict):
+        entry = {"python": "main", "node": "main", "script": "script"}.get(str(runs.get("using")))
+        target = runs.get(entry) if entry else None
+        if (
+            entry
+            and isinstance(target, str)
+            and target
+            and "${{" not in target
+            and not os.path.isfile(os.path.join(folder, target))
+        ):
+            report(("runs", entry), f"'{target}' not found in the action folder {shown}")
+    return out

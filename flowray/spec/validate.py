@@ -1,0 +1,508 @@
+"""Checks that need the whole flow: ``needs``, step ids, ``${{ }}`` references, actions.
+
+They read the raw document (as written, with its own key names, so positions match), not the
+validated model, and they run even when the model found errors, so that a flow's problems are
+all reported at once. Every read is defensive: a value of the wrong type was already reported by
+the model and is skipped here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from flowray.expr import ExprError, ExprSyntaxError, find_templates, is_template, parse, references
+from flowray.plan.graph import find_cycle
+from flowray.spec.diagnostics import (
+    Diagnostic,
+    KeyPath,
+    Severity,
+    describe,
+    did_you_mean,
+    format_path,
+)
+from flowray.spec.inputs import InputError, coerce_input
+from flowray.spec.types import ActionData
+from flowray.spec.yamlpos import Positions
+
+CONTEXTS = (
+    "steps",
+    "variable",
+    "variables",
+    "inputs",
+    "event",
+    "matrix",
+    "needs",
+    "env",
+    "secrets",
+    "job",
+    "run",
+    "flow",
+    "runner",
+    "machine",
+)
+ACTION_FILES = ("action-datatorch.yaml", "action-datatorch.yml")
+
+# owner/repo, an optional sub-folder, an optional @ref
+_GIT_ACTION = re.compile(
+    r"^(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)(?P<sub>/[^@\s]+)?(?:@(?P<ref>.*))?$"
+)
+_SHOWN = 60
+
+# (action data or None when invalid, the action's own diagnostics)
+ActionLoader = Callable[[str, str], tuple[ActionData | None, list[Diagnostic]]]
+
+
+def _shown(source: str) -> str:
+    text = source if len(source) <= _SHOWN else source[: _SHOWN - 3] + "..."
+    return f"'{text}'"
+
+
+def git_ref_problem(ref: str) -> str | None:
+    """Why ``ref`` (a tag, branch or commit) cannot be handed to git, or None."""
+    if not ref:
+        return "the tag after '@' is empty"
+    if ref.startswith("-"):
+        return "a tag must not start with '-'"
+    if ".." in ref:
+        return "a tag must not contain '..'"
+    if any(c.isspace() or c in "~^:?*[\\" for c in ref) or ref.endswith((".lock", "/", ".")):
+        return f"'{ref}' is not a valid git tag or branch name"
+    return None
+
+
+@dataclass
+class Scope:
+    """What the templates of one value may refer to."""
+
+    where: str  # "flow", "job" (values read before any step), "step", "outputs"
+    job_id: str | None = None
+    step_index: int | None = None
+    step_ids: dict[str, int] = field(default_factory=dict)  # lower-case id -> index, whole job
+    needs: list[str] | None = None  # None at flow level
+    matrix: list[str] | None = None  # None: the job has no matrix
+    variables: list[str] = field(default_factory=list)
+
+
+class FlowChecker:
+    """Runs every semantic check over a raw flow document; see :meth:`check`."""
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        positions: Positions,
+        file: str,
+        *,
+        workspace: str,
+        display_root: str | None,
+        load_action: ActionLoader,
+    ) -> None:
+        self.data = data
+        self.positions = positions
+        self.file = file
+        self.workspace = workspace
+        self.display_root = display_root
+        self.load_action = load_action
+        self.out: list[Diagnostic] = []
+        self.actions: dict[str, ActionData | None] = {}
+        jobs = data.get("jobs")
+        self.jobs: dict[str, Any] = jobs if isinstance(jobs, dict) else {}
+        variables = data.get("variables")
+        self.variables = list(variables) if isinstance(variables, dict) else []
+
+    # -- reporting
+
+    def report(
+        self, path: KeyPath, message: str, *, at_value: bool = False, severity: Severity = "error"
+    ) -> None:
+        line, col = self.positions.value(path) if at_value else self.positions.key(path)
+        self.out.append(Diagnostic(self.file, line, col, format_path(path), message, severity))
+
+    # -- the checks
+
+    def check(self) -> list[Diagnostic]:
+        """All problems found; errors and warnings."""
+        self.check_needs()
+        env = self.data.get("env")
+        if isinstance(env, dict):
+            scope = Scope("flow", variables=self.variables)
+            for key, value in env.items():
+                self.check_value(value, ("env", key), scope)
+        for job_id, job in self.jobs.items():
+            if isinstance(job, dict):
+                self.check_job(job_id, job)
+        return self.out
+
+    def job_needs(self, job: Mapping[str, Any]) -> Iterator[tuple[str, KeyPath]]:
+        needs = job.get("needs")
+        if isinstance(needs, str):
+            yield needs, ("needs",)
+        elif isinstance(needs, list):
+            for i, need in enumerate(needs):
+                if isinstance(need, str):
+                    yield need, ("needs", i)
+
+    def check_needs(self) -> None:
+        edges: dict[str, list[str]] = {}
+        for job_id, job in self.jobs.items():
+            edges[job_id] = []
+            if not isinstance(job, dict):
+                continue
+            for need, rel in self.job_needs(job):
+                path = ("jobs", job_id, *rel)
+                if need == job_id:
+                    self.report(path, f"job '{job_id}' needs itself")
+                elif need not in self.jobs:
+                    hint = did_you_mean(need, [j for j in self.jobs if j != job_id])
+                    self.report(path, f"unknown job '{need}'{hint}")
+                else:
+                    edges[job_id].append(need)
+        cycle = find_cycle(edges)
+        if cycle is not None:
+            self.report(
+                ("jobs", cycle[0], "needs"),
+                "jobs form a cycle through 'needs': " + " -> ".join(cycle),
+            )
+
+    def check_job(self, job_id: str, job: dict[str, Any]) -> None:
+        base: KeyPath = ("jobs", job_id)
+        steps = job.get("steps")
+        steps = steps if isinstance(steps, list) else []
+        step_ids: dict[str, int] = {}
+        for i, step in enumerate(steps):
+            sid = step.get("id") if isinstance(step, dict) else None
+            if not isinstance(sid, str):
+                continue
+            if sid.lower() in step_ids:
+                first = format_path((*base, "steps", step_ids[sid.lower()]))
+                self.report((*base, "steps", i, "id"), f"duplicate step id '{sid}' (also {first})")
+            else:
+                step_ids[sid.lower()] = i
+        scope = Scope(
+            "job",
+            job_id=job_id,
+            step_ids=step_ids,
+            needs=[n for n, _ in self.job_needs(job)],
+            matrix=self.matrix_keys(job),
+            variables=self.variables,
+        )
+        for key in ("name", "working-directory"):
+            self.check_value(job.get(key), (*base, key), scope)
+        self.check_condition(job.get("if"), (*base, "if"), scope)
+        env = job.get("env")
+        if isinstance(env, dict):
+            for key, value in env.items():
+                self.check_value(value, (*base, "env", key), scope)
+        outputs = job.get("outputs")
+        if isinstance(outputs, dict):
+            out_scope = replace(scope, where="outputs")
+            for key, value in outputs.items():
+                self.check_value(value, (*base, "outputs", key), out_scope)
+        for i, step in enumerate(steps):
+            if isinstance(step, dict):
+                step_scope = replace(scope, where="step", step_index=i)
+                self.check_step(step, (*base, "steps", i), step_scope)
+        resources = job.get("resources")
+        if isinstance(resources, dict):
+            nodes = resources.get("nodes")
+            if isinstance(nodes, int) and not isinstance(nodes, bool) and nodes > 1:
+                self.report(
+                    (*base, "resources", "nodes"),
+                    "multi-node jobs need a Ray cluster (not available in this version)",
+                )
+        if job.get("container") is not None:
+            self.report(
+                (*base, "container"),
+                "job containers ('container:') are not supported by this flowray version yet; "
+                "steps run on the host",
+            )
+
+    def matrix_keys(self, job: Mapping[str, Any]) -> list[str] | None:
+        strategy = job.get("strategy")
+        matrix = strategy.get("matrix") if isinstance(strategy, dict) else None
+        if not isinstance(matrix, dict) or not matrix:
+            return None
+        keys = [k for k in matrix if k not in ("include", "exclude")]
+        include = matrix.get("include")
+        if isinstance(include, list):
+            for extra in include:
+                if isinstance(extra, dict):
+                    keys.extend(k for k in extra if k not in keys)
+        return keys
+
+    def check_step(self, step: dict[str, Any], base: KeyPath, scope: Scope) -> None:
+        for key in ("name", "run", "working-directory", "continue-on-error"):
+            self.check_value(step.get(key), (*base, key), scope)
+        self.check_condition(step.get("if"), (*base, "if"), scope)
+        env = step.get("env")
+        if isinstance(env, dict):
+            for key, value in env.items():
+                self.check_value(value, (*base, "env", key), scope)
+        with_key = "with" if "with" in step else "inputs"
+        given = step.get(with_key)
+        if isinstance(given, dict):
+            for key, value in given.items():
+                self.check_value(value, (*base, with_key, key), scope)
+        action = self.check_action_ref(step.get("action"), (*base, "action"))
+        if action is not None:
+            self.check_inputs(action, given if isinstance(given, dict) else {}, base, with_key)
+
+    # -- actions
+
+    def check_action_ref(self, ref: Any, path: KeyPath) -> ActionData | None:
+        if isinstance(ref, dict):
+            tag = ref.get("tag")
+            problem = git_ref_problem(tag) if isinstance(tag, str) else None
+            if problem:
+                self.report((*path, "tag"), problem)
+            if not isinstance(ref.get("name"), str):
+                return None  # the model reports the missing name
+            self.report(
+                path,
+                "git-hosted actions (a map with name/tag/git) are not supported by this "
+                "flowray version yet; use a local action './path'",
+            )
+            return None
+        if not isinstance(ref, str):
+            return None
+        if ref.startswith("./"):
+            return self.local_action(ref, path)
+        if ref.startswith("docker://"):
+            self.report(
+                path,
+                f"docker actions ('{ref}') are not supported by this flowray version yet; "
+                "use a local action './path'",
+            )
+            return None
+        m = _GIT_ACTION.match(ref)
+        if m is None or any(p in (".", "..") for p in m.group("repo").split("/")):
+            self.report(
+                path,
+                f"invalid action {describe(ref)}: expected './path' (a local action), "
+                "'owner/repo@tag' or 'docker://image'",
+            )
+            return None
+        git_ref = m.group("ref")
+        problem = git_ref_problem(git_ref) if git_ref is not None else None
+        if problem:
+            self.report(path, f"invalid action '{ref}': {problem}")
+            return None
+        self.report(
+            path,
+            f"git-hosted actions ('{ref}') are not supported by this flowray version yet; "
+            "use a local action './path'",
+        )
+        return None
+
+    def display(self, folder: str) -> str:
+        if self.display_root is None:
+            return folder
+        try:
+            rel = os.path.relpath(folder, self.display_root)
+        except ValueError:
+            return folder
+        return folder if rel.startswith("..") else rel
+
+    def local_action(self, ref: str, path: KeyPath) -> ActionData | None:
+        folder = os.path.normpath(os.path.join(self.workspace, ref))
+        shown = self.display(folder)
+        if folder in self.actions:
+            action = self.actions[folder]
+            if action is None:
+                self.report(path, f"local action '{ref}' is invalid (see the errors in '{shown}')")
+            return action
+        self.actions[folder] = None
+        if not os.path.isdir(folder):
+            self.report(path, f"local action '{ref}' not found: there is no folder '{shown}'")
+            return None
+        if not any(os.path.isfile(os.path.join(folder, name)) for name in ACTION_FILES):
+            self.report(
+                path,
+                f"local action '{ref}' has no action file: expected "
+                f"'{os.path.join(shown, ACTION_FILES[0])}' (or .yml)",
+            )
+            return None
+        action, problems = self.load_action(folder, shown)
+        self.out.extend(problems)
+        if action is None:
+            self.report(path, f"local action '{ref}' is invalid (see the errors in '{shown}')")
+            return None
+        self.actions[folder] = action
+        return action
+
+    def check_inputs(
+        self, action: ActionData, given: dict[str, Any], base: KeyPath, with_key: str
+    ) -> None:
+        name = action["name"]
+        if action["runs"]["using"] == "docker":
+            self.report(
+                (*base, "action"),
+                f"action '{name}' uses 'docker', which this flowray version cannot run",
+            )
+        declared = action["inputs"]
+        for key in given:
+            if key not in declared:
+                listed = ", ".join(declared) or "none"
+                self.report(
+                    (*base, with_key, key),
+                    f"input '{key}' is not declared by action '{name}' (declared: {listed})",
+                    severity="warning",
+                )
+        for key, spec in declared.items():
+            if key in given:
+                value = given[key]
+                if _has_template(value):
+                    continue
+                try:
+                    coerce_input(key, spec, value)
+                except InputError as exc:
+                    self.report((*base, with_key, key), f"{exc} (action '{name}')")
+            elif spec["required"] and spec["default"] is None:
+                where = (*base, with_key) if with_key in self.raw_step(base) else base
+                self.report(where, f"missing required input '{key}' of action '{name}'")
+
+    def raw_step(self, base: KeyPath) -> dict[str, Any]:
+        cur: Any = self.data
+        for part in base:
+            cur = cur[part]
+        return cur if isinstance(cur, dict) else {}
+
+    # -- expressions
+
+    def check_value(self, value: Any, path: KeyPath, scope: Scope) -> None:
+        """Check every template in a string, or in the strings inside a list or map."""
+        if isinstance(value, str):
+            if "${{" in value:
+                self.check_text(value, path, scope)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self.check_value(item, (*path, key), scope)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                self.check_value(item, (*path, i), scope)
+
+    def check_text(self, text: str, path: KeyPath, scope: Scope) -> None:
+        try:
+            parts = find_templates(text)
+        except ExprSyntaxError as exc:
+            self.report(path, f"invalid template: {exc.message}", at_value=True)
+            return
+        for part in parts:
+            self.check_expression(part.source, path, scope)
+
+    def check_condition(self, value: Any, path: KeyPath, scope: Scope) -> None:
+        """``if``: one bare expression, or one ``${{ }}`` with nothing around it."""
+        if not isinstance(value, str) or not value.strip():
+            return
+        text = value.strip()
+        if not text.startswith("${{"):
+            self.check_expression(value, path, scope)
+            return
+        try:
+            parts = find_templates(text)
+        except ExprSyntaxError as exc:
+            self.report(path, f"invalid template: {exc.message}", at_value=True)
+            return
+        if len(parts) != 1 or parts[0].end != len(text):
+            self.report(
+                path,
+                "a condition must be one expression, bare or inside a single '${{ }}', "
+                f"got {describe(value, limit=_SHOWN)}",
+                at_value=True,
+            )
+            return
+        self.check_expression(parts[0].source, path, scope)
+
+    def check_expression(self, source: str, path: KeyPath, scope: Scope) -> None:
+        try:
+            node = parse(source)
+        except ExprError as exc:
+            self.report(path, f"invalid expression: {exc.message}", at_value=True)
+            return
+        except RecursionError:
+            self.report(path, f"expression nested too deeply: {_shown(source)}", at_value=True)
+            return
+        for ref in references(node):
+            problem = self.reference_problem(ref.context, ref.path, scope)
+            if problem:
+                self.report(path, f"{problem} in {_shown(source)}", at_value=True)
+
+    def reference_problem(
+        self, context: str, rest: tuple[str | int | None, ...], scope: Scope
+    ) -> str | None:
+        name = context.lower()
+        if name not in CONTEXTS:
+            return f"unknown context '{context}'{did_you_mean(name, CONTEXTS)}"
+        first = rest[0] if rest else None
+        if not isinstance(first, str):
+            return None  # the whole context, an index, or a computed key
+        if name == "steps":
+            return self.step_problem(first, scope)
+        if name == "needs":
+            if scope.needs is None:
+                return "'needs' cannot be read at flow level (it belongs to a job)"
+            wanted = {n.lower() for n in scope.needs}
+            if first.lower() in wanted:
+                return None
+            listed = ", ".join(scope.needs) or "none"
+            if first in self.jobs:
+                return f"job '{first}' is not in this job's needs (needs: {listed})"
+            hint = did_you_mean(first, scope.needs) or f" (needs: {listed})"
+            return f"unknown job '{first}'{hint}"
+        if name == "matrix":
+            if scope.where == "flow":
+                return "'matrix' cannot be read at flow level (it belongs to a job)"
+            if scope.matrix is None:
+                return f"unknown matrix key '{first}' (job '{scope.job_id}' has no matrix)"
+            if first.lower() in {k.lower() for k in scope.matrix}:
+                return None
+            hint = did_you_mean(first, scope.matrix) or f" (matrix keys: {', '.join(scope.matrix)})"
+            return f"unknown matrix key '{first}'{hint}"
+        if name == "variables":
+            if first.lower() in {v.lower() for v in scope.variables}:
+                return None
+            if not scope.variables:
+                return f"unknown variable '{first}' (the flow defines no variables)"
+            listed = ", ".join(scope.variables)
+            hint = did_you_mean(first, scope.variables) or f" (variables: {listed})"
+            return f"unknown variable '{first}'{hint}"
+        return None
+
+    def step_problem(self, step_id: str, scope: Scope) -> str | None:
+        if scope.where == "flow":
+            return "'steps' cannot be read at flow level (it belongs to a job)"
+        index = scope.step_ids.get(step_id.lower())
+        if index is None:
+            hint = did_you_mean(step_id, self.original_ids(scope))
+            return f"unknown step '{step_id}'{hint}"
+        if scope.where == "outputs":
+            return None
+        if scope.where == "job":
+            return f"step '{step_id}' has not run yet (job-level values are read before any step)"
+        assert scope.step_index is not None
+        if index == scope.step_index:
+            return f"step '{step_id}' cannot read its own outputs"
+        if index > scope.step_index:
+            later = format_path(("jobs", scope.job_id or "", "steps", index))
+            return f"step '{step_id}' has not run yet (it is {later})"
+        return None
+
+    def original_ids(self, scope: Scope) -> list[str]:
+        job = self.jobs.get(scope.job_id or "")
+        steps = job.get("steps") if isinstance(job, dict) else None
+        if not isinstance(steps, list):
+            return []
+        return [s["id"] for s in steps if isinstance(s, dict) and isinstance(s.get("id"), str)]
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False
