@@ -51,7 +51,10 @@ class Console:
         self.write(text + "\n")
 
     def error(self, text: str) -> None:
-        self.write(self._paint(text, "31") + "\n")
+        """A message about the run itself (not a step's output): always to stderr."""
+        with self._lock:
+            sys.stderr.write(self._paint(text, "31") + "\n")
+            sys.stderr.flush()
 
     def step_started(self, job_key: str, step: StepResult) -> None:
         if self.quiet:

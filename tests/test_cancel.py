@@ -11,10 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
 from conftest import Workspace, env_without_color, process_alive, wait_for
 
 FLOW = """

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from conftest import Workspace
 
 
@@ -576,7 +577,8 @@ def test_gpu_pinning_with_declared_gpus(ws: Workspace) -> None:
     assert set(two) | set(one) == {"0", "1", "2"}
 
 
-def test_gpu_jobs_queue_when_gpus_are_busy(ws: Workspace, monkeypatch: object) -> None:
+def test_gpu_jobs_queue_when_gpus_are_busy(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    # FLOWRAY_GPUS=1 declares one (fake) GPU: both 1-GPU cells must take turns on GPU 0.
     flow = ws.flow("""
         name: gpuq
         jobs:
@@ -590,13 +592,10 @@ def test_gpu_jobs_queue_when_gpus_are_busy(ws: Workspace, monkeypatch: object) -
                   sleep 0.3
                   echo "end ${{ matrix.n }}" >> log.txt
     """)
-    os.environ["FLOWRAY_GPUS"] = "7"
-    try:
-        out = ws.run(flow, "--cpus", "4")
-    finally:
-        del os.environ["FLOWRAY_GPUS"]
+    monkeypatch.setenv("FLOWRAY_GPUS", "1")
+    out = ws.run(flow, "--cpus", "4")
     out.assert_success()
-    assert (ws.root / "log.txt").read_text() == "start 1 7\nend 1\nstart 2 7\nend 2\n"
+    assert (ws.root / "log.txt").read_text() == "start 1 0\nend 1\nstart 2 0\nend 2\n"
 
 
 def test_too_many_gpus_is_refused_before_running(ws: Workspace) -> None:
@@ -748,3 +747,37 @@ def test_validated_flow_cache_is_used_and_invalidated(ws: Workspace) -> None:
     out = ws.run(flow)
     out.assert_success()
     assert "j/1 | two-changed" in out.stdout
+
+
+def test_artifacts_are_copied_and_junit_reports_counted(ws: Workspace) -> None:
+    flow = ws.flow("""
+        name: art
+        jobs:
+          t:
+            artifacts: [out/*.txt, missing/*.bin]
+            reports: reports/*.xml
+            steps:
+              - run: |
+                  mkdir -p out reports
+                  echo model > out/model.txt
+                  cat > reports/junit.xml <<'EOF'
+                  <testsuites>
+                    <testsuite name="a">
+                      <testcase name="ok1"/><testcase name="ok2"/>
+                      <testcase name="bad"><failure message="boom"/></testcase>
+                      <testcase name="skip"><skipped/></testcase>
+                    </testsuite>
+                  </testsuites>
+                  EOF
+    """)
+    out = ws.run(flow)
+    out.assert_success()
+    assert "✓ job t [tests: 2 passed, 1 failed, 1 skipped] success in" in out.stdout
+    assert "! job t: artifacts: nothing matches 'missing/*.bin'" in out.stdout
+    rec = ws.record()
+    job = rec["jobs"]["t"]
+    assert job["artifacts"] == ["artifacts/t/out/model.txt"]
+    assert job["reports"] == {"tests": 4, "failures": 1, "errors": 0, "skipped": 1,
+                              "files": 1, "passed": 2}
+    run_dir = ws.root / ".flowray" / "runs" / rec["id"]
+    assert (run_dir / "artifacts" / "t" / "out" / "model.txt").read_text() == "model\n"

@@ -9,12 +9,14 @@ this machine).
 from __future__ import annotations
 
 import functools
+import heapq
 import os
 import platform
 import socket
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -72,6 +74,9 @@ class JobState:
     history: list[dict[str, Any]] = field(default_factory=list)
     not_before: float = 0.0  # monotonic time before which a retry must not start
     node: str = ""
+    artifacts: list[str] = field(default_factory=list)
+    reports: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_record(self) -> dict[str, Any]:
         p = self.plan
@@ -89,6 +94,9 @@ class JobState:
             "outputs": self.outputs,
             "error": self.error,
             "steps": [s.to_record() for s in self.steps],
+            "artifacts": self.artifacts,
+            "reports": self.reports,
+            "warnings": self.warnings,
             "previous_attempts": self.history,
         }
 
@@ -138,6 +146,21 @@ class Coordinator:
         self.run_dir = os.path.join(runs_dir(options.workspace), self.run_id)
         self.masker = Masker(options.secrets.values())
         self.states = {j.key: JobState(j) for j in plan.jobs}
+        # Incremental scheduling state, so each pass costs what changed, not the whole flow.
+        self._open = len(self.states)
+        self._waiting: dict[str, int] = {}
+        self._dependents: dict[str, list[str]] = {}
+        self._eligible: deque[str] = deque()
+        self._ready: dict[tuple[str, float, int], deque[str]] = {}
+        self._delayed: list[tuple[float, str]] = []
+        self._running_per_group: dict[str, int] = {}
+        for job in plan.jobs:
+            cells = [c.key for n in job.needs for c in plan.groups.get(n, [])]
+            self._waiting[job.key] = len(cells)
+            for cell in cells:
+                self._dependents.setdefault(cell, []).append(job.key)
+            if not cells:
+                self._eligible.append(job.key)
         self._cond = threading.Condition()
         self._finished: list[tuple[str, JobResult]] = []
         self._cancel_requested = False
@@ -197,18 +220,17 @@ class Coordinator:
                 self._cancel_all()
             if not cancelling:
                 self._schedule()
-            if all(s.status.is_terminal() for s in self.states.values()):
+            if self._open == 0:
                 return
             with self._cond:
                 if not self._finished and (self._cancel_requested == cancelling):
                     self._cond.wait(self._wait_time())
             self._save_record()
 
-    def _wait_time(self) -> float | None:
-        now = time.monotonic()
-        waits = [s.not_before - now for s in self.states.values()
-                 if s.status is Status.QUEUED and s.not_before > now]
-        return max(0.0, min(waits)) if waits else _RECORD_INTERVAL * 4
+    def _wait_time(self) -> float:
+        if self._delayed:
+            return max(0.0, self._delayed[0][0] - time.monotonic())
+        return _RECORD_INTERVAL * 4
 
     def _cancel_all(self) -> None:
         for state in self.states.values():
@@ -218,36 +240,49 @@ class Coordinator:
         threading.Thread(target=self.dispatcher.cancel, name="flowray-cancel",
                          daemon=True).start()
 
+    @staticmethod
+    def _shape(plan: JobPlan) -> tuple[str, float, int]:
+        """Jobs of one shape wait in one queue: if its head cannot start, none of them can."""
+        strategy = plan.data["strategy"]
+        group = plan.job_id if strategy and strategy["max_parallel"] is not None else ""
+        res = plan.data["resources"]
+        return group, res["cpus"], res["gpus"] or 0
+
     def _schedule(self) -> None:
+        # Jobs whose needs just ended: evaluate their `if` once, then queue them to start.
+        while self._eligible:
+            state = self.states[self._eligible.popleft()]
+            if state.status is Status.QUEUED and self._should_run(state):
+                self._ready.setdefault(self._shape(state.plan), deque()).append(state.plan.key)
         now = time.monotonic()
-        running_per_group: dict[str, int] = {}
-        for s in self.states.values():
-            if s.status is Status.RUNNING:
-                running_per_group[s.plan.job_id] = running_per_group.get(s.plan.job_id, 0) + 1
-        for state in self.states.values():
-            if state.status is not Status.QUEUED or state.not_before > now:
-                continue
-            plan = state.plan
-            needs = [self.states[c.key] for n in plan.needs for c in self.plan.groups.get(n, [])]
-            if not all(n.status.is_terminal() for n in needs):
-                continue
-            if state.attempts == 0 and not self._should_run(state, needs):
-                continue
-            strategy = plan.data["strategy"]
-            limit = strategy["max_parallel"] if strategy else None
-            if limit is not None and running_per_group.get(plan.job_id, 0) >= limit:
-                continue
-            if not self.dispatcher.try_start(
-                plan, functools.partial(self._request, state),
-                functools.partial(self._post, plan.key),
-            ):
-                continue
-            state.status = Status.RUNNING
-            state.attempts += 1
-            if state.started is None:
-                state.started = time.time()
-            running_per_group[plan.job_id] = running_per_group.get(plan.job_id, 0) + 1
-            self._save_record()
+        while self._delayed and self._delayed[0][0] <= now:
+            _, key = heapq.heappop(self._delayed)
+            self._ready.setdefault(self._shape(self.states[key].plan), deque()).append(key)
+        for queue in self._ready.values():
+            while queue:
+                state = self.states[queue[0]]
+                if state.status is not Status.QUEUED:
+                    queue.popleft()  # cancelled while it waited
+                    continue
+                plan = state.plan
+                strategy = plan.data["strategy"]
+                limit = strategy["max_parallel"] if strategy else None
+                if limit is not None and self._running_per_group.get(plan.job_id, 0) >= limit:
+                    break
+                if not self.dispatcher.try_start(
+                    plan, functools.partial(self._request, state),
+                    functools.partial(self._post, plan.key),
+                ):
+                    break
+                queue.popleft()
+                state.status = Status.RUNNING
+                state.attempts += 1
+                if state.started is None:
+                    state.started = time.time()
+                self._running_per_group[plan.job_id] = (
+                    self._running_per_group.get(plan.job_id, 0) + 1
+                )
+                self._save_record()
 
     def _post(self, key: str, result: JobResult) -> None:
         with self._cond:
@@ -295,15 +330,17 @@ class Coordinator:
                 todo.extend(cell.needs)
         return False
 
-    def _should_run(self, state: JobState, needs: list[JobState]) -> bool:
+    def _should_run(self, state: JobState) -> bool:
         """Evaluate the job's ``if``; marks it skipped (or failed, on a bad expression)."""
+        needs = [self.states[c.key] for n in state.plan.needs
+                 for c in self.plan.groups.get(n, [])]
         source = state.plan.data["if_"]
         needs_ok = all(n.status is Status.SUCCESS for n in needs)
         try:
-            if source is None or not expr.uses_status_function(_condition_node(source)):
-                if not needs_ok:
-                    self._set_terminal(state, Status.SKIPPED, None)
-                    return False
+            default = source is None or not expr.uses_status_function(_condition_node(source))
+            if default and not needs_ok:
+                self._set_terminal(state, Status.SKIPPED, None)
+                return False
             ok = expr.evaluate_condition(
                 source, self._contexts(state),
                 failed=self._ancestors_failed(state.plan), cancelled=self._cancel_requested,
@@ -355,6 +392,8 @@ class Coordinator:
             delay = min(_RETRY_MAX, base * 2 ** (state.attempts - 1))
             state.status = Status.QUEUED
             state.not_before = time.monotonic() + delay
+            self._running_per_group[plan.job_id] -= 1
+            heapq.heappush(self._delayed, (state.not_before, key))
             self.console.info(
                 f"↻ job {plan.key} failed (attempt {state.attempts} of {retries + 1}); "
                 f"retrying in {delay:g}s"
@@ -362,6 +401,11 @@ class Coordinator:
             return
         state.steps = result.steps
         state.outputs = result.outputs
+        state.artifacts = result.artifacts
+        state.reports = result.reports
+        state.warnings = result.warnings
+        for w in result.warnings:
+            self.console.info(f"! job {plan.key}: {w}")
         state.started = state.started or result.started
         self._set_terminal(state, result.status, result.error, ended=result.ended)
         if result.status is Status.FAILURE and not plan.data["continue_on_error"]:
@@ -381,6 +425,15 @@ class Coordinator:
 
     def _set_terminal(self, state: JobState, status: Status, error: str | None,
                       ended: float | None = None) -> None:
+        if state.status.is_terminal():
+            return
+        if state.status is Status.RUNNING:
+            self._running_per_group[state.plan.job_id] -= 1
+        self._open -= 1
+        for dependent in self._dependents.get(state.plan.key, ()):
+            self._waiting[dependent] -= 1
+            if self._waiting[dependent] == 0:
+                self._eligible.append(dependent)
         state.status = status
         state.error = self.masker.text(error) if error else None
         state.ended = ended or time.time()
@@ -393,6 +446,11 @@ class Coordinator:
         seconds = (state.ended - state.started) if state.started else 0.0
         plan = state.plan
         label = plan.key if plan.name == plan.key else f"{plan.key} ({plan.name})"
+        if state.reports:
+            from flowray.execute.artifacts import ReportCounts
+
+            counts = ReportCounts(**{k: v for k, v in state.reports.items() if k != "passed"})
+            label += f" [tests: {counts.summary()}]"
         if status is not Status.SKIPPED or error:
             self.console.job_finished(plan.key, label, status, seconds, state.error)
         self._save_record()

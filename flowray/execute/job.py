@@ -101,6 +101,9 @@ class JobResult:
     started: float
     ended: float
     error: str | None = None
+    artifacts: list[str] = field(default_factory=list)  # relative to the run folder
+    reports: dict[str, Any] | None = None  # JUnit counts
+    warnings: list[str] = field(default_factory=list)
 
 
 def step_display_name(step: StepData, index: int) -> str:
@@ -170,9 +173,9 @@ class JobRunner:
 
     def _render_name(self, step: StepData, index: int) -> str:
         name = step_display_name(step, index)
-        if "${{" in name:
+        if step["name"] and "${{" in name:
             try:
-                return expr.to_text(expr.render(name, self.req.contexts))
+                return self.masker.text(expr.to_text(expr.render(name, self.req.contexts)))
             except expr.ExprError:
                 return name
         return name
@@ -199,7 +202,10 @@ class JobRunner:
         error: str | None = None
         try:
             flow_env = self._render_env(self.req.flow_env, base_ctx)
-            job_env = {**flow_env, **self._render_env(self.req.job["env"], self._contexts(flow_env))}
+            job_env = {
+                **flow_env,
+                **self._render_env(self.req.job["env"], self._contexts(flow_env)),
+            }
         except expr.ExprError as exc:
             error = f"env: {exc}"
             for r in self.results:
@@ -235,6 +241,7 @@ class JobRunner:
                 except expr.ExprError as exc:
                     error = f"outputs.{name}: {exc}"
                     self.failed = True
+        artifacts, reports, warnings = self._leftovers(job_env)
         if self.supervisor.cancelled:
             status = Status.CANCELLED
         elif self.failed or timed_out:
@@ -243,7 +250,36 @@ class JobRunner:
                 error = f"the job timed out after {_minutes(self.req.timeout)}"
         else:
             status = Status.SUCCESS
-        return JobResult(status, self.results, outputs, started, time.time(), error)
+        return JobResult(status, self.results, outputs, started, time.time(), error,
+                         artifacts=artifacts, reports=reports, warnings=warnings)
+
+    def _leftovers(
+        self, env: dict[str, str]
+    ) -> tuple[list[str], dict[str, Any] | None, list[str]]:
+        """Artifacts copied into the run folder and JUnit report counts, after the steps."""
+        job = self.req.job
+        if not job["artifacts"] and not job["reports"]:
+            return [], None, []
+        from flowray.execute.artifacts import collect_artifacts, read_reports
+
+        base = self.req.workspace
+        if job["working_directory"]:
+            base = os.path.normpath(os.path.join(base, job["working_directory"]))
+        warnings: list[str] = []
+        copied: list[str] = []
+        reports = None
+        if job["artifacts"]:
+            dest_rel = os.path.join("artifacts", _safe_name(self.req.key))
+            files, problems = collect_artifacts(
+                base, job["artifacts"], os.path.join(self.req.run_dir, dest_rel)
+            )
+            copied = [os.path.join(dest_rel, f) for f in files]
+            warnings += problems
+        if job["reports"]:
+            counts, problems = read_reports(base, job["reports"])
+            reports = counts.to_record()
+            warnings += problems
+        return copied, reports, warnings
 
     def _run_step(
         self, step: StepData, result: StepResult, job_env: dict[str, str], remaining: float | None
@@ -348,7 +384,9 @@ class JobRunner:
                 cwd = os.path.normpath(os.path.join(cwd, text))
         action: ActionData | None = None
         if step["run"] is not None:
-            script_file = os.path.join(run_dir, "scripts", f"{_safe_name(req.key)}.{result.index + 1}")
+            script_file = os.path.join(
+                run_dir, "scripts", f"{_safe_name(req.key)}.{result.index + 1}"
+            )
             argv, posix = shell_command(step["shell"], "", script_file)
             script, extra = render_script(
                 step["run"], ctx, posix=posix, failed=self.failed,

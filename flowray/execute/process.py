@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -232,16 +233,7 @@ class ProcessSupervisor:
         if self._cancelled:
             return ProcessOutcome(None, started, started, cancelled=True)
         try:
-            proc = subprocess.Popen(
-                request.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=request.cwd,
-                env=request.env,
-                start_new_session=True,
-                close_fds=True,
-            )
+            child = _start(request)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if isinstance(exc, FileNotFoundError) and exc.filename == request.cwd:
@@ -251,19 +243,18 @@ class ProcessSupervisor:
             else:
                 what = f"cannot start '{request.argv[0]}': {reason}"
             return ProcessOutcome(None, started, time.time(), error=what)
-        pgid = proc.pid
+        pgid = child.pid
         self._register(pgid, request.timeout)
         if self._cancelled:  # a cancel raced with the start: it must not miss this process
             threading.Thread(target=stop_groups, args=([pgid],),
                              kwargs={"grace": self.grace}, daemon=True).start()
         try:
-            assert proc.stdout is not None
-            _pump(proc, proc.stdout.fileno(), on_line)
-            proc.stdout.close()
-            code = proc.wait()
+            _pump(child, child.fd, on_line)
+            os.close(child.fd)
+            code = child.wait()
         except BaseException:
             stop_groups([pgid], grace=self.grace)
-            proc.wait()
+            child.wait()
             raise
         finally:
             timed_out = self._unregister(pgid)
@@ -277,7 +268,100 @@ class ProcessSupervisor:
         )
 
 
-def _pump(proc: subprocess.Popen[bytes], fd: int, on_line: Callable[[str], None]) -> None:
+class _Child:
+    """A started step process: its pid (= its process group) and the read end of its output."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self.fd = fd
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except InterruptedError:
+                continue
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+_WHICH: dict[tuple[str, str], str | None] = {}
+
+
+def _resolve(program: str, path: str | None) -> str | None:
+    """``program`` as an absolute path, searched in the step's own PATH (memoized)."""
+    if "/" in program:
+        return program
+    key = (program, path or "")
+    if key not in _WHICH:
+        _WHICH[key] = shutil.which(program, path=path or os.defpath)
+    return _WHICH[key]
+
+
+def _start(request: ProcessRequest) -> _Child:
+    # posix_spawn (vfork + exec) is the fastest way to start a process, but it cannot change
+    # directory; steps that run in the workspace (most) use it, the others go through Popen.
+    # Pipes are close-on-exec; dup2 makes the child's copies inheritable.
+    exe = _resolve(request.argv[0], request.env.get("PATH"))
+    if exe is None:
+        raise FileNotFoundError(2, "No such file or directory", request.argv[0])
+    if request.cwd == _cwd():
+        rfd, wfd = os.pipe()
+        try:
+            pid = os.posix_spawn(
+                exe,
+                request.argv,
+                request.env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, wfd, 1),
+                    (os.POSIX_SPAWN_DUP2, wfd, 2),
+                ],
+                setsid=True,
+            )
+        except BaseException:
+            os.close(rfd)
+            raise
+        finally:
+            os.close(wfd)
+        return _Child(pid, rfd)
+    if not os.path.isdir(request.cwd):
+        raise FileNotFoundError(2, "No such file or directory", request.cwd)
+    proc = subprocess.Popen(
+        [exe, *request.argv[1:]],
+        executable=exe,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=request.cwd,
+        env=request.env,
+        start_new_session=True,
+        close_fds=True,
+    )
+    assert proc.stdout is not None
+    fd = os.dup(proc.stdout.fileno())
+    proc.stdout.close()
+    # Popen's own bookkeeping is not needed: the pid is waited for like a spawned one.
+    proc.returncode = 0  # keep Popen.__del__ from reaping or warning
+    return _Child(proc.pid, fd)
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
+
+
+def _pump(proc: _Child, fd: int, on_line: Callable[[str], None]) -> None:
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     pending = bytearray()

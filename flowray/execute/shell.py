@@ -18,7 +18,9 @@ from typing import Any
 
 from flowray import expr
 
-TRUSTED_CONTEXTS = frozenset({"matrix", "variables", "env", "flow", "job", "run", "runner", "machine"})
+TRUSTED_CONTEXTS = frozenset(
+    {"matrix", "variables", "env", "flow", "job", "run", "runner", "machine"}
+)
 
 _NONE, _SINGLE, _DOUBLE, _ANSI = 0, 1, 2, 3
 _HEREDOC = re.compile(r"<<(-?)[ \t]*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")

@@ -63,12 +63,12 @@ def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
     if axes:
         keys = list(axes)
-        cells = [dict(zip(keys, combo)) for combo in itertools.product(*axes.values())]
+        cells = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
     cells = [c for c in cells if not any(_matches(c, ex) for ex in exclude)]
     originals = [dict(c) for c in cells]
     for entry in include:
         joined = False
-        for cell, original in zip(cells, originals):
+        for cell, original in zip(cells, originals, strict=True):
             if all(original.get(k, _MISSING) in (_MISSING, v) for k, v in entry.items()
                    if k in axes):
                 cell.update(entry)
