@@ -117,6 +117,8 @@ def load_flow(path: str | os.PathLike[str], *, workspace: str | None = None) -> 
         load_action=lambda folder, shown: _load_action(folder, shown, None),
     )
     diagnostics += checker.check()
+    # The flow file's own problems first, then those of the action files it uses.
+    diagnostics.sort(key=lambda d: d.file != file)
     if model is None or any(d.severity == "error" for d in diagnostics):
         raise FlowError(diagnostics)
     return LoadedFlow(

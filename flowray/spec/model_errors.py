@@ -238,6 +238,10 @@ class _Converter:
             )
         if parent is Job and field == "container":
             return "expected an image name or a map with image/options/env/volumes"
+        if parent is Job and field == "needs":
+            return "expected a job id or a list of job ids"
+        if parent is Job and field in ("artifacts", "reports"):
+            return "expected a path (glob) or a list of them"
         if len(path) >= 2 and path[-2] == "env":
             return "expected a string, a number or a boolean"
         if not nouns:
@@ -261,7 +265,8 @@ class _Converter:
             self.add(path, f"unknown key '{key}'{hint}")
             return
         if kind in _TYPE_NOUNS:
-            self.add(path, f"{self.expected(path, [_TYPE_NOUNS[kind]])}, got {got}")
+            noun = "true or false" if kind == "bool_type" else _TYPE_NOUNS[kind]
+            self.add(path, f"{self.expected(path, [noun])}, got {got}")
             return
         message: str
         if kind in ("int_from_float", "int_parsing"):

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from flowray.expr import to_text
+
 JOB_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 INPUT_TYPES = ("string", "integer", "float", "boolean", "array", "object")
@@ -33,12 +35,9 @@ EnvMap = dict[StrictStr, Scalar | None]
 
 
 def env_to_text(value: object) -> str:
-    """How a scalar env value becomes the text a process sees."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    """How a scalar env value becomes the text a process sees: as a template result would
+    (null is empty, booleans ``true``/``false``, ``1500.0`` is ``1500``)."""
+    return to_text(value)
 
 
 def _normalize_env(value: dict[str, Any]) -> dict[str, str]:

@@ -147,6 +147,10 @@ class _Frame:
     pending_merge: bool = False
 
 
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_T) :] if tag.startswith(_T) else tag
+
+
 def _mark(mark: Any) -> Pos:
     if mark is None:
         return (0, 0)
@@ -258,7 +262,7 @@ class _Builder:
             )
         tag = event.tag
         if tag not in (None, "!", _MAP if is_map else _SEQ):
-            self.problem(pos, path, f"unsupported YAML tag '{tag}'")
+            self.problem(pos, path, f"unsupported YAML tag '{_short_tag(tag)}'")
         self.record(path, "v", pos)
         frame = _Frame(path, is_map, event.anchor, len(self.entries) - 1, pos)
         if event.anchor is not None:
@@ -366,7 +370,7 @@ class _Builder:
             kind = "an integer" if tag == _INT else "a number"
             self.problem(pos, path, f"'{text}' is not {kind}")
             return text
-        self.problem(pos, path, f"unsupported YAML tag '{tag}'")
+        self.problem(pos, path, f"unsupported YAML tag '{_short_tag(tag)}'")
         return text
 
     def finish(self) -> Parsed:
@@ -438,8 +442,11 @@ def parse_json(text: str, file: str) -> Parsed:
     except json.JSONDecodeError as exc:
         problem = Diagnostic(file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")
         raise YamlError(problem) from None
-    except (ValueError, RecursionError) as exc:  # huge numbers, absurd nesting
-        raise YamlError(Diagnostic(file, 0, 0, "", f"invalid JSON: {exc}")) from None
+    except RecursionError:
+        too_deep = f"the document is nested too deeply (more than {MAX_DEPTH} levels)"
+        raise YamlError(Diagnostic(file, 0, 0, "", too_deep), limit=True) from None
+    except ValueError:  # an integer with more digits than Python converts
+        raise YamlError(Diagnostic(file, 0, 0, "", "invalid JSON: a number is too long")) from None
     try:
         as_yaml = parse_yaml(text, file)
     except YamlError as exc:
