@@ -384,3 +384,50 @@ def test_model_and_semantic_errors_come_together() -> None:
         "flow.yaml:10:13: jobs.b.needs[0]: unknown job 'c'\n"
         "flow.yaml:11:5: jobs.b.retries: must be at least 0, got -1"
     )
+
+
+def test_shell_and_continue_on_error_conditions() -> None:
+    text = """
+        name: x
+        jobs:
+          a:
+            steps:
+              - {run: echo, shell: "bash -c 'x"}
+              - {run: echo, shell: " "}
+              - {run: echo, shell: "pwsh -File {0}", continue-on-error: "${{ matrix.x }} or"}
+              - {run: echo, continue-on-error: "${{ steps.a.outputs.ok }}"}
+              - {run: echo, shell: python, continue-on-error: "true"}
+    """
+    assert errors(text) == (
+        "flow.yaml:5:28: jobs.a.steps[0].shell: invalid shell command \"bash -c 'x\": "
+        "No closing quotation\n"
+        "flow.yaml:6:28: jobs.a.steps[1].shell: shell must not be empty (bash, sh, python, or a "
+        "command with {0})\n"
+        "flow.yaml:7:65: jobs.a.steps[2].continue-on-error: a condition must be one expression, "
+        "bare or inside a single '${{ }}', got '${{ matrix.x }} or'\n"
+        "flow.yaml:8:40: jobs.a.steps[3].continue-on-error: unknown step 'a' "
+        "in 'steps.a.outputs.ok'"
+    )
+
+
+def test_manual_trigger_inputs_are_typed() -> None:
+    text = """
+        name: x
+        triggers:
+          manual:
+            inputs:
+              epochs: {type: integr, default: 3}
+              lr: {type: float, default: fast}
+              who: {default: me}
+              n: {type: integer, default: "${{ variables.n }}"}
+              bad: 3
+        jobs: {a: {steps: [{run: echo}]}}
+    """
+    assert errors(text) == (
+        "flow.yaml:5:16: triggers.manual.inputs.epochs.type: expected one of string, integer, "
+        "float, boolean, array, object, got 'integr' (did you mean 'integer'?)\n"
+        "flow.yaml:6:25: triggers.manual.inputs.lr.default: bad default: input 'lr' expects a "
+        "number, got 'fast'\n"
+        "flow.yaml:9:7: triggers.manual.inputs.bad: expected a map with "
+        "type/default/required/description, got 3"
+    )

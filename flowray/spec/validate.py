@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,8 +25,8 @@ from flowray.spec.diagnostics import (
     did_you_mean,
     format_path,
 )
-from flowray.spec.inputs import InputError, coerce_input
-from flowray.spec.types import ActionData
+from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
+from flowray.spec.types import ActionData, InputSpecData
 from flowray.spec.yamlpos import Positions
 
 CONTEXTS = (
@@ -134,7 +135,40 @@ class FlowChecker:
         for job_id, job in self.jobs.items():
             if isinstance(job, dict):
                 self.check_job(job_id, job)
+        self.check_manual_inputs()
         return self.out
+
+    def check_manual_inputs(self) -> None:
+        """``triggers.manual.inputs``: typed like action inputs (``flowray run --input``)."""
+        triggers = self.data.get("triggers")
+        manual = triggers.get("manual") if isinstance(triggers, dict) else None
+        inputs = manual.get("inputs") if isinstance(manual, dict) else None
+        if not isinstance(inputs, dict):
+            return
+        base = ("triggers", "manual", "inputs")
+        for name, spec in inputs.items():
+            if not isinstance(spec, dict):
+                self.report((*base, name), f"expected a map with type/default/required/"
+                            f"description, got {describe(spec)}")
+                continue
+            kind = spec.get("type", "string")
+            if kind not in INPUT_TYPES:
+                hint = did_you_mean(kind, INPUT_TYPES) if isinstance(kind, str) else ""
+                self.report(
+                    (*base, name, "type"),
+                    f"expected one of {', '.join(INPUT_TYPES)}, got {describe(kind)}{hint}",
+                )
+                continue
+            default = spec.get("default")
+            if default is None or _has_template(default):
+                continue
+            as_input: InputSpecData = {
+                "type": kind, "required": False, "default": None, "description": None
+            }
+            try:
+                coerce_input(str(name), as_input, default)
+            except InputError as exc:
+                self.report((*base, name, "default"), f"bad default: {exc}")
 
     def job_needs(self, job: Mapping[str, Any]) -> Iterator[tuple[str, KeyPath]]:
         needs = job.get("needs")
@@ -234,9 +268,12 @@ class FlowChecker:
         return keys
 
     def check_step(self, step: dict[str, Any], base: KeyPath, scope: Scope) -> None:
-        for key in ("name", "run", "working-directory", "continue-on-error"):
+        for key in ("name", "run", "working-directory"):
             self.check_value(step.get(key), (*base, key), scope)
+        # Both are evaluated as conditions: a bare expression or one whole template.
         self.check_condition(step.get("if"), (*base, "if"), scope)
+        self.check_condition(step.get("continue-on-error"), (*base, "continue-on-error"), scope)
+        self.check_shell(step.get("shell"), (*base, "shell"))
         env = step.get("env")
         if isinstance(env, dict):
             for key, value in env.items():
@@ -249,6 +286,21 @@ class FlowChecker:
         action = self.check_action_ref(step.get("action"), (*base, "action"))
         if action is not None:
             self.check_inputs(action, given if isinstance(given, dict) else {}, base, with_key)
+
+    def check_shell(self, shell: Any, path: KeyPath) -> None:
+        """``shell``: bash, sh, python, or a command line (with ``{0}`` for the script file)."""
+        if not isinstance(shell, str):
+            return
+        try:
+            words = shlex.split(shell)
+        except ValueError as exc:
+            self.report(path, f"invalid shell command {describe(shell)}: {exc}", at_value=True)
+            return
+        if not words:
+            self.report(
+                path, "shell must not be empty (bash, sh, python, or a command with {0})",
+                at_value=True,
+            )
 
     # -- actions
 
