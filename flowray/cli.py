@@ -246,9 +246,8 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
         raise AssertionError from exc
     gpu_ids = [g for g in gpus.split(",") if g.strip()] if gpus is not None else None
     total_cpus = cpus if cpus is not None else float(os.cpu_count() or 1)
-    if gpu_ids is None and any(j.data["resources"]["gpus"] for j in plan.jobs):
+    if gpu_ids is None:
         gpu_ids = detect_gpus()
-    gpu_ids = gpu_ids or []
     for j in plan.jobs:
         want = j.data["resources"]["gpus"]
         if want and want > len(gpu_ids):

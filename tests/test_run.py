@@ -781,3 +781,174 @@ def test_artifacts_are_copied_and_junit_reports_counted(ws: Workspace) -> None:
                               "files": 1, "passed": 2}
     run_dir = ws.root / ".flowray" / "runs" / rec["id"]
     assert (run_dir / "artifacts" / "t" / "out" / "model.txt").read_text() == "model\n"
+
+
+def test_env_values_from_inputs_are_not_shell_code(ws: Workspace) -> None:
+    flow = ws.flow("""
+        name: envinject
+        jobs:
+          j:
+            env:
+              X: ${{ inputs.x }}
+            steps:
+              - run: echo "x is ${{ env.X }}"
+    """)
+    out = ws.run(flow, "--input", "x=$(touch pwned)")
+    out.assert_success()
+    assert "j/1 | x is $(touch pwned)\n" in out.stdout
+    assert not (ws.root / "pwned").exists()
+
+
+def test_untrusted_template_in_a_python_shell_is_refused(ws: Workspace) -> None:
+    flow = ws.flow("""
+        name: pyshell
+        jobs:
+          j:
+            steps:
+              - shell: python
+                run: print("${{ inputs.x }}")
+              - shell: python
+                run: print("matrix-free ${{ flow.name }}")
+                if: always()
+    """)
+    out = ws.run(flow, "--input", "x=\\\"); import os; os.system('touch pwned'); (\\\"")
+    assert out.exit_code == 1
+    assert not (ws.root / "pwned").exists()
+    rec = ws.record()
+    assert rec["jobs"]["j"]["steps"][0]["error"] == (
+        "'${{ inputs.x }}' reads data from outside the flow and this step's shell is not a "
+        "POSIX shell, so it cannot be passed safely inside the script; set it in the step's "
+        "'env:' and read the environment variable instead")
+    assert "j/2 | matrix-free pyshell" in out.stdout
+
+
+def test_fail_fast_flag_cancels_the_rest_and_exits_1(ws: Workspace) -> None:
+    flow = ws.flow("""
+        name: ffrun
+        jobs:
+          bad:
+            steps:
+              - run: exit 1
+          slow:
+            steps:
+              - run: sleep 30
+          later:
+            needs: slow
+            steps:
+              - run: echo never
+    """)
+    out = ws.run(flow, "--fail-fast", "--grace", "0.5", "--cpus", "2")
+    assert out.exit_code == 1, out
+    rec = ws.record()
+    assert rec["status"] == "failure"
+    assert rec["cancel_reason"] == "job bad failed and --fail-fast is set"
+    assert rec["jobs"]["slow"]["status"] == "cancelled"
+    assert rec["jobs"]["later"]["status"] == "cancelled"
+
+
+def test_job_names_with_templates_are_rendered(ws: Workspace) -> None:
+    flow = ws.flow("""
+        name: names
+        variables: {suite: unit}
+        jobs:
+          t:
+            name: test ${{ matrix.py }} ${{ variables.suite }}
+            strategy:
+              matrix: {py: ["3.11"]}
+            steps:
+              - name: run ${{ job.name }}
+                run: echo "${{ job.name }}"
+    """)
+    out = ws.run(flow, "--json")
+    out.assert_success()
+    rec = out.json()
+    assert rec["jobs"]["t.1"]["name"] == "test 3.11 unit"
+    assert rec["jobs"]["t.1"]["steps"][0]["name"] == "run test 3.11 unit"
+    assert "t.1/1 | test 3.11 unit" in out.stderr
+
+
+def test_output_of_the_wrong_declared_type_fails_the_step(ws: Workspace) -> None:
+    ws.action("actions/bad", """
+        name: Bad
+        outputs:
+          n: {type: integer}
+        runs:
+          using: cmd
+          command: echo "::n::not-a-number"
+    """)
+    flow = ws.flow("name: o\njobs: {j: {steps: [{action: ./actions/bad}]}}\n")
+    out = ws.run(flow)
+    assert out.exit_code == 1
+    rec = ws.record()
+    step = rec["jobs"]["j"]["steps"][0]
+    assert step["status"] == "failure" and step["exit_code"] == 0
+    assert step["error"] == "action 'Bad': output 'n' expects an integer, got 'not-a-number'"
+
+
+def test_outputs_are_capped_per_job_including_the_output_file(ws: Workspace) -> None:
+    flow = ws.flow("""
+        name: cap
+        jobs:
+          j:
+            steps:
+              - run: python3 -c "print('big=' + 'x' * 600000)" >> "$FLOWRAY_OUTPUT"
+              - run: python3 -c "print('big2=' + 'x' * 600000)" >> "$FLOWRAY_OUTPUT"
+    """)
+    out = ws.run(flow, "-q")
+    assert out.exit_code == 1
+    steps = ws.record()["jobs"]["j"]["steps"]
+    assert steps[0]["status"] == "success" and len(steps[0]["outputs"]["big"]) == 600000
+    assert steps[1]["status"] == "failure"
+    assert steps[1]["error"] == "the job's outputs are larger than 1024 KiB"
+
+
+def test_job_continue_on_error_lets_dependents_run(ws: Workspace) -> None:
+    flow = ws.flow("""
+        name: coe
+        jobs:
+          optional:
+            continue-on-error: true
+            steps:
+              - run: exit 1
+          next:
+            needs: optional
+            steps:
+              - run: echo ran
+    """)
+    out = ws.run(flow)
+    out.assert_success()
+    assert "next/1 | ran" in out.stdout
+    assert ws.record()["jobs"]["optional"]["status"] == "failure"
+
+
+def test_matrix_with_every_cell_excluded_is_refused(ws: Workspace) -> None:
+    flow = ws.flow("""
+        name: empty
+        jobs:
+          t:
+            strategy:
+              matrix:
+                a: [1]
+                exclude: [{a: 1}]
+            steps:
+              - run: touch ran
+    """)
+    out = ws.run(flow)
+    assert out.exit_code == 2
+    assert "matrix" in out.stderr and "no cells" in out.stderr
+    assert not (ws.root / "ran").exists()
+
+
+def test_bad_retry_backoff_setting_falls_back(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWRAY_RETRY_BACKOFF", "soon")
+    flow = ws.flow("""
+        name: rb
+        jobs:
+          j:
+            retries: 1
+            steps:
+              - run: test -f tried || { touch tried; exit 1; }
+    """)
+    out = ws.run(flow)
+    out.assert_success()
+    assert "retrying in 1s" in out.stdout

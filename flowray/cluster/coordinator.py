@@ -110,6 +110,15 @@ class RunResult:
     run_dir: str
 
 
+def _retry_backoff() -> float:
+    text = os.environ.get("FLOWRAY_RETRY_BACKOFF", "1")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    return value if value >= 0 else 1.0
+
+
 def runner_context(gpus: int) -> dict[str, Any]:
     return {
         "os": platform.system(),
@@ -164,6 +173,7 @@ class Coordinator:
         self._cond = threading.Condition()
         self._finished: list[tuple[str, JobResult]] = []
         self._cancel_requested = False
+        self._interrupted = False
         self._cancel_reason = ""
         self._record_saved = 0.0
         self.started = time.time()
@@ -183,12 +193,17 @@ class Coordinator:
 
     # ------------------------------------------------------------------------- public
 
-    def cancel(self, reason: str = "cancelled") -> None:
-        """Ask the run to stop (safe to call from a signal handler's thread)."""
+    def cancel(self, reason: str = "cancelled", *, interrupt: bool = True) -> None:
+        """Ask the run to stop (safe to call from a signal handler).
+
+        ``interrupt``: the user stopped the run (it ends ``cancelled``); otherwise flowray
+        stopped it because of a failure (``--fail-fast``) and it ends ``failure``.
+        """
         with self._cond:
             if self._cancel_requested:
                 return
             self._cancel_requested = True
+            self._interrupted = interrupt
             self._cancel_reason = reason
             self._cond.notify_all()
 
@@ -335,7 +350,12 @@ class Coordinator:
         needs = [self.states[c.key] for n in state.plan.needs
                  for c in self.plan.groups.get(n, [])]
         source = state.plan.data["if_"]
-        needs_ok = all(n.status is Status.SUCCESS for n in needs)
+        # A failed job with continue-on-error does not hold back the jobs that need it.
+        needs_ok = all(
+            n.status is Status.SUCCESS
+            or (n.status is Status.FAILURE and n.plan.data["continue_on_error"])
+            for n in needs
+        )
         try:
             default = source is None or not expr.uses_status_function(_condition_node(source))
             if default and not needs_ok:
@@ -388,7 +408,7 @@ class Coordinator:
                 "ended": result.ended,
                 "steps": [s.to_record() for s in result.steps],
             })
-            base = float(os.environ.get("FLOWRAY_RETRY_BACKOFF", "1"))
+            base = _retry_backoff()
             delay = min(_RETRY_MAX, base * 2 ** (state.attempts - 1))
             state.status = Status.QUEUED
             state.not_before = time.monotonic() + delay
@@ -413,7 +433,7 @@ class Coordinator:
             if strategy and strategy["fail_fast"] and len(self.plan.groups[plan.job_id]) > 1:
                 self._fail_fast_group(plan)
             if self.opts.fail_fast:
-                self.cancel(f"job {plan.key} failed and --fail-fast is set")
+                self.cancel(f"job {plan.key} failed and --fail-fast is set", interrupt=False)
 
     def _fail_fast_group(self, plan: JobPlan) -> None:
         for cell in self.plan.groups[plan.job_id]:
@@ -459,7 +479,7 @@ class Coordinator:
 
     def _run_status(self) -> Status:
         statuses = list(self.states.values())
-        if self._cancel_requested and any(s.status is Status.CANCELLED for s in statuses):
+        if self._interrupted and any(s.status is Status.CANCELLED for s in statuses):
             return Status.CANCELLED
         for s in statuses:
             if s.status is Status.FAILURE and not s.plan.data["continue_on_error"]:

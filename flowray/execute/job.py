@@ -27,7 +27,7 @@ from flowray.execute.outputs import (
 from flowray.execute.process import ProcessOutcome, ProcessRequest, ProcessSupervisor, stop_groups
 from flowray.execute.secrets import Masker
 from flowray.execute.shell import ShellTemplateError, render_script, shell_command
-from flowray.spec.types import ActionData, JobData, StepData
+from flowray.spec.types import ActionData, InputSpecData, JobData, StepData
 from flowray.status import Status
 
 ActionLoader = Callable[[str, "str | None"], ActionData]
@@ -151,11 +151,13 @@ class JobRunner:
         self.variable_ctx: dict[str, Any] = {}
         self.failed = False
         self.pgids: list[int] = []
+        self.output_bytes = 0  # all outputs of the job so far, capped at MAX_OUTPUT_BYTES
         job = request.job
         os.makedirs(os.path.join(request.run_dir, "outputs"), exist_ok=True)
         self.log_dir = os.path.join("logs", _safe_name(request.key))
         if request.attempt > 1:
             self.log_dir += f".attempt{request.attempt}"
+        os.makedirs(os.path.join(request.run_dir, self.log_dir), exist_ok=True)
         self.results = [
             StepResult(
                 index=i,
@@ -289,6 +291,9 @@ class JobRunner:
             step_env = {**job_env, **self._render_env(step["env"], self._contexts(job_env))}
             env_ctx = step_env
             ctx = self._contexts(step_env)
+            if step["name"] and "${{" in step["name"]:
+                # Names may read earlier steps' outputs: render them now that those exist.
+                result.name = self.masker.text(expr.to_text(expr.render(step["name"], ctx)))
             should_run = expr.evaluate_condition(
                 step["if_"], ctx, failed=self.failed, cancelled=self.supervisor.cancelled
             )
@@ -478,15 +483,13 @@ class JobRunner:
         masker = self.masker
         events = self.events
         log_path = os.path.join(self.req.run_dir, result.log or "")
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
         outputs = result.outputs
-        size = 0
         overflow = False
 
         with open(log_path, "w", encoding="utf-8", errors="replace") as log:
 
             def on_line(line: str) -> None:
-                nonlocal size, overflow
+                nonlocal overflow
                 if line.startswith("::"):
                     parsed = parse_output_line(line)
                     if parsed is not None:
@@ -494,8 +497,8 @@ class JobRunner:
                         if name == ADD_MASK:
                             masker.add(str(value))
                             return
-                        size += len(line)
-                        if size > MAX_OUTPUT_BYTES:
+                        self.output_bytes += len(line)
+                        if self.output_bytes > MAX_OUTPUT_BYTES:
                             overflow = True
                         else:
                             outputs[name] = value
@@ -508,7 +511,7 @@ class JobRunner:
         if outcome.pgid:
             self.pgids.append(outcome.pgid)
         if overflow:
-            result.error = f"outputs are larger than {MAX_OUTPUT_BYTES} bytes"
+            result.error = _OUTPUT_CAP_ERROR
         return outcome
 
     def _collect(
@@ -525,20 +528,25 @@ class JobRunner:
         result.exit_code = outcome.exit_code
         status = Status.SUCCESS if outcome.exit_code == 0 and not result.error else Status.FAILURE
         try:
-            with open(output_file, encoding="utf-8") as fh:
-                text = fh.read()
+            with open(output_file, encoding="utf-8", errors="replace") as fh:
+                text = fh.read(MAX_OUTPUT_BYTES + 1 - self.output_bytes)
+                self.output_bytes += len(text)
         except FileNotFoundError:
             text = ""
         else:
             os.unlink(output_file)
+        if self.output_bytes > MAX_OUTPUT_BYTES:
+            result.error = _OUTPUT_CAP_ERROR
+            status = Status.FAILURE
+            text = ""
         if text:
             try:
                 result.outputs.update(parse_output_file(text))
             except OutputError as exc:
                 result.error = str(exc)
                 status = Status.FAILURE
-        if action is not None and action["outputs"]:
-            self._type_outputs(result, action)
+        if action is not None and action["outputs"] and self._type_outputs(result, action):
+            status = Status.FAILURE
         if result.outputs:
             result.outputs = self.masker.data(result.outputs)
             self.variable_ctx.update(result.outputs)
@@ -563,17 +571,24 @@ class JobRunner:
         self._conclude(step, result, status, ctx)
         self.events.step_finished(self.req.key, result)
 
-    def _type_outputs(self, result: StepResult, action: ActionData) -> None:
+    def _type_outputs(self, result: StepResult, action: ActionData) -> bool:
+        """Convert outputs to the types the action declares; True if one cannot be."""
         from flowray.spec.inputs import InputError, coerce_input
 
         for name, spec in action["outputs"].items():
             if name in result.outputs and spec["type"]:
-                as_input = {"type": spec["type"], "required": False, "default": None,
-                            "description": None}
+                as_input = InputSpecData(type=spec["type"], required=False, default=None,
+                                         description=None)
                 try:
-                    result.outputs[name] = coerce_input(name, as_input, result.outputs[name])  # type: ignore[arg-type]
+                    result.outputs[name] = coerce_input(name, as_input, result.outputs[name])
                 except InputError as exc:
-                    result.error = f"output {exc}"
+                    what = str(exc).removeprefix("input ")
+                    result.error = f"action '{action['name']}': output {what}"
+                    return True
+        return False
+
+
+_OUTPUT_CAP_ERROR = f"the job's outputs are larger than {MAX_OUTPUT_BYTES // 1024} KiB"
 
 
 def _minutes(seconds: float | None) -> str:

@@ -1,12 +1,14 @@
 """Turning a ``run:`` script with ``${{ }}`` templates into a command, without shell injection.
 
 Templates that read only trusted contexts (those written by the flow's author: ``matrix``,
-``variables``, ``env``, ``flow``, ``job``, ``run``, ``runner``) are spliced in as text, so
-``run: ${{ matrix.cmd }}`` runs a command from the matrix. Templates that read data from
-outside (``inputs``, ``event``, step and job outputs, ``secrets``) are never spliced into the
-script: each value is put in an environment variable ``FLOWRAY_EXPR_<n>`` and the template is
-replaced by a reference to it, quoted to fit where it stands (unquoted, in double quotes, in
-single quotes, or in a here-document), so the value is data, never code.
+``variables``, ``flow``, ``job``, ``run``, ``runner``) are spliced in as text, so
+``run: ${{ matrix.cmd }}`` runs a command from the matrix. Templates that read anything else
+(``inputs``, ``event``, step and job outputs, ``secrets``, and ``env``, whose values may come
+from any of those) are never spliced into the script: each value is put in an environment
+variable ``FLOWRAY_EXPR_<n>`` and the template is replaced by a reference to it, quoted to fit
+where it stands (unquoted, in double quotes, in single quotes, or in a here-document), so the
+value is data, never code. Shells that are not POSIX shells (``python``, custom commands) have
+no such quoting: there, a template reading untrusted data is refused.
 """
 
 from __future__ import annotations
@@ -18,9 +20,7 @@ from typing import Any
 
 from flowray import expr
 
-TRUSTED_CONTEXTS = frozenset(
-    {"matrix", "variables", "env", "flow", "job", "run", "runner", "machine"}
-)
+TRUSTED_CONTEXTS = frozenset({"matrix", "variables", "flow", "job", "run", "runner", "machine"})
 
 _NONE, _SINGLE, _DOUBLE, _ANSI = 0, 1, 2, 3
 _HEREDOC = re.compile(r"<<(-?)[ \t]*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
@@ -148,9 +148,15 @@ def render_script(
         text = expr.to_text(value)
         out.append(script[last : part.start])
         last = part.end
-        if not posix or _is_trusted(node):
+        if _is_trusted(node):
             out.append(text)
             continue
+        if not posix:
+            raise ShellTemplateError(
+                f"'${{{{ {part.source} }}}}' reads data from outside the flow and this step's "
+                "shell is not a POSIX shell, so it cannot be passed safely inside the script; "
+                "set it in the step's 'env:' and read the environment variable instead"
+            )
         state = states[part.start]
         if state == 5:
             # A quoted here-document is literal: the text cannot become code unless it holds

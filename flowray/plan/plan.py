@@ -54,8 +54,9 @@ class Plan:
 def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Cells of a GitHub-style matrix: cartesian product, then ``exclude``, then ``include``.
 
-    An ``include`` entry extends every cell it can join without changing an original axis value;
-    one that joins no cell becomes a cell of its own.
+    An ``include`` entry extends every product cell it can join without changing an original
+    axis value; one that joins no cell becomes a cell of its own (which later entries do not
+    extend).
     """
     axes = {k: v for k, v in matrix.items() if k not in ("include", "exclude")}
     include = list(matrix.get("include") or [])
@@ -65,10 +66,12 @@ def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
         keys = list(axes)
         cells = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
     cells = [c for c in cells if not any(_matches(c, ex) for ex in exclude)]
+    # Only the product's cells are candidates to extend; cells an include created are not.
     originals = [dict(c) for c in cells]
+    product_cells = list(cells)
     for entry in include:
         joined = False
-        for cell, original in zip(cells, originals, strict=True):
+        for cell, original in zip(product_cells, originals, strict=True):
             if all(original.get(k, _MISSING) in (_MISSING, v) for k, v in entry.items()
                    if k in axes):
                 cell.update(entry)
@@ -96,6 +99,19 @@ def _matrix_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _render_name(name: str, cell: Mapping[str, Any], flow: FlowData) -> str:
+    """A job name with its ``${{ matrix.* }}`` / ``${{ variables.* }}`` templates filled in."""
+    if "${{" not in name:
+        return name
+    from flowray import expr
+
+    try:
+        return expr.to_text(expr.render(name, {"matrix": dict(cell),
+                                               "variables": flow["variables"]}))
+    except expr.ExprError:
+        return name
 
 
 def build_plan(
@@ -131,9 +147,13 @@ def build_plan(
         data = jobs[job_id]
         display = data["name"] or job_id
         strategy = data["strategy"]
-        cells = expand_matrix(strategy["matrix"]) if strategy and strategy["matrix"] else []
-        if not cells:
-            groups[job_id] = [JobPlan(job_id, job_id, display, data, None, tuple(data["needs"]))]
+        has_matrix = bool(strategy and strategy["matrix"])
+        cells = expand_matrix(strategy["matrix"]) if strategy and has_matrix else []
+        if has_matrix and not cells:
+            raise PlanError(f"job '{job_id}': its matrix has no cells left after 'exclude'")
+        if not has_matrix:
+            name = _render_name(display, {}, flow)
+            groups[job_id] = [JobPlan(job_id, job_id, name, data, None, tuple(data["needs"]))]
         else:
             if matrix_filter:
                 kept = []
@@ -151,7 +171,9 @@ def build_plan(
                 JobPlan(
                     f"{job_id}.{i + 1}",
                     job_id,
-                    f"{display} ({_cell_label(cell)})",
+                    _render_name(display, cell, flow)
+                    if "${{" in display
+                    else f"{display} ({_cell_label(cell)})",
                     data,
                     cell,
                     tuple(data["needs"]),
