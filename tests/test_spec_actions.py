@@ -338,3 +338,18 @@ def test_malformed_refs() -> None:
         "flow.yaml:12:29: jobs.j.steps[7].action.tag: a tag must not start with '-'"
     )
     assert errors(text) == expected
+
+
+def test_a_missing_action_used_twice_gets_the_same_error() -> None:
+    text = """
+        name: x
+        jobs:
+          j:
+            steps: [{action: ./gone}, {action: ./gone}]
+    """
+    assert errors(text) == (
+        "flow.yaml:4:14: jobs.j.steps[0].action: local action './gone' not found: "
+        "there is no folder 'gone'\n"
+        "flow.yaml:4:32: jobs.j.steps[1].action: local action './gone' not found: "
+        "there is no folder 'gone'"
+    )

@@ -108,7 +108,7 @@ class FlowChecker:
         self.display_root = display_root
         self.load_action = load_action
         self.out: list[Diagnostic] = []
-        self.actions: dict[str, ActionData | None] = {}
+        self.actions: dict[str, tuple[ActionData | None, str | None]] = {}
         jobs = data.get("jobs")
         self.jobs: dict[str, Any] = jobs if isinstance(jobs, dict) else {}
         variables = data.get("variables")
@@ -359,31 +359,28 @@ class FlowChecker:
         return folder if rel.startswith("..") else rel
 
     def local_action(self, ref: str, path: KeyPath) -> ActionData | None:
+        """The action a ``./path`` names, loaded once per folder; every step that uses a
+        broken one gets the same error."""
         folder = os.path.normpath(os.path.join(self.workspace, ref))
+        if folder not in self.actions:
+            self.actions[folder] = self.load_local(folder)
+        action, problem = self.actions[folder]
+        if problem is not None:
+            self.report(path, f"local action '{ref}' {problem}")
+        return action
+
+    def load_local(self, folder: str) -> tuple[ActionData | None, str | None]:
         shown = self.display(folder)
-        if folder in self.actions:
-            action = self.actions[folder]
-            if action is None:
-                self.report(path, f"local action '{ref}' is invalid (see the errors in '{shown}')")
-            return action
-        self.actions[folder] = None
         if not os.path.isdir(folder):
-            self.report(path, f"local action '{ref}' not found: there is no folder '{shown}'")
-            return None
+            return None, f"not found: there is no folder '{shown}'"
         if not any(os.path.isfile(os.path.join(folder, name)) for name in ACTION_FILES):
-            self.report(
-                path,
-                f"local action '{ref}' has no action file: expected "
-                f"'{os.path.join(shown, ACTION_FILES[0])}' (or .yml)",
-            )
-            return None
+            expected = os.path.join(shown, ACTION_FILES[0])
+            return None, f"has no action file: expected '{expected}' (or .yml)"
         action, problems = self.load_action(folder, shown)
         self.out.extend(problems)
         if action is None:
-            self.report(path, f"local action '{ref}' is invalid (see the errors in '{shown}')")
-            return None
-        self.actions[folder] = action
-        return action
+            return None, f"is invalid (see the errors in '{shown}')"
+        return action, None
 
     def check_inputs(
         self, action: ActionData, given: dict[str, Any], base: KeyPath, with_key: str
