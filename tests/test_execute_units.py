@@ -107,3 +107,15 @@ def test_cycles_are_named_and_order_is_stable() -> None:
         topological_order({"x": ["y"], "y": ["x"]})
     assert str(err.value) == "jobs form a cycle through 'needs': x -> y -> x"
     assert topological_order({"c": ["a", "b"], "b": ["a"], "a": []}) == ["a", "b", "c"]
+
+
+def test_non_posix_shell_refuses_untrusted_templates_at_run_time_too() -> None:
+    with pytest.raises(ShellTemplateError) as err:
+        render_script('print("${{ steps.a.outputs.v }}")',
+                      {"steps": {"a": {"outputs": {"v": "x"}}}}, posix=False)
+    assert str(err.value) == (
+        "'${{ steps.a.outputs.v }}' reads data from outside the flow and this step's shell is "
+        "not a POSIX shell, so it cannot be passed safely inside the script; set it in the "
+        "step's 'env:' and read the environment variable instead")
+    assert render_script("print(${{ matrix.n }})", {"matrix": {"n": 2}}, posix=False) == (
+        "print(2)", {})

@@ -174,6 +174,30 @@ def render_script(
     return "".join(out), env
 
 
+def is_posix_shell(shell: str | None) -> bool:
+    """Whether ``shell`` (a step's ``shell:`` value) is one whose quoting flowray knows."""
+    if shell is None or shell in ("bash", "sh"):
+        return True
+    if shell in ("python", "python3"):
+        return False
+    import shlex
+
+    try:
+        words = shlex.split(shell)
+    except ValueError:
+        return False
+    return bool(words) and words[0].rsplit("/", 1)[-1] in ("bash", "sh", "dash", "zsh", "ksh")
+
+
+def untrusted_templates(script: str) -> list[str]:
+    """Sources of the templates in ``script`` that read untrusted contexts."""
+    return [
+        part.source
+        for part in expr.find_templates(script)
+        if not _is_trusted(expr.parse(part.source))
+    ]
+
+
 _BASH: str | None = None
 
 
@@ -211,5 +235,4 @@ def shell_command(shell: str | None, script: str, script_file: str) -> tuple[lis
     if not any("{0}" in w for w in words):
         words.append("{0}")
     argv = [w.replace("{0}", script_file) for w in words]
-    posix = words[0].rsplit("/", 1)[-1] in ("bash", "sh", "dash", "zsh", "ksh")
-    return argv, posix
+    return argv, is_posix_shell(shell)

@@ -239,6 +239,7 @@ class FlowChecker:
             if isinstance(step, dict):
                 step_scope = replace(scope, where="step", step_index=i)
                 self.check_step(step, (*base, "steps", i), step_scope)
+        self.check_matrix_cells(job, base)
         resources = job.get("resources")
         if isinstance(resources, dict):
             nodes = resources.get("nodes")
@@ -270,6 +271,7 @@ class FlowChecker:
     def check_step(self, step: dict[str, Any], base: KeyPath, scope: Scope) -> None:
         for key in ("name", "run", "working-directory"):
             self.check_value(step.get(key), (*base, key), scope)
+        self.check_run_safety(step, base)
         # Both are evaluated as conditions: a bare expression or one whole template.
         self.check_condition(step.get("if"), (*base, "if"), scope)
         self.check_condition(step.get("continue-on-error"), (*base, "continue-on-error"), scope)
@@ -286,6 +288,47 @@ class FlowChecker:
         action = self.check_action_ref(step.get("action"), (*base, "action"))
         if action is not None:
             self.check_inputs(action, given if isinstance(given, dict) else {}, base, with_key)
+
+    def check_run_safety(self, step: dict[str, Any], base: KeyPath) -> None:
+        """Untrusted data cannot be passed safely into the script of a non-POSIX shell."""
+        from flowray.execute.shell import is_posix_shell, untrusted_templates
+
+        run, shell = step.get("run"), step.get("shell")
+        if not isinstance(run, str) or "${{" not in run or not isinstance(shell, str):
+            return
+        if is_posix_shell(shell):
+            return
+        try:
+            sources = untrusted_templates(run)
+        except ExprError:
+            return  # reported by check_value
+        for source in sources:
+            self.report(
+                (*base, "run"),
+                f"'${{{{ {source} }}}}' reads data from outside the flow and shell "
+                f"'{shell}' is not a POSIX shell, so it cannot be passed safely inside the "
+                "script; set it in the step's 'env:' and read the environment variable instead",
+                at_value=True,
+            )
+
+    def check_matrix_cells(self, job: Mapping[str, Any], base: KeyPath) -> None:
+        from flowray.plan.plan import expand_matrix
+
+        strategy = job.get("strategy")
+        matrix = strategy.get("matrix") if isinstance(strategy, dict) else None
+        if not isinstance(matrix, dict) or not matrix:
+            return
+        for key, values in matrix.items():
+            ok = isinstance(values, list) and (
+                all(isinstance(v, dict) for v in values)
+                if key in ("include", "exclude")
+                else bool(values)
+            )
+            if not ok:
+                return  # a malformed matrix is reported by the model
+        if not expand_matrix(matrix):
+            self.report((*base, "strategy", "matrix"),
+                        "the matrix has no cells left after 'exclude'")
 
     def check_shell(self, shell: Any, path: KeyPath) -> None:
         """``shell``: bash, sh, python, or a command line (with ``{0}`` for the script file)."""
