@@ -11,9 +11,6 @@ from __future__ import annotations
 import functools
 import heapq
 import os
-import platform
-import socket
-import tempfile
 import threading
 import time
 from collections import deque
@@ -120,11 +117,13 @@ def _retry_backoff() -> float:
 
 
 def runner_context(gpus: int) -> dict[str, Any]:
+    # os.uname() instead of platform/socket/tempfile: those imports cost start-up time.
+    uname = os.uname()
     return {
-        "os": platform.system(),
-        "arch": platform.machine(),
-        "name": socket.gethostname(),
-        "temp": tempfile.gettempdir(),
+        "os": uname.sysname,
+        "arch": uname.machine,
+        "name": uname.nodename,
+        "temp": os.environ.get("TMPDIR") or "/tmp",
         "cpus": os.cpu_count() or 1,
         "gpus": gpus,
     }

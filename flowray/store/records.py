@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ def runs_dir(workspace: str) -> str:
 def new_run_id(now: float | None = None) -> str:
     """Sortable and unique: ``YYYYMMDD-HHMMSS-xxxxxx``."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return f"{stamp}-{secrets.token_hex(3)}"
+    return f"{stamp}-{os.urandom(3).hex()}"
 
 
 def write_json_atomic(path: str, data: Any) -> None:
