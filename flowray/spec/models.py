@@ -12,6 +12,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,8 +31,6 @@ STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 INPUT_TYPES = ("string", "integer", "float", "boolean", "array", "object")
 
 Scalar = StrictStr | StrictBool | StrictInt | StrictFloat
-# Values a flow may put in an environment map: scalars become text (booleans `true`/`false`).
-EnvMap = dict[StrictStr, Scalar | None]
 
 
 def env_to_text(value: object) -> str:
@@ -42,6 +41,16 @@ def env_to_text(value: object) -> str:
 
 def _normalize_env(value: dict[str, Any]) -> dict[str, str]:
     return {str(k): env_to_text(v) for k, v in value.items()}
+
+
+def _condition_text(value: str | bool) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+# Values a flow may put in an environment map: scalars become text (booleans `true`/`false`).
+EnvMap = Annotated[dict[StrictStr, Scalar | None], AfterValidator(_normalize_env)]
+# An `if:` condition: an expression, or a YAML boolean kept as its text.
+Condition = Annotated[StrictStr | StrictBool, AfterValidator(_condition_text)]
 
 
 class _Model(BaseModel):
@@ -65,10 +74,6 @@ class ContainerSpec(_Model):
     env: EnvMap = Field(default_factory=dict, description="environment inside the container")
     volumes: list[StrictStr] = Field(default_factory=list, description="host:container mounts")
 
-    @field_validator("env", mode="after")
-    @classmethod
-    def _env(cls, v: dict[str, Any]) -> dict[str, str]:
-        return _normalize_env(v)
 
 
 class Resources(_Model):
@@ -175,7 +180,7 @@ class Step(_Model):
     inputs: dict[StrictStr, Any] = Field(
         default_factory=dict, alias="with", description="inputs of the action (alias: inputs)"
     )
-    if_: StrictStr | StrictBool | None = Field(
+    if_: Condition | None = Field(
         default=None, alias="if", description="run the step only when this expression is true"
     )
     timeout: Annotated[StrictFloat, Field(gt=0)] | None = Field(
@@ -213,17 +218,7 @@ class Step(_Model):
             raise ValueError("'inputs'/'with' belong to 'action' steps, not 'run' steps")
         return self
 
-    @field_validator("if_", mode="after")
-    @classmethod
-    def _if(cls, v: str | bool | None) -> str | None:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        return v
 
-    @field_validator("env", mode="after")
-    @classmethod
-    def _env(cls, v: dict[str, Any]) -> dict[str, str]:
-        return _normalize_env(v)
 
 
 class Job(_Model):
@@ -234,7 +229,7 @@ class Job(_Model):
     needs: list[StrictStr] = Field(
         default_factory=list, description="jobs (one id or a list) that must finish first"
     )
-    if_: StrictStr | StrictBool | None = Field(
+    if_: Condition | None = Field(
         default=None,
         alias="if",
         description="run the job only when this is true (default: needed jobs succeeded)",
@@ -286,17 +281,7 @@ class Job(_Model):
     def _globs(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
-    @field_validator("if_", mode="after")
-    @classmethod
-    def _if(cls, v: str | bool | None) -> str | None:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        return v
 
-    @field_validator("env", mode="after")
-    @classmethod
-    def _env(cls, v: dict[str, Any]) -> dict[str, str]:
-        return _normalize_env(v)
 
 
 class Flow(_Model):
@@ -315,10 +300,6 @@ class Flow(_Model):
         default=None, description="manual, schedule, webhook, flow; ignored by 'flowray run'"
     )
 
-    @field_validator("env", mode="after")
-    @classmethod
-    def _env(cls, v: dict[str, Any]) -> dict[str, str]:
-        return _normalize_env(v)
 
 
 # ----------------------------------------------------------------------------- action files
@@ -375,10 +356,6 @@ class Runs(_Model):
             )
         return self
 
-    @field_validator("env", mode="after")
-    @classmethod
-    def _env(cls, v: dict[str, Any]) -> dict[str, str]:
-        return _normalize_env(v)
 
 
 class Action(_Model):
