@@ -93,19 +93,12 @@ def _quote_states(script: str) -> list[int]:
         elif state == _SINGLE:
             if c == "'":
                 state = _NONE
-        elif state == _DOUBLE:
+        else:  # double quotes or $'...': a backslash escapes the next character
             if c == "\\":
                 states[i + 1 : i + 2] = [state]
                 i += 2
                 continue
-            if c == '"':
-                state = _NONE
-        elif state == _ANSI:
-            if c == "\\":
-                states[i + 1 : i + 2] = [state]
-                i += 2
-                continue
-            if c == "'":
+            if c == ('"' if state == _DOUBLE else "'"):
                 state = _NONE
         i += 1
     states[n] = state
