@@ -54,7 +54,8 @@ Condition = Annotated[StrictStr | StrictBool, AfterValidator(_condition_text)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True,
+                              defer_build=True)
 
 
 class ActionRef(_Model):
