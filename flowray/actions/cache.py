@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import re
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -34,7 +32,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from flowray.actions import git as gitcmd
-from flowray.actions.errors import ActionError
+from flowray.actions.errors import ActionError, TreeError
 from flowray.actions.lock import locked, remove_tree, touch, write_atomic
 from flowray.actions.refs import (
     ACTION_FILES,
@@ -46,7 +44,6 @@ from flowray.actions.refs import (
     tag_problem,
     url_problem,
 )
-from flowray.actions.tree import TreeError, extract, pack
 
 READY = "ready"
 USED = "used"
@@ -186,14 +183,17 @@ class ActionCache:
                         for ref in pins[pin]:
                             errors.setdefault(ref.key, self._offline_message(ref, flow))
             missing = []
-        built = _parallel(missing, lambda item: self._fetch(wanted[item], item[1], emit))
-        broken = {item for item, outcome in built.items() if isinstance(outcome, Exception)}
-        for item, outcome in built.items():
-            if isinstance(outcome, Exception):
+        built = _parallel(missing, lambda item: self._fetch(wanted[item], item[1]))
+        broken: set[tuple[str, str]] = set()
+        for item, made in built.items():  # events from this thread only, in a stable order
+            if made is True:
+                emit(f"fetched {wanted[item].display()} ({item[1][:7]})")
+            elif isinstance(made, Exception):
+                broken.add(item)
                 for pin, sha in shas.items():
                     if (pin[0], sha) == item:
                         for ref in pins[pin]:
-                            errors.setdefault(ref.key, _fetch_message(ref, sha, outcome))
+                            errors.setdefault(ref.key, _fetch_message(ref, sha, made))
 
         # 3. remember where each tag pointed; say so when it moved
         moved: dict[tuple[str, str | None], str] = {}
@@ -241,7 +241,8 @@ class ActionCache:
             raise ActionError("\n".join(dict.fromkeys(ordered)))
         return pinned
 
-    def _fetch(self, ref: ActionRef, sha: str, emit: Event) -> str:
+    def _fetch(self, ref: ActionRef, sha: str) -> bool:
+        """Build the entry of (repository of ``ref``, ``sha``); False if another process did."""
         refname = None
         if ref.tag is None:
             refname = "HEAD"
@@ -249,15 +250,17 @@ class ActionCache:
             refname = f"refs/tags/{ref.tag}"
 
         def build(tree: str, workdir: str) -> None:
+            import io
+            import tarfile
+
+            from flowray.actions.tree import extract
+
             data = gitcmd.fetch_tree(ref.url, sha, workdir=workdir, refname=refname)
             remove_tree(os.path.join(workdir, "git"))
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
                 extract(tar, tree)
 
-        entry, made = self._install(_repo_id(ref), sha, ref.repo_name(), build)
-        if made:
-            emit(f"fetched {ref.display()} ({sha[:7]})")
-        return entry
+        return self._install(_repo_id(ref), sha, ref.repo_name(), build)[1]
 
     def _offline_message(self, ref: ActionRef, flow: str | None) -> str:
         return (
@@ -361,7 +364,11 @@ class ActionCache:
         for slug in sorted(os.listdir(self._entries)):
             folder = os.path.join(self._entries, slug)
             tag_map: dict[str, str] | None = None
-            for sha in sorted(os.listdir(folder)):
+            try:
+                shas = sorted(os.listdir(folder))
+            except OSError:  # pruned meanwhile
+                continue
+            for sha in shas:
                 entry = os.path.join(folder, sha)
                 meta = _read_meta(entry)
                 if meta is None:
@@ -447,6 +454,8 @@ class ActionCache:
             "tag": ref.tag, "url": ref.safe_url, "file": ref.file, "subdir": ref.subdir,
             "git_form": ref.git_form, "key": ref.key,
         }
+        from flowray.actions.tree import pack
+
         tree = os.path.join(pinned.entry_dir, TREE)
         if not os.path.exists(os.path.join(pinned.entry_dir, READY)):
             raise ActionError(f"{ref.display()} ({pinned.short}) is not in the cache at {tree}")
@@ -456,6 +465,11 @@ class ActionCache:
     def unpack(self, data: bytes) -> PinnedAction:
         """Materialize an archive from ``pack`` into this cache (same lock protocol); no git,
         no network. Unpacking what is already here only marks it used."""
+        import io
+        import tarfile
+
+        from flowray.actions.tree import extract
+
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
                 member = tar.extractfile(PACK_META)

@@ -3,7 +3,6 @@ defaults."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from collections.abc import Mapping
@@ -117,6 +116,8 @@ def _read(path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         if key not in _KEYS:
+            import difflib
+
             close = difflib.get_close_matches(key, _KEYS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(_KEYS)})"
             raise ActionError(f"{path}: unknown key 'actions.{key}'{hint}")

@@ -3,17 +3,17 @@ refused when a symlink points outside, made read-only, and packed for shipping."
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import stat
-import tarfile
+from typing import TYPE_CHECKING
+
+from flowray.actions.errors import TreeError
+
+if TYPE_CHECKING:
+    import tarfile
 
 _CHUNK = 1 << 16
-
-
-class TreeError(Exception):
-    """An action tree that is refused (the message names the path inside the tree)."""
+__all__ = ["TreeError", "extract", "make_read_only", "pack"]
 
 
 def _relative(name: str) -> str:
@@ -99,6 +99,10 @@ def make_read_only(root: str, executable: set[str]) -> None:
 def pack(tree: str, meta: bytes, *, meta_name: str, prefix: str) -> bytes:
     """A gzip'd tar of ``meta`` (first member) and every file, folder and symlink of ``tree``
     under ``prefix``; the same tree gives the same bytes (sorted, no times, no owners)."""
+    import gzip
+    import io
+    import tarfile
+
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz, tarfile.open(
         fileobj=gz, mode="w", format=tarfile.PAX_FORMAT
