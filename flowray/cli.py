@@ -6,11 +6,12 @@ arguments; 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -88,16 +89,23 @@ def main() -> None:
 @click.argument("flows", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
               help="Workspace that local actions ('./path') are relative to (default: here).")
-def validate(flows: tuple[str, ...], workdir: str | None) -> None:
-    """Check flow files; report every error as file:line:col: key.path: message."""
+@click.option("--offline", is_flag=True,
+              help="Check git actions from the action cache only (also FLOWRAY_OFFLINE=1).")
+def validate(flows: tuple[str, ...], workdir: str | None, offline: bool) -> None:
+    """Check flow files; report every error as file:line:col: key.path: message.
+
+    Git actions are fetched (or taken from the action cache) so that their action files and
+    the inputs steps give them are checked too.
+    """
     from flowray.spec import FlowError, load_flow
 
     workspace = os.path.abspath(workdir or os.getcwd())
     bad = False
     color = _stderr_color()
+    pinner = _lazy_pinner(workspace, offline)
     for path in flows:
         try:
-            loaded = load_flow(path, workspace=workspace)
+            loaded = load_flow(path, workspace=workspace, git_action=lambda w: pinner()(w))
         except FlowError as exc:
             bad = True
             _print_diagnostics(exc)
@@ -116,6 +124,153 @@ def schema(kind: str) -> None:
     from flowray.spec import action_schema, flow_schema
 
     click.echo(json.dumps(flow_schema() if kind == "flow" else action_schema(), indent=2))
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+def _lazy_pinner(workspace: str, offline: bool) -> Any:
+    """A function returning the run's one ActionPinner, made on first use (it imports the
+    actions package, which flows without git actions never need)."""
+    made: list[Any] = []
+
+    def get() -> Any:
+        if not made:
+            from flowray.actions import ActionError, load_config
+            from flowray.plan.pins import ActionPinner
+
+            try:
+                config = load_config(workspace, offline=True if offline else None)
+            except ActionError as exc:
+                _fail(str(exc))
+            made.append(ActionPinner(config, on_event=lambda line: click.echo(line, err=True)))
+        return made[0]
+
+    return get
+
+
+def _step_actions(cached: Any, pinner: Any) -> dict[str, dict[int, Any]]:
+    """Each job's pinned git actions by step index, with requirements environments made."""
+    if not cached.git:
+        return {}
+    from flowray.actions import ActionError, ensure_venv
+    from flowray.execute.job import StepAction
+
+    by_written = {json.dumps(g.written, sort_keys=True): g for g in cached.git.values()}
+    pythons: dict[str, str | None] = {}
+    out: dict[str, dict[int, Any]] = {}
+    for job_id, job in cached.data["jobs"].items():
+        for i, step in enumerate(job["steps"]):
+            g = by_written.get(json.dumps(step["action"], sort_keys=True))
+            if g is None:
+                continue
+            if g.key not in pythons:
+                pythons[g.key] = None
+                if g.data["runs"]["using"] == "python":
+                    try:
+                        pythons[g.key] = ensure_venv(
+                            pinner().pins[g.key], python=sys.executable,
+                            system_site_packages=pinner().config.system_site_packages,
+                        )
+                    except ActionError as exc:
+                        _fail(str(exc))
+            out.setdefault(job_id, {})[i] = StepAction(g.path, g.data, pythons[g.key])
+    return out
+
+
+@contextlib.contextmanager
+def _hold_actions(cached: Any, pinner: Any) -> Iterator[None]:
+    """Keep `flowray actions prune` away from the cache entries this run uses."""
+    if not cached.git:
+        yield
+        return
+    with pinner().cache.hold([pinner().pins[key] for key in cached.git]):
+        yield
+
+
+@main.group()
+def actions() -> None:
+    """Manage the cache of git-hosted actions."""
+
+
+@actions.command("fetch")
+@click.argument("flows", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+def actions_fetch(flows: tuple[str, ...], workdir: str | None) -> None:
+    """Resolve and fetch every git action the flows use (for later --offline runs)."""
+    from flowray.actions import ActionError
+    from flowray.plan.plan import git_refs_of
+    from flowray.spec import FlowError, load_flow
+
+    workspace = os.path.abspath(workdir or os.getcwd())
+    pinner = _lazy_pinner(workspace, False)
+    bad = False
+    for path in flows:
+        try:
+            loaded = load_flow(path, workspace=workspace, git_action=lambda w: pinner()(w))
+            written = git_refs_of(loaded.data)
+            pinned = pinner().resolve(written) if written else {}
+        except FlowError as exc:
+            _print_diagnostics(exc)
+            bad = True
+            continue
+        except ActionError as exc:
+            click.echo(f"error: {exc}", err=True)
+            bad = True
+            continue
+        for p in pinned.values():
+            click.echo(f"{p.ref.display()}  {p.sha}  {p.path}")
+        if not written:
+            click.echo(f"{path}: no git actions")
+    sys.exit(EXIT_INVALID if bad else EXIT_OK)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@actions.command("list")
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def actions_list(workdir: str | None, as_json: bool) -> None:
+    """List cached actions: repository, commit, size, tags, last use."""
+    from flowray.actions import ActionCache, load_config
+
+    config = load_config(os.path.abspath(workdir or os.getcwd()))
+    entries = ActionCache(config.cache_dir).entries()
+    if as_json:
+        click.echo(json.dumps([{"repo": e.repo, "sha": e.sha, "size": e.size,
+                                "last_used": e.last_used, "tags": list(e.tags),
+                                "path": e.path} for e in entries], indent=2))
+        return
+    if not entries:
+        click.echo(f"no actions cached in {config.cache_dir}")
+        return
+    click.echo(f"{'REPOSITORY':<36} {'COMMIT':<12} {'SIZE':>9}  {'LAST USED':<19}  TAGS")
+    for e in entries:
+        click.echo(f"{e.repo:<36} {e.sha[:12]:<12} {_size(e.size):>9}  "
+                   f"{_fmt_time(e.last_used):<19}  {', '.join(e.tags)}")
+
+
+@actions.command("prune")
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--older-than", type=float, default=None, metavar="DAYS",
+              help="Remove only entries unused for this many days (default: remove all).")
+def actions_prune(workdir: str | None, older_than: float | None) -> None:
+    """Remove cached actions (all, or those unused for --older-than DAYS)."""
+    from flowray.actions import ActionCache, load_config
+
+    config = load_config(os.path.abspath(workdir or os.getcwd()))
+    removed = ActionCache(config.cache_dir).prune(
+        older_than=None if older_than is None else older_than * 86400
+    )
+    total = sum(e.size for e in removed)
+    click.echo(f"removed {len(removed)} cached action(s), {_size(total)}")
 
 
 # ----------------------------------------------------------------------------- run
@@ -183,11 +338,13 @@ def _coerce_run_inputs(flow: dict[str, Any], raw: dict[str, str]) -> dict[str, A
 @click.option("--grace", type=float, default=None,
               help="Seconds between SIGTERM and SIGKILL when stopping steps (default 5).")
 @click.option("--no-cache", is_flag=True, help="Validate the flow again even if unchanged.")
+@click.option("--offline", is_flag=True,
+              help="Use git actions from the action cache only (also FLOWRAY_OFFLINE=1).")
 def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         secret_file: tuple[str, ...], env_file: tuple[str, ...], event_file: str | None,
         matrix: tuple[str, ...], jobs: tuple[str, ...], workdir: str | None, dry_run: bool,
         as_json: bool, quiet: bool, fail_fast: bool, cpus: float | None, gpus: str | None,
-        grace: float | None, no_cache: bool) -> None:
+        grace: float | None, no_cache: bool, offline: bool) -> None:
     """Run a flow on this machine."""
     sys.exit(run_flow_command(**locals()))
 
@@ -197,7 +354,7 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
                      event_file: str | None, matrix: tuple[str, ...], jobs: tuple[str, ...],
                      workdir: str | None, dry_run: bool, as_json: bool, quiet: bool,
                      fail_fast: bool, cpus: float | None, gpus: str | None,
-                     grace: float | None, no_cache: bool) -> int:
+                     grace: float | None, no_cache: bool, offline: bool = False) -> int:
     from flowray.cluster.coordinator import Coordinator, RunOptions
     from flowray.cluster.local import LocalPool, detect_gpus
     from flowray.console import Console
@@ -228,8 +385,9 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
     if cpus is not None and cpus <= 0:
         _fail("--cpus must be more than 0")
 
+    pinner = _lazy_pinner(workspace, offline)
     try:
-        cached = load_flow(flow_path, workspace, use_cache=not no_cache)
+        cached = load_flow(flow_path, workspace, use_cache=not no_cache, pinner=pinner)
     except Exception as exc:
         if type(exc).__name__ != "FlowError":
             raise
@@ -266,6 +424,7 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
         workspace=workspace, flow_path=os.path.relpath(os.path.abspath(flow_path), workspace),
         inputs=run_inputs, secrets=secret_values, env=env, event=event, fail_fast=fail_fast,
         grace=grace if grace is not None else DEFAULT_GRACE_SECONDS,
+        step_actions=_step_actions(cached, pinner),
     )
     actions = ActionTable(cached.actions)
     coordinator = Coordinator(
@@ -288,7 +447,8 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = coordinator.run()
+        with _hold_actions(cached, pinner):
+            result = coordinator.run()
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -228,8 +228,6 @@ def test_map_form_errors_are_reported_inside_the_map() -> None:
             container: {imag: x}
     """
     assert errors(text) == (
-        "flow.yaml:5:9: jobs.a.steps[0].action: git-hosted actions (a map with name/tag/git) "
-        "are not supported by this flowray version yet; use a local action './path'\n"
         "flow.yaml:5:38: jobs.a.steps[0].action.gti: unknown key 'gti' (did you mean 'git'?)\n"
         "flow.yaml:6:9: jobs.a.steps[1].action: missing required key 'name'\n"
         "flow.yaml:7:5: jobs.a.container: missing required key 'image'\n"

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from flowray import expr
 from flowray.console import Console
-from flowray.execute.job import JobRequest, JobResult, StepResult
+from flowray.execute.job import JobRequest, JobResult, StepAction, StepResult
 from flowray.execute.process import DEFAULT_GRACE_SECONDS, sweep_run_processes
 from flowray.execute.secrets import Masker
 from flowray.plan.plan import JobPlan, Plan
@@ -55,6 +55,8 @@ class RunOptions:
     event: dict[str, Any] = field(default_factory=dict)
     fail_fast: bool = False  # stop the whole run at the first failed job
     grace: float = DEFAULT_GRACE_SECONDS  # SIGTERM -> SIGKILL delay when stopping steps
+    # Pinned (git) actions of each job's steps: job id -> step index -> action.
+    step_actions: dict[str, dict[int, StepAction]] = field(default_factory=dict)
     run_id: str | None = None
 
 
@@ -389,6 +391,7 @@ class Coordinator:
             gpus=gpus,
             timeout=None if timeout is None else timeout * 60,
             attempt=state.attempts,
+            step_actions=self.opts.step_actions.get(plan.job_id, {}),
         )
 
     def _job_done(self, key: str, result: JobResult) -> None:

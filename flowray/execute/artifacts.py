@@ -77,7 +77,9 @@ def collect_artifacts(base: str, patterns: list[str], dest: str) -> tuple[list[s
 def read_reports(base: str, patterns: list[str]) -> tuple[ReportCounts, list[str]]:
     """Sum the test counts of the JUnit XML files matching ``patterns``."""
     counts = ReportCounts()
-    problems: list[str] = []
+    problems: list[str] = [
+        f"reports: nothing matches '{p}'" for p in patterns if not _matches(base, [p])
+    ]
     for path in _matches(base, patterns):
         if os.path.isdir(path):
             continue

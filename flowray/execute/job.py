@@ -7,6 +7,7 @@ job runner renders templates, builds each step's command and environment, runs i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -75,6 +76,16 @@ class StepResult:
         }
 
 
+@dataclass(frozen=True)
+class StepAction:
+    """A step's action, pinned before the run: its folder, its validated action file, and the
+    interpreter of its requirements environment (python actions with requirements.txt)."""
+
+    path: str
+    data: ActionData
+    python: str | None = None
+
+
 @dataclass
 class JobRequest:
     run_id: str
@@ -91,6 +102,7 @@ class JobRequest:
     gpus: list[str] | None = None  # pinned GPUs (CUDA_VISIBLE_DEVICES), None: no pinning
     timeout: float | None = None  # seconds for the whole job
     attempt: int = 1
+    step_actions: dict[int, StepAction] = field(default_factory=dict)  # by step index
 
 
 @dataclass
@@ -152,6 +164,7 @@ class JobRunner:
         self.failed = False
         self.pgids: list[int] = []
         self.output_bytes = 0  # all outputs of the job so far, capped at MAX_OUTPUT_BYTES
+        self._step_start_bytes = 0
         job = request.job
         os.makedirs(os.path.join(request.run_dir, "outputs"), exist_ok=True)
         self.log_dir = os.path.join("logs", _safe_name(request.key))
@@ -255,6 +268,15 @@ class JobRunner:
         return JobResult(status, self.results, outputs, started, time.time(), error,
                          artifacts=artifacts, reports=reports, warnings=warnings)
 
+    def _directory(self, ctx: Mapping[str, Any], step_dir: str | None = None) -> str:
+        """The job's working directory (and a step's below it), templates rendered."""
+        cwd = self.req.workspace
+        for wd in (self.req.job["working_directory"], step_dir):
+            if wd:
+                text = expr.to_text(expr.render(wd, ctx)) if "${{" in wd else wd
+                cwd = os.path.normpath(os.path.join(cwd, text))
+        return cwd
+
     def _leftovers(
         self, env: dict[str, str]
     ) -> tuple[list[str], dict[str, Any] | None, list[str]]:
@@ -264,9 +286,10 @@ class JobRunner:
             return [], None, []
         from flowray.execute.artifacts import collect_artifacts, read_reports
 
-        base = self.req.workspace
-        if job["working_directory"]:
-            base = os.path.normpath(os.path.join(base, job["working_directory"]))
+        try:
+            base = self._directory(self._contexts(env))
+        except expr.ExprError as exc:
+            return [], None, [f"working-directory: {exc}"]
         warnings: list[str] = []
         copied: list[str] = []
         reports = None
@@ -293,7 +316,10 @@ class JobRunner:
             ctx = self._contexts(step_env)
             if step["name"] and "${{" in step["name"]:
                 # Names may read earlier steps' outputs: render them now that those exist.
-                result.name = self.masker.text(expr.to_text(expr.render(step["name"], ctx)))
+                with contextlib.suppress(expr.ExprError):  # a name never fails a step
+                    result.name = self.masker.text(
+                        expr.to_text(expr.render(step["name"], ctx))
+                    )
             should_run = expr.evaluate_condition(
                 step["if_"], ctx, failed=self.failed, cancelled=self.supervisor.cancelled
             )
@@ -382,11 +408,7 @@ class JobRunner:
         )
         if req.gpus is not None:
             proc_env["CUDA_VISIBLE_DEVICES"] = ",".join(req.gpus)
-        cwd = req.workspace
-        for wd in (req.job["working_directory"], step["working_directory"]):
-            if wd:
-                text = expr.to_text(expr.render(wd, ctx)) if "${{" in wd else wd
-                cwd = os.path.normpath(os.path.join(cwd, text))
+        cwd = self._directory(ctx, step["working_directory"])
         action: ActionData | None = None
         if step["run"] is not None:
             script_file = os.path.join(
@@ -404,7 +426,7 @@ class JobRunner:
                     fh.write(script)
             proc_env.update(extra)
         else:
-            action, argv, action_env = self._action_command(step, ctx, proc_env)
+            action, argv, action_env = self._action_command(step, result.index, ctx)
             proc_env.update(action_env)
         timeout = step["timeout"] * 60 if step["timeout"] is not None else None
         if remaining is not None and (timeout is None or remaining < timeout):
@@ -415,16 +437,22 @@ class JobRunner:
         return ProcessRequest(argv=argv, env=proc_env, cwd=cwd, timeout=timeout), action
 
     def _action_command(
-        self, step: StepData, ctx: dict[str, Any], proc_env: dict[str, str]
+        self, step: StepData, index: int, ctx: dict[str, Any]
     ) -> tuple[ActionData, list[str], dict[str, str]]:
         ref = step["action"]
-        if not isinstance(ref, str) or not ref.startswith("./"):
-            raise _StepFailed(f"action '{ref}' cannot run here: only local actions ('./path')")
-        path = os.path.normpath(os.path.join(self.req.workspace, ref))
-        try:
-            action = self.load_action(path, None)
-        except Exception as exc:  # the loader's errors carry file:line:col
-            raise _StepFailed(str(exc)) from exc
+        pinned = self.req.step_actions.get(index)
+        python = sys.executable
+        if pinned is not None:
+            path, action = pinned.path, pinned.data
+            python = pinned.python or python
+        elif isinstance(ref, str) and ref.startswith("./"):
+            path = os.path.normpath(os.path.join(self.req.workspace, ref))
+            try:
+                action = self.load_action(path, None)
+            except Exception as exc:  # the loader's errors carry file:line:col
+                raise _StepFailed(str(exc)) from exc
+        else:
+            raise _StepFailed(f"action {ref!r} was not pinned before the run")
         inputs = self._action_inputs(step, action, ctx)
         env: dict[str, str] = {"FLOWRAY_ACTION_PATH": path}
         env.update(action["runs"]["env"])
@@ -434,7 +462,7 @@ class JobRunner:
         using = runs["using"]
         payload = json.dumps(inputs)
         if using == "python":
-            argv = [sys.executable, os.path.join(path, runs["main"] or ""), payload]
+            argv = [python, os.path.join(path, runs["main"] or ""), payload]
         elif using == "node":
             argv = ["node", os.path.join(path, runs["main"] or ""), payload]
         elif using == "script":
@@ -485,6 +513,7 @@ class JobRunner:
         log_path = os.path.join(self.req.run_dir, result.log or "")
         outputs = result.outputs
         overflow = False
+        self._step_start_bytes = self.output_bytes
 
         with open(log_path, "w", encoding="utf-8", errors="replace") as log:
 
@@ -510,8 +539,6 @@ class JobRunner:
             outcome = self.supervisor.run(request, on_line)
         if outcome.pgid:
             self.pgids.append(outcome.pgid)
-        if overflow:
-            result.error = _OUTPUT_CAP_ERROR
         return outcome
 
     def _collect(
@@ -536,9 +563,13 @@ class JobRunner:
         else:
             os.unlink(output_file)
         if self.output_bytes > MAX_OUTPUT_BYTES:
+            # This step's outputs do not fit: it fails and they are dropped, so later steps
+            # (an `if: always()` cleanup, say) still have the job's remaining allowance.
             result.error = _OUTPUT_CAP_ERROR
             status = Status.FAILURE
             text = ""
+            result.outputs.clear()
+            self.output_bytes = self._step_start_bytes
         if text:
             try:
                 result.outputs.update(parse_output_file(text))

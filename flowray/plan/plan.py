@@ -114,6 +114,23 @@ def _render_name(name: str, cell: Mapping[str, Any], flow: FlowData) -> str:
         return name
 
 
+def is_git_action(value: object) -> bool:
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, str) and not value.startswith(("./", "docker://"))
+
+
+def git_refs_of(flow: FlowData) -> list[Any]:
+    """The git action references a (validated) flow uses, each once, in order of use."""
+    seen: list[Any] = []
+    for job in flow["jobs"].values():
+        for step in job["steps"]:
+            ref = step["action"]
+            if ref is not None and is_git_action(ref) and ref not in seen:
+                seen.append(ref)
+    return seen
+
+
 def build_plan(
     flow: FlowData,
     *,

@@ -13,11 +13,14 @@ diagnostics can be used without them.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowray.spec.diagnostics import Diagnostic, FlowError, LoadedFlow
 from flowray.spec.inputs import InputError, coerce_input
 from flowray.spec.types import ActionData
+
+if TYPE_CHECKING:
+    from flowray.spec.validate import GitActionLoader
 
 __all__ = [
     "Diagnostic",
@@ -32,23 +35,33 @@ __all__ = [
 ]
 
 
-def load_flow(path: str | os.PathLike[str], *, workspace: str | None = None) -> LoadedFlow:
+def load_flow(
+    path: str | os.PathLike[str],
+    *,
+    workspace: str | None = None,
+    git_action: GitActionLoader | None = None,
+) -> LoadedFlow:
     """Read, validate and check a flow file; raises :class:`FlowError` with every problem.
 
     ``workspace`` is the folder local actions (``./path``) are relative to (default: the current
-    directory).
+    directory). ``git_action`` fetches a git action for checking (see
+    :data:`flowray.spec.validate.GitActionLoader`); without it git actions are checked for
+    syntax only.
     """
     from flowray.spec.loader import load_flow as load
 
-    return load(path, workspace=workspace)
+    return load(path, workspace=workspace, git_action=git_action)
 
 
-def load_action(path: str | os.PathLike[str], *, file: str | None = None) -> ActionData:
+def load_action(
+    path: str | os.PathLike[str], *, file: str | None = None, shown: str | None = None
+) -> ActionData:
     """Read and validate the action in folder ``path`` (its ``action-datatorch.yaml``, or
-    ``.yml``, or ``file``); raises :class:`FlowError` located in the action file."""
+    ``.yml``, or ``file``); raises :class:`FlowError` located in the action file (named
+    ``shown`` in messages, default the folder)."""
     from flowray.spec.loader import load_action as load
 
-    return load(path, file=file)
+    return load(path, file=file, shown=shown)
 
 
 def flow_schema() -> dict[str, Any]:

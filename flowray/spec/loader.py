@@ -25,7 +25,7 @@ from flowray.spec.model_errors import (
 )
 from flowray.spec.models import Action, Flow
 from flowray.spec.types import ActionData, FlowData, InputSpecData
-from flowray.spec.validate import ACTION_FILES, FlowChecker
+from flowray.spec.validate import ACTION_FILES, FlowChecker, GitActionLoader
 from flowray.spec.yamlpos import Parsed, Positions, YamlError, offset_col, parse_json, parse_yaml
 
 EXTENSIONS = (".yml", ".yaml", ".json")
@@ -85,7 +85,12 @@ def _cwd() -> str | None:
         return None
 
 
-def load_flow(path: str | os.PathLike[str], *, workspace: str | None = None) -> LoadedFlow:
+def load_flow(
+    path: str | os.PathLike[str],
+    *,
+    workspace: str | None = None,
+    git_action: GitActionLoader | None = None,
+) -> LoadedFlow:
     """Read, validate and check a flow file; raises :class:`FlowError` with every problem.
 
     Local actions (``./path``) are resolved against ``workspace`` (default: the current
@@ -115,6 +120,7 @@ def load_flow(path: str | os.PathLike[str], *, workspace: str | None = None) -> 
         workspace=workspace or cwd or ".",
         display_root=cwd,
         load_action=lambda folder, shown: _load_action(folder, shown, None),
+        git_action=git_action,
     )
     diagnostics += checker.check()
     # The flow file's own problems first, then those of the action files it uses.
@@ -129,11 +135,14 @@ def load_flow(path: str | os.PathLike[str], *, workspace: str | None = None) -> 
     )
 
 
-def load_action(path: str | os.PathLike[str], *, file: str | None = None) -> ActionData:
+def load_action(
+    path: str | os.PathLike[str], *, file: str | None = None, shown: str | None = None
+) -> ActionData:
     """Read and validate the action in folder ``path``: its ``action-datatorch.yaml`` (or
-    ``.yml``), or ``file`` when given. Raises :class:`FlowError` located in the action file."""
+    ``.yml``), or ``file`` when given. Raises :class:`FlowError` located in the action file,
+    named under ``shown`` (default: the folder) in messages."""
     folder = os.fspath(path)
-    action, diagnostics = _load_action(folder, folder, file)
+    action, diagnostics = _load_action(folder, shown or folder, file)
     if action is None:
         raise FlowError(diagnostics)
     return action

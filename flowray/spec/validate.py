@@ -55,6 +55,10 @@ _SHOWN = 60
 
 # (action data or None when invalid, the action's own diagnostics)
 ActionLoader = Callable[[str, str], tuple[ActionData | None, list[Diagnostic]]]
+# A git action as written (string or map) -> (its action data, or None and why not, plus the
+# diagnostics of its action file). None instead of a function: git actions are checked for
+# syntax only (nothing is fetched).
+GitActionLoader = Callable[[Any], tuple[ActionData | None, str | None, list[Diagnostic]]]
 
 
 def _shown(source: str) -> str:
@@ -100,7 +104,9 @@ class FlowChecker:
         workspace: str,
         display_root: str | None,
         load_action: ActionLoader,
+        git_action: GitActionLoader | None = None,
     ) -> None:
+        self.git_action = git_action
         self.data = data
         self.positions = positions
         self.file = file
@@ -353,14 +359,9 @@ class FlowChecker:
             problem = git_ref_problem(tag) if isinstance(tag, str) else None
             if problem:
                 self.report((*path, "tag"), problem)
-            if not isinstance(ref.get("name"), str):
+            if not isinstance(ref.get("name"), str) or problem:
                 return None  # the model reports the missing name
-            self.report(
-                path,
-                "git-hosted actions (a map with name/tag/git) are not supported by this "
-                "flowray version yet; use a local action './path'",
-            )
-            return None
+            return self.remote_action(ref, path)
         if not isinstance(ref, str):
             return None
         if ref.startswith("./"):
@@ -385,12 +386,17 @@ class FlowChecker:
         if problem:
             self.report(path, f"invalid action '{ref}': {problem}")
             return None
-        self.report(
-            path,
-            f"git-hosted actions ('{ref}') are not supported by this flowray version yet; "
-            "use a local action './path'",
-        )
-        return None
+        return self.remote_action(ref, path)
+
+    def remote_action(self, ref: str | dict[str, Any], path: KeyPath) -> ActionData | None:
+        """A git action, fetched (or taken from the cache) by the caller's loader."""
+        if self.git_action is None:
+            return None
+        action, problem, diagnostics = self.git_action(ref)
+        self.out.extend(d for d in diagnostics if d not in self.out)
+        if problem is not None:
+            self.report(path, problem)
+        return action
 
     def display(self, folder: str) -> str:
         if self.display_root is None:

@@ -12,11 +12,15 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flowray
 from flowray.spec.types import ActionData, FlowData
+
+if TYPE_CHECKING:
+    from flowray.plan.pins import ActionPinner, GitAction
 
 ACTION_FILES = ("action-datatorch.yaml", "action-datatorch.yml")
 
@@ -25,8 +29,9 @@ ACTION_FILES = ("action-datatorch.yaml", "action-datatorch.yml")
 class CachedFlow:
     data: FlowData
     warnings: list[str]
-    actions: dict[str, ActionData] = field(default_factory=dict)
+    actions: dict[str, ActionData] = field(default_factory=dict)  # local action folder -> data
     hit: bool = False
+    git: dict[str, GitAction] = field(default_factory=dict)  # ref key -> pinned git action
 
 
 def _code_fingerprint() -> str:
@@ -92,8 +97,32 @@ class ActionTable:
             return data
 
 
-def load_flow(path: str, workspace: str, *, use_cache: bool = True) -> CachedFlow:
-    """The validated flow at ``path``; raises ``flowray.spec.FlowError`` when it is invalid."""
+def load_flow(
+    path: str,
+    workspace: str,
+    *,
+    use_cache: bool = True,
+    pinner: Callable[[], ActionPinner] | None = None,
+) -> CachedFlow:
+    """The validated flow at ``path``; raises ``flowray.spec.FlowError`` when it is invalid.
+
+    Git actions are pinned on every call (``pinner`` makes the run's pinner, only when the flow
+    has some): an entry is reused only while each of its tags still points at the commit it
+    was validated with.
+    """
+    pins: list[ActionPinner] = []
+
+    def get_pinner() -> ActionPinner:
+        if not pins:
+            if pinner is None:
+                from flowray.actions import load_config
+                from flowray.plan.pins import ActionPinner
+
+                pins.append(ActionPinner(load_config(workspace)))
+            else:
+                pins.append(pinner())
+        return pins[0]
+
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
@@ -105,13 +134,17 @@ def load_flow(path: str, workspace: str, *, use_cache: bool = True) -> CachedFlo
             b"\0".join([raw, os.path.abspath(workspace).encode(), _code_fingerprint().encode()])
         ).hexdigest()[:32]
         entry_path = os.path.join(workspace, ".flowray", "cache", "flows", f"{key}.json")
-        cached = _read_entry(entry_path)
+        cached = _read_entry(entry_path, get_pinner)
         if cached is not None:
             return cached
+    from flowray.plan.plan import git_refs_of
     from flowray.spec import load_action
     from flowray.spec import load_flow as validate
 
-    loaded = validate(path, workspace=workspace)
+    def git_action(written: Any) -> Any:
+        return get_pinner()(written)
+
+    loaded = validate(path, workspace=workspace, git_action=git_action)
     warnings = [w.format() for w in loaded.warnings]
     actions: dict[str, ActionData] = {}
     deps: dict[str, list[int] | None] = {}
@@ -119,26 +152,57 @@ def load_flow(path: str, workspace: str, *, use_cache: bool = True) -> CachedFlo
         file = action_file(folder)
         deps[file] = _stat_key(file)
         actions[folder] = load_action(folder)
-    result = CachedFlow(loaded.data, warnings, actions)
+    written = git_refs_of(loaded.data)
+    git = {}
+    if written:
+        loaded_git = get_pinner().loaded.values()
+        by_written = {json.dumps(g.written, sort_keys=True): g for g in loaded_git}
+        git = {g.key: g for w in written if (g := by_written.get(json.dumps(w, sort_keys=True)))}
+    result = CachedFlow(loaded.data, warnings, actions, git=git)
     if entry_path is not None:
         _write_entry(entry_path, result, deps)
     return result
 
 
-def _read_entry(path: str) -> CachedFlow | None:
+def _read_entry(path: str, get_pinner: Callable[[], ActionPinner]) -> CachedFlow | None:
     try:
         with open(path, encoding="utf-8") as fh:
             entry = json.load(fh)
         for dep, stamp in entry["deps"].items():
             if _stat_key(dep) != stamp:
                 return None
-        return CachedFlow(entry["flow"], entry["warnings"], entry["actions"], hit=True)
+        flow = CachedFlow(entry["flow"], entry["warnings"], entry["actions"], hit=True)
+        git_shas: dict[str, str] = entry["git_shas"]
+        written: list[Any] = entry["git_refs"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if written:
+        from flowray.actions import ActionError
+
+        pinner = get_pinner()
+        try:
+            pinned = pinner.resolve(written)
+        except ActionError:
+            return None  # validating again reports it where the flow uses it
+        if {k: p.sha for k, p in pinned.items()} != git_shas:
+            return None  # a tag moved (or the configuration changed): validate again
+        for w in written:
+            key = next(iter(pinner.resolve([w])))
+            if pinner.load(w, pinned[key])[0] is None:
+                return None
+        flow.git = dict(pinner.loaded)
+    return flow
 
 
 def _write_entry(path: str, flow: CachedFlow, deps: dict[str, Any]) -> None:
-    entry = {"flow": flow.data, "warnings": flow.warnings, "actions": flow.actions, "deps": deps}
+    entry = {
+        "flow": flow.data,
+        "warnings": flow.warnings,
+        "actions": flow.actions,
+        "deps": deps,
+        "git_refs": [g.written for g in flow.git.values()],
+        "git_shas": {k: g.sha for k, g in flow.git.items()},
+    }
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"

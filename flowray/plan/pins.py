@@ -1,0 +1,115 @@
+"""Pinning a flow's git actions: each tag resolved to a commit once per run, fetched, loaded.
+
+:class:`ActionPinner` is what validation calls for every git action it meets (see
+``flowray.spec.validate.GitActionLoader``): it parses the reference with the project's actions
+configuration, resolves and fetches it through the SHA-keyed cache (one round trip per distinct
+reference), and loads its action file, whose validated data is kept beside the cache entry so
+that later runs read it without pydantic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flowray.actions import ActionCache, ActionError, ActionsConfig, PinnedAction, parse_ref
+from flowray.spec.diagnostics import Diagnostic
+from flowray.spec.types import ActionData
+
+
+@dataclass(frozen=True)
+class GitAction:
+    """A pinned git action, ready to run: where its files are and what its action file says."""
+
+    written: Any  # the reference as the flow wrote it (string or map)
+    key: str
+    display: str
+    sha: str
+    path: str
+    data: ActionData
+
+
+def _cached_data_file(pinned: PinnedAction, file: str | None) -> str:
+    return os.path.join(pinned.entry_dir, f"action.{file or 'default'}.json")
+
+
+class ActionPinner:
+    """Resolves, fetches and loads git actions for one run (or one ``validate``)."""
+
+    def __init__(
+        self,
+        config: ActionsConfig,
+        *,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.cache = ActionCache(config.cache_dir)
+        self.on_event = on_event
+        self.pins: dict[str, PinnedAction] = {}
+        self.loaded: dict[str, GitAction] = {}
+
+    def resolve(self, written: Sequence[Any]) -> dict[str, PinnedAction]:
+        """Pin every reference in ``written`` at once (distinct ones resolved in parallel)."""
+        refs = [parse_ref(w, self.config) for w in written]
+        todo = [r for r in refs if r.key not in self.pins]
+        if todo:
+            self.pins.update(
+                self.cache.resolve(todo, offline=self.config.offline, on_event=self.on_event)
+            )
+        return {r.key: self.pins[r.key] for r in refs}
+
+    def __call__(self, written: Any) -> tuple[ActionData | None, str | None, list[Diagnostic]]:
+        """The loader validation calls: (action data or None, why not, the action's problems)."""
+        try:
+            ref = parse_ref(written, self.config)
+            pinned = self.resolve([written])[ref.key]
+        except ActionError as exc:
+            return None, str(exc), []
+        return self.load(written, pinned)
+
+    def load(
+        self, written: Any, pinned: PinnedAction
+    ) -> tuple[ActionData | None, str | None, list[Diagnostic]]:
+        ref = pinned.ref
+        cached = _cached_data_file(pinned, ref.file)
+        try:
+            with open(cached, encoding="utf-8") as fh:
+                data: ActionData = json.load(fh)
+        except (OSError, ValueError):
+            data_or_none, problem, diagnostics = self._validate(pinned)
+            if data_or_none is None:
+                return None, problem, diagnostics
+            data = data_or_none
+            _write_json(cached, data)
+        self.loaded[ref.key] = GitAction(written, ref.key, ref.display(), pinned.sha,
+                                         pinned.path, data)
+        return data, None, []
+
+    def _validate(
+        self, pinned: PinnedAction
+    ) -> tuple[ActionData | None, str | None, list[Diagnostic]]:
+        from flowray.spec import FlowError, load_action
+
+        ref = pinned.ref
+        # (the cache already refused a commit without the action file)
+        shown = f"{ref.display()}@{pinned.sha[:7]}" if ref.tag is None else ref.display()
+        try:
+            data = load_action(pinned.path, file=ref.file, shown=shown)
+        except FlowError as exc:
+            return None, f"action '{ref.display()}' is invalid (see the errors in '{shown}')", [
+                d for d in exc.diagnostics
+            ]
+        return data, None, []
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only costs speed next time

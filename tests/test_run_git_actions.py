@@ -1,0 +1,165 @@
+"""`owner/repo@tag` actions through the real CLI, against real git repositories made here.
+
+The "GitHub" of these tests is a folder of bare repositories reached over file://
+(FLOWRAY_ACTIONS_BASE points at it); the action cache is a temporary folder.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Workspace
+
+ADD_ACTION = """\
+name: Add
+inputs:
+  a: {type: integer, required: true}
+  b: {type: integer, default: 0}
+outputs:
+  sum: {type: integer}
+runs:
+  using: python
+  main: add.py
+"""
+ADD_PY = "import json, sys\nargs = json.loads(sys.argv[-1])\nprint('::sum::' + str(args['a'] + args['b']))\n"
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+class Forge:
+    """Bare repositories under ``root/<owner>/<repo>``, written through a work tree."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def publish(self, repo: str, files: dict[str, str], tag: str) -> str:
+        bare = self.root / repo
+        work = self.root.parent / "work" / repo
+        if not bare.exists():
+            bare.mkdir(parents=True)
+            git("init", "-q", "--bare", "-b", "main", cwd=bare)
+            work.mkdir(parents=True)
+            git("init", "-q", "-b", "main", cwd=work)
+            git("remote", "add", "origin", str(bare), cwd=work)
+        for name, text in files.items():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            (work / name).write_text(text)
+        git("add", "-A", cwd=work)
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", f"{tag}",
+            cwd=work)
+        git("tag", "-f", tag, cwd=work)
+        git("push", "-q", "-f", "origin", "main", f"refs/tags/{tag}", cwd=work)
+        return git("rev-parse", "HEAD", cwd=work)
+
+
+@pytest.fixture
+def forge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Forge:
+    root = tmp_path / "forge" / "repos"
+    root.mkdir(parents=True)
+    monkeypatch.setenv("FLOWRAY_ACTIONS_BASE", f"file://{root}")
+    monkeypatch.setenv("FLOWRAY_CACHE_DIR", str(tmp_path / "action-cache"))
+    monkeypatch.delenv("FLOWRAY_OFFLINE", raising=False)
+    return Forge(root)
+
+
+FLOW = """
+    name: git-actions
+    jobs:
+      add:
+        steps:
+          - id: first
+            action: acme/add@v1
+            with: {a: 10, b: 20}
+          - action: acme/add@v1
+            with:
+              a: ${{ steps.first.outputs.sum }}
+              b: 5
+          - run: echo "sum is ${{ variable.sum }}"
+"""
+
+
+def test_git_action_runs_and_second_run_fetches_nothing(ws: Workspace, forge: Forge) -> None:
+    sha = forge.publish("acme/add", {"action-datatorch.yaml": ADD_ACTION, "add.py": ADD_PY}, "v1")
+    flow = ws.flow(FLOW)
+    first = ws.run(flow)
+    first.assert_success()
+    assert "add/3 | sum is 35" in first.stdout
+    assert f"fetched acme/add@v1 ({sha[:7]})" in first.stderr
+    second = ws.run(flow)
+    second.assert_success()
+    assert "fetched" not in second.stderr
+    assert "add/3 | sum is 35" in second.stdout
+
+
+def test_moved_tag_uses_the_new_commit_and_says_so(ws: Workspace, forge: Forge) -> None:
+    old = forge.publish("acme/add", {"action-datatorch.yaml": ADD_ACTION, "add.py": ADD_PY}, "v1")
+    flow = ws.flow(FLOW)
+    ws.run(flow).assert_success()
+    new = forge.publish("acme/add", {"add.py": ADD_PY.replace("'::sum::'", "'::sum::1'")}, "v1")
+    out = ws.run(flow)
+    out.assert_success()
+    assert f"tag v1 of acme/add moved: {old[:7]} -> {new[:7]}" in out.stderr
+    assert "add/3 | sum is 1135" in out.stdout  # "1" + "130", then "1" + "135"
+
+
+def test_inputs_are_checked_against_the_git_action_before_running(
+    ws: Workspace, forge: Forge
+) -> None:
+    forge.publish("acme/add", {"action-datatorch.yaml": ADD_ACTION, "add.py": ADD_PY}, "v1")
+    flow = ws.flow("""
+        name: bad-inputs
+        jobs:
+          j:
+            steps:
+              - run: touch ran
+              - action: acme/add@v1
+                with: {b: nope}
+    """)
+    out = ws.run(flow)
+    assert out.exit_code == 2, out
+    assert out.stderr.splitlines()[-2:] == [
+        "flow.yaml:7:9: jobs.j.steps[1].with: missing required input 'a' of action 'Add'",
+        "flow.yaml:7:16: jobs.j.steps[1].with.b: input 'b' expects an integer, got 'nope' "
+        "(action 'Add')",
+    ]
+    assert not (ws.root / "ran").exists()
+
+
+def test_repository_without_an_action_file_is_refused(ws: Workspace, forge: Forge) -> None:
+    sha = forge.publish("acme/empty", {"README.md": "nothing here\n"}, "v2")
+    flow = ws.flow("name: x\njobs: {j: {steps: [{action: acme/empty@v2}]}}\n")
+    out = ws.run(flow)
+    assert out.exit_code == 2
+    assert out.stderr.splitlines()[-1] == (
+        f"flow.yaml:2:21: jobs.j.steps[0].action: acme/empty@v2 ({sha[:7]}): the repository "
+        "has no action-datatorch.yaml")
+
+
+def test_offline_without_a_cached_action_is_a_clear_error(ws: Workspace, forge: Forge) -> None:
+    forge.publish("acme/add", {"action-datatorch.yaml": ADD_ACTION, "add.py": ADD_PY}, "v1")
+    flow = ws.flow(FLOW)
+    out = ws.run(flow, "--offline")
+    assert out.exit_code == 2
+    assert "acme/add@v1" in out.stderr and "flowray actions fetch" in out.stderr
+    ws.cli("actions", "fetch", flow).assert_success()
+    ws.run(flow, "--offline").assert_success()
+
+
+def test_actions_list_and_prune(ws: Workspace, forge: Forge) -> None:
+    sha = forge.publish("acme/add", {"action-datatorch.yaml": ADD_ACTION, "add.py": ADD_PY}, "v1")
+    flow = ws.flow(FLOW)
+    fetched = ws.cli("actions", "fetch", flow)
+    fetched.assert_success()
+    assert fetched.stdout.startswith(f"acme/add@v1  {sha}  ")
+    listing = ws.cli("actions", "list")
+    listing.assert_success()
+    assert sha[:12] in listing.stdout and "acme/add" in listing.stdout
+    pruned = ws.cli("actions", "prune")
+    pruned.assert_success()
+    assert pruned.stdout.startswith("removed 1 cached action(s)")
+    assert "no actions cached" in ws.cli("actions", "list").stdout
