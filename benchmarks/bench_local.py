@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -419,22 +420,28 @@ def run_once(v: Variant, sc: Scenario, timeout: float, keep: Path | None) -> tup
     with tempfile.TemporaryFile(mode="w+b") as out:
         start = time.perf_counter()
         try:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 v.argv,
                 cwd=v.cwd,
                 env=v.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
             )
-            rc = proc.returncode
-        except subprocess.TimeoutExpired:
-            return time.perf_counter() - start, Verdict(False, f"timed out after {timeout:g} s")
         except OSError as exc:
             return time.perf_counter() - start, Verdict(False, f"could not start: {exc}")
+        # Not subprocess.run(timeout=...): its wait polls with sleeps of up to 50 ms, which
+        # rounds every measurement up to the next poll. A blocking wait returns at exit; a
+        # timer kills the run if it goes past the timeout.
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            rc = proc.wait()
+        finally:
+            killer.cancel()
         elapsed = time.perf_counter() - start
+        if elapsed >= timeout:
+            return elapsed, Verdict(False, f"timed out after {timeout:g} s")
         out.seek(0)
         text = out.read().decode("utf-8", errors="replace")
     if keep is not None:
