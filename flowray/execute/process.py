@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 # How long a step's processes get between SIGTERM and SIGKILL when stopped.
@@ -60,23 +60,28 @@ class ProcessOutcome:
 
 def _children_map() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return kids
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
+    for pid, stat in _proc_files("stat"):
         # Field 4 (ppid) comes after the parenthesised command name, which may hold spaces.
         rest = stat[stat.rfind(b")") + 2 :].split()
         if len(rest) > 1:
-            kids.setdefault(int(rest[1]), []).append(int(name))
+            kids.setdefault(int(rest[1]), []).append(pid)
     return kids
+
+
+def _proc_files(name: str) -> Iterator[tuple[int, bytes]]:
+    """``(pid, contents of /proc/<pid>/<name>)`` for every process that can be read."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/{name}", "rb") as fh:
+                yield int(entry), fh.read()
+        except OSError:
+            continue
 
 
 def process_tree(roots: Iterable[int]) -> set[int]:
@@ -402,22 +407,11 @@ def run_processes(run_id: str) -> list[int]:
     """
     marker = f"FLOWRAY_RUN_ID={run_id}".encode()
     me = os.getpid()
-    found: list[int] = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for name in entries:
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                env = fh.read()
-        except OSError:
-            continue
-        if marker in env.split(b"\0") and _any_alive([int(name)]):
-            found.append(int(name))
-    return found
+    return [
+        pid
+        for pid, env in _proc_files("environ")
+        if pid != me and marker in env.split(b"\0") and _any_alive([pid])
+    ]
 
 
 def sweep_run_processes(run_id: str, *, grace: float = DEFAULT_GRACE_SECONDS) -> int:
