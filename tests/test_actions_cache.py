@@ -653,16 +653,12 @@ def five_actions(remote: Path, cfg: ActionsConfig) -> Iterator[list[ActionRef]]:
     yield refs
 
 
-def test_resolving_five_cached_actions_is_fast(
+def test_resolving_five_cached_actions_fetches_nothing(
     five_actions: list[ActionRef], cache: ActionCache
 ) -> None:
-    cache.resolve(five_actions)
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        events: list[str] = []
-        cache.resolve(five_actions, on_event=events.append)
-        times.append(time.perf_counter() - start)
-        assert events == []
-    print(f"resolve of 5 cached actions over file://: best {min(times) * 1000:.1f} ms")
-    assert min(times) < 1.0
+    # Speed is measured in benchmarks/bench_actions.py; here only that nothing is fetched.
+    first = cache.resolve(five_actions)
+    events: list[str] = []
+    again = cache.resolve(five_actions, on_event=events.append)
+    assert events == []
+    assert {k: p.sha for k, p in again.items()} == {k: p.sha for k, p in first.items()}

@@ -9,7 +9,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -76,9 +75,7 @@ def test_created_once_and_reused(tmp_path: Path) -> None:
     assert out.stdout == "42 True\n", out.stderr
     ready = Path(python).parent.parent / ".flowray-ready"
     stamp = ready.stat().st_mtime_ns
-    start = time.perf_counter()
     assert ensure_venv(pinned, python=sys.executable) == python
-    assert time.perf_counter() - start < 0.5
     assert ready.stat().st_mtime_ns == stamp  # not rebuilt
     # the system's packages are hidden unless asked for (pytest is installed in this Python)
     assert run_python(python, "import pytest").returncode == 1
