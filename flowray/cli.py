@@ -102,10 +102,12 @@ def validate(flows: tuple[str, ...], workdir: str | None, offline: bool) -> None
     workspace = os.path.abspath(workdir or os.getcwd())
     bad = False
     color = _stderr_color()
-    pinner = _lazy_pinner(workspace, offline)
+    from flowray.store.flowcache import LazyGitActions
+
     for path in flows:
+        pinner = _lazy_pinner(workspace, True if offline else None, path)
         try:
-            loaded = load_flow(path, workspace=workspace, git_action=lambda w: pinner()(w))
+            loaded = load_flow(path, workspace=workspace, git_action=LazyGitActions(pinner))
         except FlowError as exc:
             bad = True
             _print_diagnostics(exc)
@@ -129,24 +131,31 @@ def schema(kind: str) -> None:
 # ----------------------------------------------------------------------------- actions
 
 
-def _lazy_pinner(workspace: str, offline: bool) -> Any:
+def _lazy_pinner(workspace: str, offline: bool | None, flow: str | None = None) -> Any:
     """A function returning the run's one ActionPinner, made on first use (it imports the
-    actions package, which flows without git actions never need)."""
+    actions package, which flows without git actions never need). ``offline``: True or False
+    overrides the configuration; None keeps it."""
     made: list[Any] = []
 
     def get() -> Any:
         if not made:
-            from flowray.actions import ActionError, load_config
             from flowray.plan.pins import ActionPinner
 
-            try:
-                config = load_config(workspace, offline=True if offline else None)
-            except ActionError as exc:
-                _fail(str(exc))
-            made.append(ActionPinner(config, on_event=lambda line: click.echo(line, err=True)))
+            config = _actions_config(workspace, offline)
+            made.append(ActionPinner(config, on_event=lambda line: click.echo(line, err=True),
+                                     flow=flow))
         return made[0]
 
     return get
+
+
+def _actions_config(workspace: str, offline: bool | None = None) -> Any:
+    from flowray.actions import ActionError, load_config
+
+    try:
+        return load_config(workspace, offline=offline)
+    except ActionError as exc:
+        _fail(str(exc))
 
 
 def _step_actions(cached: Any, pinner: Any) -> dict[str, dict[int, Any]]:
@@ -201,13 +210,14 @@ def actions_fetch(flows: tuple[str, ...], workdir: str | None) -> None:
     from flowray.actions import ActionError
     from flowray.plan.plan import git_refs_of
     from flowray.spec import FlowError, load_flow
+    from flowray.store.flowcache import LazyGitActions
 
     workspace = os.path.abspath(workdir or os.getcwd())
-    pinner = _lazy_pinner(workspace, False)
     bad = False
     for path in flows:
+        pinner = _lazy_pinner(workspace, False, path)  # fetching is never offline
         try:
-            loaded = load_flow(path, workspace=workspace, git_action=lambda w: pinner()(w))
+            loaded = load_flow(path, workspace=workspace, git_action=LazyGitActions(pinner))
             written = git_refs_of(loaded.data)
             pinned = pinner().resolve(written) if written else {}
         except FlowError as exc:
@@ -239,9 +249,9 @@ def _size(n: int) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def actions_list(workdir: str | None, as_json: bool) -> None:
     """List cached actions: repository, commit, size, tags, last use."""
-    from flowray.actions import ActionCache, load_config
+    from flowray.actions import ActionCache
 
-    config = load_config(os.path.abspath(workdir or os.getcwd()))
+    config = _actions_config(os.path.abspath(workdir or os.getcwd()))
     entries = ActionCache(config.cache_dir).entries()
     if as_json:
         click.echo(json.dumps([{"repo": e.repo, "sha": e.sha, "size": e.size,
@@ -263,9 +273,9 @@ def actions_list(workdir: str | None, as_json: bool) -> None:
               help="Remove only entries unused for this many days (default: remove all).")
 def actions_prune(workdir: str | None, older_than: float | None) -> None:
     """Remove cached actions (all, or those unused for --older-than DAYS)."""
-    from flowray.actions import ActionCache, load_config
+    from flowray.actions import ActionCache
 
-    config = load_config(os.path.abspath(workdir or os.getcwd()))
+    config = _actions_config(os.path.abspath(workdir or os.getcwd()))
     removed = ActionCache(config.cache_dir).prune(
         older_than=None if older_than is None else older_than * 86400
     )
@@ -385,7 +395,7 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
     if cpus is not None and cpus <= 0:
         _fail("--cpus must be more than 0")
 
-    pinner = _lazy_pinner(workspace, offline)
+    pinner = _lazy_pinner(workspace, True if offline else None, flow_path)
     try:
         cached = load_flow(flow_path, workspace, use_cache=not no_cache, pinner=pinner)
     except Exception as exc:
@@ -425,6 +435,7 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
         inputs=run_inputs, secrets=secret_values, env=env, event=event, fail_fast=fail_fast,
         grace=grace if grace is not None else DEFAULT_GRACE_SECONDS,
         step_actions=_step_actions(cached, pinner),
+        action_commits={g.display: g.sha for g in cached.git.values()},
     )
     actions = ActionTable(cached.actions)
     coordinator = Coordinator(

@@ -94,6 +94,7 @@ def test_git_action_runs_and_second_run_fetches_nothing(ws: Workspace, forge: Fo
     second.assert_success()
     assert "fetched" not in second.stderr
     assert "add/3 | sum is 35" in second.stdout
+    assert ws.record()["actions"] == {"acme/add@v1": sha}
 
 
 def test_moved_tag_uses_the_new_commit_and_says_so(ws: Workspace, forge: Forge) -> None:
@@ -163,3 +164,54 @@ def test_actions_list_and_prune(ws: Workspace, forge: Forge) -> None:
     pruned.assert_success()
     assert pruned.stdout.startswith("removed 1 cached action(s)")
     assert "no actions cached" in ws.cli("actions", "list").stdout
+
+
+def test_sub_folder_actions_of_one_commit_keep_their_own_action_files(
+    ws: Workspace, forge: Forge
+) -> None:
+    greet = "name: Greet\nruns: {using: cmd, command: echo greet-ran}\n"
+    forge.publish("acme/add", {"action-datatorch.yaml": ADD_ACTION, "add.py": ADD_PY,
+                               "tools/greet/action-datatorch.yaml": greet}, "v1")
+    flow = ws.flow("""
+        name: two-folders
+        jobs:
+          j:
+            steps:
+              - action: acme/add/tools/greet@v1
+              - action: acme/add@v1
+                with: {a: 1, b: 2}
+              - run: echo "sum ${{ variable.sum }}"
+    """)
+    for _ in range(2):  # the second run reads both action files from the cache
+        out = ws.run(flow)
+        out.assert_success()
+        assert "j/1 | greet-ran" in out.stdout and "j/3 | sum 3" in out.stdout
+
+
+def test_fetch_works_even_when_offline_is_configured(
+    ws: Workspace, forge: Forge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forge.publish("acme/add", {"action-datatorch.yaml": ADD_ACTION, "add.py": ADD_PY}, "v1")
+    flow = ws.flow(FLOW)
+    monkeypatch.setenv("FLOWRAY_OFFLINE", "1")
+    missing = ws.run(flow)
+    assert missing.exit_code == 2
+    hint = ("acme/add@v1 is not in the action cache and flowray is offline; fetch it with "
+            "`flowray actions fetch flow.yaml` (or run without --offline)")
+    # every step that uses it says so (the reference is tried once)
+    assert missing.stderr.splitlines()[-2:] == [
+        f"flow.yaml:6:9: jobs.add.steps[0].action: {hint}",
+        f"flow.yaml:8:9: jobs.add.steps[1].action: {hint}",
+    ]
+    ws.cli("actions", "fetch", flow).assert_success()
+    ws.run(flow).assert_success()
+
+
+def test_bad_config_file_is_a_clear_error_for_every_command(ws: Workspace, forge: Forge) -> None:
+    ws.write("flowray.toml", "[actions]\nofline = true\n")
+    for args in (["actions", "list"], ["actions", "prune"], ["run", ws.flow(FLOW)]):
+        out = ws.cli(*args)
+        assert out.exit_code == 2, (args, out)
+        assert out.stderr == (
+            f"error: {ws.root / 'flowray.toml'}: unknown key 'actions.ofline'; "
+            "did you mean 'offline'?\n")

@@ -19,7 +19,18 @@ from typing import Any
 
 from flowray.actions.refs import scrub, split_credentials, strip_credentials
 
-_TIMEOUT_S = float(os.environ.get("FLOWRAY_GIT_TIMEOUT", "600"))
+
+def _timeout_from_env() -> float:
+    """FLOWRAY_GIT_TIMEOUT seconds (default 600); a value that is not a positive number is
+    ignored rather than stopping every git operation."""
+    try:
+        value = float(os.environ.get("FLOWRAY_GIT_TIMEOUT", "600"))
+    except ValueError:
+        return 600.0
+    return value if value > 0 else 600.0
+
+
+_TIMEOUT_S = _timeout_from_env()
 _HEX = re.compile(r"^[0-9a-f]{40}$")
 # Answers only "get", with what the environment holds; "store"/"erase" are ignored.
 _HELPER = (

@@ -57,6 +57,8 @@ class RunOptions:
     grace: float = DEFAULT_GRACE_SECONDS  # SIGTERM -> SIGKILL delay when stopping steps
     # Pinned (git) actions of each job's steps: job id -> step index -> action.
     step_actions: dict[str, dict[int, StepAction]] = field(default_factory=dict)
+    # The commit each git action ran at ("owner/repo@tag" -> sha), kept in the record.
+    action_commits: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
 
 
@@ -501,6 +503,7 @@ class Coordinator:
             "started": self.started,
             "ended": time.time() if status else None,
             "inputs": self.opts.inputs,
+            "actions": self.opts.action_commits,
             "cancel_reason": self._cancel_reason or None,
             "jobs": {k: s.to_record() for k, s in self.states.items()},
         }

@@ -9,13 +9,22 @@ that later runs read it without pydantic.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flowray.actions import ActionCache, ActionError, ActionsConfig, PinnedAction, parse_ref
+from flowray.actions import (
+    ActionCache,
+    ActionError,
+    ActionRef,
+    ActionsConfig,
+    PinnedAction,
+    parse_ref,
+)
 from flowray.spec.diagnostics import Diagnostic
 from flowray.spec.types import ActionData
 
@@ -32,8 +41,12 @@ class GitAction:
     data: ActionData
 
 
-def _cached_data_file(pinned: PinnedAction, file: str | None) -> str:
-    return os.path.join(pinned.entry_dir, f"action.{file or 'default'}.json")
+def _cached_data_file(pinned: PinnedAction) -> str:
+    """Where the validated action file of ``pinned`` is kept: one per (sub-folder, file) of
+    the commit, since actions in several folders of one repository share the entry."""
+    ref = pinned.ref
+    which = hashlib.sha256(f"{ref.subdir or ''}\0{ref.file or ''}".encode()).hexdigest()[:16]
+    return os.path.join(pinned.entry_dir, f"action.{which}.json")
 
 
 class ActionPinner:
@@ -44,22 +57,53 @@ class ActionPinner:
         config: ActionsConfig,
         *,
         on_event: Callable[[str], None] | None = None,
+        flow: str | None = None,
     ) -> None:
         self.config = config
         self.cache = ActionCache(config.cache_dir)
         self.on_event = on_event
+        self.flow = flow  # named in the hint of an offline miss
         self.pins: dict[str, PinnedAction] = {}
+        self.failed: dict[str, ActionError] = {}  # a reference that failed is not tried again
         self.loaded: dict[str, GitAction] = {}
 
     def resolve(self, written: Sequence[Any]) -> dict[str, PinnedAction]:
         """Pin every reference in ``written`` at once (distinct ones resolved in parallel)."""
         refs = [parse_ref(w, self.config) for w in written]
-        todo = [r for r in refs if r.key not in self.pins]
-        if todo:
-            self.pins.update(
-                self.cache.resolve(todo, offline=self.config.offline, on_event=self.on_event)
-            )
+        for r in refs:
+            if r.key in self.failed:
+                raise self.failed[r.key]
+        todo = list({r.key: r for r in refs if r.key not in self.pins}.values())
+        if len(todo) > 1:
+            # Together first (in parallel); on a failure, one by one below to tell them apart.
+            with contextlib.suppress(ActionError):
+                self._resolve(todo)
+        for r in todo:
+            if r.key not in self.pins:
+                try:
+                    self._resolve([r])
+                except ActionError as exc:
+                    self.failed[r.key] = exc
+                    raise
         return {r.key: self.pins[r.key] for r in refs}
+
+    def _resolve(self, refs: Sequence[ActionRef]) -> None:
+        self.pins.update(self.cache.resolve(
+            refs, offline=self.config.offline, on_event=self.on_event, flow=self.flow
+        ))
+
+    def prefetch(self, written: Sequence[Any]) -> None:
+        """Resolve these references together, ahead of validation; failures are kept for the
+        step that uses them to report."""
+        valid = []
+        for w in written:
+            try:
+                parse_ref(w, self.config)
+            except ActionError:
+                continue
+            valid.append(w)
+        with contextlib.suppress(ActionError):
+            self.resolve(valid)
 
     def __call__(self, written: Any) -> tuple[ActionData | None, str | None, list[Diagnostic]]:
         """The loader validation calls: (action data or None, why not, the action's problems)."""
@@ -74,7 +118,7 @@ class ActionPinner:
         self, written: Any, pinned: PinnedAction
     ) -> tuple[ActionData | None, str | None, list[Diagnostic]]:
         ref = pinned.ref
-        cached = _cached_data_file(pinned, ref.file)
+        cached = _cached_data_file(pinned)
         try:
             with open(cached, encoding="utf-8") as fh:
                 data: ActionData = json.load(fh)

@@ -25,7 +25,7 @@ from flowray.spec.model_errors import (
 )
 from flowray.spec.models import Action, Flow
 from flowray.spec.types import ActionData, FlowData, InputSpecData
-from flowray.spec.validate import ACTION_FILES, FlowChecker, GitActionLoader
+from flowray.spec.validate import ACTION_FILES, FlowChecker, GitActionLoader, git_refs_in
 from flowray.spec.yamlpos import Parsed, Positions, YamlError, offset_col, parse_json, parse_yaml
 
 EXTENSIONS = (".yml", ".yaml", ".json")
@@ -106,6 +106,8 @@ def load_flow(
     if not isinstance(data, dict):
         raise FlowError([_not_a_map(file, parsed, "a flow", "'name' and 'jobs'")])
     positions = parsed.positions
+    if git_action is not None:
+        git_action.prefetch(git_refs_in(data))  # one round of parallel resolves, not one a step
     diagnostics = [*parsed.problems, *python_name_keys(data, FLOW_SHAPES, positions, file)]
     model: Flow | None = None
     try:

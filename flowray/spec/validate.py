@@ -13,7 +13,7 @@ import re
 import shlex
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from flowray.expr import ExprError, ExprSyntaxError, find_templates, is_template, parse, references
 from flowray.plan.graph import find_cycle
@@ -55,10 +55,32 @@ _SHOWN = 60
 
 # (action data or None when invalid, the action's own diagnostics)
 ActionLoader = Callable[[str, str], tuple[ActionData | None, list[Diagnostic]]]
-# A git action as written (string or map) -> (its action data, or None and why not, plus the
-# diagnostics of its action file). None instead of a function: git actions are checked for
-# syntax only (nothing is fetched).
-GitActionLoader = Callable[[Any], tuple[ActionData | None, str | None, list[Diagnostic]]]
+class GitActionLoader(Protocol):
+    """Fetches git actions for validation. ``None`` instead of one: git actions are checked for
+    syntax only (nothing is fetched)."""
+
+    def __call__(self, written: Any) -> tuple[ActionData | None, str | None, list[Diagnostic]]:
+        """A git action as written (string or map) -> its action data, or None and why not,
+        plus the diagnostics of its action file."""
+
+    def prefetch(self, written: list[Any]) -> None:
+        """Resolve all the flow's git actions at once, before they are checked one by one."""
+
+
+def git_refs_in(data: Any) -> list[Any]:
+    """The git action references in a raw flow document (before validation), each once."""
+    found: list[Any] = []
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    for job in jobs.values() if isinstance(jobs, dict) else ():
+        steps = job.get("steps") if isinstance(job, dict) else None
+        for step in steps if isinstance(steps, list) else ():
+            ref = step.get("action") if isinstance(step, dict) else None
+            git = isinstance(ref, dict) or (
+                isinstance(ref, str) and not ref.startswith(("./", "docker://"))
+            )
+            if git and ref not in found:
+                found.append(ref)
+    return found
 
 
 def _shown(source: str) -> str:

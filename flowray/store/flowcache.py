@@ -78,6 +78,21 @@ def action_file(folder: str, file: str | None = None) -> str:
     return os.path.join(folder, file or ACTION_FILES[0])
 
 
+class LazyGitActions:
+    """The validation hook for git actions (``flowray.spec.validate.GitActionLoader``), making
+    the run's pinner (and importing the actions package) only if the flow has git actions."""
+
+    def __init__(self, get_pinner: Callable[[], ActionPinner]) -> None:
+        self.get_pinner = get_pinner
+
+    def __call__(self, written: Any) -> Any:
+        return self.get_pinner()(written)
+
+    def prefetch(self, written: list[Any]) -> None:
+        if written:
+            self.get_pinner().prefetch(written)
+
+
 class ActionTable:
     """Validated local actions of a run; loads (with pydantic) only those not already known."""
 
@@ -141,10 +156,7 @@ def load_flow(
     from flowray.spec import load_action
     from flowray.spec import load_flow as validate
 
-    def git_action(written: Any) -> Any:
-        return get_pinner()(written)
-
-    loaded = validate(path, workspace=workspace, git_action=git_action)
+    loaded = validate(path, workspace=workspace, git_action=LazyGitActions(get_pinner))
     warnings = [w.format() for w in loaded.warnings]
     actions: dict[str, ActionData] = {}
     deps: dict[str, list[int] | None] = {}
