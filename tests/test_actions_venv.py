@@ -118,3 +118,30 @@ def test_missing_interpreter(tmp_path: Path) -> None:
         f"acme/tool@v1 ({pinned.sha[:7]}): no Python interpreter 'python-that-does-not-exist' "
         "to create its environment"
     )
+
+
+def test_system_site_packages_include_those_of_a_virtualenv_running_flowray(
+    tmp_path: Path,
+) -> None:
+    # flowray itself often runs from a virtual environment where torch & co. were installed:
+    # the option must reach that environment's packages, not only the base Python's.
+    parent = tmp_path / "parent-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(parent)], check=True)
+    parent_python = str(parent / "bin" / "python")
+    site = subprocess.run(
+        [parent_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    Path(site, "parentonly.py").write_text("WHERE = 'parent venv'\n")
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels)
+    pinned = pinned_action(
+        tmp_path, {"requirements.txt": f"--no-index\n--find-links {wheels}\ntinypkg==1.0\n"}
+    )
+    python = ensure_venv(pinned, python=parent_python, system_site_packages=True)
+    assert python is not None
+    out = run_python(python, "import parentonly, tinypkg; print(parentonly.WHERE, tinypkg.VALUE)")
+    assert out.stdout == "parent venv 42\n", out.stderr
+    hidden = ensure_venv(pinned, python=parent_python)
+    assert hidden is not None
+    assert run_python(hidden, "import parentonly").returncode == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -81,6 +82,8 @@ def _build(
     if system_site_packages:
         create.append("--system-site-packages")
     _run([*create, folder], cwd=cwd, what=what)
+    if system_site_packages:
+        _see_parent_packages(exe, venv_python)
     pip = (
         [sys.executable, "-m", "pip", "--python", venv_python]
         if own_pip
@@ -92,6 +95,27 @@ def _build(
         cwd=cwd,
         what=what.replace("cannot create a virtual environment", f"cannot install {REQUIREMENTS}"),
     )
+
+
+def _see_parent_packages(exe: str, venv_python: str) -> None:
+    """Let the environment see the packages of ``exe`` itself, not only of its base Python.
+
+    ``--system-site-packages`` reaches the base interpreter's site-packages; when flowray runs
+    from a virtual environment (where torch was installed, say), those are not enough. A
+    ``.pth`` file appends ``exe``'s own site folders after the environment's, so the action's
+    requirements still win.
+    """
+    query = "import json, site; print(json.dumps(site.getsitepackages()))"
+    parent = subprocess.run([exe, "-c", query], capture_output=True, text=True, check=False)
+    target = subprocess.run(
+        [venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=False,
+    )
+    if parent.returncode != 0 or target.returncode != 0:
+        return  # --system-site-packages alone still applies
+    paths = [p for p in json.loads(parent.stdout) if os.path.isdir(p)]
+    with open(os.path.join(target.stdout.strip(), "flowray-parent-site.pth"), "w") as fh:
+        fh.write("".join(f"{p}\n" for p in paths))
 
 
 def _run(argv: list[str], *, cwd: str, what: str) -> None:
