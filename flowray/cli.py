@@ -206,8 +206,9 @@ def actions() -> None:
 @click.argument("flows", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
 def actions_fetch(flows: tuple[str, ...], workdir: str | None) -> None:
-    """Resolve and fetch every git action the flows use (for later --offline runs)."""
-    from flowray.actions import ActionError
+    """Resolve and fetch every git action the flows use, and make the requirements
+    environments of their python actions (for later --offline runs)."""
+    from flowray.actions import ActionError, ensure_venv
     from flowray.plan.plan import git_refs_of
     from flowray.spec import FlowError, load_flow
     from flowray.store.flowcache import LazyGitActions
@@ -220,6 +221,10 @@ def actions_fetch(flows: tuple[str, ...], workdir: str | None) -> None:
             loaded = load_flow(path, workspace=workspace, git_action=LazyGitActions(pinner))
             written = git_refs_of(loaded.data)
             pinned = pinner().resolve(written) if written else {}
+            for g in pinner().loaded.values() if written else ():
+                if g.data["runs"]["using"] == "python":
+                    ensure_venv(pinned[g.key], python=sys.executable,
+                                system_site_packages=pinner().config.system_site_packages)
         except FlowError as exc:
             _print_diagnostics(exc)
             bad = True
