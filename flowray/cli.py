@@ -7,6 +7,7 @@ arguments; 130 interrupted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -355,12 +356,19 @@ def _coerce_run_inputs(flow: dict[str, Any], raw: dict[str, str]) -> dict[str, A
 @click.option("--no-cache", is_flag=True, help="Validate the flow again even if unchanged.")
 @click.option("--offline", is_flag=True,
               help="Use git actions from the action cache only (also FLOWRAY_OFFLINE=1).")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Run each job as a Ray task on a local Ray started for the run "
+                   "(--cpus and --gpus size it).")
+@click.option("--address", default=None, envvar="FLOWRAY_ADDRESS", metavar="ADDR",
+              help="Run each job as a Ray task on the Ray cluster at ADDR: its GCS HOST:PORT "
+                   "or ray://HOST:PORT (also FLOWRAY_ADDRESS).")
 def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         secret_file: tuple[str, ...], env_file: tuple[str, ...], event_file: str | None,
         matrix: tuple[str, ...], jobs: tuple[str, ...], workdir: str | None, dry_run: bool,
         as_json: bool, quiet: bool, fail_fast: bool, cpus: float | None, gpus: str | None,
-        grace: float | None, no_cache: bool, offline: bool) -> None:
-    """Run a flow on this machine."""
+        grace: float | None, no_cache: bool, offline: bool, use_ray: bool,
+        address: str | None) -> None:
+    """Run a flow on this machine, or with --ray/--address on Ray."""
     sys.exit(run_flow_command(**locals()))
 
 
@@ -369,7 +377,8 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
                      event_file: str | None, matrix: tuple[str, ...], jobs: tuple[str, ...],
                      workdir: str | None, dry_run: bool, as_json: bool, quiet: bool,
                      fail_fast: bool, cpus: float | None, gpus: str | None,
-                     grace: float | None, no_cache: bool, offline: bool = False) -> int:
+                     grace: float | None, no_cache: bool, offline: bool = False,
+                     use_ray: bool = False, address: str | None = None) -> int:
     from flowray.cluster.coordinator import Coordinator, RunOptions
     from flowray.cluster.local import LocalPool, detect_gpus
     from flowray.console import Console
@@ -419,13 +428,14 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
         raise AssertionError from exc
     gpu_ids = [g for g in gpus.split(",") if g.strip()] if gpus is not None else None
     total_cpus = cpus if cpus is not None else float(os.cpu_count() or 1)
-    if gpu_ids is None:
-        gpu_ids = detect_gpus()
-    for j in plan.jobs:
-        want = j.data["resources"]["gpus"]
-        if want and want > len(gpu_ids):
-            _fail(f"job '{j.key}' needs {want} GPU{'s' if want > 1 else ''}; this machine has "
-                  f"{len(gpu_ids)} (set --gpus or FLOWRAY_GPUS to name them)")
+    on_ray = use_ray or bool(address)
+    if not on_ray:  # Ray's nodes are checked once connected
+        gpu_ids = gpu_ids if gpu_ids is not None else detect_gpus()
+        for j in plan.jobs:
+            want = j.data["resources"]["gpus"]
+            if want and want > len(gpu_ids):
+                _fail(f"job '{j.key}' needs {want} GPU{'s' if want > 1 else ''}; this machine "
+                      f"has {len(gpu_ids)} (set --gpus or FLOWRAY_GPUS to name them)")
     if dry_run:
         click.echo(f"flow {flow['name']}: {len(plan.jobs)} job(s)")
         for line in plan.describe():
@@ -443,11 +453,16 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
         action_commits={g.display: g.sha for g in cached.git.values()},
     )
     actions = ActionTable(cached.actions)
+    cluster = _ray_cluster(address or None, cpus, gpu_ids, plan, quiet) if on_ray else None
     coordinator = Coordinator(
-        plan, options, console=console, gpu_count=len(gpu_ids),
-        dispatcher_factory=lambda c: LocalPool(
-            cpus=total_cpus, gpus=gpu_ids or [], console=console, masker=c.masker,
-            load_action=actions, grace=options.grace,
+        plan, options, console=console,
+        gpu_count=cluster.gpus if cluster else len(gpu_ids or []),
+        dispatcher_factory=(
+            functools.partial(cluster.dispatcher, console=console, load_action=actions)
+            if cluster else lambda c: LocalPool(
+                cpus=total_cpus, gpus=gpu_ids or [], console=console, masker=c.masker,
+                load_action=actions, grace=options.grace,
+            )
         ),
     )
 
@@ -468,12 +483,36 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if cluster:
+            cluster.close()
     _print_summary(console, result.record)
     if as_json:
         click.echo(json.dumps(result.record, indent=2, default=str))
     if interrupted["n"]:
         return EXIT_INTERRUPTED
     return result.exit_code
+
+
+def _ray_cluster(address: str | None, cpus: float | None, gpus: list[str] | None, plan: Any,
+                 quiet: bool) -> Any:
+    """The Ray of `run --ray` (embedded) or `--address`, with every job checked against it."""
+    from flowray.cluster.raydispatch import RayCluster, RayConnectError
+
+    if address and (cpus is not None or gpus is not None):
+        _fail("--cpus and --gpus size the local Ray of --ray; the cluster at --address "
+              "(or FLOWRAY_ADDRESS) has its own")
+    try:
+        cluster = RayCluster.connect(address, cpus=cpus, gpus=gpus)
+    except RayConnectError as exc:
+        _fail(str(exc))
+        raise AssertionError from exc
+    problems = cluster.unfit(plan.jobs)
+    if problems:
+        cluster.close()
+        _fail("\n".join(problems))
+    if not quiet:
+        click.echo(cluster.summary(), err=True)
+    return cluster
 
 
 def _print_summary(console: Any, record: dict[str, Any]) -> None:

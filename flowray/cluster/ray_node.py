@@ -1,0 +1,326 @@
+"""The node side of Ray dispatch: one job's steps, run by the same job runner as locally.
+
+A job is one Ray task (:func:`run_on_node`). On the node it pins the GPUs Ray gave it through
+``CUDA_VISIBLE_DEVICES``, runs :func:`~flowray.execute.job.run_job` with a local
+:class:`~flowray.execute.process.ProcessSupervisor`, and while the job runs sends its events
+(steps started and finished, log lines, masks added) in batches to the run's
+:class:`EventHub` actor, which the coordinator polls. The hub's answer to each batch says
+whether the job was cancelled: the node then stops its step processes itself (SIGTERM, grace,
+SIGKILL), which ``ray.cancel`` alone cannot do for a task blocked on a subprocess.
+
+The task returns the job's result with the events not sent yet (:class:`NodeReturn`): a job
+shorter than one batch interval never talks to the hub at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from flowray.execute.job import JobRequest, JobResult, StepResult, run_job
+from flowray.execute.process import ProcessSupervisor, run_processes
+from flowray.execute.secrets import Masker
+from flowray.spec.types import ActionData
+from flowray.status import Status
+
+# A batch of events goes to the hub this often while a job runs, or sooner once this many
+# lines are waiting; with nothing to send the node still asks every _CANCEL_POLL_SECONDS
+# whether the job was cancelled.
+FLUSH_SECONDS = 0.1
+FLUSH_LINES = 200
+_CANCEL_POLL_SECONDS = 0.5
+# A step that prints faster than the hub takes its lines waits (its pipe fills and it blocks)
+# once this many are queued, so a node never holds an unbounded backlog.
+_MAX_QUEUED_LINES = 20_000
+
+# Events, as plain tuples (cheap to pickle):
+#   ("node", NodeInfo)            the task started on a node (again, after Ray retried it)
+#   ("start", StepResult)          a step started (a copy as it was then)
+#   ("line", step index, text)     a line of a step's output, secrets masked
+#   ("finish", StepResult)         a step ended
+#   ("mask", value)                a step added a secret value (``::add-mask::``)
+Event = tuple[Any, ...]
+HubItem = tuple[int, list[Event]]  # (token, events)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str  # Ray's node id (hex)
+    ip: str
+    hostname: str
+
+    def __str__(self) -> str:
+        return f"{self.hostname} ({self.ip}, node {self.node_id[:8]})"
+
+
+@dataclass
+class NodeSpec:
+    """What a node needs besides the job request; one per submitted task."""
+
+    hub: Any  # the run's EventHub actor handle
+    token: int  # this submission's id, unique in the run
+    grace: float
+    gpus: int | None  # resources.gpus: None leaves CUDA_VISIBLE_DEVICES alone
+    actions: dict[str, ActionData] = field(default_factory=dict)  # local actions, validated
+    masks: list[str] = field(default_factory=list, repr=False)  # secrets added while running
+
+
+@dataclass
+class NodeReturn:
+    """What a job's task returns: its result, after the events the hub was not sent."""
+
+    result: JobResult
+    events: list[Event]
+    pushed: bool  # earlier batches went to the hub: deliver those first
+
+
+@ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)
+class EventHub:
+    """The run's mailbox: running jobs push event batches, the coordinator drains them.
+
+    It also holds the run's cancel flags, returned to the nodes with every push.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[HubItem] = []
+        self._cancel_all = False
+        self._cancelled: set[int] = set()
+
+    # Async methods: the actor runs them one after another on its event loop (none awaits),
+    # without a thread per caller.
+    async def push(self, token: int, events: list[Event]) -> bool:
+        """Take a batch (maybe empty: a poll); True if the job should stop."""
+        if events:
+            self._items.append((token, events))
+        return self._cancel_all or token in self._cancelled
+
+    async def drain(self) -> list[HubItem]:
+        """Everything pushed since the last drain, in order."""
+        items, self._items = self._items, []
+        return items
+
+    async def cancel(self, token: int | None) -> None:
+        """Stop one submission (``token``) or, with ``None``, every job of the run."""
+        if token is None:
+            self._cancel_all = True
+        else:
+            self._cancelled.add(token)
+
+
+class NodeEvents:
+    """The node's :class:`~flowray.execute.job.JobEvents`: batches events to the hub.
+
+    A flusher thread sends them every ``FLUSH_SECONDS`` (or ``FLUSH_LINES`` lines), polls the
+    cancel flag, and calls ``on_cancel`` once when it is set or the hub is gone.
+    """
+
+    def __init__(self, hub: Any, token: int, on_cancel: Callable[[], None]) -> None:
+        self._hub = hub
+        self._token = token
+        self._on_cancel = on_cancel
+        self._cond = threading.Condition()
+        self._buffer: list[Event] = []
+        self._lines = 0
+        self._first_at = 0.0  # monotonic time the oldest waiting event was added
+        self._closed = False
+        self._cancel_seen = False
+        self.pushed = False  # a batch went to the hub
+        self._thread = threading.Thread(target=self._flush_loop, name="flowray-events",
+                                        daemon=True)
+        self._thread.start()
+
+    def add(self, event: Event) -> None:
+        with self._cond:
+            if not self._buffer:
+                self._first_at = time.monotonic()
+            self._buffer.append(event)
+            if event[0] == "line":
+                self._lines += 1
+                if self._lines >= FLUSH_LINES:
+                    self._cond.notify_all()
+                while self._lines >= _MAX_QUEUED_LINES and not self._closed:
+                    self._cond.wait(1.0)
+
+    def step_started(self, job_key: str, step: StepResult) -> None:
+        self.add(("start", _snapshot(step)))
+
+    def step_line(self, job_key: str, step: StepResult, line: str) -> None:
+        self.add(("line", step.index, line))
+
+    def step_finished(self, job_key: str, step: StepResult) -> None:
+        self.add(("finish", _snapshot(step)))
+
+    def _push(self, events: list[Event]) -> None:
+        try:
+            stop = bool(ray.get(self._hub.push.remote(self._token, events)))
+        except Exception:  # the hub is gone: so is the coordinator; stop the job
+            stop = True
+        self.pushed = self.pushed or bool(events)
+        if stop and not self._cancel_seen:
+            self._cancel_seen = True
+            self._on_cancel()
+
+    def _flush_loop(self) -> None:
+        last_push = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._closed:
+                    now = time.monotonic()
+                    if self._buffer:
+                        due = self._first_at + FLUSH_SECONDS
+                        if self._lines >= FLUSH_LINES or now >= due:
+                            break
+                    else:
+                        due = last_push + _CANCEL_POLL_SECONDS
+                        if now >= due:
+                            break
+                    self._cond.wait(due - now)
+                if self._closed:
+                    return
+                batch, self._buffer, self._lines = self._buffer, [], 0
+                self._cond.notify_all()  # steps waiting for room in the buffer
+            self._push(batch)
+            last_push = time.monotonic()
+
+    def close(self) -> list[Event]:
+        """Stop sending; the events not sent yet."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        with self._cond:
+            batch, self._buffer, self._lines = self._buffer, [], 0
+        return batch
+
+    def flush(self) -> None:
+        """Send what is left now (after :meth:`close`, when there is no result to carry it)."""
+        batch = self.close()
+        if batch:
+            self._push(batch)
+
+
+class _NodeMasker(Masker):
+    """A masker that also tells the coordinator about values steps add (``::add-mask::``)."""
+
+    def __init__(self, values: list[str], events: NodeEvents) -> None:
+        self._events: NodeEvents | None = None
+        super().__init__(values)
+        self._events = events
+
+    def add(self, value: str) -> None:
+        super().add(value)
+        if self._events is not None and value.strip("\r\n"):
+            self._events.add(("mask", value))
+
+
+def _snapshot(step: StepResult) -> StepResult:
+    snap = copy.copy(step)
+    snap.outputs = dict(step.outputs)
+    return snap
+
+
+def sweep_job_processes(run_id: str, job_key: str, *, grace: float) -> int:
+    """Stop what a job's steps left on this node (daemons that left every session).
+
+    The local run's sweep finds processes by ``FLOWRAY_RUN_ID``; on a node other jobs of the
+    run may still be going, so this also asks for the job's ``FLOWRAY_JOB_KEY``.
+    """
+    marker = f"FLOWRAY_JOB_KEY={job_key}".encode()
+    pids = []
+    for pid in run_processes(run_id):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if marker in fh.read().split(b"\0"):
+                    pids.append(pid)
+        except OSError:
+            continue
+    if not pids:
+        return 0
+    _signal(pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.02)
+    _signal(pids, signal.SIGKILL)
+    return len(pids)
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _node_info() -> NodeInfo:
+    ctx = ray.get_runtime_context()
+    return NodeInfo(node_id=ctx.get_node_id(), ip=ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
+                    hostname=os.uname().nodename)
+
+
+def _run_on_node(request: JobRequest, spec: NodeSpec) -> NodeReturn:
+    started = time.time()
+    node = _node_info()
+    supervisor = ProcessSupervisor(grace=spec.grace)
+
+    def on_cancel() -> None:
+        threading.Thread(target=supervisor.cancel_all, name="flowray-cancel",
+                         daemon=True).start()
+
+    events = NodeEvents(spec.hub, spec.token, on_cancel)
+    events.add(("node", node))
+    if spec.gpus is not None:
+        # Whatever this Ray version does with CUDA_VISIBLE_DEVICES, the steps see exactly the
+        # GPUs Ray gave the task, and none for gpus: 0.
+        ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+        request.gpus = [str(i) for i in ids] if spec.gpus > 0 else []
+    request.env = {**request.env, "FLOWRAY_NODE_ID": node.node_id, "FLOWRAY_NODE_IP": node.ip}
+    masker = _NodeMasker([*request.secrets.values(), *spec.masks], events)
+    from flowray.store.flowcache import ActionTable
+
+    try:
+        result = run_job(request, supervisor=supervisor, events=events, masker=masker,
+                         load_action=ActionTable(spec.actions))
+    except Exception as exc:  # a bug must fail the job, not lose it
+        result = JobResult(Status.FAILURE, [], {}, started, time.time(),
+                           f"internal error in flowray on {node}: {exc!r}")
+    except BaseException:
+        # KeyboardInterrupt from ray.cancel: the supervisor stopped the running step and the
+        # job runner the others; stop what they left, and report what happened so far.
+        supervisor.mark_cancelled()
+        sweep_job_processes(request.run_id, request.key, grace=spec.grace)
+        events.flush()
+        raise
+    if supervisor.cancelled:
+        # What the steps left behind would otherwise live until the run's sweep.
+        sweep_job_processes(request.run_id, request.key, grace=spec.grace)
+    return NodeReturn(result, events.close(), events.pushed)
+
+
+# Tasks lost with their node or worker are run again (Ray's max_retries); a step that fails
+# is a job result, never a task exception, so there is nothing else to retry.
+run_on_node = ray.remote(max_retries=3, retry_exceptions=False)(_run_on_node)
+
+
+def _sweep_node(run_id: str, grace: float) -> int:
+    from flowray.execute.process import sweep_run_processes
+
+    return sweep_run_processes(run_id, grace=grace)
+
+
+sweep_node = ray.remote(num_cpus=0, max_retries=0)(_sweep_node)

@@ -1,0 +1,340 @@
+"""`flowray run --address/--ray`: jobs as Ray tasks on a real multi-node Ray cluster.
+
+One `ray.cluster_utils.Cluster` (three raylets on this machine, one CPU each, fake GPUs on two)
+serves the whole module; flows run through the real CLI, in-process or (where signals or live
+output are under test) as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import Workspace, env_without_color, process_alive, wait_for
+
+cluster_utils = pytest.importorskip(
+    "ray.cluster_utils", reason="ray is not installed: the Ray dispatcher cannot be tested")
+
+
+@dataclass
+class RayTestCluster:
+    address: str
+    head: str  # node ids
+    gpu: str  # 2 fake GPUs
+    t4: str  # 2 fake GPUs, accelerator T4, custom resource "ssd"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayTestCluster]:
+    env = pytest.MonkeyPatch()
+    # A cluster without token authentication, which no test here must set up for itself.
+    env.setenv("RAY_AUTH_MODE", "disabled")
+    env.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    env.delenv("RAY_ADDRESS", raising=False)
+    env.delenv("FLOWRAY_ADDRESS", raising=False)
+    # The nodes take this machine's address: Ray replaces 127.0.0.1 in an address given to
+    # ray.init with it, so a cluster bound to 127.0.0.1 alone could not be joined.
+    c = cluster_utils.Cluster(initialize_head=True,
+                              head_node_args={"num_cpus": 1, "include_dashboard": False})
+    gpu = c.add_node(num_cpus=1, num_gpus=2)
+    t4 = c.add_node(num_cpus=1, num_gpus=2, resources={"accelerator_type:T4": 1, "ssd": 1})
+    c.wait_for_nodes()
+    try:
+        yield RayTestCluster(c.address, c.head_node.node_id, gpu.node_id, t4.node_id)
+    finally:
+        c.shutdown()
+        env.undo()
+
+
+def _record(ws: Workspace) -> dict:
+    run = next((ws.root / ".flowray" / "runs").iterdir())
+    return json.loads((run / "record.json").read_text())
+
+
+def _lines(ws: Workspace, name: str) -> list[str]:
+    return (ws.root / name).read_text().splitlines()
+
+
+def test_steps_outputs_and_needs_across_jobs(ws: Workspace, cluster: RayTestCluster) -> None:
+    ws.flow("""
+        name: chain
+        jobs:
+          make:
+            outputs:
+              n: ${{ steps.count.outputs.n }}
+            steps:
+              - run: echo one >> order.txt
+              - id: count
+                run: |
+                  echo two >> order.txt
+                  echo "::n::5"
+              - run: echo three >> order.txt
+          use:
+            needs: make
+            strategy:
+              matrix:
+                k: [1, 2, 3]
+            steps:
+              - run: echo "cell ${{ matrix.k }} got ${{ needs.make.outputs.n }} on $FLOWRAY_NODE_ID" > "use-${{ matrix.k }}.txt"
+    """)
+    out = ws.run("flow.yaml", "--address", cluster.address)
+    out.assert_success()
+    assert _lines(ws, "order.txt") == ["one", "two", "three"]
+    nodes = set()
+    for k in (1, 2, 3):
+        text = (ws.root / f"use-{k}.txt").read_text().split()
+        assert text[:4] == ["cell", str(k), "got", "5"]
+        nodes.add(text[-1])
+    assert nodes <= {cluster.head, cluster.gpu, cluster.t4}
+    assert "make/count | ::n::5" in out.stdout  # step output reached the terminal
+    assert f"Ray cluster {cluster.address}: 3 nodes, 3 CPUs, 4 GPUs" in out.stderr
+    rec = _record(ws)
+    assert rec["status"] == "success"
+    assert rec["jobs"]["make"]["outputs"] == {"n": 5}
+    assert [s["status"] for s in rec["jobs"]["make"]["steps"]] == ["success"] * 3
+    assert {rec["jobs"][f"use.{i}"]["status"] for i in (1, 2, 3)} == {"success"}
+
+
+def test_gpus_are_pinned_and_resources_place_jobs(
+    ws: Workspace, cluster: RayTestCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "inherited")
+    ws.flow("""
+        name: gpus
+        jobs:
+          two:
+            resources: {gpus: 2}
+            steps:
+              - run: echo "$CUDA_VISIBLE_DEVICES" > two.txt
+          none:
+            resources: {gpus: 0}
+            steps:
+              - run: echo "[$CUDA_VISIBLE_DEVICES]" > none.txt
+          unset:
+            steps:
+              - run: echo "$CUDA_VISIBLE_DEVICES" > unset.txt
+          placed:
+            resources: {gpus: 1, accelerator: T4, labels: {ssd: 1}, memory: 64MiB}
+            steps:
+              - run: echo "$FLOWRAY_NODE_ID $CUDA_VISIBLE_DEVICES" > placed.txt
+    """)
+    ws.run("flow.yaml", "--address", cluster.address).assert_success()
+    two = (ws.root / "two.txt").read_text().strip().split(",")
+    assert len(two) == 2 and len(set(two)) == 2 and set(two) <= {"0", "1"}
+    assert (ws.root / "none.txt").read_text().strip() == "[]"
+    assert (ws.root / "unset.txt").read_text().strip() == "inherited"
+    node, gpu = (ws.root / "placed.txt").read_text().split()
+    assert node == cluster.t4 and gpu in ("0", "1")
+
+
+def test_jobs_no_node_can_hold_are_refused_before_running(
+    ws: Workspace, cluster: RayTestCluster
+) -> None:
+    ws.flow("""
+        name: big
+        jobs:
+          huge:
+            resources: {gpus: 3}
+            steps: [{run: touch ran}]
+          h100:
+            resources: {accelerator: H100}
+            steps: [{run: touch ran}]
+          ok:
+            steps: [{run: touch ran}]
+    """)
+    out = ws.run("flow.yaml", "--address", cluster.address)
+    assert out.exit_code == 2, out
+    assert out.stderr == (
+        "error: job 'huge' needs 3 GPUs (the most one node has is 2 GPUs)\n"
+        "job 'h100' needs accelerator H100 (no node has one)\n"
+    )
+    assert not (ws.root / "ran").exists()
+
+
+def test_failing_step_exits_1_and_fail_fast_cancels_running_cells(
+    ws: Workspace, cluster: RayTestCluster
+) -> None:
+    ws.flow("""
+        name: failing
+        jobs:
+          cells:
+            strategy:
+              matrix:
+                n: [1, 2]
+            steps:
+              - run: |
+                  if [ ${{ matrix.n }} = 1 ]; then
+                    while [ ! -s slow.pid ]; do sleep 0.05; done
+                    exit 3
+                  fi
+                  sleep 300 &
+                  echo $! > slow.pid
+                  wait
+    """)
+    started = time.monotonic()
+    out = ws.run("flow.yaml", "--address", cluster.address, "--grace", "1")
+    assert out.exit_code == 1, out
+    assert time.monotonic() - started < 60
+    rec = _record(ws)
+    assert rec["jobs"]["cells.1"]["status"] == "failure"
+    assert rec["jobs"]["cells.1"]["steps"][0]["error"] == "exited with code 3"
+    assert rec["jobs"]["cells.2"]["status"] == "cancelled"
+    assert not process_alive(int((ws.root / "slow.pid").read_text()))
+
+
+def _run_in_subprocess(ws: Workspace, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flowray.cli", "run", "flow.yaml", *args],
+        cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env_without_color(),
+    )
+
+
+def test_step_events_stream_while_the_job_runs(ws: Workspace, cluster: RayTestCluster) -> None:
+    # The step goes on only once the test has seen its first line on the terminal: if lines
+    # came back only when the task ended, the step would give up waiting and fail.
+    ws.flow("""
+        name: live
+        jobs:
+          talk:
+            steps:
+              - run: |
+                  echo first
+                  for i in $(seq 600); do [ -e go ] && break; sleep 0.1; done
+                  [ -e go ] && echo second
+    """)
+    proc = _run_in_subprocess(ws, "--address", cluster.address)
+    assert proc.stdout is not None
+    before_go = []
+    for line in proc.stdout:
+        before_go.append(line.rstrip("\n"))
+        if line.startswith("talk/1 | first"):
+            break
+    (ws.root / "go").touch()
+    rest, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 0, (before_go, rest, stderr)
+    assert before_go == ["talk/1 ▶ echo first", "talk/1 | first"]
+    assert rest.splitlines()[0] == "talk/1 | second"
+
+
+def test_interrupt_stops_every_step_process_on_every_node(
+    ws: Workspace, cluster: RayTestCluster
+) -> None:
+    ws.flow("""
+        name: long
+        jobs:
+          sleeper:
+            steps:
+              - run: |
+                  sleep 300 &
+                  echo $! > group.pid
+                  setsid sleep 300 &
+                  echo $! > session.pid
+                  python3 -c 'import signal, time, os; signal.signal(signal.SIGTERM, signal.SIG_IGN); open("stubborn.pid", "w").write(str(os.getpid())); time.sleep(300)' &
+                  wait
+          other:
+            steps:
+              - run: |
+                  sleep 300 &
+                  echo $! > other.pid
+                  wait
+          queued:
+            needs: sleeper
+            steps:
+              - run: touch should-not-run
+    """)
+    proc = _run_in_subprocess(ws, "--address", cluster.address, "--grace", "1")
+    names = ("group.pid", "session.pid", "stubborn.pid", "other.pid")
+    for name in names:
+        wait_for(ws.root / name, timeout=60)
+    pids = [int((ws.root / n).read_text()) for n in names]
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    for pid in pids:
+        assert not process_alive(pid), f"process {pid} outlived the run"
+    rec = _record(ws)
+    marker = f"FLOWRAY_RUN_ID={rec['id']}".encode()
+    left = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                left.append(entry.name)
+        except OSError:
+            continue
+    assert left == []
+    assert rec["status"] == "cancelled" and rec["exit_code"] == 130
+    assert {rec["jobs"][k]["status"] for k in ("sleeper", "other", "queued")} == {"cancelled"}
+    # The nodes stopped the steps themselves (the job runner saw them end), rather than
+    # ray.cancel interrupting the tasks.
+    assert rec["jobs"]["sleeper"]["steps"][0]["exit_code"] is not None
+    assert rec["jobs"]["other"]["steps"][0]["exit_code"] is not None
+    assert not (ws.root / "should-not-run").exists()
+
+
+def test_embedded_ray_pins_the_gpus_it_was_given(ws: Workspace) -> None:
+    ws.flow("""
+        name: embedded
+        jobs:
+          pick:
+            strategy:
+              matrix:
+                n: [1, 2]
+            resources: {gpus: 1}
+            steps:
+              - run: echo "$CUDA_VISIBLE_DEVICES" > "gpu-${{ matrix.n }}.txt"
+    """)
+    proc = _run_in_subprocess(ws, "--ray", "--cpus", "2", "--gpus", "5,7")
+    stdout, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 0, (stdout, stderr)
+    assert "embedded Ray: 1 node, 2 CPUs, 2 GPUs" in stderr
+    got = {(ws.root / f"gpu-{n}.txt").read_text().strip() for n in (1, 2)}
+    assert got == {"5", "7"}
+
+
+def test_dashboard_address_is_refused_with_a_hint(ws: Workspace) -> None:
+    ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
+    out = ws.run("flow.yaml", "--address", "http://head:8265")
+    assert out.exit_code == 2
+    assert out.stderr == (
+        "error: --address 'http://head:8265' is a dashboard (Jobs API) address; `flowray run` "
+        "needs the cluster's GCS address HOST:PORT (port 6379 unless `ray start --port` chose "
+        "another) or a Ray Client address ray://HOST:10001\n"
+    )
+
+
+def test_cluster_that_wants_a_token_gets_a_clear_error(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+
+    from flowray.cluster import raydispatch
+
+    ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
+    server = socket.socket()
+    server.bind(("0.0.0.0", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setattr(raydispatch, "_refuses_us", lambda address: True)
+    try:
+        out = ws.run("flow.yaml", "--address", f"127.0.0.1:{port}")
+    finally:
+        server.close()
+    assert out.exit_code == 2
+    assert out.stderr == (
+        f"error: the Ray cluster at 127.0.0.1:{port} requires token authentication and no "
+        "token was found. Give flowray the cluster's token: set RAY_AUTH_TOKEN to it (or "
+        "RAY_AUTH_TOKEN_PATH to a file that holds it), or put it in ~/.ray/auth_token; "
+        "`ray get-auth-token` on the head node prints it\n"
+    )
