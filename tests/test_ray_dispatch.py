@@ -100,6 +100,9 @@ def test_steps_outputs_and_needs_across_jobs(ws: Workspace, cluster: RayTestClus
     assert rec["jobs"]["make"]["outputs"] == {"n": 5}
     assert [s["status"] for s in rec["jobs"]["make"]["steps"]] == ["success"] * 3
     assert {rec["jobs"][f"use.{i}"]["status"] for i in (1, 2, 3)} == {"success"}
+    for k in (1, 2, 3):  # the record names the node each job ran on
+        node_id = (ws.root / f"use-{k}.txt").read_text().split()[-1]
+        assert f"node {node_id[:8]}" in rec["jobs"][f"use.{k}"]["node"]
 
 
 def test_gpus_are_pinned_and_resources_place_jobs(

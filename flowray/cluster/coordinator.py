@@ -425,6 +425,7 @@ class Coordinator:
             return
         state.steps = result.steps
         state.outputs = result.outputs
+        state.node = result.node
         state.artifacts = result.artifacts
         state.reports = result.reports
         state.warnings = result.warnings

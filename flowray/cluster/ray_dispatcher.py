@@ -362,6 +362,8 @@ class RayDispatcher:
             if self._by_key.get(sub.plan.key) == token:
                 del self._by_key[sub.plan.key]
             self._lock.notify_all()
+        if sub.node is not None and not result.node:
+            result.node = str(sub.node)
         sub.done(result)
 
     def _failure(self, sub: _Submitted, exc: BaseException) -> JobResult:

@@ -116,6 +116,7 @@ class JobResult:
     artifacts: list[str] = field(default_factory=list)  # relative to the run folder
     reports: dict[str, Any] | None = None  # JUnit counts
     warnings: list[str] = field(default_factory=list)
+    node: str = ""  # where it ran, when a dispatcher knows (Ray: host, address and node id)
 
 
 def step_display_name(step: StepData, index: int) -> str:
