@@ -69,7 +69,7 @@ class NodeSpec:
     hub: Any  # the run's EventHub actor handle
     token: int  # this submission's id, unique in the run
     grace: float
-    gpus: int | None  # resources.gpus: None leaves CUDA_VISIBLE_DEVICES alone
+    gpus: int | None  # resources.gpus (None and 0 both: no GPU visible on a cluster)
     actions: dict[str, ActionData] = field(default_factory=dict)  # local actions, validated
     masks: list[str] = field(default_factory=list, repr=False)  # secrets added while running
 
@@ -284,11 +284,11 @@ def _run_on_node(request: JobRequest, spec: NodeSpec) -> NodeReturn:
 
     events = NodeEvents(spec.hub, spec.token, on_cancel)
     events.add(("node", node))
-    if spec.gpus is not None:
-        # Whatever this Ray version does with CUDA_VISIBLE_DEVICES, the steps see exactly the
-        # GPUs Ray gave the task, and none for gpus: 0.
-        ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
-        request.gpus = [str(i) for i in ids] if spec.gpus > 0 else []
+    # Whatever this Ray version does with CUDA_VISIBLE_DEVICES, the steps see exactly the GPUs
+    # Ray gave the task: none for gpus: 0, and none when gpus is unset either, since such a
+    # task holds no GPU on a node that other jobs' GPUs share (issue 4: set for every job).
+    ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", []) if spec.gpus else []
+    request.gpus = [str(i) for i in ids]
     request.env = {**request.env, "FLOWRAY_NODE_ID": node.node_id, "FLOWRAY_NODE_IP": node.ip}
     masker = _NodeMasker([*request.secrets.values(), *spec.masks], events)
     from flowray.store.flowcache import ActionTable
