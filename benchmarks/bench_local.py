@@ -25,16 +25,26 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-DEFAULT_WORK = BENCH_DIR / ".work"
+from _harness import (
+    DEFAULT_WORK,
+    Verdict,
+    check_outputs,
+    find_exe,
+    fmt_r,
+    fmt_s,
+    load_average,
+    print_table,
+    run_timed,
+    tool_version,
+    with_tail,
+    write,
+)
+from _harness import runner_env as _clean_env
+
 RUNNERS = ("flowray", "datatorch", "act", "floor")
 PEERS = ("datatorch", "act", "floor")
 
@@ -150,54 +160,8 @@ def act_yaml(sc: Scenario) -> str:
 # --------------------------------------------------------------------------- verification
 
 
-@dataclass
-class Verdict:
-    ok: bool
-    detail: str
-
-
-def count_outputs(text: str, tokens: Sequence[str]) -> tuple[int, int]:
-    """(distinct expected tokens seen, expected distinct) as echoed output lines.
-
-    An output line ends with the token and does not contain ``echo`` (that
-    excludes lines that display the command, e.g. act's ``Run Main echo 7``).
-    """
-    expected = set(tokens)
-    seen: set[str] = set()
-    for line in text.splitlines():
-        if "echo" in line:
-            continue
-        parts = line.rsplit(None, 1)
-        if parts and parts[-1] in expected:
-            seen.add(parts[-1])
-    return len(seen), len(expected)
-
-
-def count_lines_ending(text: str, tokens: Sequence[str]) -> int:
-    """Total output lines carrying an expected token (duplicates counted)."""
-    expected = set(tokens)
-    n = 0
-    for line in text.splitlines():
-        if "echo" in line:
-            continue
-        parts = line.rsplit(None, 1)
-        if parts and parts[-1] in expected:
-            n += 1
-    return n
-
-
 def verify_common(sc: Scenario, rc: int, text: str) -> Verdict:
-    if rc != 0:
-        return Verdict(False, f"exit code {rc}")
-    seen, expected = count_outputs(text, sc.tokens)
-    lines = count_lines_ending(text, sc.tokens)
-    if seen < expected or lines < len(sc.tokens):
-        return Verdict(
-            False,
-            f"exit 0 but only {seen}/{expected} distinct outputs, "
-            f"{lines}/{len(sc.tokens)} output lines seen",
-        )
-    return Verdict(True, f"{lines} output lines")
+    return check_outputs(rc, text, sc.tokens)
 
 
 def verify_datatorch(sc: Scenario, rc: int, text: str) -> Verdict:
@@ -242,28 +206,6 @@ class Variant:
     check: str = ""
 
 
-def find_exe(name: str, override: str | None) -> list[str] | None:
-    """The command prefix for a tool: the override, this interpreter's bin
-    folder, the bench venv (benchmarks/.work/venv), then PATH. pyenv shims are
-    avoided where possible: each one costs a `pyenv exec` (tens of ms)."""
-    if override:
-        return shlex.split(override)
-    for folder in (Path(sys.executable).parent, DEFAULT_WORK / "venv" / "bin"):
-        cand = folder / name
-        if cand.is_file() and os.access(cand, os.X_OK):
-            return [str(cand)]
-    path = os.environ.get("PATH", "")
-    no_shims = os.pathsep.join(p for p in path.split(os.pathsep) if not p.endswith("shims"))
-    found = shutil.which(name, path=no_shims) or shutil.which(name)
-    return [found] if found else None
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def prepare_act_repo(repo: Path, workflow: str) -> None:
     write(repo / ".github" / "workflows" / "x.yml", workflow)
     git = shutil.which("git")
@@ -281,14 +223,7 @@ def prepare_act_repo(repo: Path, workflow: str) -> None:
 
 
 def runner_env(args: argparse.Namespace) -> dict[str, str]:
-    """The environment every runner starts from. PYTHONDONTWRITEBYTECODE is
-    dropped unless asked for: with it, every run of a Python tool (flowray,
-    datatorch) recompiles all its modules, which a normal install never does
-    and which costs them 0.1-0.3 s a run here; act (Go) is unaffected."""
-    env = dict(os.environ)
-    if not args.no_bytecode_cache:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
+    return _clean_env(args.no_bytecode_cache)
 
 
 def build_variants(
@@ -417,45 +352,13 @@ def build_variants(
 
 
 def run_once(v: Variant, sc: Scenario, timeout: float, keep: Path | None) -> tuple[float, Verdict]:
-    with tempfile.TemporaryFile(mode="w+b") as out:
-        start = time.perf_counter()
-        try:
-            proc = subprocess.Popen(
-                v.argv,
-                cwd=v.cwd,
-                env=v.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        except OSError as exc:
-            return time.perf_counter() - start, Verdict(False, f"could not start: {exc}")
-        # Not subprocess.run(timeout=...): its wait polls with sleeps of up to 50 ms, which
-        # rounds every measurement up to the next poll. A blocking wait returns at exit; a
-        # timer kills the run if it goes past the timeout.
-        killer = threading.Timer(timeout, proc.kill)
-        killer.start()
-        try:
-            rc = proc.wait()
-        finally:
-            killer.cancel()
-        elapsed = time.perf_counter() - start
-        if elapsed >= timeout:
-            return elapsed, Verdict(False, f"timed out after {timeout:g} s")
-        out.seek(0)
-        text = out.read().decode("utf-8", errors="replace")
+    res = run_timed(v.argv, v.cwd, v.env, timeout)
+    if res.error:
+        return res.elapsed, Verdict(False, res.error)
     if keep is not None:
-        write(keep, text)
-    verdict = v.verify(sc, rc, text)
-    if not verdict.ok:
-        tail = "\n".join(text.rstrip().splitlines()[-6:])
-        shown = f"output tail:\n{_indent(tail)}" if tail else "no output at all"
-        verdict = Verdict(False, f"{verdict.detail}; {shown}")
-    return elapsed, verdict
-
-
-def _indent(text: str) -> str:
-    return "\n".join("      | " + line for line in text.splitlines())
+        write(keep, res.text)
+    verdict = v.verify(sc, res.rc if res.rc is not None else -1, res.text)
+    return res.elapsed, with_tail(verdict, res.text)
 
 
 def run_all(
@@ -519,15 +422,7 @@ def ratios(v: Variant, variants: list[Variant]) -> dict[str, float | None]:
     return out
 
 
-def fmt_s(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}s"
-
-
-def fmt_r(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}x"
-
-
-def print_table(
+def report(
     variants: list[Variant], scenarios: dict[str, Scenario], env: dict[str, str]
 ) -> None:
     print()
@@ -548,12 +443,7 @@ def print_table(
         else:
             status = [fmt_s(m), fmt_s(min(v.times)), fmt_s(max(v.times)), str(len(v.times))]
         rows.append([v.scenario, v.label, *status] + [fmt_r(r.get(p)) if r else "" for p in peers])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(head, rows)
     print()
     print("fr/X = flowray median / X median (below 1.00x: flowray is faster).")
     for sc_name in dict.fromkeys(v.scenario for v in variants):
@@ -568,24 +458,6 @@ def print_table(
         print("problems:")
         for n in notes:
             print("  " + n)
-
-
-def tool_version(argv: list[str] | None, *flag: str) -> str:
-    if not argv:
-        return "not installed"
-    try:
-        out = subprocess.run(
-            [*argv, *flag],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unavailable ({exc})"
-    text = (out.stdout or out.stderr).strip().splitlines()
-    return text[0] if text and out.returncode == 0 else f"unavailable (exit {out.returncode})"
 
 
 # --------------------------------------------------------------------------- CLI
@@ -658,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "python": platform.python_version(),
-        "load": "/".join(f"{x:.2f}" for x in os.getloadavg()),
+        "load": load_average(),
         "repeat": str(args.repeat),
         "pyc": "off" if runner_env(args).get("PYTHONDONTWRITEBYTECODE") else "on",
         "flowray": tool_version(find_exe("flowray", args.flowray_cmd), "--version")
@@ -687,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump({"environment": env, "results": results}, sys.stdout, indent=2)
         print()
     else:
-        print_table(variants, all_scenarios, env)
+        report(variants, all_scenarios, env)
     return 1 if any(v.failure for v in variants) else 0
 
 
