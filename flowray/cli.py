@@ -165,13 +165,15 @@ def _step_actions(cached: Any, pinner: Any) -> dict[str, dict[int, Any]]:
         return {}
     from flowray.actions import ActionError, ensure_venv
     from flowray.execute.job import StepAction
+    from flowray.plan.plan import is_git_action
 
-    by_written = {json.dumps(g.written, sort_keys=True): g for g in cached.git.values()}
     pythons: dict[str, str | None] = {}
     out: dict[str, dict[int, Any]] = {}
     for job_id, job in cached.data["jobs"].items():
         for i, step in enumerate(job["steps"]):
-            g = by_written.get(json.dumps(step["action"], sort_keys=True))
+            if step["action"] is None or not is_git_action(step["action"]):
+                continue
+            g = cached.git.get(pinner().key_of(step["action"]))
             if g is None:
                 continue
             if g.key not in pythons:

@@ -215,3 +215,26 @@ def test_bad_config_file_is_a_clear_error_for_every_command(ws: Workspace, forge
         assert out.stderr == (
             f"error: {ws.root / 'flowray.toml'}: unknown key 'actions.ofline'; "
             "did you mean 'offline'?\n")
+
+
+def test_object_form_without_file_or_git_runs(ws: Workspace, forge: Forge) -> None:
+    # DataTorch flows write {name, tag} (and often git:) without file:
+    forge.publish("acme/add", {"action-datatorch.yaml": ADD_ACTION, "add.py": ADD_PY}, "v1")
+    flow = ws.flow(f"""
+        name: object-form
+        jobs:
+          j:
+            steps:
+              - action: {{name: acme/add, tag: v1}}
+                with: {{a: 1, b: 2}}
+              - action:
+                  name: acme/add
+                  tag: v1
+                  git: {forge.root.as_uri()}/acme/add
+                with: {{a: 3}}
+              - run: echo "sum ${{{{ variable.sum }}}}"
+    """)
+    for _ in range(2):  # validated, then from the flow cache
+        out = ws.run(flow)
+        out.assert_success()
+        assert "j/3 | sum 3" in out.stdout

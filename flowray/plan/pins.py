@@ -67,6 +67,10 @@ class ActionPinner:
         self.failed: dict[str, ActionError] = {}  # a reference that failed is not tried again
         self.loaded: dict[str, GitAction] = {}
 
+    def key_of(self, written: Any) -> str:
+        """The cache key of a reference as written (equal for forms naming the same thing)."""
+        return parse_ref(written, self.config).key
+
     def resolve(self, written: Sequence[Any]) -> dict[str, PinnedAction]:
         """Pin every reference in ``written`` at once (distinct ones resolved in parallel)."""
         refs = [parse_ref(w, self.config) for w in written]

@@ -167,9 +167,9 @@ def load_flow(
     written = git_refs_of(loaded.data)
     git = {}
     if written:
-        loaded_git = get_pinner().loaded.values()
-        by_written = {json.dumps(g.written, sort_keys=True): g for g in loaded_git}
-        git = {g.key: g for w in written if (g := by_written.get(json.dumps(w, sort_keys=True)))}
+        active = get_pinner()
+        keys = {active.key_of(w) for w in written}
+        git = {k: g for k, g in active.loaded.items() if k in keys}
     result = CachedFlow(loaded.data, warnings, actions, git=git)
     if entry_path is not None:
         _write_entry(entry_path, result, deps)
