@@ -7,6 +7,7 @@ Used by ``bench_local.py`` and ``bench_actions.py`` (run as scripts, so this fol
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import shutil
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,3 +225,18 @@ def print_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     print("-" * len(line))
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def csv_choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of some of ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        bad = [x for x in items if x not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(allowed)}"
+            )
+        return items
+
+    return parse

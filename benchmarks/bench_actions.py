@@ -47,6 +47,7 @@ from _harness import (
     RunResult,
     Verdict,
     check_outputs,
+    csv_choices,
     find_exe,
     fmt_r,
     fmt_s,
@@ -572,19 +573,6 @@ def report(rows: list[Row], env: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def _csv(allowed: Sequence[str]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        items = [x.strip() for x in text.split(",") if x.strip()]
-        bad = [x for x in items if x not in allowed]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(
-                f"unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(allowed)}"
-            )
-        return items
-
-    return parse
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="flowray git actions, first and second run, against local actions and "
@@ -593,13 +581,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=7, help="timed runs per row (default 7)")
     p.add_argument(
         "--transports",
-        type=_csv(("file", "git")),
+        type=csv_choices(("file", "git")),
         default=["file", "git"],
         help="file (file:// URLs), git (git:// from a git daemon on 127.0.0.1); default both",
     )
     p.add_argument(
         "--runners",
-        type=_csv(("flowray", "datatorch")),
+        type=csv_choices(("flowray", "datatorch")),
         default=["flowray", "datatorch"],
         help="flowray,datatorch (default both)",
     )

@@ -33,6 +33,7 @@ from _harness import (
     DEFAULT_WORK,
     Verdict,
     check_outputs,
+    csv_choices,
     find_exe,
     fmt_r,
     fmt_s,
@@ -463,19 +464,6 @@ def report(
 # --------------------------------------------------------------------------- CLI
 
 
-def _csv(allowed: Sequence[str]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        items = [x.strip() for x in text.split(",") if x.strip()]
-        bad = [x for x in items if x not in allowed]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(
-                f"unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(allowed)}"
-            )
-        return items
-
-    return parse
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Compare flowray with datatorch, act and a shell floor, side by side."
@@ -483,13 +471,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=5, help="timed runs per row (default 5)")
     p.add_argument(
         "--only",
-        type=_csv(("two-job", "wide")),
+        type=csv_choices(("two-job", "wide")),
         default=["two-job", "wide"],
         help="scenarios, comma separated: two-job,wide (default both)",
     )
     p.add_argument(
         "--runners",
-        type=_csv(RUNNERS),
+        type=csv_choices(RUNNERS),
         default=list(RUNNERS),
         help="runners, comma separated: flowray,datatorch,act,floor (default all)",
     )
