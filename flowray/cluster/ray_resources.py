@@ -6,39 +6,18 @@ the CLI checks every job against the cluster's nodes before anything runs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowray.spec.types import ResourcesData
+from flowray.spec.units import parse_memory
 
 # Ray adds a resource ``accelerator_type:<X>`` (amount 1) to nodes with that accelerator; a job
 # that asks for one takes a sliver of it, so every job on the node can hold it at once.
 ACCELERATOR_SHARE = 0.001
 _ACCELERATOR_PREFIX = "accelerator_type:"
 _EPSILON = 1e-9
-
-# flowray.spec.models.parse_memory, copied: that module imports pydantic, which a run whose
-# flow is in the validated-flow cache never needs.
-_MEMORY_UNITS = {
-    "": 1, "b": 1,
-    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
-    "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
-    "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20,
-    "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40,
-}
-
-
-def parse_memory(text: str | int) -> int:
-    """Bytes in a memory amount such as ``512MiB``, ``8G`` or ``1000``."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).lower() not in _MEMORY_UNITS:
-        raise ValueError(f"'{text}' is not a memory amount (examples: 512MiB, 8GiB, 2G, 1000000)")
-    return int(float(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()])
-
 
 @dataclass(frozen=True)
 class TaskShape:

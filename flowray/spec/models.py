@@ -8,7 +8,6 @@ whose flow was validated before need not import pydantic at all.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +24,7 @@ from pydantic import (
 )
 
 from flowray.expr import to_text
+from flowray.spec.units import parse_memory
 
 JOB_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
@@ -102,38 +102,6 @@ class Resources(_Model):
         if isinstance(v, str):
             parse_memory(v)
         return v
-
-
-_MEMORY_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "ki": 2**10,
-    "kib": 2**10,
-    "mi": 2**20,
-    "mib": 2**20,
-    "gi": 2**30,
-    "gib": 2**30,
-    "ti": 2**40,
-    "tib": 2**40,
-}
-
-
-def parse_memory(text: str | int) -> int:
-    """Bytes in a memory amount such as ``512MiB``, ``8G`` or ``1000``."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).lower() not in _MEMORY_UNITS:
-        raise ValueError(f"'{text}' is not a memory amount (examples: 512MiB, 8GiB, 2G, 1000000)")
-    return int(float(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()])
 
 
 class Strategy(_Model):
