@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import heapq
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -499,6 +500,8 @@ class Coordinator:
             "id": self.run_id,
             "flow": {"name": self.flow["name"], "file": self.opts.flow_path},
             "workspace": self.opts.workspace,
+            "pid": os.getpid(),  # `flowray cancel RUN` signals it
+            "host": socket.gethostname(),
             "status": (status or Status.RUNNING).value,
             "exit_code": exit_code,
             "started": self.started,
