@@ -186,7 +186,9 @@ def _step_actions(cached: Any, pinner: Any) -> dict[str, dict[int, Any]]:
                         )
                     except ActionError as exc:
                         _fail(str(exc))
-            out.setdefault(job_id, {})[i] = StepAction(g.path, g.data, pythons[g.key])
+            out.setdefault(job_id, {})[i] = StepAction(
+                g.path, g.data, pythons[g.key], pin=pinner().pins[g.key],
+                system_site_packages=pinner().config.system_site_packages)
     return out
 
 

@@ -58,38 +58,50 @@ def _record(ws: Workspace) -> dict:
     return json.loads((run / "record.json").read_text())
 
 
+def _out(ws: Workspace) -> Path:
+    """A folder every node sees (they all run on this machine): jobs on nodes other than the
+    coordinator's run in a copy of the workspace, so what they write there stays there."""
+    out = ws.root.parent / "out"
+    out.mkdir(exist_ok=True)
+    return out
+
+
+def _flow(ws: Workspace, text: str) -> None:
+    ws.flow(text.replace("@OUT@", str(_out(ws))))
+
+
 def _lines(ws: Workspace, name: str) -> list[str]:
-    return (ws.root / name).read_text().splitlines()
+    return (_out(ws) / name).read_text().splitlines()
 
 
 def test_steps_outputs_and_needs_across_jobs(ws: Workspace, cluster: RayTestCluster) -> None:
-    ws.flow("""
+    _flow(ws, """
         name: chain
         jobs:
           make:
             outputs:
               n: ${{ steps.count.outputs.n }}
             steps:
-              - run: echo one >> order.txt
+              - run: echo one >> @OUT@/order.txt
               - id: count
                 run: |
-                  echo two >> order.txt
+                  echo two >> @OUT@/order.txt
                   echo "::n::5"
-              - run: echo three >> order.txt
+              - run: echo three >> @OUT@/order.txt
           use:
             needs: make
             strategy:
               matrix:
                 k: [1, 2, 3]
             steps:
-              - run: echo "cell ${{ matrix.k }} got ${{ needs.make.outputs.n }} on $FLOWRAY_NODE_ID" > "use-${{ matrix.k }}.txt"
+              - run: echo "cell ${{ matrix.k }} got ${{ needs.make.outputs.n }} on $FLOWRAY_NODE_ID" > "@OUT@/use-${{ matrix.k }}.txt"
     """)
     out = ws.run("flow.yaml", "--address", cluster.address)
     out.assert_success()
     assert _lines(ws, "order.txt") == ["one", "two", "three"]
     nodes = set()
     for k in (1, 2, 3):
-        text = (ws.root / f"use-{k}.txt").read_text().split()
+        text = (_out(ws) / f"use-{k}.txt").read_text().split()
         assert text[:4] == ["cell", str(k), "got", "5"]
         nodes.add(text[-1])
     assert nodes <= {cluster.head, cluster.gpu, cluster.t4}
@@ -101,7 +113,7 @@ def test_steps_outputs_and_needs_across_jobs(ws: Workspace, cluster: RayTestClus
     assert [s["status"] for s in rec["jobs"]["make"]["steps"]] == ["success"] * 3
     assert {rec["jobs"][f"use.{i}"]["status"] for i in (1, 2, 3)} == {"success"}
     for k in (1, 2, 3):  # the record names the node each job ran on
-        node_id = (ws.root / f"use-{k}.txt").read_text().split()[-1]
+        node_id = (_out(ws) / f"use-{k}.txt").read_text().split()[-1]
         assert f"node {node_id[:8]}" in rec["jobs"][f"use.{k}"]["node"]
 
 
@@ -109,32 +121,32 @@ def test_gpus_are_pinned_and_resources_place_jobs(
     ws: Workspace, cluster: RayTestCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "inherited")
-    ws.flow("""
+    _flow(ws, """
         name: gpus
         jobs:
           two:
             resources: {gpus: 2}
             steps:
-              - run: echo "$CUDA_VISIBLE_DEVICES" > two.txt
+              - run: echo "$CUDA_VISIBLE_DEVICES" > @OUT@/two.txt
           none:
             resources: {gpus: 0}
             steps:
-              - run: echo "[$CUDA_VISIBLE_DEVICES]" > none.txt
+              - run: echo "[$CUDA_VISIBLE_DEVICES]" > @OUT@/none.txt
           unset:
             steps:
-              - run: echo "[${CUDA_VISIBLE_DEVICES-unset}]" > unset.txt
+              - run: echo "[${CUDA_VISIBLE_DEVICES-unset}]" > @OUT@/unset.txt
           placed:
             resources: {gpus: 1, accelerator: T4, labels: {ssd: 1}, memory: 64MiB}
             steps:
-              - run: echo "$FLOWRAY_NODE_ID $CUDA_VISIBLE_DEVICES" > placed.txt
+              - run: echo "$FLOWRAY_NODE_ID $CUDA_VISIBLE_DEVICES" > @OUT@/placed.txt
     """)
     ws.run("flow.yaml", "--address", cluster.address).assert_success()
-    two = (ws.root / "two.txt").read_text().strip().split(",")
+    two = (_out(ws) / "two.txt").read_text().strip().split(",")
     assert len(two) == 2 and len(set(two)) == 2 and set(two) <= {"0", "1"}
-    assert (ws.root / "none.txt").read_text().strip() == "[]"
+    assert (_out(ws) / "none.txt").read_text().strip() == "[]"
     # on a cluster a job without gpus holds none, so it sees none (not the worker's value)
-    assert (ws.root / "unset.txt").read_text().strip() == "[]"
-    node, gpu = (ws.root / "placed.txt").read_text().split()
+    assert (_out(ws) / "unset.txt").read_text().strip() == "[]"
+    node, gpu = (_out(ws) / "placed.txt").read_text().split()
     assert node == cluster.t4 and gpu in ("0", "1")
 
 
@@ -165,7 +177,7 @@ def test_jobs_no_node_can_hold_are_refused_before_running(
 def test_failing_step_exits_1_and_fail_fast_cancels_running_cells(
     ws: Workspace, cluster: RayTestCluster
 ) -> None:
-    ws.flow("""
+    _flow(ws, """
         name: failing
         jobs:
           cells:
@@ -175,11 +187,11 @@ def test_failing_step_exits_1_and_fail_fast_cancels_running_cells(
             steps:
               - run: |
                   if [ ${{ matrix.n }} = 1 ]; then
-                    while [ ! -s slow.pid ]; do sleep 0.05; done
+                    while [ ! -s @OUT@/slow.pid ]; do sleep 0.05; done
                     exit 3
                   fi
                   sleep 300 &
-                  echo $! > slow.pid
+                  echo $! > @OUT@/slow.pid
                   wait
     """)
     started = time.monotonic()
@@ -190,7 +202,7 @@ def test_failing_step_exits_1_and_fail_fast_cancels_running_cells(
     assert rec["jobs"]["cells.1"]["status"] == "failure"
     assert rec["jobs"]["cells.1"]["steps"][0]["error"] == "exited with code 3"
     assert rec["jobs"]["cells.2"]["status"] == "cancelled"
-    assert not process_alive(int((ws.root / "slow.pid").read_text()))
+    assert not process_alive(int((_out(ws) / "slow.pid").read_text()))
 
 
 def _run_in_subprocess(ws: Workspace, *args: str) -> subprocess.Popen[str]:
@@ -204,15 +216,15 @@ def _run_in_subprocess(ws: Workspace, *args: str) -> subprocess.Popen[str]:
 def test_step_events_stream_while_the_job_runs(ws: Workspace, cluster: RayTestCluster) -> None:
     # The step goes on only once the test has seen its first line on the terminal: if lines
     # came back only when the task ended, the step would give up waiting and fail.
-    ws.flow("""
+    _flow(ws, """
         name: live
         jobs:
           talk:
             steps:
               - run: |
                   echo first
-                  for i in $(seq 600); do [ -e go ] && break; sleep 0.1; done
-                  [ -e go ] && echo second
+                  for i in $(seq 600); do [ -e @OUT@/go ] && break; sleep 0.1; done
+                  [ -e @OUT@/go ] && echo second
     """)
     proc = _run_in_subprocess(ws, "--address", cluster.address)
     assert proc.stdout is not None
@@ -221,7 +233,7 @@ def test_step_events_stream_while_the_job_runs(ws: Workspace, cluster: RayTestCl
         before_go.append(line.rstrip("\n"))
         if line.startswith("talk/1 | first"):
             break
-    (ws.root / "go").touch()
+    (_out(ws) / "go").touch()
     rest, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 0, (before_go, rest, stderr)
     assert before_go == ["talk/1 ▶ echo first", "talk/1 | first"]
@@ -231,34 +243,34 @@ def test_step_events_stream_while_the_job_runs(ws: Workspace, cluster: RayTestCl
 def test_interrupt_stops_every_step_process_on_every_node(
     ws: Workspace, cluster: RayTestCluster
 ) -> None:
-    ws.flow("""
+    _flow(ws, """
         name: long
         jobs:
           sleeper:
             steps:
               - run: |
                   sleep 300 &
-                  echo $! > group.pid
+                  echo $! > @OUT@/group.pid
                   setsid sleep 300 &
-                  echo $! > session.pid
-                  python3 -c 'import signal, time, os; signal.signal(signal.SIGTERM, signal.SIG_IGN); open("stubborn.pid", "w").write(str(os.getpid())); time.sleep(300)' &
+                  echo $! > @OUT@/session.pid
+                  python3 -c 'import signal, time, os; signal.signal(signal.SIGTERM, signal.SIG_IGN); open("@OUT@/stubborn.pid", "w").write(str(os.getpid())); time.sleep(300)' &
                   wait
           other:
             steps:
               - run: |
                   sleep 300 &
-                  echo $! > other.pid
+                  echo $! > @OUT@/other.pid
                   wait
           queued:
             needs: sleeper
             steps:
-              - run: touch should-not-run
+              - run: touch @OUT@/should-not-run
     """)
     proc = _run_in_subprocess(ws, "--address", cluster.address, "--grace", "1")
     names = ("group.pid", "session.pid", "stubborn.pid", "other.pid")
     for name in names:
-        wait_for(ws.root / name, timeout=60)
-    pids = [int((ws.root / n).read_text()) for n in names]
+        wait_for(_out(ws) / name, timeout=60)
+    pids = [int((_out(ws) / n).read_text()) for n in names]
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)
@@ -280,7 +292,7 @@ def test_interrupt_stops_every_step_process_on_every_node(
     # ray.cancel interrupting the tasks.
     assert rec["jobs"]["sleeper"]["steps"][0]["exit_code"] is not None
     assert rec["jobs"]["other"]["steps"][0]["exit_code"] is not None
-    assert not (ws.root / "should-not-run").exists()
+    assert not (_out(ws) / "should-not-run").exists()
 
 
 def test_embedded_ray_pins_the_gpus_it_was_given(ws: Workspace) -> None:

@@ -31,6 +31,9 @@ from flowray.store.records import new_run_id, runs_dir, write_json_atomic
 # Seconds before retry n (1-based) of a failed job: base * 2**(n-1), at most _RETRY_MAX; the
 # base is FLOWRAY_RETRY_BACKOFF (default 1 s).
 _RETRY_MAX = 60.0
+# A job whose node (or Ray worker) was lost under it runs again, at most this many times
+# (FLOWRAY_LOST_RETRIES); these attempts do not count against its `retries`.
+_LOST_RETRIES = 3
 # The record is rewritten at most this often while a run goes on (and always at the end).
 _RECORD_INTERVAL = 0.5
 
@@ -70,6 +73,7 @@ class JobState:
     started: float | None = None
     ended: float | None = None
     attempts: int = 0
+    lost: int = 0  # attempts lost with their node
     steps: list[StepResult] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -92,6 +96,7 @@ class JobState:
             "started": self.started,
             "ended": self.ended,
             "attempts": self.attempts,
+            "lost_attempts": self.lost,
             "node": self.node,
             "outputs": self.outputs,
             "error": self.error,
@@ -110,6 +115,11 @@ class RunResult:
     exit_code: int
     record: dict[str, Any]
     run_dir: str
+
+
+def _lost_retries() -> int:
+    text = os.environ.get("FLOWRAY_LOST_RETRIES", "")
+    return int(text) if text.isdigit() else _LOST_RETRIES
 
 
 def _retry_backoff() -> float:
@@ -403,23 +413,24 @@ class Coordinator:
         if state.status.is_terminal():
             return
         retries = plan.data["retries"]
-        if (result.status is Status.FAILURE and state.attempts <= retries
-                and not self._cancel_requested):
-            state.history.append({
-                "attempt": state.attempts,
-                "status": result.status.value,
-                "error": result.error,
-                "started": result.started,
-                "ended": result.ended,
-                "steps": [s.to_record() for s in result.steps],
-            })
-            base = _retry_backoff()
-            delay = min(_RETRY_MAX, base * 2 ** (state.attempts - 1))
-            state.status = Status.QUEUED
-            state.not_before = time.monotonic() + delay
-            self._running_per_group[plan.job_id] -= 1
-            heapq.heappush(self._delayed, (state.not_before, key))
+        if result.lost and not self._cancel_requested and state.lost < _lost_retries():
+            state.lost += 1
+            self._again(state, result, delay=0.0, lost=True)
             self.console.info(
+                f"↻ job {plan.key}: {result.error}; running it again "
+                f"(attempt {state.attempts + 1})"
+            )
+            return
+        if (result.status is Status.FAILURE and state.attempts - state.lost <= retries
+                and not self._cancel_requested):
+            base = _retry_backoff()
+            tries = state.attempts - state.lost
+            delay = min(_RETRY_MAX, base * 2 ** (tries - 1))
+            self._again(state, result, delay=delay, lost=False)
+            self.console.info(
+                f"↻ job {plan.key} failed (attempt {state.attempts}, try {tries} of "
+                f"{retries + 1}); retrying in {delay:g}s"
+                if state.lost else
                 f"↻ job {plan.key} failed (attempt {state.attempts} of {retries + 1}); "
                 f"retrying in {delay:g}s"
             )
@@ -440,6 +451,22 @@ class Coordinator:
                 self._fail_fast_group(plan)
             if self.opts.fail_fast:
                 self.cancel(f"job {plan.key} failed and --fail-fast is set", interrupt=False)
+
+    def _again(self, state: JobState, result: JobResult, *, delay: float, lost: bool) -> None:
+        """Queue the job for another attempt; the one that ended goes to its history."""
+        state.history.append({
+            "attempt": state.attempts,
+            "status": "lost" if lost else result.status.value,
+            "error": result.error,
+            "node": result.node,
+            "started": result.started,
+            "ended": result.ended,
+            "steps": [s.to_record() for s in result.steps],
+        })
+        state.status = Status.QUEUED
+        state.not_before = time.monotonic() + delay
+        self._running_per_group[state.plan.job_id] -= 1
+        heapq.heappush(self._delayed, (state.not_before, state.plan.key))
 
     def _fail_fast_group(self, plan: JobPlan) -> None:
         for cell in self.plan.groups[plan.job_id]:

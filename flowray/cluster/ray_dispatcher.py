@@ -15,6 +15,7 @@ retries) becomes a job result here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import os
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import ray
 import ray.exceptions
@@ -40,8 +41,9 @@ from flowray.cluster.ray_node import (
     sweep_node,
 )
 from flowray.cluster.ray_resources import TaskShape, fits, task_shape, unfit
+from flowray.cluster.ship import Shipment, unpack_files
 from flowray.console import Console
-from flowray.execute.job import ActionLoader, JobRequest, JobResult, StepResult
+from flowray.execute.job import ActionLoader, JobRequest, JobResult, StepAction, StepResult
 from flowray.execute.secrets import Masker
 from flowray.plan.plan import JobPlan
 from flowray.spec.types import ActionData
@@ -69,6 +71,8 @@ class _Submitted:
     label: str = ""  # the console's job prefix
     node: NodeInfo | None = None
     steps: dict[int, StepResult] = field(default_factory=dict)  # latest copy of each
+    remote: bool = False  # on a node other than the coordinator's: logs are written here
+    logs: dict[int, IO[str]] = field(default_factory=dict)  # open step logs (remote jobs)
 
 
 class RayDispatcher:
@@ -82,8 +86,14 @@ class RayDispatcher:
         load_action: ActionLoader,
         grace: float,
         prefix_nodes: bool = False,
+        run_dir: str = ".",
+        shipment: Shipment | None = None,
+        ship_error: str | None = None,
     ) -> None:
         self.console = console
+        self.run_dir = run_dir
+        self.shipment = shipment
+        self.ship_error = ship_error  # the run's files could not be shipped: no job starts
         self.masker = masker
         self.load_action = load_action
         self.grace = grace
@@ -97,6 +107,7 @@ class RayDispatcher:
         self._tokens = itertools.count(1)
         self._shapes: dict[str, TaskShape] = {}
         self._actions: dict[str, dict[str, ActionData]] = {}
+        self._sendable: dict[str, dict[int, StepAction]] = {}
         self._masks: list[str] = []
         self._capacity: dict[str, float] = {}
         self._used: dict[str, float] = {}
@@ -121,6 +132,10 @@ class RayDispatcher:
         request_for: Callable[[list[str] | None], JobRequest],
         done: Callable[[JobResult], None],
     ) -> bool:
+        if self.ship_error is not None:
+            now = time.time()
+            done(JobResult(Status.FAILURE, [], {}, now, now, self.ship_error))
+            return True
         shape = self._shapes.get(plan.job_id)
         if shape is None:
             shape = self._shapes[plan.job_id] = task_shape(plan.data["resources"])
@@ -149,8 +164,10 @@ class RayDispatcher:
             done(JobResult(Status.FAILURE, [], {}, now, now, why_not))
             return True
         request = request_for(None)
+        request.step_actions = self._sendable_actions(plan.job_id, request.step_actions)
         spec = NodeSpec(hub=self._hub, token=sub.token, grace=self.grace, gpus=shape.gpus,
-                        actions=self._local_actions(plan, request), masks=list(self._masks))
+                        actions=self._local_actions(plan, request), masks=list(self._masks),
+                        shipment=self.shipment)
         ref = run_on_node.options(name=f"flowray {plan.key}", **shape.options()).remote(
             request, spec)
         sub.ref = ref
@@ -230,6 +247,16 @@ class RayDispatcher:
             self._actions[plan.job_id] = known
         return known
 
+    def _sendable_actions(self, job_id: str, actions: dict[int, StepAction]
+                          ) -> dict[int, StepAction]:
+        """The job's git actions without their cache entries (which hold repository URLs
+        that may carry credentials): nodes get what the shipment says instead."""
+        sendable = self._sendable.get(job_id)
+        if sendable is None:
+            sendable = self._sendable[job_id] = {
+                i: dataclasses.replace(a, pin=None) for i, a in actions.items()}
+        return sendable
+
     def _task_ended(self, token: int, fut: Future[Any]) -> None:
         """A task's future completed (in a Ray thread): hand it to the collector."""
         outcome: NodeReturn | BaseException
@@ -306,6 +333,12 @@ class RayDispatcher:
         if sub is None:
             return
         if isinstance(outcome, NodeReturn):
+            if outcome.files:
+                try:
+                    unpack_files(outcome.files, self.run_dir)
+                except Exception as exc:
+                    outcome.result.warnings.append(
+                        f"the job's artifacts could not be copied back from its node: {exc}")
             self._deliver(token, outcome.events, outcome.result)
         else:
             self._finish(token, self._failure(sub, outcome))
@@ -328,12 +361,18 @@ class RayDispatcher:
                 step = sub.steps.get(event[1])
                 if step is not None:
                     console.step_line(sub.label, step, event[2])
+                    if sub.remote:
+                        self._log_line(sub, event[1], event[2])
             elif kind == "start":
                 sub.steps[event[1].index] = event[1]
                 console.step_started(sub.label, event[1])
+                if sub.remote:
+                    self._open_log(sub, event[1])
             elif kind == "finish":
                 sub.steps[event[1].index] = event[1]
                 console.step_finished(sub.label, event[1])
+                if sub.remote:
+                    self._close_logs(sub)
             elif kind == "node":
                 self._on_node(sub, event[1])
             elif kind == "mask":
@@ -343,14 +382,41 @@ class RayDispatcher:
             self._finish(token, result)
 
     def _on_node(self, sub: _Submitted, node: NodeInfo) -> None:
-        if sub.node is not None:
-            self.console.info(f"↻ job {sub.plan.key}: its task started again on {node} "
-                              f"(Ray retried it after {sub.node} or its worker was lost)")
         sub.node = node
+        sub.remote = self.shipment is not None and node.node_id != self.shipment.home
         sub.started = sub.started or time.time()
         self._nodes[sub.plan.key] = node
         if self.prefix_nodes:
             sub.label = f"{sub.plan.key}@{node.hostname}"
+
+    # Logs of jobs on other nodes: the node's copies stay there; the run's are written here,
+    # from the same lines the console shows, so a lost node loses none of them.
+
+    def _open_log(self, sub: _Submitted, step: StepResult) -> None:
+        self._close_logs(sub)
+        if not step.log:
+            return
+        path = os.path.join(self.run_dir, step.log)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            sub.logs[step.index] = open(path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+        except OSError as exc:
+            self.console.info(f"! job {sub.plan.key}: cannot write the log {path}: {exc}")
+
+    def _log_line(self, sub: _Submitted, index: int, line: str) -> None:
+        fh = sub.logs.get(index)
+        if fh is not None:
+            try:
+                fh.write(line + "\n")
+            except OSError:
+                sub.logs.pop(index, None)
+
+    @staticmethod
+    def _close_logs(sub: _Submitted) -> None:
+        for fh in sub.logs.values():
+            with contextlib.suppress(OSError):
+                fh.close()
+        sub.logs.clear()
 
     def _finish(self, token: int, result: JobResult) -> None:
         with self._lock:
@@ -362,6 +428,7 @@ class RayDispatcher:
             if self._by_key.get(sub.plan.key) == token:
                 del self._by_key[sub.plan.key]
             self._lock.notify_all()
+        self._close_logs(sub)
         if sub.node is not None and not result.node:
             result.node = str(sub.node)
         sub.done(result)
@@ -370,17 +437,25 @@ class RayDispatcher:
         if isinstance(exc, ray.exceptions.TaskCancelledError):
             return self._lost_result(sub, None, status=Status.CANCELLED)
         where = f" on {sub.node}" if sub.node else ""
-        if isinstance(exc, ray.exceptions.OutOfMemoryError):
+        errors = ray.exceptions
+        if isinstance(exc, errors.OutOfMemoryError):
             why = f"Ray's memory monitor killed the job's task{where} (the node ran out of memory)"
-        elif isinstance(exc, ray.exceptions.NodeDiedError):
-            why = f"the node running the job died{where}, and Ray's retries ran out"
-        elif isinstance(exc, ray.exceptions.WorkerCrashedError):
-            why = f"the Ray worker running the job died{where}, and Ray's retries ran out"
-        elif isinstance(exc, ray.exceptions.RayTaskError):
+        elif isinstance(exc, errors.RayTaskError):
             why = f"internal error in flowray{where}: {_reason(exc.cause or exc)}"
+        elif isinstance(exc, errors.NodeDiedError | errors.LocalRayletDiedError):
+            why = f"the node running the job died{where}"
+        elif isinstance(exc, errors.WorkerCrashedError):
+            why = f"the Ray worker running the job died{where}"
+        elif isinstance(exc, errors.ObjectLostError | errors.RaySystemError):
+            why = f"the job's result was lost{where}: {type(exc).__name__}: {_reason(exc)}"
         else:
             why = f"the job's Ray task failed{where}: {type(exc).__name__}: {_reason(exc)}"
-        return self._lost_result(sub, why)
+            return self._lost_result(sub, why)
+        result = self._lost_result(sub, why)
+        # The node, its raylet or the worker went away under the job, or Ray's memory monitor
+        # killed it: not the steps' doing, so the job runs again (not counted as a retry).
+        result.lost = not isinstance(exc, errors.RayTaskError)
+        return result
 
     def _lost_result(self, sub: _Submitted, error: str | None,
                      status: Status = Status.FAILURE) -> JobResult:
@@ -433,12 +508,13 @@ class RayDispatcher:
         As without Ray, a process a step leaves behind (a double-forked daemon, say) lives
         until the run ends; the coordinator's own sweep covers this machine.
         """
-        here = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        here = ray.get_runtime_context().get_node_id()
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}  # type: ignore[no-untyped-call]
         refs = [
             sweep_node.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
             ).remote(run_id, self.grace)
-            for node in self.nodes_used() if node.ip != here
+            for node in self.nodes_used() if node.node_id != here and node.node_id in alive
         ]
         if refs:
             ray.wait(refs, num_returns=len(refs), timeout=self.grace + _STOP_SLACK)

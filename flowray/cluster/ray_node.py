@@ -26,6 +26,7 @@ from typing import Any
 
 import ray
 
+from flowray.cluster.ship import Shipment, localize, pack_files, remove_run
 from flowray.execute.job import JobRequest, JobResult, StepResult, run_job
 from flowray.execute.process import ProcessSupervisor, run_processes
 from flowray.execute.secrets import Masker
@@ -72,6 +73,7 @@ class NodeSpec:
     gpus: int | None  # resources.gpus (None and 0 both: no GPU visible on a cluster)
     actions: dict[str, ActionData] = field(default_factory=dict)  # local actions, validated
     masks: list[str] = field(default_factory=list, repr=False)  # secrets added while running
+    shipment: Shipment | None = None  # the run's files, for nodes other than the coordinator's
 
 
 @dataclass
@@ -81,6 +83,7 @@ class NodeReturn:
     result: JobResult
     events: list[Event]
     pushed: bool  # earlier batches went to the hub: deliver those first
+    files: bytes = b""  # a node other than the coordinator's: the job's artifacts (a tar)
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)
@@ -288,6 +291,19 @@ def _run_on_node(request: JobRequest, spec: NodeSpec) -> NodeReturn:
     # Ray gave the task: none for gpus: 0, and none when gpus is unset either, since such a
     # task holds no GPU on a node that other jobs' GPUs share (issue 4: set for every job).
     ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", []) if spec.gpus else []
+    shipment = spec.shipment
+    remote = shipment is not None and node.node_id != shipment.home
+    if remote:
+        assert shipment is not None
+        try:
+            request = localize(request, shipment, node.node_id)
+        except Exception as exc:  # a full disk, an action that will not unpack, ...
+            result = JobResult(Status.FAILURE, [], {}, started, time.time(),
+                               f"cannot set the job up on {node}: {exc}")
+            return NodeReturn(result, events.close(), events.pushed)
+        # The coordinator's paths, where a step names them, mean the copies here.
+        spec.actions = {_rebased(p, shipment.workspace, request.workspace): a
+                        for p, a in spec.actions.items()}
     request.gpus = [str(i) for i in ids]
     request.env = {**request.env, "FLOWRAY_NODE_ID": node.node_id, "FLOWRAY_NODE_IP": node.ip}
     masker = _NodeMasker([*request.secrets.values(), *spec.masks], events)
@@ -309,18 +325,28 @@ def _run_on_node(request: JobRequest, spec: NodeSpec) -> NodeReturn:
     if supervisor.cancelled:
         # What the steps left behind would otherwise live until the run's sweep.
         sweep_job_processes(request.run_id, request.key, grace=spec.grace)
-    return NodeReturn(result, events.close(), events.pushed)
+    files = pack_files(request.run_dir, result.artifacts) if remote and result.artifacts else b""
+    return NodeReturn(result, events.close(), events.pushed, files)
 
 
-# Tasks lost with their node or worker are run again (Ray's max_retries); a step that fails
-# is a job result, never a task exception, so there is nothing else to retry.
-run_on_node = ray.remote(max_retries=3, retry_exceptions=False)(_run_on_node)
+def _rebased(path: str, old: str, new: str) -> str:
+    if path == old or path.startswith(old + os.sep):
+        return new + path[len(old):]
+    return path
+
+
+# Ray does not retry a job's task: a task lost with its node or worker fails, and the
+# coordinator runs the job again as a new, numbered attempt (its logs and record kept apart).
+run_on_node = ray.remote(max_retries=0, retry_exceptions=False)(_run_on_node)
 
 
 def _sweep_node(run_id: str, grace: float) -> int:
+    """After the run: stop what its steps left on this node, remove its shipped files."""
     from flowray.execute.process import sweep_run_processes
 
-    return sweep_run_processes(run_id, grace=grace)
+    left = sweep_run_processes(run_id, grace=grace)
+    remove_run(ray.get_runtime_context().get_node_id(), run_id)
+    return left
 
 
 sweep_node = ray.remote(num_cpus=0, max_retries=0)(_sweep_node)

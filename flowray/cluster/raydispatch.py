@@ -140,13 +140,29 @@ class RayCluster:
     def dispatcher(self, coordinator: Coordinator, *, console: Console,
                    load_action: ActionLoader) -> RayDispatcher:
         """The coordinator's dispatcher (a ``dispatcher_factory``)."""
+        import ray
+
         from flowray.cluster.ray_dispatcher import RayDispatcher
+        from flowray.cluster.ship import ShipError, prepare
 
         hosts = {n.get("NodeManagerAddress") for n in self._nodes}
         self._run_id = coordinator.run_id
+        home = ray.get_runtime_context().get_node_id()
+        shipment = None
+        ship_error = None
+        if any(n.get("NodeID") != home for n in self._nodes):
+            # Other nodes: they get the workspace and the actions through the object store.
+            opts = coordinator.opts
+            try:
+                shipment = prepare(run_id=coordinator.run_id, home=home,
+                                   workspace=opts.workspace, env=opts.env,
+                                   step_actions=opts.step_actions)
+            except ShipError as exc:
+                ship_error = str(exc)
         self._dispatcher = RayDispatcher(
             console=console, masker=coordinator.masker, load_action=load_action,
             grace=coordinator.opts.grace, prefix_nodes=len(hosts) > 1,
+            run_dir=coordinator.run_dir, shipment=shipment, ship_error=ship_error,
         )
         return self._dispatcher
 

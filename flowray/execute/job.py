@@ -84,6 +84,10 @@ class StepAction:
     path: str
     data: ActionData
     python: str | None = None
+    # The coordinator's cache entry (a PinnedAction), to ship the action to Ray nodes; never
+    # sent to a node itself.
+    pin: Any = field(default=None, compare=False, repr=False)
+    system_site_packages: bool = False  # how ``python``'s environment was made
 
 
 @dataclass
@@ -117,6 +121,7 @@ class JobResult:
     reports: dict[str, Any] | None = None  # JUnit counts
     warnings: list[str] = field(default_factory=list)
     node: str = ""  # where it ran, when a dispatcher knows (Ray: host, address and node id)
+    lost: bool = False  # the job's node or worker was lost under it: run it again elsewhere
 
 
 def step_display_name(step: StepData, index: int) -> str:

@@ -1,0 +1,270 @@
+"""Shipping a run's files to the Ray nodes through the object store, and artifacts back.
+
+The coordinator packs the workspace (the flow's folder: its local actions, scripts and data,
+less ``.flowray/`` and ``.git/``) and each git action the run uses (pinned and fetched once,
+by the coordinator) and puts them in Ray's object store once per run (:func:`prepare`). A job
+that lands on the coordinator's own node uses the coordinator's paths; a job on another node
+fetches what it needs from the object store the first time the node needs it
+(:func:`localize`): the workspace once per run and node, each action once per commit and node,
+kept in the node's action cache. Nodes need no git access and no shared filesystem.
+
+On such a node the job's run folder is node-local: its logs are written by the coordinator
+from the live events, and its artifacts come back with the task's result
+(:func:`pack_files`, :func:`unpack_files`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowray.execute.job import JobRequest, StepAction
+
+# Folders of the workspace that never travel: run records and the repository's history.
+SKIPPED = (".flowray", ".git")
+DEFAULT_LIMIT_MB = 512
+_READY = ".flowray-ready"
+
+
+class ShipError(Exception):
+    """The run's files cannot be shipped; the message says why and what to do."""
+
+
+@dataclass
+class ShippedAction:
+    ref: Any  # ObjectRef of ActionCache.pack bytes
+    venv: bool  # the coordinator made a requirements environment for it
+    system_site_packages: bool
+
+
+@dataclass
+class Shipment:
+    """What a node needs to run the run's jobs where the coordinator's paths do not exist."""
+
+    home: str  # the coordinator's Ray node id: jobs there use the coordinator's paths
+    run_id: str
+    workspace: str  # the coordinator's workspace path
+    workspace_ref: Any  # ObjectRef of the workspace tar (None: the workspace is shared)
+    workspace_key: str  # content hash of the tar
+    actions: dict[str, ShippedAction] = field(default_factory=dict)  # by coordinator path
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # --env-file values
+
+
+def ship_limit() -> int:
+    """Bytes of workspace flowray ships at most (``FLOWRAY_SHIP_LIMIT_MB``)."""
+    text = os.environ.get("FLOWRAY_SHIP_LIMIT_MB", "")
+    try:
+        mb = float(text) if text else DEFAULT_LIMIT_MB
+    except ValueError:
+        mb = DEFAULT_LIMIT_MB
+    return int(mb * 2**20)
+
+
+def shared_workspace() -> bool:
+    """``FLOWRAY_SHARED_WORKSPACE=1``: every node sees the workspace at the same path."""
+    return os.environ.get("FLOWRAY_SHARED_WORKSPACE", "").lower() in ("1", "true", "yes")
+
+
+def pack_workspace(workspace: str, limit: int) -> bytes:
+    """A tar of ``workspace`` without ``.flowray/`` and ``.git/``; ShipError over ``limit``."""
+    total = 0
+    members: list[str] = []
+    for folder, dirs, files in os.walk(workspace):
+        if folder == workspace:
+            dirs[:] = [d for d in dirs if d not in SKIPPED]
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                if not os.path.islink(path):
+                    total += os.path.getsize(path)
+            members.append(path)
+        members.extend(os.path.join(folder, d) for d in dirs
+                       if os.path.islink(os.path.join(folder, d)))
+        if total > limit:
+            raise ShipError(
+                f"the workspace {workspace} holds more than {limit / 2**20:g} MiB, which "
+                f"flowray ships to every Ray node through the object store: keep data out of "
+                f"the flow's folder (or in .git/ or .flowray/), raise FLOWRAY_SHIP_LIMIT_MB, "
+                f"or set FLOWRAY_SHARED_WORKSPACE=1 when every node sees {workspace} "
+                f"(a shared filesystem)")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in members:
+            rel = os.path.relpath(path, workspace)
+            try:
+                tar.add(path, arcname=rel, recursive=False)
+            except OSError as exc:
+                raise ShipError(f"cannot pack {path} to ship it to the Ray nodes: "
+                                f"{exc.strerror or exc}") from None
+        # Empty folders travel too (a step may expect them).
+        for folder, dirs, _files in os.walk(workspace):
+            if folder == workspace:
+                dirs[:] = [d for d in dirs if d not in SKIPPED]
+            for d in dirs:
+                path = os.path.join(folder, d)
+                if not os.path.islink(path):
+                    tar.add(path, arcname=os.path.relpath(path, workspace), recursive=False)
+    return buf.getvalue()
+
+
+def prepare(*, run_id: str, home: str, workspace: str, env: dict[str, str],
+            step_actions: dict[str, dict[int, StepAction]]) -> Shipment:
+    """Pack the workspace and the run's git actions and put them in the object store."""
+    import ray
+
+    from flowray.actions import ActionCache, ActionError
+
+    ref: Any = None
+    key = ""
+    if not shared_workspace():
+        data = pack_workspace(workspace, ship_limit())
+        key = hashlib.sha256(data).hexdigest()[:16]
+        ref = ray.put(data)
+    shipment = Shipment(home=home, run_id=run_id, workspace=workspace, workspace_ref=ref,
+                        workspace_key=key, env=dict(env))
+    caches: dict[str, ActionCache] = {}
+    for steps in step_actions.values():
+        for action in steps.values():
+            if action.path in shipment.actions or action.pin is None:
+                continue
+            pin = action.pin
+            root = _cache_root(pin.entry_dir)
+            cache = caches.setdefault(root, ActionCache(root))
+            try:
+                packed = cache.pack(pin)
+            except ActionError as exc:
+                raise ShipError(f"cannot ship an action to the Ray nodes: {exc}") from None
+            shipment.actions[action.path] = ShippedAction(
+                ref=ray.put(packed), venv=action.python is not None,
+                system_site_packages=action.system_site_packages)
+    return shipment
+
+
+def _cache_root(entry_dir: str) -> str:
+    """The action cache an entry (``<root>/entries/<repo>/<sha>``) belongs to."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(entry_dir)))
+
+
+# ----------------------------------------------------------------------------- node side
+
+
+def node_dir(node_id: str) -> str:
+    """Where a node keeps what was shipped to it (``FLOWRAY_NODE_DIR``)."""
+    base = os.environ.get("FLOWRAY_NODE_DIR") or os.path.join(
+        tempfile.gettempdir(), "flowray-node")
+    return os.path.join(base, node_id[:16])
+
+
+def localize(request: JobRequest, shipment: Shipment, node_id: str) -> JobRequest:
+    """The request as this node (not the coordinator's) runs it: the workspace and actions
+    shipped here, a node-local run folder, and this node's own environment."""
+    import ray
+
+    from flowray.actions import ActionCache, ensure_venv
+    from flowray.actions.lock import locked
+
+    base = node_dir(node_id)
+    workspace = shipment.workspace
+    if shipment.workspace_ref is not None:
+        workspace = os.path.join(base, "workspaces", f"{shipment.run_id}-{shipment.workspace_key}")
+        if not os.path.exists(os.path.join(workspace, _READY)):
+            os.makedirs(os.path.dirname(workspace), exist_ok=True)
+            with locked(workspace + ".lock"):
+                if not os.path.exists(os.path.join(workspace, _READY)):
+                    _unpack_into(ray.get(shipment.workspace_ref), workspace)
+    cache: ActionCache | None = None
+    actions: dict[int, StepAction] = {}
+    for index, action in request.step_actions.items():
+        shipped = shipment.actions.get(action.path)
+        if shipped is None:
+            actions[index] = _moved(action, shipment.workspace, workspace)
+            continue
+        if cache is None:
+            cache = ActionCache(os.path.join(base, "actions"))
+        pin = cache.unpack(ray.get(shipped.ref))
+        python = ensure_venv(pin, python=sys.executable,
+                             system_site_packages=shipped.system_site_packages) \
+            if shipped.venv else None
+        actions[index] = dataclasses.replace(action, path=pin.path, python=python, pin=None)
+    run_dir = os.path.join(base, "runs", shipment.run_id)
+    os.makedirs(run_dir, exist_ok=True)
+    env = {**os.environ, **shipment.env}
+    for name in [n for n in env if n.startswith("RAY_") or n == "CUDA_VISIBLE_DEVICES"]:
+        del env[name]  # the Ray worker's own settings, not the node's environment
+    return dataclasses.replace(request, workspace=workspace, run_dir=run_dir, env=env,
+                               step_actions=actions)
+
+
+def _moved(action: StepAction, old: str, new: str) -> StepAction:
+    if old != new and (action.path == old or action.path.startswith(old + os.sep)):
+        return dataclasses.replace(action, path=new + action.path[len(old):], pin=None)
+    return dataclasses.replace(action, pin=None)
+
+
+def _unpack_into(data: bytes, dest: str) -> None:
+    """Extract a workspace tar into ``dest`` (built aside, renamed into place, marked last)."""
+    tmp = f"{dest}.tmp.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    try:
+        os.makedirs(tmp)
+        _extract(data, tmp)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with open(os.path.join(dest, _READY), "w"):
+        pass
+
+
+def _extract(data: bytes, dest: str) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        if hasattr(tarfile, "tar_filter"):  # Python >= 3.10.12: refuse paths leaving dest
+            tar.extractall(dest, filter="tar")
+        else:  # pragma: no cover - older Pythons
+            for member in tar.getmembers():
+                if member.name.startswith("/") or ".." in member.name.split("/"):
+                    raise ShipError(f"refusing '{member.name}': it leaves the folder")
+            tar.extractall(dest)
+
+
+def pack_files(run_dir: str, paths: list[str]) -> bytes:
+    """The files at ``paths`` (relative to ``run_dir``) as a tar, for the coordinator."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in paths:
+            path = os.path.join(run_dir, rel)
+            with contextlib.suppress(OSError):
+                tar.add(path, arcname=rel, recursive=False)
+    return buf.getvalue()
+
+
+def unpack_files(data: bytes, run_dir: str) -> None:
+    if data:
+        _extract(data, run_dir)
+
+
+def remove_run(node_id: str, run_id: str) -> None:
+    """Remove the run's workspace copy and run folder from this node (the run has ended)."""
+    base = node_dir(node_id)
+    shutil.rmtree(os.path.join(base, "runs", run_id), ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(os.path.join(base, "workspaces")):
+            path = os.path.join(base, "workspaces", name)
+            if not name.startswith(f"{run_id}-"):
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
