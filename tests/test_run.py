@@ -515,11 +515,12 @@ def test_retries_rerun_a_failed_job_and_keep_each_attempt(ws: Workspace) -> None
             retries: 2
             steps:
               - run: |
-                  echo try >> tries.txt
+                  echo "try ${{ job.attempt }}" >> tries.txt
                   test "$(wc -l < tries.txt)" -ge 3
     """)
     out = ws.run(flow)
     out.assert_success()
+    assert (ws.root / "tries.txt").read_text() == "try 1\ntry 2\ntry 3\n"
     rec = ws.record()
     job = rec["jobs"]["flaky"]
     assert job["attempts"] == 3 and job["status"] == "success"

@@ -298,14 +298,15 @@ class Coordinator:
                 limit = strategy["max_parallel"] if strategy else None
                 if limit is not None and self._running_per_group.get(plan.job_id, 0) >= limit:
                     break
+                state.attempts += 1  # the request the dispatcher builds names this attempt
                 if not self.dispatcher.try_start(
                     plan, functools.partial(self._request, state),
                     functools.partial(self._post, plan.key),
                 ):
+                    state.attempts -= 1
                     break
                 queue.popleft()
                 state.status = Status.RUNNING
-                state.attempts += 1
                 if state.started is None:
                     state.started = time.time()
                 self._running_per_group[plan.job_id] = (

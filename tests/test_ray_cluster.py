@@ -1,0 +1,274 @@
+"""A run spread over several Ray nodes: files shipped through the object store, multi-node
+gangs, and a node lost while its job runs.
+
+One `ray.cluster_utils.Cluster` serves the module: a head and two worker nodes, one CPU each,
+all on this machine but each a separate raylet with its own node id. flowray treats every
+node other than the coordinator's as another machine: jobs there run in a copy of the
+workspace and of the actions, shipped through the object store, never through the paths
+the coordinator sees. The node-loss test adds the nodes it removes, so it leaves the others.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Workspace, env_without_color, wait_for
+from gitfixtures import git, isolate
+
+cluster_utils = pytest.importorskip(
+    "ray.cluster_utils", reason="ray is not installed: the Ray dispatcher cannot be tested")
+
+
+@dataclass
+class Nodes:
+    cluster: Any  # ray.cluster_utils.Cluster
+    address: str
+    ids: list[str]  # head first
+    node_dir: Path  # FLOWRAY_NODE_DIR of every node
+    git_trace: Path  # GIT_TRACE2_EVENT of every process: each git command run, by any node
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    base = tmp_path_factory.mktemp("ray-nodes")
+    env = pytest.MonkeyPatch()
+    env.setenv("RAY_AUTH_MODE", "disabled")
+    env.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    env.delenv("RAY_ADDRESS", raising=False)
+    env.delenv("FLOWRAY_ADDRESS", raising=False)
+    # Set before the nodes start, so their workers (and any git they ran) inherit them.
+    env.setenv("FLOWRAY_NODE_DIR", str(base / "nodes"))
+    env.setenv("GIT_TRACE2_EVENT", str(base / "git-trace.json"))
+    # Notice a removed node within a second or two rather than Ray's default 15-55 s.
+    system = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300,
+              "health_check_failure_threshold": 3, "health_check_timeout_ms": 300}
+    c = cluster_utils.Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "_system_config": system})
+    workers = [c.add_node(num_cpus=1), c.add_node(num_cpus=1)]
+    c.wait_for_nodes()
+    try:
+        yield Nodes(c, c.address, [c.head_node.node_id, *(w.node_id for w in workers)],
+                    base / "nodes", base / "git-trace.json")
+    finally:
+        c.shutdown()
+        env.undo()
+
+
+def _out(ws: Workspace) -> Path:
+    """A folder every node sees (they all run on this machine), unlike the workspace."""
+    out = ws.root.parent / "out"
+    out.mkdir(exist_ok=True)
+    return out
+
+
+def _flow(ws: Workspace, text: str) -> None:
+    ws.flow(text.replace("@OUT@", str(_out(ws))))
+
+
+def _record(ws: Workspace) -> dict[str, Any]:
+    run = next((ws.root / ".flowray" / "runs").iterdir())
+    return json.loads((run / "record.json").read_text())
+
+
+def _fetches(trace: Path) -> int:
+    """`git fetch` commands run since the trace began, by any process on any node."""
+    if not trace.exists():
+        return 0
+    count = 0
+    for line in trace.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == "cmd_name" and event.get("name") == "fetch":
+            count += 1
+    return count
+
+
+ADD_ACTION = """\
+name: Add
+inputs:
+  a: {type: integer, required: true}
+  b: {type: integer, default: 0}
+outputs:
+  sum: {type: integer}
+runs:
+  using: python
+  main: add.py
+"""
+ADD_PY = ("import json, sys\nargs = json.loads(sys.argv[-1])\n"
+          "print('::sum::' + str(args['a'] + args['b']))\n")
+
+
+def _publish_add(root: Path) -> str:
+    bare = root / "acme" / "add"
+    work = root.parent / "work"
+    bare.mkdir(parents=True)
+    work.mkdir(parents=True)
+    git("init", "-q", "--bare", "-b", "main", cwd=bare)
+    git("init", "-q", "-b", "main", cwd=work)
+    (work / "action-datatorch.yaml").write_text(ADD_ACTION)
+    (work / "add.py").write_text(ADD_PY)
+    git("add", "-A", cwd=work)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "v1", cwd=work)
+    git("tag", "v1", cwd=work)
+    git("push", "-q", str(bare), "main", "refs/tags/v1", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
+def test_twelve_jobs_on_three_nodes_fetch_the_action_once(
+    ws: Workspace, nodes: Nodes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    isolate(monkeypatch, tmp_path)
+    forge = tmp_path / "forge"
+    sha = _publish_add(forge)
+    monkeypatch.setenv("FLOWRAY_ACTIONS_BASE", f"file://{forge}")
+    (ws.root / "data").mkdir()
+    (ws.root / "data" / "in.txt").write_text("data from the workspace\n")
+    (ws.root / "greet").mkdir()
+    (ws.root / "greet" / "action-datatorch.yaml").write_text(
+        "name: greet\ninputs: {who: {type: string}}\n"
+        "runs: {using: cmd, command: 'echo hello $INPUT_WHO from $FLOWRAY_ACTION_PATH'}\n")
+    (ws.root / "run.env").write_text("FROM_ENV_FILE=given to every node\n")
+    ws.flow("""
+        name: spread
+        jobs:
+          sum:
+            strategy:
+              matrix:
+                n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+            resources: {cpus: 1}
+            artifacts: [made-*.txt]
+            steps:
+              - id: add
+                action: acme/add@v1
+                with: {a: "${{ matrix.n }}", b: 100}
+              - action: ./greet
+                with: {who: "cell ${{ matrix.n }}"}
+              - run: |
+                  cat data/in.txt
+                  echo "sum ${{ steps.add.outputs.sum }} on $FLOWRAY_NODE_ID"
+                  echo "env: $FROM_ENV_FILE"
+                  echo "made by ${{ matrix.n }}" > made-${{ matrix.n }}.txt
+                  sleep 0.3
+    """)
+    fetches = _fetches(nodes.git_trace)
+    out = ws.run("flow.yaml", "--address", nodes.address, "--env-file", "run.env")
+    out.assert_success()
+    assert _fetches(nodes.git_trace) - fetches == 1  # one fetch, by the coordinator
+    assert out.stderr.count("fetched acme/add@v1") == 1
+    rec = _record(ws)
+    assert rec["actions"] == {"acme/add@v1": sha}
+    run_dir = ws.root / ".flowray" / "runs" / rec["id"]
+    used = set()
+    for n in range(1, 13):
+        job = rec["jobs"][f"sum.{n}"]
+        assert job["status"] == "success"
+        node = next(i for i in nodes.ids if f"node {i[:8]}" in job["node"])
+        used.add(node)
+        logs = ws.cli("logs", rec["id"], f"sum.{n}")
+        logs.assert_success()
+        assert f"hello cell {n} from " in logs.stdout
+        assert "data from the workspace" in logs.stdout
+        assert f"sum {n + 100} on {node}" in logs.stdout
+        assert "env: given to every node" in logs.stdout
+        assert (run_dir / "artifacts" / f"sum.{n}" / f"made-{n}.txt").read_text() == \
+            f"made by {n}\n"
+    assert used == set(nodes.ids), "the jobs did not land on every node"
+    # Jobs on the worker nodes ran the action from their own caches, unpacked from the
+    # object store; the workspace copies went away with the run.
+    for node in nodes.ids[1:]:
+        entries = nodes.node_dir / node[:16] / "actions" / "entries"
+        assert any(p.name == sha for p in entries.glob("*/*")), f"no action cache on {node}"
+        assert not list((nodes.node_dir / node[:16] / "workspaces").glob(f"{rec['id']}-*"))
+    # The coordinator's workspace did not get the files the jobs on other nodes made.
+    assert len(list(ws.root.glob("made-*.txt"))) < 12
+
+
+def test_workspace_too_large_to_ship_fails_with_the_way_out(
+    ws: Workspace, nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWRAY_SHIP_LIMIT_MB", "0.5")
+    (ws.root / "big.bin").write_bytes(b"\0" * 2**20)
+    ws.flow("name: big\njobs: {a: {steps: [{run: 'true'}]}}\n")
+    out = ws.run("flow.yaml", "--address", nodes.address)
+    assert out.exit_code == 1, out
+    error = _record(ws)["jobs"]["a"]["error"]
+    assert error == (
+        f"the workspace {ws.root} holds more than 0.5 MiB, which flowray ships to every Ray "
+        "node through the object store: keep data out of the flow's folder (or in .git/ or "
+        ".flowray/), raise FLOWRAY_SHIP_LIMIT_MB, or set FLOWRAY_SHARED_WORKSPACE=1 when every "
+        f"node sees {ws.root} (a shared filesystem)"
+    )
+    monkeypatch.setenv("FLOWRAY_SHARED_WORKSPACE", "1")
+    ws.run("flow.yaml", "--address", nodes.address).assert_success()
+
+
+def test_a_lost_node_runs_the_job_again_on_another(
+    ws: Workspace, nodes: Nodes
+) -> None:
+    # Two nodes only this job can use; the one it lands on is removed while its step runs.
+    lossy = [nodes.cluster.add_node(num_cpus=1, resources={"lossy": 1}) for _ in range(2)]
+    nodes.cluster.wait_for_nodes()
+    _flow(ws, """
+        name: lossy
+        jobs:
+          train:
+            resources: {labels: {lossy: 1}}
+            steps:
+              - run: echo "attempt ${{ job.attempt }} on $FLOWRAY_NODE_ID"
+              - run: |
+                  if [ "${{ job.attempt }}" = 1 ]; then
+                    echo $FLOWRAY_NODE_ID > @OUT@/node-1
+                    sleep 120
+                  fi
+                  echo "done in attempt ${{ job.attempt }}"
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowray.cli", "run", "flow.yaml", "--address", nodes.address,
+         "--grace", "1"],
+        cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env_without_color(),
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (_out(ws) / "node-1").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the first attempt did not start"
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        wait_for(_out(ws) / "node-1")
+        first = (_out(ws) / "node-1").read_text().strip()
+        victim = next(n for n in lossy if n.node_id == first)
+        nodes.cluster.remove_node(victim, allow_graceful=False)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, (stdout, stderr)
+    job = _record(ws)["jobs"]["train"]
+    assert job["status"] == "success"
+    assert job["attempts"] == 2 and job["lost_attempts"] == 1
+    [lost] = job["previous_attempts"]
+    assert lost["status"] == "lost"
+    assert f"node {first[:8]}" in lost["node"]
+    assert lost["error"].startswith(("the node running the job died on ",
+                                     "the Ray worker running the job died on "))
+    assert f"node {first[:8]}" not in job["node"]
+    assert f"↻ job train: {lost['error']}; running it again (attempt 2)" in stdout
+    # Both attempts' logs are kept, written by the coordinator from the live lines.
+    run_dir = ws.root / ".flowray" / "runs" / _record(ws)["id"]
+    assert (run_dir / lost["steps"][0]["log"]).read_text() == f"attempt 1 on {first}\n"
+    assert (run_dir / job["steps"][1]["log"]).read_text() == "done in attempt 2\n"
+    assert ".attempt2" in job["steps"][1]["log"]
+    status = ws.cli("status", "last")
+    assert "attempts 2" in status.stdout
+    for node in lossy:
+        if node is not victim:
+            nodes.cluster.remove_node(node)
