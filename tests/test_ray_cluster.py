@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Workspace, env_without_color, wait_for
+from conftest import Workspace, env_without_color, process_alive, wait_for
 from gitfixtures import git, isolate
 
 cluster_utils = pytest.importorskip(
@@ -208,6 +208,129 @@ def test_workspace_too_large_to_ship_fails_with_the_way_out(
     )
     monkeypatch.setenv("FLOWRAY_SHARED_WORKSPACE", "1")
     ws.run("flow.yaml", "--address", nodes.address).assert_success()
+
+
+GANG = """
+    name: gang
+    jobs:
+      train:
+        resources: {nodes: 3}
+        outputs:
+          who: ${{ steps.hello.outputs.who }}
+        steps:
+          - id: hello
+            run: |
+              echo "rank $FLOWRAY_NODE_RANK of $FLOWRAY_NUM_NODES on $FLOWRAY_NODE_ID ips $FLOWRAY_NODE_IPS master $MASTER_ADDR:$MASTER_PORT" >> @OUT@/ranks.txt
+              echo "::who::rank $FLOWRAY_NODE_RANK"
+              if [ "$FLOWRAY_NODE_RANK" = 0 ]; then sleep 1; date +%s.%N > @OUT@/rank0-done; fi
+          - run: date +%s.%N > @OUT@/step2-$FLOWRAY_NODE_RANK
+          - name: rendezvous
+            shell: python
+            run: |
+              import os, socket, time
+              rank, size = int(os.environ["FLOWRAY_NODE_RANK"]), int(os.environ["FLOWRAY_NUM_NODES"])
+              addr = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+              if rank == 0:
+                  server = socket.create_server(addr)
+                  got = sorted(int(server.accept()[0].recv(8)) for _ in range(size - 1))
+                  print("rank 0 heard from", got)
+              else:
+                  for _ in range(200):
+                      try:
+                          socket.create_connection(addr).sendall(str(rank).encode())
+                          break
+                      except OSError:
+                          time.sleep(0.05)
+                  print("rank", rank, "reached", addr)
+"""
+
+
+def test_a_multi_node_job_runs_every_step_on_every_node_in_step(
+    ws: Workspace, nodes: Nodes
+) -> None:
+    _flow(ws, GANG)
+    out = ws.run("flow.yaml", "--address", nodes.address)
+    out.assert_success()
+    rec = _record(ws)
+    job = rec["jobs"]["train"]
+    assert job["outputs"] == {"who": "rank 0"}
+    ranks = job["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1, 2]
+    assert {r["status"] for r in ranks} == {"success"}
+    placed = [next(i for i in nodes.ids if f"node {i[:8]}" in r["node"]) for r in ranks]
+    assert sorted(placed) == sorted(nodes.ids)  # STRICT_SPREAD: one rank on each node
+    lines = sorted((_out(ws) / "ranks.txt").read_text().splitlines())
+    ips = lines[0].split(" ips ")[1].split(" master ")[0]
+    master = ips.split(",")[0]
+    port = lines[0].rsplit(":", 1)[1]
+    assert lines == [f"rank {r} of 3 on {placed[r]} ips {ips} master {master}:{port}"
+                     for r in range(3)]
+    # Step 2 started on every node only once step 1 had ended on all of them.
+    rank0_done = float((_out(ws) / "rank0-done").read_text())
+    for r in range(3):
+        assert float((_out(ws) / f"step2-{r}").read_text()) >= rank0_done
+    assert "rank 0 heard from [1, 2]" in out.stdout
+    run_dir = ws.root / ".flowray" / "runs" / rec["id"]
+    for r, folder in enumerate(("train", "train.rank1", "train.rank2")):
+        logs = run_dir / "logs" / folder
+        assert f"rank {r}" in (logs / "01-hello.log").read_text()
+        assert ranks[r]["steps"][0]["log"].startswith(f"logs/{folder}/")
+
+
+def test_a_failed_rank_stops_the_others_and_fails_the_job(
+    ws: Workspace, nodes: Nodes
+) -> None:
+    _flow(ws, """
+        name: gang-fails
+        jobs:
+          train:
+            resources: {nodes: 2}
+            steps:
+              - run: |
+                  if [ "$FLOWRAY_NODE_RANK" = 1 ]; then
+                    while [ ! -s @OUT@/rank0.pid ]; do sleep 0.05; done
+                    exit 4
+                  fi
+                  sleep 300 &
+                  echo $! > @OUT@/rank0.pid
+                  wait
+              - run: touch @OUT@/step2-ran
+          after:
+            needs: train
+            steps: [{run: touch @OUT@/after-ran}]
+    """)
+    started = time.monotonic()
+    out = ws.run("flow.yaml", "--address", nodes.address, "--grace", "1")
+    assert out.exit_code == 1, out
+    assert time.monotonic() - started < 60
+    job = _record(ws)["jobs"]["train"]
+    assert job["status"] == "failure"
+    assert job["error"].startswith("rank 1 (of 2) on ")
+    assert job["error"].endswith(": step 'if [ \"$FLOWRAY_NODE_RANK\" = 1 ]; then': exited with code 4")
+    assert [r["status"] for r in job["ranks"]] == ["cancelled", "failure"]
+    assert not process_alive(int((_out(ws) / "rank0.pid").read_text()))
+    assert not (_out(ws) / "step2-ran").exists()
+    assert not (_out(ws) / "after-ran").exists()
+
+
+def test_a_gang_larger_than_the_cluster_is_refused_before_running(
+    ws: Workspace, nodes: Nodes
+) -> None:
+    ws.flow("name: big\njobs: {a: {resources: {nodes: 5}, steps: [{run: 'true'}]}}\n")
+    out = ws.run("flow.yaml", "--address", nodes.address)
+    assert out.exit_code == 2, out
+    assert out.stderr == (
+        "error: job 'a' needs 5 nodes (resources.nodes), each with 1 CPU; 3 nodes have that "
+        "much\n")
+
+
+def test_a_multi_node_job_is_refused_without_ray(ws: Workspace) -> None:
+    ws.flow("name: big\njobs: {a: {resources: {nodes: 2}, steps: [{run: 'true'}]}}\n")
+    out = ws.run("flow.yaml")
+    assert out.exit_code == 1, out
+    assert _record(ws)["jobs"]["a"]["error"] == (
+        "job 'a' asks for 2 nodes (resources.nodes): multi-node jobs run on a Ray cluster "
+        "(flowray run --address HOST:PORT); this machine is one node")
 
 
 def test_a_lost_node_runs_the_job_again_on_another(

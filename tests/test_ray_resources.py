@@ -54,9 +54,13 @@ NODES = [{"CPU": 4.0, "GPU": 2.0, "memory": 8 * 2**30, "accelerator_type:T4": 1.
     (TaskShape(cpus=1, gpus=1, memory=None, custom={"ssd": 1.0}),
      "job 'j' needs 1 CPU, 1 GPU, 1 of resource 'ssd' on one node; no node of the Ray cluster "
      "has all of them"),
-    (TaskShape(cpus=1, gpus=None, memory=None, nodes=2),
-     "job 'j' asks for 2 nodes (resources.nodes); multi-node jobs do not run on Ray in this "
-     "flowray version yet"),
+    (TaskShape(cpus=1, gpus=None, memory=None, nodes=2), None),
+    (TaskShape(cpus=1, gpus=1, memory=None, nodes=2),
+     "job 'j' needs 2 nodes (resources.nodes), each with 1 CPU, 1 GPU; 1 node has that much"),
+    (TaskShape(cpus=2, gpus=None, memory=None, nodes=3),
+     "job 'j' needs 3 nodes (resources.nodes), each with 2 CPUs; 2 nodes have that much"),
+    (TaskShape(cpus=1, gpus=4, memory=None, nodes=2),
+     "job 'j' needs 4 GPUs (the most one node has is 2 GPUs)"),
 ])
 def test_jobs_no_node_can_hold(shape: TaskShape, message: str | None) -> None:
     assert unfit("j", shape, NODES) == message

@@ -342,7 +342,7 @@ def test_good_expressions_pass() -> None:
 # ----------------------------------------------------------------------------- resources
 
 
-def test_multi_node_and_containers_are_not_supported_yet() -> None:
+def test_containers_are_not_supported_yet() -> None:
     text = """
         name: x
         jobs:
@@ -355,8 +355,6 @@ def test_multi_node_and_containers_are_not_supported_yet() -> None:
             steps: [{run: echo}]
     """
     assert errors(text) == (
-        "flow.yaml:4:17: jobs.a.resources.nodes: multi-node jobs need a Ray cluster "
-        "(not available in this version)\n"
         "flow.yaml:5:5: jobs.a.container: job containers ('container:') are not supported by "
         "this flowray version yet; steps run on the host"
     )

@@ -83,6 +83,7 @@ class JobState:
     artifacts: list[str] = field(default_factory=list)
     reports: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    ranks: list[dict[str, Any]] = field(default_factory=list)  # a multi-node job's nodes
 
     def to_record(self) -> dict[str, Any]:
         p = self.plan
@@ -104,6 +105,7 @@ class JobState:
             "artifacts": self.artifacts,
             "reports": self.reports,
             "warnings": self.warnings,
+            "ranks": self.ranks,
             "previous_attempts": self.history,
         }
 
@@ -442,6 +444,7 @@ class Coordinator:
         state.artifacts = result.artifacts
         state.reports = result.reports
         state.warnings = result.warnings
+        state.ranks = result.ranks
         for w in result.warnings:
             self.console.info(f"! job {plan.key}: {w}")
         state.started = state.started or result.started
@@ -463,6 +466,7 @@ class Coordinator:
             "started": result.started,
             "ended": result.ended,
             "steps": [s.to_record() for s in result.steps],
+            "ranks": result.ranks,
         })
         state.status = Status.QUEUED
         state.not_before = time.monotonic() + delay

@@ -12,6 +12,7 @@ from flowray.execute.job import ActionLoader, JobRequest, JobResult, run_job
 from flowray.execute.process import DEFAULT_GRACE_SECONDS, ProcessSupervisor, stop_groups
 from flowray.execute.secrets import Masker
 from flowray.plan.plan import JobPlan
+from flowray.spec.types import ResourcesData
 from flowray.status import Status
 
 
@@ -68,6 +69,10 @@ class LocalPool:
         done: Callable[[JobResult], None],
     ) -> bool:
         res = plan.data["resources"]
+        if res["nodes"] > 1:
+            now = time.time()
+            done(JobResult(Status.FAILURE, [], {}, now, now, multi_node_refusal(plan.key, res)))
+            return True
         cpus = min(res["cpus"], self.total_cpus)
         ngpus = res["gpus"]
         with self._lock:
@@ -119,3 +124,9 @@ class LocalPool:
             sup = self._supervisors.get(key)
         if sup is not None:
             threading.Thread(target=sup.cancel_all, daemon=True).start()
+
+
+def multi_node_refusal(key: str, res: ResourcesData) -> str:
+    """Why the local executor does not run a multi-node job."""
+    return (f"job '{key}' asks for {res['nodes']} nodes (resources.nodes): multi-node jobs run "
+            f"on a Ray cluster (flowray run --address HOST:PORT); this machine is one node")

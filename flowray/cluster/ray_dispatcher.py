@@ -33,10 +33,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from flowray.cluster.ray_node import (
     Event,
     EventHub,
+    GangSpec,
     HubItem,
     NodeInfo,
     NodeReturn,
     NodeSpec,
+    free_port,
     run_on_node,
     sweep_node,
 )
@@ -58,6 +60,26 @@ _REFRESH_SECONDS = 1.0
 _STOP_SLACK = 5.0
 # A task that has not reported starting this long after a cancel is cancelled in Ray's queue.
 _STARTED_WITHIN = 1.0
+# A multi-node job waiting for its nodes: how often it looks for a cancel, and after how long
+# the console says it waits.
+_GANG_POLL_SECONDS = 0.25
+_GANG_WAIT_NOTE = 10.0
+
+
+@dataclass
+class _Gang:
+    """A multi-node job: a STRICT_SPREAD placement group, one task per rank."""
+
+    id: int
+    plan: JobPlan
+    shape: TaskShape
+    needs: dict[str, float]  # every rank's resources together
+    done: Callable[[JobResult], None]
+    tokens: list[int] = field(default_factory=list)  # each rank's submission, by rank
+    results: dict[int, JobResult] = field(default_factory=dict)
+    pg: Any = None
+    stopping: bool = False  # a rank failed or was lost: the others are being stopped
+    cancelled: bool = False
 
 
 @dataclass
@@ -72,6 +94,7 @@ class _Submitted:
     node: NodeInfo | None = None
     steps: dict[int, StepResult] = field(default_factory=dict)  # latest copy of each
     remote: bool = False  # on a node other than the coordinator's: logs are written here
+    name: str = ""  # the console's job prefix before the node is known
     logs: dict[int, IO[str]] = field(default_factory=dict)  # open step logs (remote jobs)
 
 
@@ -105,6 +128,7 @@ class RayDispatcher:
         self._ended: list[tuple[int, NodeReturn | BaseException]] = []  # tasks, as they end
         self._polls: list[tuple[int, list[HubItem] | BaseException]] = []  # hub polls back
         self._tokens = itertools.count(1)
+        self._gangs: dict[str, _Gang] = {}  # multi-node jobs by key, until they end
         self._shapes: dict[str, TaskShape] = {}
         self._actions: dict[str, dict[str, ActionData]] = {}
         self._sendable: dict[str, dict[int, StepAction]] = {}
@@ -139,6 +163,8 @@ class RayDispatcher:
         shape = self._shapes.get(plan.job_id)
         if shape is None:
             shape = self._shapes[plan.job_id] = task_shape(plan.data["resources"])
+        if shape.nodes > 1:
+            return self._try_start_gang(plan, shape, request_for, done)
         needs = shape.needs()
         why_not: str | None = None
         with self._lock:
@@ -154,7 +180,8 @@ class RayDispatcher:
             if why_not is None:
                 for name, amount in needs.items():
                     self._used[name] = self._used.get(name, 0.0) + amount
-                sub = _Submitted(next(self._tokens), plan, needs, done, label=plan.key)
+                sub = _Submitted(next(self._tokens), plan, needs, done, label=plan.key,
+                                 name=plan.key)
                 self._jobs[sub.token] = sub
                 self._by_key[plan.key] = sub.token
                 self._lock.notify_all()  # the collector polls the hub while jobs run
@@ -188,11 +215,18 @@ class RayDispatcher:
 
     def cancel_job(self, key: str) -> None:
         with self._lock:
-            sub = self._jobs.get(self._by_key.get(key, 0))
-        if sub is None:
+            gang = self._gangs.get(key)
+            if gang is not None:
+                gang.cancelled = True
+                subs = [self._jobs[t] for t in gang.tokens if t in self._jobs]
+            else:
+                sub = self._jobs.get(self._by_key.get(key, 0))
+                subs = [sub] if sub is not None else []
+        if not subs:
             return
-        self._hub.cancel.remote(sub.token)
-        threading.Thread(target=self._stop, args=([sub],), name="flowray-cancel-job",
+        for sub in subs:
+            self._hub.cancel.remote(sub.token)
+        threading.Thread(target=self._stop, args=(subs,), name="flowray-cancel-job",
                          daemon=True).start()
 
     # ------------------------------------------------------------------------- more API
@@ -387,7 +421,7 @@ class RayDispatcher:
         sub.started = sub.started or time.time()
         self._nodes[sub.plan.key] = node
         if self.prefix_nodes:
-            sub.label = f"{sub.plan.key}@{node.hostname}"
+            sub.label = f"{sub.name}@{node.hostname}"
 
     # Logs of jobs on other nodes: the node's copies stay there; the run's are written here,
     # from the same lines the console shows, so a lost node loses none of them.
@@ -497,6 +531,145 @@ class RayDispatcher:
             if self._wait_gone(subs, self.grace + _STOP_SLACK if not force else _STOP_SLACK):
                 return
 
+    # ------------------------------------------------------------------------- gangs
+
+    def _try_start_gang(
+        self,
+        plan: JobPlan,
+        shape: TaskShape,
+        request_for: Callable[[list[str] | None], JobRequest],
+        done: Callable[[JobResult], None],
+    ) -> bool:
+        """Admit a multi-node job; a thread places its gang and starts its ranks."""
+        needs = {name: amount * shape.nodes for name, amount in shape.needs().items()}
+        why_not: str | None = None
+        with self._lock:
+            if self._cancelled or self._closed:
+                return False
+            if not fits(needs, self._free()):
+                if time.monotonic() - self._refreshed < _REFRESH_SECONDS:
+                    return False
+                self._refresh()
+                why_not = unfit(plan.key, shape, self._node_resources)
+                if why_not is None and not fits(needs, self._free()):
+                    return False
+            if why_not is None:
+                for name, amount in needs.items():
+                    self._used[name] = self._used.get(name, 0.0) + amount
+                gang = _Gang(next(self._tokens), plan, shape, needs, done)
+                self._gangs[plan.key] = gang
+        if why_not is not None:
+            now = time.time()
+            done(JobResult(Status.FAILURE, [], {}, now, now, why_not))
+            return True
+        request = request_for(None)
+        request.step_actions = self._sendable_actions(plan.job_id, request.step_actions)
+        threading.Thread(target=self._launch_gang, args=(gang, request),
+                         name=f"flowray-gang-{plan.key}", daemon=True).start()
+        return True
+
+    def _gang_stopped(self, gang: _Gang) -> bool:
+        return gang.cancelled or self._cancelled or self._closed
+
+    def _launch_gang(self, gang: _Gang, request: JobRequest) -> None:
+        from ray.util.placement_group import placement_group, placement_group_table
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        plan, size = gang.plan, gang.shape.nodes
+        started = time.time()
+        try:
+            bundle = gang.shape.needs()
+            gang.pg = pg = placement_group([dict(bundle) for _ in range(size)],
+                                           strategy="STRICT_SPREAD", name=f"flowray {plan.key}")
+            ready = pg.ready()
+            told = False
+            while not ray.wait([ready], timeout=_GANG_POLL_SECONDS)[0]:
+                if self._gang_stopped(gang):
+                    self._gang_end(gang, JobResult(Status.CANCELLED, [], {}, started,
+                                                   time.time(), "cancelled before its nodes "
+                                                   "were free"))
+                    return
+                if not told and time.time() - started > _GANG_WAIT_NOTE:
+                    told = True
+                    self.console.info(f"… job {plan.key} waits for {size} nodes at once "
+                                      f"(resources.nodes; a STRICT_SPREAD placement group)")
+            ray.get(ready)
+            to_node = placement_group_table(pg)["bundles_to_node_id"]
+            ips = {n["NodeID"]: n["NodeManagerAddress"]
+                   for n in ray.nodes()}  # type: ignore[no-untyped-call]
+            rank_ips = [ips[to_node[rank]] for rank in range(size)]
+            port = int(ray.get(free_port.options(
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    pg, placement_group_bundle_index=0)).remote(), timeout=60))
+        except Exception as exc:
+            self._gang_end(gang, JobResult(
+                Status.FAILURE, [], {}, started, time.time(),
+                f"cannot place the job's {size} nodes: {type(exc).__name__}: {_reason(exc)}"))
+            return
+        with self._lock:
+            if self._gang_stopped(gang):
+                subs = []
+            else:
+                subs = [_Submitted(next(self._tokens), plan, {},
+                                   functools.partial(self._rank_done, gang, rank),
+                                   label=f"{plan.key}[{rank}]", name=f"{plan.key}[{rank}]")
+                        for rank in range(size)]
+                for sub in subs:
+                    self._jobs[sub.token] = sub
+                    gang.tokens.append(sub.token)
+                self._lock.notify_all()
+        if not subs:
+            self._gang_end(gang, JobResult(Status.CANCELLED, [], {}, started, time.time(),
+                                           "cancelled before it started"))
+            return
+        options = gang.shape.options()
+        for rank, sub in enumerate(subs):
+            spec = NodeSpec(hub=self._hub, token=sub.token, grace=self.grace,
+                            gpus=gang.shape.gpus, actions=self._local_actions(plan, request),
+                            masks=list(self._masks), shipment=self.shipment,
+                            gang=GangSpec(gang.id, rank, rank_ips, port))
+            ref = run_on_node.options(
+                name=f"flowray {plan.key} rank {rank}",
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    pg, placement_group_bundle_index=rank),
+                **options,
+            ).remote(request, spec)
+            sub.ref = ref
+            ref.future().add_done_callback(functools.partial(self._task_ended, sub.token))
+
+    def _rank_done(self, gang: _Gang, rank: int, result: JobResult) -> None:
+        """One rank ended: a failed or lost one stops the others; the last one ends the job."""
+        with self._lock:
+            gang.results[rank] = result
+            stop = not gang.stopping and (result.lost or result.status is not Status.SUCCESS)
+            if stop:
+                gang.stopping = True
+            others = [self._jobs[t] for t in gang.tokens if t in self._jobs]
+            complete = len(gang.results) == gang.shape.nodes
+        if stop and others:
+            with contextlib.suppress(Exception):
+                self._hub.stop_gang.remote(gang.id)
+                for sub in others:
+                    self._hub.cancel.remote(sub.token)
+            threading.Thread(target=self._stop, args=(others,), name="flowray-gang-stop",
+                             daemon=True).start()
+        if complete:
+            self._gang_end(gang, _gang_result(gang))
+
+    def _gang_end(self, gang: _Gang, result: JobResult) -> None:
+        with self._lock:
+            if self._gangs.get(gang.plan.key) is gang:
+                del self._gangs[gang.plan.key]
+            for name, amount in gang.needs.items():
+                self._used[name] -= amount
+            self._lock.notify_all()
+        if gang.pg is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            with contextlib.suppress(Exception):
+                remove_placement_group(gang.pg)
+        gang.done(result)
+
     def _wait_gone(self, subs: list[_Submitted], timeout: float) -> bool:
         with self._lock:
             return self._lock.wait_for(lambda: all(s.token not in self._jobs for s in subs),
@@ -518,6 +691,34 @@ class RayDispatcher:
         ]
         if refs:
             ray.wait(refs, num_returns=len(refs), timeout=self.grace + _STOP_SLACK)
+
+
+def _gang_result(gang: _Gang) -> JobResult:
+    """The job's result from its ranks': rank 0's steps and outputs, every rank's status."""
+    results = [gang.results[rank] for rank in range(gang.shape.nodes)]
+    first = results[0]
+    ranks = [{"rank": rank, "node": r.node, "status": r.status.value, "error": r.error,
+              "steps": [s.to_record() for s in r.steps]} for rank, r in enumerate(results)]
+    lost = [(rank, r) for rank, r in enumerate(results) if r.lost]
+    failed = [(rank, r) for rank, r in enumerate(results) if r.status is Status.FAILURE]
+    error: str | None = None
+    if lost or failed:
+        status = Status.FAILURE
+        rank, r = (lost or failed)[0]
+        why = r.error or next((f"step '{s.name}': {s.error or s.status.value}"
+                               for s in r.steps if s.status is Status.FAILURE), "failed")
+        error = f"rank {rank} (of {len(results)}) on {r.node or 'its node'}: {why}"
+    elif any(r.status is Status.CANCELLED for r in results):
+        status = Status.CANCELLED
+        error = next((r.error for r in results if r.error), None)
+    else:
+        status = Status.SUCCESS
+    warnings = [f"rank {rank}: {w}" if rank else w
+                for rank, r in enumerate(results) for w in r.warnings]
+    return JobResult(status, first.steps, first.outputs, min(r.started for r in results),
+                     max(r.ended for r in results), error, artifacts=first.artifacts,
+                     reports=first.reports, warnings=warnings, node=first.node,
+                     lost=bool(lost), ranks=ranks)
 
 
 def _ray_cancel(ref: Any, *, force: bool) -> None:

@@ -63,6 +63,27 @@ class NodeInfo:
         return f"{self.hostname} ({self.ip}, node {self.node_id[:8]})"
 
 
+@dataclass(frozen=True)
+class GangSpec:
+    """This task's place in a multi-node job (``resources.nodes``)."""
+
+    gang: int  # the gang's id in the run (its hub key)
+    rank: int
+    ips: list[str]  # the nodes' addresses, by rank
+    port: int  # MASTER_PORT: free on rank 0's node when the gang was placed
+
+    def env(self) -> dict[str, str]:
+        return {
+            "FLOWRAY_NODE_RANK": str(self.rank),
+            "FLOWRAY_NUM_NODES": str(len(self.ips)),
+            "FLOWRAY_NODE_IPS": ",".join(self.ips),
+            # torch.distributed's env:// rendezvous (torchrun --node-rank sets its own)
+            "MASTER_ADDR": self.ips[0],
+            "MASTER_PORT": str(self.port),
+            "NODE_RANK": str(self.rank),
+        }
+
+
 @dataclass
 class NodeSpec:
     """What a node needs besides the job request; one per submitted task."""
@@ -74,6 +95,7 @@ class NodeSpec:
     actions: dict[str, ActionData] = field(default_factory=dict)  # local actions, validated
     masks: list[str] = field(default_factory=list, repr=False)  # secrets added while running
     shipment: Shipment | None = None  # the run's files, for nodes other than the coordinator's
+    gang: GangSpec | None = None
 
 
 @dataclass
@@ -97,6 +119,8 @@ class EventHub:
         self._items: list[HubItem] = []
         self._cancel_all = False
         self._cancelled: set[int] = set()
+        self._gangs: dict[int, list[int]] = {}  # gang -> the step each rank reached
+        self._stopped_gangs: set[int] = set()
 
     # Async methods: the actor runs them one after another on its event loop (none awaits),
     # without a thread per caller.
@@ -110,6 +134,21 @@ class EventHub:
         """Everything pushed since the last drain, in order."""
         items, self._items = self._items, []
         return items
+
+    async def arrive(self, gang: int, rank: int, size: int, step: int, failed: bool
+                     ) -> bool | None:
+        """Rank ``rank`` of a gang of ``size`` is before step ``step``: True when every rank
+        got there, False when the gang is being stopped (a rank failed), None: wait."""
+        at = self._gangs.setdefault(gang, [-1] * size)
+        at[rank] = max(at[rank], step)
+        if failed:
+            self._stopped_gangs.add(gang)
+        if gang in self._stopped_gangs or self._cancel_all:
+            return False
+        return min(at) >= step or None
+
+    async def stop_gang(self, gang: int) -> None:
+        self._stopped_gangs.add(gang)
 
     async def cancel(self, token: int | None) -> None:
         """Stop one submission (``token``) or, with ``None``, every job of the run."""
@@ -306,12 +345,17 @@ def _run_on_node(request: JobRequest, spec: NodeSpec) -> NodeReturn:
                         for p, a in spec.actions.items()}
     request.gpus = [str(i) for i in ids]
     request.env = {**request.env, "FLOWRAY_NODE_ID": node.node_id, "FLOWRAY_NODE_IP": node.ip}
+    gate = None
+    if spec.gang is not None:
+        request.env.update(spec.gang.env())
+        request.rank = spec.gang.rank
+        gate = _gang_gate(spec.hub, spec.gang, supervisor)
     masker = _NodeMasker([*request.secrets.values(), *spec.masks], events)
     from flowray.store.flowcache import ActionTable
 
     try:
         result = run_job(request, supervisor=supervisor, events=events, masker=masker,
-                         load_action=ActionTable(spec.actions))
+                         load_action=ActionTable(spec.actions), gate=gate)
     except Exception as exc:  # a bug must fail the job, not lose it
         result = JobResult(Status.FAILURE, [], {}, started, time.time(),
                            f"internal error in flowray on {node}: {exc!r}")
@@ -327,6 +371,41 @@ def _run_on_node(request: JobRequest, spec: NodeSpec) -> NodeReturn:
         sweep_job_processes(request.run_id, request.key, grace=spec.grace)
     files = pack_files(request.run_dir, result.artifacts) if remote and result.artifacts else b""
     return NodeReturn(result, events.close(), events.pushed, files)
+
+
+# How often a rank waiting for the others asks the hub whether they all got there.
+_GATE_POLL_SECONDS = 0.02
+
+
+def _gang_gate(hub: Any, gang: GangSpec, supervisor: ProcessSupervisor
+               ) -> Callable[[int, bool], bool]:
+    """Every step of a multi-node job starts once every rank finished the one before."""
+    size = len(gang.ips)
+
+    def gate(step: int, failed: bool) -> bool:
+        while not supervisor.cancelled:
+            try:
+                go = ray.get(hub.arrive.remote(gang.gang, gang.rank, size, step, failed))
+            except Exception:  # the hub is gone: so is the coordinator
+                return False
+            if go is not None:
+                return bool(go)
+            time.sleep(_GATE_POLL_SECONDS)
+        return False
+
+    return gate
+
+
+def _free_port() -> int:
+    """A TCP port free on this node now (MASTER_PORT of a gang whose rank 0 is here)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+free_port = ray.remote(num_cpus=0, max_retries=0)(_free_port)
 
 
 def _rebased(path: str, old: str, new: str) -> str:

@@ -92,12 +92,16 @@ def unfit(key: str, shape: TaskShape, nodes: Iterable[Mapping[str, float]]) -> s
 
     ``nodes``: each live node's total resources, as ``ray.nodes()`` reports them.
     """
-    if shape.nodes > 1:
-        return (f"job '{key}' asks for {shape.nodes} nodes (resources.nodes); multi-node jobs "
-                f"do not run on Ray in this flowray version yet")
     needs = shape.needs()
     nodes = list(nodes)
-    if any(fits(needs, node) for node in nodes):
+    fitting = sum(1 for node in nodes if fits(needs, node))
+    if shape.nodes > 1 and fitting:
+        if fitting >= shape.nodes:
+            return None
+        wanted = ", ".join(_amount(n, a) for n, a in needs.items())
+        return (f"job '{key}' needs {shape.nodes} nodes (resources.nodes), each with {wanted}; "
+                f"{fitting} node{' has' if fitting == 1 else 's have'} that much")
+    if fitting:
         return None
     if not nodes:
         return f"job '{key}' cannot run: the Ray cluster has no live node"

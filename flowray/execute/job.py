@@ -32,6 +32,9 @@ from flowray.spec.types import ActionData, InputSpecData, JobData, StepData
 from flowray.status import Status
 
 ActionLoader = Callable[[str, "str | None"], ActionData]
+# Called before each step of a multi-node job with (step index, a step failed so far): waits
+# until every rank of the gang got there; False when the gang is being stopped.
+StepGate = Callable[[int, bool], bool]
 
 
 class JobEvents(Protocol):
@@ -107,6 +110,7 @@ class JobRequest:
     timeout: float | None = None  # seconds for the whole job
     attempt: int = 1
     step_actions: dict[int, StepAction] = field(default_factory=dict)  # by step index
+    rank: int | None = None  # a multi-node job: this node's rank in the gang
 
 
 @dataclass
@@ -122,6 +126,7 @@ class JobResult:
     warnings: list[str] = field(default_factory=list)
     node: str = ""  # where it ran, when a dispatcher knows (Ray: host, address and node id)
     lost: bool = False  # the job's node or worker was lost under it: run it again elsewhere
+    ranks: list[dict[str, Any]] = field(default_factory=list)  # a multi-node job: each rank
 
 
 def step_display_name(step: StepData, index: int) -> str:
@@ -159,8 +164,10 @@ class JobRunner:
         events: JobEvents,
         masker: Masker,
         load_action: ActionLoader,
+        gate: StepGate | None = None,
     ) -> None:
         self.req = request
+        self.gate = gate
         self.supervisor = supervisor
         self.events = events
         self.masker = masker
@@ -176,6 +183,8 @@ class JobRunner:
         self.log_dir = os.path.join("logs", _safe_name(request.key))
         if request.attempt > 1:
             self.log_dir += f".attempt{request.attempt}"
+        if request.rank:  # rank 0 keeps the job's own folder
+            self.log_dir += f".rank{request.rank}"
         os.makedirs(os.path.join(request.run_dir, self.log_dir), exist_ok=True)
         self.results = [
             StepResult(
@@ -236,6 +245,13 @@ class JobRunner:
         try:
             for i, step in enumerate(self.req.job["steps"]):
                 result = self.results[i]
+                if self.gate is not None and not self.supervisor.cancelled and \
+                        not self.gate(i, self.failed):
+                    # The gang is stopping: another rank failed (this one stops), or this one
+                    # did (its steps go on by their `if`, without waiting for the others).
+                    self.gate = None
+                    if not self.failed:
+                        self.supervisor.mark_cancelled()
                 if self.supervisor.cancelled:
                     result.status = Status.CANCELLED
                     continue
@@ -643,8 +659,10 @@ def run_job(
     events: JobEvents,
     masker: Masker,
     load_action: ActionLoader,
+    gate: StepGate | None = None,
 ) -> JobResult:
     """Run every step of one job, in order, on this machine."""
     return JobRunner(
-        request, supervisor=supervisor, events=events, masker=masker, load_action=load_action
+        request, supervisor=supervisor, events=events, masker=masker, load_action=load_action,
+        gate=gate,
     ).run()

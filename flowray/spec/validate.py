@@ -268,14 +268,6 @@ class FlowChecker:
                 step_scope = replace(scope, where="step", step_index=i)
                 self.check_step(step, (*base, "steps", i), step_scope)
         self.check_matrix_cells(job, base)
-        resources = job.get("resources")
-        if isinstance(resources, dict):
-            nodes = resources.get("nodes")
-            if isinstance(nodes, int) and not isinstance(nodes, bool) and nodes > 1:
-                self.report(
-                    (*base, "resources", "nodes"),
-                    "multi-node jobs need a Ray cluster (not available in this version)",
-                )
         if job.get("container") is not None:
             self.report(
                 (*base, "container"),
