@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any
@@ -65,6 +67,22 @@ def read_env_file(path: str, what: str) -> dict[str, str]:
             value = value[1:-1]
         out[key.strip()] = value
     return out
+
+
+def _read_submit_bundle(path: str) -> dict[str, Any]:
+    """The secrets, env and event that `flowray submit` shipped; the file is deleted once
+    read, so that the values do not stay on the cluster's disk."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        _fail(f"--submit-bundle '{path}': {exc}")
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    if not isinstance(data, dict):
+        _fail(f"--submit-bundle '{path}' is not a JSON object")
+    return dict(data)
 
 
 def _print_diagnostics(exc: Exception) -> None:
@@ -366,12 +384,15 @@ def _coerce_run_inputs(flow: dict[str, Any], raw: dict[str, str]) -> dict[str, A
 @click.option("--address", default=None, envvar="FLOWRAY_ADDRESS", metavar="ADDR",
               help="Run each job as a Ray task on the Ray cluster at ADDR: its GCS HOST:PORT "
                    "or ray://HOST:PORT (also FLOWRAY_ADDRESS).")
+@click.option("--submit-bundle", default=None, hidden=True, type=click.Path(dir_okay=False),
+              help="The file `flowray submit` ships with secrets, env and event; read once "
+                   "and deleted.")
 def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         secret_file: tuple[str, ...], env_file: tuple[str, ...], event_file: str | None,
         matrix: tuple[str, ...], jobs: tuple[str, ...], workdir: str | None, dry_run: bool,
         as_json: bool, quiet: bool, fail_fast: bool, cpus: float | None, gpus: str | None,
         grace: float | None, no_cache: bool, offline: bool, use_ray: bool,
-        address: str | None) -> None:
+        address: str | None, submit_bundle: str | None) -> None:
     """Run a flow on this machine, or with --ray/--address on Ray."""
     sys.exit(run_flow_command(**locals()))
 
@@ -382,7 +403,8 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
                      workdir: str | None, dry_run: bool, as_json: bool, quiet: bool,
                      fail_fast: bool, cpus: float | None, gpus: str | None,
                      grace: float | None, no_cache: bool, offline: bool = False,
-                     use_ray: bool = False, address: str | None = None) -> int:
+                     use_ray: bool = False, address: str | None = None,
+                     submit_bundle: str | None = None) -> int:
     from flowray.cluster.coordinator import Coordinator, RunOptions
     from flowray.cluster.local import LocalPool, detect_gpus
     from flowray.console import Console
@@ -394,14 +416,15 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
     workspace = os.path.abspath(workdir or os.getcwd())
     if not os.path.isdir(workspace):
         _fail(f"--workdir '{workdir}' is not a directory")
-    secret_values: dict[str, str] = {}
+    bundle = _read_submit_bundle(submit_bundle) if submit_bundle else {}
+    secret_values: dict[str, str] = dict(bundle.get("secrets", {}))
     for f in secret_file:
         secret_values.update(read_env_file(f, "--secret-file"))
     secret_values.update(_pairs(secrets, "--secret"))
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(bundle.get("env", {}))
     for f in env_file:
         env.update(read_env_file(f, "--env-file"))
-    event: dict[str, Any] = {}
+    event: dict[str, Any] = dict(bundle.get("event", {}))
     if event_file:
         try:
             with open(event_file, encoding="utf-8") as fh:
@@ -530,14 +553,231 @@ def _print_summary(console: Any, record: dict[str, Any]) -> None:
                  f"logs: flowray logs {record['id']}")
 
 
+# ----------------------------------------------------------------------------- submit
+
+
+def _jobs_api(address: str) -> Any:
+    """The Jobs API of the cluster whose dashboard is at ``address`` (exit 2 if it fails)."""
+    from flowray.cluster.jobs_api import JobsApi, JobsApiError
+
+    try:
+        return JobsApi.connect(address)
+    except JobsApiError as exc:
+        _fail(str(exc), exc.code)
+
+
+def _remote(address: str) -> Any:
+    from flowray.cluster.jobs_api import JobsApiError, check_address
+
+    try:
+        return _jobs_api(check_address(address, "--address"))
+    except JobsApiError as exc:
+        _fail(str(exc), exc.code)
+
+
+@contextlib.contextmanager
+def _jobs_errors() -> Iterator[None]:
+    """A Jobs API error becomes its message and exit code."""
+    from flowray.cluster.jobs_api import JobsApiError
+
+    try:
+        yield
+    except JobsApiError as exc:
+        _fail(str(exc), exc.code)
+
+
+def _validated_flow(flow_path: str, workspace: str, offline: bool) -> Any:
+    """The flow as `flowray validate` checks it; None (diagnostics printed) if invalid."""
+    from flowray.spec import FlowError, load_flow
+    from flowray.store.flowcache import LazyGitActions
+
+    pinner = _lazy_pinner(workspace, True if offline else None, flow_path)
+    try:
+        loaded = load_flow(flow_path, workspace=workspace, git_action=LazyGitActions(pinner))
+    except FlowError as exc:
+        _print_diagnostics(exc)
+        return None
+    color = _stderr_color()
+    for w in loaded.warnings:
+        click.echo(w.format(color=color), err=True)
+    return loaded.data
+
+
+@main.command()
+@click.argument("flow_path", metavar="FLOW", type=click.Path(dir_okay=False))
+@click.option("--address", default=None, metavar="URL",
+              help="The Ray cluster's dashboard, http://HEAD:8265 (also FLOWRAY_ADDRESS when "
+                   "it is an http:// URL, or RAY_API_SERVER_ADDRESS).")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
+              help="A run input, read as ${{ inputs.KEY }}.")
+@click.option("--secret", "-s", "secrets", multiple=True, metavar="NAME=VALUE",
+              help="A secret; shipped in a private file, never on the job's command line.")
+@click.option("--secret-file", type=click.Path(dir_okay=False), multiple=True,
+              help="A file of NAME=VALUE secret lines (read here).")
+@click.option("--env-file", type=click.Path(dir_okay=False), multiple=True,
+              help="A file of KEY=VALUE lines added to every step's environment (read here).")
+@click.option("--event", "event_file", type=click.Path(dir_okay=False), default=None,
+              help="A JSON file with the trigger payload, read as ${{ event }} (read here).")
+@click.option("--matrix", "matrix", multiple=True, metavar="KEY:VALUE",
+              help="Run only the matrix cells where KEY is VALUE.")
+@click.option("--job", "-j", "jobs", multiple=True, metavar="JOB",
+              help="Run only this job (and the jobs it needs).")
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help="The workspace to ship, which holds FLOW (default: the current directory).")
+@click.option("--quiet", "-q", is_flag=True, help="Show no step output, only failures.")
+@click.option("--fail-fast", is_flag=True, help="Cancel the run as soon as a job fails.")
+@click.option("--grace", type=float, default=None,
+              help="Seconds between SIGTERM and SIGKILL when stopping steps (default 5).")
+@click.option("--offline", is_flag=True,
+              help="Check git actions from this machine's action cache only.")
+@click.option("--no-wait", "--detach", "no_wait", is_flag=True,
+              help="Print the submission id and return; the run goes on on the cluster.")
+@click.option("--python", "python", default="python", show_default=True, metavar="CMD",
+              help="The Python on the cluster's head that has flowray installed.")
+def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
+           secrets: tuple[str, ...], secret_file: tuple[str, ...], env_file: tuple[str, ...],
+           event_file: str | None, matrix: tuple[str, ...], jobs: tuple[str, ...],
+           workdir: str | None, quiet: bool, fail_fast: bool, grace: float | None,
+           offline: bool, no_wait: bool, python: str) -> None:
+    """Run a flow on a Ray cluster through its Jobs API: ship the workspace, stream the
+    logs, exit with the run's exit code. Ctrl-C stops the run on the cluster."""
+    from flowray.cluster.jobs_api import (
+        JobsApiError,
+        Submission,
+        new_submission_id,
+        resolve_address,
+    )
+    from flowray.execute.process import DEFAULT_GRACE_SECONDS
+    from flowray.plan.graph import CycleError
+    from flowray.plan.plan import PlanError, build_plan
+    from flowray.store.flowcache import action_file, local_action_dirs
+
+    with _jobs_errors():
+        url = resolve_address(address)
+    workspace = os.path.abspath(workdir or os.getcwd())
+    if not os.path.isdir(workspace):
+        _fail(f"--workdir '{workdir}' is not a directory")
+    flow_file = os.path.relpath(os.path.abspath(flow_path), workspace)
+    if flow_file == os.pardir or flow_file.startswith(os.pardir + os.sep):
+        _fail(f"the flow file '{flow_path}' is not in the workspace {workspace}, which is "
+              f"what is shipped: move it there or give the workspace with -C")
+    if grace is not None and grace < 0:
+        _fail("--grace must be 0 or more")
+    # Everything that can be checked here is checked before anything is shipped.
+    secret_values: dict[str, str] = {}
+    for f in secret_file:
+        secret_values.update(read_env_file(f, "--secret-file"))
+    secret_values.update(_pairs(secrets, "--secret"))
+    env: dict[str, str] = {}
+    for f in env_file:
+        env.update(read_env_file(f, "--env-file"))
+    event: dict[str, Any] = {}
+    if event_file:
+        try:
+            with open(event_file, encoding="utf-8") as fh:
+                event = json.load(fh)
+        except (OSError, ValueError) as exc:
+            _fail(f"--event '{event_file}': {exc}")
+    raw_inputs = _pairs(inputs, "--input")
+    matrix_filter = _pairs(matrix, "--matrix", sep=":")
+    flow = _validated_flow(flow_path, workspace, offline)
+    if flow is None:
+        sys.exit(EXIT_INVALID)
+    try:
+        build_plan(flow, matrix_filter=matrix_filter, only_jobs=jobs)
+    except (PlanError, CycleError) as exc:
+        _fail(str(exc))
+    _coerce_run_inputs(dict(flow), raw_inputs)
+
+    run_args: list[str] = []
+    for item in inputs:
+        run_args += ["--input", item]
+    for item in matrix:
+        run_args += ["--matrix", item]
+    for job in jobs:
+        run_args += ["--job", job]
+    if fail_fast:
+        run_args.append("--fail-fast")
+    if grace is not None:
+        run_args += ["--grace", f"{grace:g}"]
+    if quiet:
+        run_args.append("--quiet")
+    carried = {k: v for k, v in (("secrets", secret_values), ("env", env), ("event", event))
+               if v}
+    needed = [os.path.relpath(action_file(folder), workspace)
+              for folder in local_action_dirs(flow, workspace)]
+    sub = Submission(
+        id=new_submission_id(str(flow["name"])), workspace=workspace, flow_file=flow_file,
+        flow_name=str(flow["name"]), run_args=run_args, bundle=carried or None,
+        grace=grace if grace is not None else DEFAULT_GRACE_SECONDS, python=python,
+        needed=[n for n in needed if n != os.pardir and not n.startswith(os.pardir + os.sep)],
+    )
+    api = _jobs_api(url)
+    click.echo(f"shipping {workspace} to {url}...", err=True)
+    try:
+        with _jobs_errors():
+            sid = api.submit(sub)
+    except KeyboardInterrupt:
+        # The id is flowray's own: a run that was started all the same is stopped.
+        with contextlib.suppress(JobsApiError):
+            api.stop(sub.id)
+        click.echo("\ninterrupted while submitting: no run was left going", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if no_wait:
+        click.echo(sid)
+        click.echo(f"submitted {sid}; follow it with `flowray logs {sid} --address {url} -f`",
+                   err=True)
+        sys.exit(EXIT_OK)
+    click.echo(f"submitted {sid} (Ctrl-C stops it; --no-wait leaves a run going)", err=True)
+    sys.exit(_follow_submitted(api, sid, sub.grace))
+
+
+def _follow_submitted(api: Any, sid: str, grace: float) -> int:
+    """Stream the run's log until it ends; its exit code. Ctrl-C stops it on the cluster."""
+    from flowray.cluster.jobs_api import JobsApiError, stop_wait_seconds
+
+    try:
+        try:
+            api.follow(sid, lambda chunk: click.echo(chunk, nl=False))
+        except JobsApiError as exc:
+            click.echo(f"warning: the log stream broke off ({exc}); waiting for the run to "
+                       f"end", err=True)
+        with _jobs_errors():
+            run = api.wait(sid, timeout=math.inf)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: stopping {sid} on the cluster (its steps get SIGTERM, "
+                   f"then SIGKILL after {grace:g}s)...", err=True)
+        with _jobs_errors():
+            api.stop(sid)
+            try:
+                run = api.wait(sid, timeout=stop_wait_seconds(grace) + 5)
+            except KeyboardInterrupt:
+                click.echo(f"not waiting: {sid} goes on stopping on the cluster", err=True)
+                return EXIT_INTERRUPTED
+        if run.ended_status:
+            click.echo(f"run {sid} {run.status}: stopped on the cluster", err=True)
+        else:
+            click.echo(f"run {sid} is still {run.status}: Ray goes on stopping it (see "
+                       f"`flowray status {sid} --address {api.address}`)", err=True)
+        return EXIT_INTERRUPTED
+    took = _fmt_dur(run.started, run.ended)
+    click.echo(f"run {sid} {run.status} (exit {run.exit_code}) in {took}", err=True)
+    if run.status == "FAILED" and run.exit_code not in (EXIT_FAILED, EXIT_INVALID) \
+            and run.message:
+        # Not flowray's own failure (its log says what failed): Ray's reason, e.g. a runtime
+        # environment that could not be set up, or no flowray on the cluster. (Ray adds the
+        # end of the log, which was streamed already.)
+        reason = run.message.splitlines()[0].split(", last available logs")[0]
+        click.echo(f"error: {reason}", err=True)
+    return int(run.exit_code)
+
+
 # ----------------------------------------------------------------------------- records
 
 
 def _fmt_time(ts: float | None) -> str:
     if not ts:
         return "-"
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
@@ -547,12 +787,24 @@ def _fmt_dur(start: float | None, end: float | None) -> str:
     return f"{end - start:.2f}s"
 
 
+_ADDRESS_HELP = ("A Ray cluster's dashboard, http://HEAD:8265: the runs submitted there "
+                 "(default: the runs recorded in this workspace).")
+
+
 @main.command()
 @click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
 @click.option("--limit", "-n", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def runs(workdir: str | None, limit: int, as_json: bool) -> None:
-    """List the runs recorded in this workspace, newest first."""
+@click.option("--address", default=None, metavar="URL", help=_ADDRESS_HELP)
+@click.option("--all", "every_job", is_flag=True,
+              help="With --address: every Ray job, not only those flowray submitted.")
+def runs(workdir: str | None, limit: int, as_json: bool, address: str | None,
+         every_job: bool) -> None:
+    """List runs, newest first: those recorded in this workspace, or with --address those
+    submitted to a Ray cluster."""
+    if address:
+        _list_remote(address, limit, as_json, every_job)
+        return
     from flowray.store.records import iter_runs
 
     items = []
@@ -574,6 +826,27 @@ def runs(workdir: str | None, limit: int, as_json: bool) -> None:
                    f"{_fmt_dur(r.started, r.ended):>8}  {r.flow}")
 
 
+main.add_command(runs, name="list")
+
+
+def _list_remote(address: str, limit: int, as_json: bool, every_job: bool) -> None:
+    api = _remote(address)
+    with _jobs_errors():
+        items = api.runs(everything=every_job)[:limit]
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in items], indent=2))
+        return
+    if not items:
+        click.echo(f"no runs submitted to {api.address} yet")
+        return
+    width = max(24, *(len(r.id) for r in items))
+    click.echo(f"{'ID':<{width}} {'STATUS':<10} {'STARTED':<20} {'TOOK':>8}  FLOW")
+    for r in items:
+        flow = r.flow or ("-" if r.flowray else f"(not flowray: {r.entrypoint})")
+        click.echo(f"{r.id:<{width}} {r.status:<10} {_fmt_time(r.started):<20} "
+                   f"{_fmt_dur(r.started, r.ended):>8}  {flow}")
+
+
 def _load_run(workdir: str | None, ref: str) -> tuple[str, dict[str, Any]]:
     from flowray.store.records import RecordError, find_run, read_record
 
@@ -589,8 +862,13 @@ def _load_run(workdir: str | None, ref: str) -> tuple[str, dict[str, Any]]:
 @click.argument("run_ref", metavar="[RUN]", default="last")
 @click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True)
-def status(run_ref: str, workdir: str | None, as_json: bool) -> None:
+@click.option("--address", default=None, metavar="URL",
+              help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
+def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None) -> None:
     """Show a run's jobs and steps (RUN: id, unique prefix, or 'last')."""
+    if address:
+        _status_remote(address, run_ref, as_json)
+        return
     _, rec = _load_run(workdir, run_ref)
     if as_json:
         click.echo(json.dumps(rec, indent=2))
@@ -613,12 +891,41 @@ def status(run_ref: str, workdir: str | None, as_json: bool) -> None:
             click.echo(f"    outputs: {json.dumps(job['outputs'])}")
 
 
+def _status_remote(address: str, ref: str, as_json: bool) -> None:
+    api = _remote(address)
+    with _jobs_errors():
+        run = api.find(ref)
+    if as_json:
+        click.echo(json.dumps(run.to_json(), indent=2))
+        return
+    code = f"  exit {run.exit_code}" if run.ended_status else ""
+    click.echo(f"run {run.id}  flow {run.flow or '-'}  {run.status}{code}  "
+               f"{_fmt_dur(run.started, run.ended or (time.time() if run.started else None))}")
+    click.echo(f"  started     {_fmt_time(run.started)}")
+    click.echo(f"  ended       {_fmt_time(run.ended)}")
+    click.echo(f"  entrypoint  {run.entrypoint}")
+    if run.message:
+        click.echo(f"  message     {run.message}")
+    click.echo(f"  logs        flowray logs {run.id} --address {api.address}")
+
+
 @main.command()
 @click.argument("run_ref", metavar="RUN")
 @click.argument("target", metavar="[JOB[/STEP]]", required=False)
 @click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
-def logs(run_ref: str, target: str | None, workdir: str | None) -> None:
+@click.option("--address", default=None, metavar="URL",
+              help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
+@click.option("--follow", "-f", is_flag=True,
+              help="With --address: go on printing the log as it grows, until the run ends.")
+def logs(run_ref: str, target: str | None, workdir: str | None, address: str | None,
+         follow: bool) -> None:
     """Print the logs of a run, one job, or one step (RUN: id, prefix or 'last')."""
+    if address:
+        _logs_remote(address, run_ref, target, follow)
+        return
+    if follow:
+        _fail("--follow needs --address (a run submitted to a cluster); a local run prints "
+              "its output in the terminal that started it")
     path, rec = _load_run(workdir, run_ref)
     job_key, _, step_key = (target or "").partition("/")
     jobs = rec["jobs"]
@@ -649,6 +956,147 @@ def logs(run_ref: str, target: str | None, workdir: str | None) -> None:
             shown += 1
     if not shown and step_key:
         click.echo(f"(step {job_key}/{step_key} wrote no log: it did not run)", err=True)
+
+
+def _logs_remote(address: str, ref: str, target: str | None, follow: bool) -> None:
+    if target:
+        _fail(f"a submitted run's log is one stream: JOB[/STEP] ('{target}') selects from "
+              f"the records of local runs only")
+    api = _remote(address)
+    with _jobs_errors():
+        run = api.find(ref)
+        if not follow:
+            click.echo(api.logs(run.id), nl=False)
+            return
+        try:
+            api.follow(run.id, lambda chunk: click.echo(chunk, nl=False))
+        except KeyboardInterrupt:
+            click.echo(f"\nstopped following {run.id}; the run goes on (`flowray cancel "
+                       f"{run.id} --address {api.address}` stops it)", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+# ----------------------------------------------------------------------------- cancel
+
+
+@main.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--address", default=None, metavar="URL",
+              help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
+@click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
+              help="How long to wait for the run to stop (default: 15 here, 60 on a cluster).")
+def cancel(run_ref: str, workdir: str | None, address: str | None,
+           wait_s: float | None) -> None:
+    """Cancel a running run (RUN: id, unique prefix, or 'last') and wait until it stopped.
+
+    A local run's process gets SIGTERM, as with Ctrl-C: every step gets SIGTERM, then SIGKILL
+    after the grace period. With --address, Ray stops the submitted run the same way.
+    """
+    if wait_s is not None and wait_s < 0:
+        _fail("--wait must be 0 or more")
+    if address:
+        _cancel_remote(address, run_ref, 60.0 if wait_s is None else wait_s)
+    else:
+        _cancel_local(workdir, run_ref, 15.0 if wait_s is None else wait_s)
+
+
+def _cancel_remote(address: str, ref: str, wait_s: float) -> None:
+    api = _remote(address)
+    with _jobs_errors():
+        run = api.find(ref)
+        if run.ended_status:
+            _fail(f"run {run.id} already ended: {run.status}", EXIT_FAILED)
+        api.stop(run.id)
+        click.echo(f"stopping {run.id} on {api.address}...", err=True)
+        run = api.wait(run.id, timeout=wait_s)
+    if not run.ended_status:
+        _fail(f"run {run.id} is still {run.status} after {wait_s:g}s; Ray goes on stopping "
+              f"it (see `flowray status {run.id} --address {api.address}`)", EXIT_FAILED)
+    if run.status != "STOPPED":
+        _fail(f"run {run.id} ended before it could be stopped: {run.status}", EXIT_FAILED)
+    click.echo(f"run {run.id} {run.status}")
+
+
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch); None if it is gone (or a
+    zombie). Where /proc is missing: the current time if the process exists."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat", encoding="ascii") as fh:
+            boot = next(float(line.split()[1]) for line in fh if line.startswith("btime "))
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return time.time()
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cancel_local(workdir: str | None, ref: str, wait_s: float) -> None:
+    import socket
+
+    from flowray.store.records import RecordError, read_record
+
+    path, rec = _load_run(workdir, ref)
+    run_id, state = rec.get("id", ref), rec.get("status")
+    if state != "running":
+        _fail(f"run {run_id} already ended: {state}", EXIT_FAILED)
+    pid, host = rec.get("pid"), rec.get("host")
+    if not isinstance(pid, int) or not host:
+        _fail(f"run {run_id} was recorded by a flowray that did not record its process: stop "
+              f"it with Ctrl-C in the terminal where it runs", EXIT_FAILED)
+        raise AssertionError
+    here = socket.gethostname()
+    if host != here:
+        _fail(f"run {run_id} runs on host '{host}', not on this one ('{here}'): run "
+              f"`flowray cancel {run_id}` there", EXIT_FAILED)
+    started = _process_started(pid)
+    # A process that started after the run did is another one that got the same pid.
+    if started is None or (rec.get("started") and started > float(rec["started"]) + 2):
+        _fail(f"run {run_id} is recorded as running, but its process (pid {pid}) is gone: "
+              f"the run was lost (stopped before it could record its end); there is nothing "
+              f"to cancel", EXIT_FAILED)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        _fail(f"run {run_id} ended as it was being cancelled (its process, pid {pid}, is "
+              f"gone)", EXIT_FAILED)
+    except PermissionError:
+        _fail(f"not allowed to signal the process of run {run_id} (pid {pid}): cancel it as "
+              f"the user who started it", EXIT_FAILED)
+    click.echo(f"cancelling run {run_id}: sent SIGTERM to its process (pid {pid}); its steps "
+               f"get SIGTERM, then SIGKILL after the grace period...", err=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            rec = read_record(path)
+        except RecordError:
+            rec = {"status": "running"}
+        state = rec.get("status")
+        if state != "running":
+            break
+        if _process_started(pid) is None:
+            _fail(f"the process of run {run_id} (pid {pid}) ended without recording the "
+                  f"run's end: the run was lost", EXIT_FAILED)
+        if time.monotonic() >= deadline:
+            _fail(f"run {run_id} did not stop within {wait_s:g}s (its process, pid {pid}, is "
+                  f"still stopping its steps); check again with `flowray status {run_id}`, "
+                  f"or wait longer with --wait", EXIT_FAILED)
+        time.sleep(0.1)
+    if state != "cancelled":
+        _fail(f"run {run_id} ended before it could be cancelled: {state}", EXIT_FAILED)
+    click.echo(f"run {run_id} {state}")
 
 
 if __name__ == "__main__":  # pragma: no cover

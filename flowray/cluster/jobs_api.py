@@ -365,12 +365,21 @@ class JobsApi:
 
     def submit(self, sub: Submission) -> str:
         """Ship ``sub.workspace`` and start the run; the submission id."""
-        entrypoint = ["python", "-m", "flowray", "run", sub.flow_file, "--address", "auto",
+        entrypoint = [sub.python, "-m", "flowray", "run", sub.flow_file, "--address", "auto",
                       *sub.run_args]
+        for rel in (sub.flow_file, *sub.needed):
+            if not shipped(sub.workspace, rel):
+                raise JobsApiError(
+                    f"'{rel}' would not be shipped: the workspace's .gitignore or .rayignore "
+                    f"(or flowray, for .flowray/ and .git/) leaves it out, and the run needs it")
         bundle_path = None
         if sub.bundle:
             name = f"{BUNDLE_PREFIX}{sub.id.rsplit('-', 1)[-1]}"
-            _check_shipped(sub.workspace, name)
+            if not shipped(sub.workspace, name):
+                raise JobsApiError(
+                    f"the workspace's .gitignore or .rayignore leaves out '{name}', the file "
+                    f"that carries the run's secrets, env files and event to the cluster: add "
+                    f"the line '!/{BUNDLE_PREFIX}*' to it")
             bundle_path = os.path.join(sub.workspace, name)
             _write_private(bundle_path, json.dumps(sub.bundle))
             entrypoint += ["--submit-bundle", name]
@@ -417,6 +426,8 @@ class Submission:
     run_args: Sequence[str]  # options of `flowray run` for the entrypoint
     bundle: dict[str, Any] | None  # secrets, env, event: shipped in a private file
     grace: float
+    python: str = "python"  # the cluster's Python that has flowray
+    needed: Sequence[str] = ()  # files the run needs (relative): they must be shipped
 
 
 def new_submission_id(flow_name: str) -> str:
@@ -436,20 +447,29 @@ def _write_private(path: str, text: str) -> None:
         fh.write(text)
 
 
-def _check_shipped(workspace: str, name: str) -> None:
-    """Fail if the workspace's .gitignore or .rayignore would keep ``name`` from shipping."""
+def shipped(workspace: str, rel: str) -> bool:
+    """Whether Ray ships the file ``rel`` of ``workspace`` in the job's working_dir: not left
+    out by SHIP_EXCLUDES or by the .gitignore and .rayignore files of its folders (Ray reads
+    those of every folder it walks through, as it zips)."""
     try:
-        from ray._private.runtime_env.packaging import get_excludes_from_ignore_files
-    except ImportError:  # pragma: no cover - a Ray without it ships every file
-        return
-    path = Path(workspace) / name
-    for ignored in get_excludes_from_ignore_files(Path(workspace), include_gitignore=True,
-                                                  logger=logging.getLogger(__name__)):
-        if ignored(path):
-            raise JobsApiError(
-                f"the workspace's .gitignore or .rayignore excludes '{name}', the file that "
-                f"carries the run's secrets, env files and event to the cluster: add the line "
-                f"'!/{BUNDLE_PREFIX}*' to it")
+        from ray._private.runtime_env.packaging import (
+            _get_excludes,
+            get_excludes_from_ignore_files,
+        )
+    except ImportError:  # pragma: no cover - another Ray: assume it ships the file
+        return True
+    root = Path(workspace).absolute()
+    path = root / rel
+    log = logging.getLogger(__name__)
+    checks = [_get_excludes(root, list(SHIP_EXCLUDES)),
+              *get_excludes_from_ignore_files(root, include_gitignore=True, logger=log)]
+    folder = root
+    for name in path.relative_to(root).parts[:-1]:
+        folder = folder / name
+        if any(check(folder) for check in checks):
+            return False
+        checks += get_excludes_from_ignore_files(folder, include_gitignore=True, logger=log)
+    return not any(check(path) for check in checks)
 
 
 def _not_found(exc: BaseException) -> bool:
@@ -473,9 +493,12 @@ def _auth_failure(address: str, token: tuple[str, str] | None) -> str:
 
 
 def _connect_failure(address: str, exc: BaseException) -> str:
-    text = str(exc)
-    if isinstance(exc, ConnectionError) or "Version check returned 404" in text or \
-            type(exc).__name__ in ("JSONDecodeError", "RequestException"):
+    import requests
+
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"cannot make a TLS connection to {address}: {_reason(exc)}"
+    if isinstance(exc, (ConnectionError, requests.exceptions.RequestException, ValueError)) \
+            or "Version check returned 404" in str(exc):
         return (f"something answers at {address}, but not as a Ray dashboard does (is it the "
                 f"cluster's GCS port, 6379, rather than the dashboard's?). {_DASHBOARD_HELP}")
     return f"cannot use the Ray Jobs API at {address}: {_reason(exc)}"
