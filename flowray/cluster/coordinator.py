@@ -209,6 +209,11 @@ class Coordinator:
 
     # ------------------------------------------------------------------------- public
 
+    @property
+    def static_contexts(self) -> dict[str, Any]:
+        """The contexts every job's request shares (the same objects in each)."""
+        return self._static
+
     def cancel(self, reason: str = "cancelled", *, interrupt: bool = True) -> None:
         """Ask the run to stop (safe to call from a signal handler).
 

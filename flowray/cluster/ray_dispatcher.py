@@ -38,6 +38,7 @@ from flowray.cluster.ray_node import (
     NodeInfo,
     NodeReturn,
     NodeSpec,
+    RunStatic,
     free_port,
     run_on_node,
     sweep_node,
@@ -58,6 +59,7 @@ _REFRESH_SECONDS = 1.0
 # Stopping: after the cancel flag, nodes get the grace period and this much more to stop
 # their steps and report; then ray.cancel (KeyboardInterrupt in the task), then force.
 _STOP_SLACK = 5.0
+_NOT_SHARED = object()
 # A task that has not reported starting this long after a cancel is cancelled in Ray's queue.
 _STARTED_WITHIN = 1.0
 # A multi-node job waiting for its nodes: how often it looks for a cancel, and after how long
@@ -112,6 +114,8 @@ class RayDispatcher:
         run_dir: str = ".",
         shipment: Shipment | None = None,
         ship_error: str | None = None,
+        env: dict[str, str] | None = None,
+        contexts: dict[str, Any] | None = None,
     ) -> None:
         self.console = console
         self.run_dir = run_dir
@@ -131,7 +135,7 @@ class RayDispatcher:
         self._gangs: dict[str, _Gang] = {}  # multi-node jobs by key, until they end
         self._shapes: dict[str, TaskShape] = {}
         self._actions: dict[str, dict[str, ActionData]] = {}
-        self._sendable: dict[str, dict[int, StepAction]] = {}
+        self._sendable_actions: dict[str, dict[int, StepAction]] = {}
         self._masks: list[str] = []
         self._capacity: dict[str, float] = {}
         self._used: dict[str, float] = {}
@@ -144,6 +148,11 @@ class RayDispatcher:
             scheduling_strategy=NodeAffinitySchedulingStrategy(
                 ray.get_runtime_context().get_node_id(), soft=True),
         ).remote()
+        # The environment and contexts the coordinator gives every job (the same objects).
+        self._static_env = env if env is not None else {}
+        self._static_contexts = contexts if contexts is not None else {}
+        self._run = ray.put(RunStatic(hub=self._hub, grace=grace, env=self._static_env,
+                                      contexts=self._static_contexts, shipment=shipment))
         self._collector = threading.Thread(target=self._collect, name="flowray-ray-events",
                                            daemon=True)
         self._collector.start()
@@ -191,12 +200,10 @@ class RayDispatcher:
             done(JobResult(Status.FAILURE, [], {}, now, now, why_not))
             return True
         request = request_for(None)
-        request.step_actions = self._sendable_actions(plan.job_id, request.step_actions)
-        spec = NodeSpec(hub=self._hub, token=sub.token, grace=self.grace, gpus=shape.gpus,
-                        actions=self._local_actions(plan, request), masks=list(self._masks),
-                        shipment=self.shipment)
+        spec = NodeSpec(token=sub.token, gpus=shape.gpus,
+                        actions=self._local_actions(plan, request), masks=list(self._masks))
         ref = run_on_node.options(name=f"flowray {plan.key}", **shape.options()).remote(
-            request, spec)
+            self._run, self._sendable(plan.job_id, request), spec)
         sub.ref = ref
         ref.future().add_done_callback(functools.partial(self._task_ended, sub.token))
         return True
@@ -281,15 +288,22 @@ class RayDispatcher:
             self._actions[plan.job_id] = known
         return known
 
-    def _sendable_actions(self, job_id: str, actions: dict[int, StepAction]
-                          ) -> dict[int, StepAction]:
-        """The job's git actions without their cache entries (which hold repository URLs
-        that may carry credentials): nodes get what the shipment says instead."""
-        sendable = self._sendable.get(job_id)
-        if sendable is None:
-            sendable = self._sendable[job_id] = {
-                i: dataclasses.replace(a, pin=None) for i, a in actions.items()}
-        return sendable
+    def _sendable(self, job_id: str, request: JobRequest) -> JobRequest:
+        """The request as it travels: the environment and the contexts every job shares
+        come from the run's :class:`RunStatic`, and git actions without their cache entries
+        (which hold repository URLs that may carry credentials; nodes get what the shipment
+        says instead)."""
+        if request.env is self._static_env:
+            request.env = {}
+        shared = self._static_contexts
+        request.contexts = {k: v for k, v in request.contexts.items()
+                            if shared.get(k, _NOT_SHARED) is not v}
+        actions = self._sendable_actions.get(job_id)
+        if actions is None:
+            actions = self._sendable_actions[job_id] = {
+                i: dataclasses.replace(a, pin=None) for i, a in request.step_actions.items()}
+        request.step_actions = actions
+        return request
 
     def _task_ended(self, token: int, fut: Future[Any]) -> None:
         """A task's future completed (in a Ray thread): hand it to the collector."""
@@ -562,8 +576,7 @@ class RayDispatcher:
             now = time.time()
             done(JobResult(Status.FAILURE, [], {}, now, now, why_not))
             return True
-        request = request_for(None)
-        request.step_actions = self._sendable_actions(plan.job_id, request.step_actions)
+        request = self._sendable(plan.job_id, request_for(None))
         threading.Thread(target=self._launch_gang, args=(gang, request),
                          name=f"flowray-gang-{plan.key}", daemon=True).start()
         return True
@@ -624,16 +637,15 @@ class RayDispatcher:
             return
         options = gang.shape.options()
         for rank, sub in enumerate(subs):
-            spec = NodeSpec(hub=self._hub, token=sub.token, grace=self.grace,
-                            gpus=gang.shape.gpus, actions=self._local_actions(plan, request),
-                            masks=list(self._masks), shipment=self.shipment,
-                            gang=GangSpec(gang.id, rank, rank_ips, port))
+            spec = NodeSpec(token=sub.token, gpus=gang.shape.gpus,
+                            actions=self._local_actions(plan, request),
+                            masks=list(self._masks), gang=GangSpec(gang.id, rank, rank_ips, port))
             ref = run_on_node.options(
                 name=f"flowray {plan.key} rank {rank}",
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     pg, placement_group_bundle_index=rank),
                 **options,
-            ).remote(request, spec)
+            ).remote(self._run, request, spec)
             sub.ref = ref
             ref.future().add_done_callback(functools.partial(self._task_ended, sub.token))
 

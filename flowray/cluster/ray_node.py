@@ -85,16 +85,25 @@ class GangSpec:
 
 
 @dataclass
+class RunStatic:
+    """What every job of a run shares, put in the object store once rather than sent with each
+    job (an actor handle and object references are costly to send, an environment large)."""
+
+    hub: Any  # the run's EventHub actor handle
+    grace: float
+    env: dict[str, str] = field(repr=False)  # the process environment jobs start from
+    contexts: dict[str, Any] = field(repr=False)  # the contexts alike for every job
+    shipment: Shipment | None = None  # the run's files, for nodes other than the coordinator's
+
+
+@dataclass
 class NodeSpec:
     """What a node needs besides the job request; one per submitted task."""
 
-    hub: Any  # the run's EventHub actor handle
     token: int  # this submission's id, unique in the run
-    grace: float
     gpus: int | None  # resources.gpus (None and 0 both: no GPU visible on a cluster)
     actions: dict[str, ActionData] = field(default_factory=dict)  # local actions, validated
     masks: list[str] = field(default_factory=list, repr=False)  # secrets added while running
-    shipment: Shipment | None = None  # the run's files, for nodes other than the coordinator's
     gang: GangSpec | None = None
 
 
@@ -315,22 +324,25 @@ def _node_info() -> NodeInfo:
                     hostname=os.uname().nodename)
 
 
-def _run_on_node(request: JobRequest, spec: NodeSpec) -> NodeReturn:
+def _run_on_node(run: RunStatic, request: JobRequest, spec: NodeSpec) -> NodeReturn:
     started = time.time()
     node = _node_info()
-    supervisor = ProcessSupervisor(grace=spec.grace)
+    grace = run.grace
+    request.env = request.env or run.env
+    request.contexts = {**run.contexts, **request.contexts}
+    supervisor = ProcessSupervisor(grace=grace)
 
     def on_cancel() -> None:
         threading.Thread(target=supervisor.cancel_all, name="flowray-cancel",
                          daemon=True).start()
 
-    events = NodeEvents(spec.hub, spec.token, on_cancel)
+    events = NodeEvents(run.hub, spec.token, on_cancel)
     events.add(("node", node))
     # Whatever this Ray version does with CUDA_VISIBLE_DEVICES, the steps see exactly the GPUs
     # Ray gave the task: none for gpus: 0, and none when gpus is unset either, since such a
     # task holds no GPU on a node that other jobs' GPUs share (issue 4: set for every job).
     ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", []) if spec.gpus else []
-    shipment = spec.shipment
+    shipment = run.shipment
     remote = shipment is not None and node.node_id != shipment.home
     if remote:
         assert shipment is not None
@@ -349,7 +361,7 @@ def _run_on_node(request: JobRequest, spec: NodeSpec) -> NodeReturn:
     if spec.gang is not None:
         request.env.update(spec.gang.env())
         request.rank = spec.gang.rank
-        gate = _gang_gate(spec.hub, spec.gang, supervisor)
+        gate = _gang_gate(run.hub, spec.gang, supervisor)
     masker = _NodeMasker([*request.secrets.values(), *spec.masks], events)
     from flowray.store.flowcache import ActionTable
 
@@ -363,12 +375,12 @@ def _run_on_node(request: JobRequest, spec: NodeSpec) -> NodeReturn:
         # KeyboardInterrupt from ray.cancel: the supervisor stopped the running step and the
         # job runner the others; stop what they left, and report what happened so far.
         supervisor.mark_cancelled()
-        sweep_job_processes(request.run_id, request.key, grace=spec.grace)
+        sweep_job_processes(request.run_id, request.key, grace=grace)
         events.flush()
         raise
     if supervisor.cancelled:
         # What the steps left behind would otherwise live until the run's sweep.
-        sweep_job_processes(request.run_id, request.key, grace=spec.grace)
+        sweep_job_processes(request.run_id, request.key, grace=grace)
     files = pack_files(request.run_dir, result.artifacts) if remote and result.artifacts else b""
     return NodeReturn(result, events.close(), events.pushed, files)
 
