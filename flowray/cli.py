@@ -459,6 +459,10 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
     if not on_ray:  # Ray's nodes are checked once connected
         gpu_ids = gpu_ids if gpu_ids is not None else detect_gpus()
         for j in plan.jobs:
+            if j.data["resources"]["nodes"] > 1:
+                from flowray.cluster.local import multi_node_refusal
+
+                _fail(multi_node_refusal(j.key, j.data["resources"]))
             want = j.data["resources"]["gpus"]
             if want and want > len(gpu_ids):
                 _fail(f"job '{j.key}' needs {want} GPU{'s' if want > 1 else ''}; this machine "
@@ -878,8 +882,16 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
     for key, job in rec["jobs"].items():
         attempts = f"  attempts {job['attempts']}" if job.get("attempts", 0) > 1 else ""
         err = f"  ({job['error']})" if job.get("error") else ""
+        node = f"  on {job['node']}" if job.get("node") and not job.get("ranks") else ""
         click.echo(f"  {key:<24} {job['status']:<10} "
-                   f"{_fmt_dur(job['started'], job['ended']):>8}{attempts}{err}")
+                   f"{_fmt_dur(job['started'], job['ended']):>8}{attempts}{node}{err}")
+        for prev in job.get("previous_attempts") or ():
+            where = f" on {prev['node']}" if prev.get("node") else ""
+            why = f" ({prev['error']})" if prev.get("error") else ""
+            click.echo(f"    attempt {prev['attempt']}: {prev['status']}{where}{why}")
+        for rank in job.get("ranks") or ():
+            why = f" ({rank['error']})" if rank.get("error") else ""
+            click.echo(f"    rank {rank['rank']}: {rank['status']} on {rank['node'] or '-'}{why}")
         for step in job["steps"]:
             code = "" if step.get("exit_code") is None else f"  exit {step['exit_code']}"
             serr = f"  ({step['error']})" if step.get("error") else ""
@@ -939,23 +951,40 @@ def logs(run_ref: str, target: str | None, workdir: str | None, address: str | N
         if step_key and not any(s["key"] == step_key for s in steps):
             _fail(f"job '{key}' has no step '{step_key}' "
                   f"(steps: {', '.join(s['key'] for s in steps)})")
-        for step in steps:
-            if step_key and step["key"] != step_key:
-                continue
-            if not step.get("log"):
-                continue
-            try:
-                with open(os.path.join(path, step["log"]), encoding="utf-8",
-                          errors="replace") as fh:
-                    text = fh.read()
-            except OSError:
-                continue
-            if not (job_key and step_key):
-                click.echo(f"==> {key}/{step['key']} ({step['status']}) <==")
-            click.echo(text, nl=False)
-            shown += 1
+        sources = _log_sources(job)
+        for where, source in sources:
+            for step in source:
+                if step_key and step["key"] != step_key:
+                    continue
+                if not step.get("log"):
+                    continue
+                try:
+                    with open(os.path.join(path, step["log"]), encoding="utf-8",
+                              errors="replace") as fh:
+                        text = fh.read()
+                except OSError:
+                    continue
+                if not (job_key and step_key and len(sources) == 1):
+                    click.echo(f"==> {key}/{step['key']}{where} ({step['status']}) <==")
+                click.echo(text, nl=False)
+                shown += 1
     if not shown and step_key:
         click.echo(f"(step {job_key}/{step_key} wrote no log: it did not run)", err=True)
+
+
+def _log_sources(job: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """A job's step lists whose logs `flowray logs` shows: earlier attempts first, then the
+    last one, then the other ranks of a multi-node job; each with its label."""
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    previous = job.get("previous_attempts") or []
+    for prev in previous:
+        out.append((f" [attempt {prev['attempt']}: {prev['status']}]", prev.get("steps") or []))
+    last = f" [attempt {job.get('attempts', 1)}]" if previous else ""
+    out.append((last, job["steps"]))
+    for rank in (job.get("ranks") or [])[1:]:
+        label = f" [{last[2:-1]}, rank {rank['rank']}]" if last else f" [rank {rank['rank']}]"
+        out.append((label, rank.get("steps") or []))
+    return out
 
 
 def _logs_remote(address: str, ref: str, target: str | None, follow: bool) -> None:

@@ -275,6 +275,11 @@ def test_a_multi_node_job_runs_every_step_on_every_node_in_step(
         logs = run_dir / "logs" / folder
         assert f"rank {r}" in (logs / "01-hello.log").read_text()
         assert ranks[r]["steps"][0]["log"].startswith(f"logs/{folder}/")
+    shown = ws.cli("logs", "last", "train/3").stdout
+    assert "==> train/3 (success) <==\nrank 0 heard from [1, 2]\n" in shown
+    assert "==> train/3 [rank 2] (success) <==\nrank 2 reached" in shown
+    status = ws.cli("status", "last").stdout
+    assert f"    rank 1: success on {ranks[1]['node']}\n" in status
 
 
 def test_a_failed_rank_stops_the_others_and_fails_the_job(
@@ -327,10 +332,11 @@ def test_a_gang_larger_than_the_cluster_is_refused_before_running(
 def test_a_multi_node_job_is_refused_without_ray(ws: Workspace) -> None:
     ws.flow("name: big\njobs: {a: {resources: {nodes: 2}, steps: [{run: 'true'}]}}\n")
     out = ws.run("flow.yaml")
-    assert out.exit_code == 1, out
-    assert _record(ws)["jobs"]["a"]["error"] == (
-        "job 'a' asks for 2 nodes (resources.nodes): multi-node jobs run on a Ray cluster "
-        "(flowray run --address HOST:PORT); this machine is one node")
+    assert out.exit_code == 2, out
+    assert out.stderr == (
+        "error: job 'a' asks for 2 nodes (resources.nodes): multi-node jobs run on a Ray "
+        "cluster (flowray run --address HOST:PORT); this machine is one node\n")
+    assert not (ws.root / ".flowray" / "runs").exists()
 
 
 def test_a_lost_node_runs_the_job_again_on_another(
@@ -392,6 +398,10 @@ def test_a_lost_node_runs_the_job_again_on_another(
     assert ".attempt2" in job["steps"][1]["log"]
     status = ws.cli("status", "last")
     assert "attempts 2" in status.stdout
+    assert f"    attempt 1: lost on {lost['node']} ({lost['error']})" in status.stdout
+    logs = ws.cli("logs", "last", "train")
+    assert f"==> train/1 [attempt 1: lost] (success) <==\nattempt 1 on {first}\n" in logs.stdout
+    assert "==> train/2 [attempt 2] (success) <==\ndone in attempt 2\n" in logs.stdout
     for node in lossy:
         if node is not victim:
             nodes.cluster.remove_node(node)
