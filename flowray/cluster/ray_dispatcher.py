@@ -96,6 +96,7 @@ class _Submitted:
     node: NodeInfo | None = None
     steps: dict[int, StepResult] = field(default_factory=dict)  # latest copy of each
     remote: bool = False  # on a node other than the coordinator's: logs are written here
+    cancelled: bool = False  # this dispatcher asked it to stop
     name: str = ""  # the console's job prefix before the node is known
     logs: dict[int, IO[str]] = field(default_factory=dict)  # open step logs (remote jobs)
 
@@ -232,6 +233,7 @@ class RayDispatcher:
         if not subs:
             return
         for sub in subs:
+            sub.cancelled = True
             self._hub.cancel.remote(sub.token)
         threading.Thread(target=self._stop, args=(subs,), name="flowray-cancel-job",
                          daemon=True).start()
@@ -488,6 +490,14 @@ class RayDispatcher:
         errors = ray.exceptions
         if isinstance(exc, errors.OutOfMemoryError):
             why = f"Ray's memory monitor killed the job's task{where} (the node ran out of memory)"
+        elif isinstance(exc, errors.RayTaskError) and isinstance(
+                exc.cause, KeyboardInterrupt | SystemExit) and not (
+                self._cancelled or sub.cancelled):
+            # Stopped by nobody here: Ray stopped the worker (its node going down).
+            why = f"the Ray worker running the job was stopped{where}"
+            result = self._lost_result(sub, why)
+            result.lost = True
+            return result
         elif isinstance(exc, errors.RayTaskError):
             why = f"internal error in flowray{where}: {_reason(exc.cause or exc)}"
         elif isinstance(exc, errors.NodeDiedError | errors.LocalRayletDiedError):
@@ -658,6 +668,9 @@ class RayDispatcher:
                 gang.stopping = True
             others = [self._jobs[t] for t in gang.tokens if t in self._jobs]
             complete = len(gang.results) == gang.shape.nodes
+            if stop:
+                for sub in others:
+                    sub.cancelled = True
         if stop and others:
             with contextlib.suppress(Exception):
                 self._hub.stop_gang.remote(gang.id)
