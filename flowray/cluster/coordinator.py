@@ -21,7 +21,13 @@ from typing import Any, Protocol
 
 from flowray import expr
 from flowray.console import Console
-from flowray.execute.job import JobRequest, JobResult, StepAction, StepResult
+from flowray.execute.job import (
+    JobRequest,
+    JobResult,
+    StepAction,
+    StepResult,
+    step_display_name,
+)
 from flowray.execute.process import DEFAULT_GRACE_SECONDS, sweep_run_processes
 from flowray.execute.secrets import Masker
 from flowray.plan.plan import JobPlan, Plan
@@ -503,7 +509,7 @@ class Coordinator:
         if status is Status.SKIPPED or (status is Status.CANCELLED and not state.steps):
             state.steps = [
                 StepResult(index=i, key=s["id"] or str(i + 1), id=s["id"],
-                           name=s["name"] or s["id"] or f"step {i + 1}", status=status)
+                           name=step_display_name(s, i), status=status)
                 for i, s in enumerate(state.plan.data["steps"])
             ]
         seconds = (state.ended - state.started) if state.started else 0.0

@@ -46,7 +46,14 @@ from flowray.cluster.ray_node import (
 from flowray.cluster.ray_resources import TaskShape, fits, task_shape, unfit
 from flowray.cluster.ship import Shipment, unpack_files
 from flowray.console import Console
-from flowray.execute.job import ActionLoader, JobRequest, JobResult, StepAction, StepResult
+from flowray.execute.job import (
+    ActionLoader,
+    JobRequest,
+    JobResult,
+    StepAction,
+    StepResult,
+    step_display_name,
+)
 from flowray.execute.secrets import Masker
 from flowray.plan.plan import JobPlan
 from flowray.spec.types import ActionData
@@ -524,7 +531,8 @@ class RayDispatcher:
             step = sub.steps.get(i)
             if step is None:
                 key = data["id"] or str(i + 1)
-                step = StepResult(index=i, key=key, id=data["id"], name=data["name"] or key,
+                step = StepResult(index=i, key=key, id=data["id"],
+                                  name=step_display_name(data, i),
                                   status=Status.CANCELLED if status is Status.CANCELLED
                                   else Status.SKIPPED)
             elif not step.status.is_terminal():
