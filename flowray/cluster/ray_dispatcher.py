@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import itertools
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -32,13 +33,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from flowray.cluster.ray_node import (
     Event,
-    EventHub,
     GangSpec,
     HubItem,
     NodeInfo,
     NodeReturn,
     NodeSpec,
     RunStatic,
+    event_hub,
     free_port,
     run_on_node,
     sweep_node,
@@ -120,6 +121,7 @@ class RayDispatcher:
         grace: float,
         prefix_nodes: bool = False,
         run_dir: str = ".",
+        run_id: str = "",
         shipment: Shipment | None = None,
         ship_error: str | None = None,
         env: dict[str, str] | None = None,
@@ -144,6 +146,7 @@ class RayDispatcher:
         self._shapes: dict[str, TaskShape] = {}
         self._actions: dict[str, dict[str, ActionData]] = {}
         self._sendable_actions: dict[str, dict[int, StepAction]] = {}
+        self._tasks: dict[str, Any] = {}  # run_on_node with each job id's options
         self._masks: list[str] = []
         self._capacity: dict[str, float] = {}
         self._used: dict[str, float] = {}
@@ -152,15 +155,15 @@ class RayDispatcher:
         self._cancelled = False
         self._closed = False
         self._refresh()
-        self._hub: Any = EventHub.options(  # type: ignore[attr-defined]
-            scheduling_strategy=NodeAffinitySchedulingStrategy(
-                ray.get_runtime_context().get_node_id(), soft=True),
-        ).remote()
+        self.run_id = run_id
+        self._hub: Any = event_hub(ray.get_runtime_context().get_node_id())
+        ray.get(self._hub.open.remote(run_id))
         # The environment and contexts the coordinator gives every job (the same objects).
         self._static_env = env if env is not None else {}
         self._static_contexts = contexts if contexts is not None else {}
-        self._run = ray.put(RunStatic(hub=self._hub, grace=grace, env=self._static_env,
-                                      contexts=self._static_contexts, shipment=shipment))
+        self._run = [ray.put(RunStatic(hub=self._hub, grace=grace, env=self._static_env,
+                                       contexts=self._static_contexts, shipment=shipment))]
+        self._run_key = f"{run_id}.{os.getpid()}.{id(self)}"
         self._collector = threading.Thread(target=self._collect, name="flowray-ray-events",
                                            daemon=True)
         self._collector.start()
@@ -210,8 +213,12 @@ class RayDispatcher:
         request = request_for(None)
         spec = NodeSpec(token=sub.token, gpus=shape.gpus,
                         actions=self._local_actions(plan, request), masks=list(self._masks))
-        ref = run_on_node.options(name=f"flowray {plan.key}", **shape.options()).remote(
-            self._run, self._sendable(plan.job_id, request), spec)
+        task = self._tasks.get(plan.job_id)
+        if task is None:  # one set of options per job id (matrix cells share it)
+            task = self._tasks[plan.job_id] = run_on_node.options(
+                name=f"flowray {plan.job_id}", **shape.options())
+        ref = task.remote(self._run_key, self._run,
+                          _packed(self._sendable(plan.job_id, request), spec))
         sub.ref = ref
         ref.future().add_done_callback(functools.partial(self._task_ended, sub.token))
         return True
@@ -225,7 +232,7 @@ class RayDispatcher:
             return
         # If the hub is gone the nodes stop on their own, and ray.cancel does the rest.
         with contextlib.suppress(Exception):
-            ray.get(self._hub.cancel.remote(None), timeout=10)
+            ray.get(self._hub.cancel.remote(self.run_id, None), timeout=10)
         self._stop(subs)
 
     def cancel_job(self, key: str) -> None:
@@ -241,7 +248,7 @@ class RayDispatcher:
             return
         for sub in subs:
             sub.cancelled = True
-            self._hub.cancel.remote(sub.token)
+            self._hub.cancel.remote(self.run_id, sub.token)
         threading.Thread(target=self._stop, args=(subs,), name="flowray-cancel-job",
                          daemon=True).start()
 
@@ -266,7 +273,7 @@ class RayDispatcher:
             self._lock.notify_all()
         self._collector.join(timeout=5)
         with contextlib.suppress(Exception):
-            ray.kill(self._hub)
+            self._hub.close.remote(self.run_id)
 
     # ------------------------------------------------------------------------- internals
 
@@ -328,7 +335,9 @@ class RayDispatcher:
     def _drained(self, generation: int, fut: Future[Any]) -> None:
         """A poll of the hub came back (in a Ray thread): hand it to the collector."""
         try:
-            items: list[HubItem] | BaseException = fut.result()
+            items: list[HubItem] | BaseException | None = fut.result()
+            if items is None:  # the hub no longer knows the run (it was restarted)
+                items = RuntimeError("the hub lost this run's events")
         except BaseException as exc:
             items = exc
         with self._lock:
@@ -382,7 +391,7 @@ class RayDispatcher:
                 polled += 1
                 polling = True
                 next_poll = time.monotonic() + _POLL_SECONDS
-                self._hub.drain.remote().future().add_done_callback(
+                self._hub.drain.remote(self.run_id).future().add_done_callback(
                     functools.partial(self._drained, polled))
 
     def _end(self, token: int, outcome: NodeReturn | BaseException) -> None:
@@ -663,7 +672,7 @@ class RayDispatcher:
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     pg, placement_group_bundle_index=rank),
                 **options,
-            ).remote(self._run, request, spec)
+            ).remote(self._run_key, self._run, _packed(request, spec))
             sub.ref = ref
             ref.future().add_done_callback(functools.partial(self._task_ended, sub.token))
 
@@ -681,9 +690,9 @@ class RayDispatcher:
                     sub.cancelled = True
         if stop and others:
             with contextlib.suppress(Exception):
-                self._hub.stop_gang.remote(gang.id)
+                self._hub.stop_gang.remote(self.run_id, gang.id)
                 for sub in others:
-                    self._hub.cancel.remote(sub.token)
+                    self._hub.cancel.remote(self.run_id, sub.token)
             threading.Thread(target=self._stop, args=(others,), name="flowray-gang-stop",
                              daemon=True).start()
         if complete:
@@ -724,6 +733,12 @@ class RayDispatcher:
         ]
         if refs:
             ray.wait(refs, num_returns=len(refs), timeout=self.grace + _STOP_SLACK)
+
+
+def _packed(request: JobRequest, spec: NodeSpec) -> bytes:
+    """A task's own arguments, pickled here by the standard library (plain data: several times
+    faster than Ray's general-purpose serializer, and it is on the coordinator's path)."""
+    return pickle.dumps((request, spec), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _gang_result(gang: _Gang) -> JobResult:

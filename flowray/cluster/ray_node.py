@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import pickle
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from flowray.cluster.ship import Shipment, localize, pack_files, remove_run
 from flowray.execute.job import JobRequest, JobResult, StepResult, run_job
@@ -117,54 +119,93 @@ class NodeReturn:
     files: bytes = b""  # a node other than the coordinator's: the job's artifacts (a tar)
 
 
+# The hub is one detached actor per cluster, shared by the runs: starting an actor costs a
+# worker process (most of a second of CPU on a small machine), once per run otherwise.
+HUB_NAMESPACE = "flowray"
+HUB_NAME = "flowray-events-v1"  # the protocol's version: a newer flowray uses its own hub
+
+
+@dataclass
+class _RunBox:
+    items: list[HubItem] = field(default_factory=list)
+    cancel_all: bool = False
+    cancelled: set[int] = field(default_factory=set)
+    gangs: dict[int, list[int]] = field(default_factory=dict)  # gang -> step each rank reached
+    stopped_gangs: set[int] = field(default_factory=set)
+
+
 @ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)
 class EventHub:
-    """The run's mailbox: running jobs push event batches, the coordinator drains them.
-
-    It also holds the run's cancel flags, returned to the nodes with every push.
-    """
+    """The runs' mailbox: running jobs push event batches, each run's coordinator drains its
+    own. It also holds each run's cancel flags (returned to the nodes with every push) and
+    the step each rank of a multi-node job has reached."""
 
     def __init__(self) -> None:
-        self._items: list[HubItem] = []
-        self._cancel_all = False
-        self._cancelled: set[int] = set()
-        self._gangs: dict[int, list[int]] = {}  # gang -> the step each rank reached
-        self._stopped_gangs: set[int] = set()
+        self._runs: dict[str, _RunBox] = {}
 
     # Async methods: the actor runs them one after another on its event loop (none awaits),
     # without a thread per caller.
-    async def push(self, token: int, events: list[Event]) -> bool:
-        """Take a batch (maybe empty: a poll); True if the job should stop."""
-        if events:
-            self._items.append((token, events))
-        return self._cancel_all or token in self._cancelled
+    async def open(self, run: str) -> None:
+        self._runs.setdefault(run, _RunBox())
 
-    async def drain(self) -> list[HubItem]:
-        """Everything pushed since the last drain, in order."""
-        items, self._items = self._items, []
+    async def close(self, run: str) -> None:
+        self._runs.pop(run, None)
+
+    async def push(self, run: str, token: int, events: list[Event]) -> bool:
+        """Take a batch (maybe empty: a poll); True if the job should stop (also when its run
+        is gone: its coordinator ended)."""
+        box = self._runs.get(run)
+        if box is None:
+            return True
+        if events:
+            box.items.append((token, events))
+        return box.cancel_all or token in box.cancelled
+
+    async def drain(self, run: str) -> list[HubItem] | None:
+        """Everything pushed for ``run`` since the last drain, in order (None: no such run)."""
+        box = self._runs.get(run)
+        if box is None:
+            return None
+        items, box.items = box.items, []
         return items
 
-    async def arrive(self, gang: int, rank: int, size: int, step: int, failed: bool
+    async def arrive(self, run: str, gang: int, rank: int, size: int, step: int, failed: bool
                      ) -> bool | None:
         """Rank ``rank`` of a gang of ``size`` is before step ``step``: True when every rank
         got there, False when the gang is being stopped (a rank failed), None: wait."""
-        at = self._gangs.setdefault(gang, [-1] * size)
+        box = self._runs.get(run)
+        if box is None:
+            return False
+        at = box.gangs.setdefault(gang, [-1] * size)
         at[rank] = max(at[rank], step)
         if failed:
-            self._stopped_gangs.add(gang)
-        if gang in self._stopped_gangs or self._cancel_all:
+            box.stopped_gangs.add(gang)
+        if gang in box.stopped_gangs or box.cancel_all:
             return False
         return min(at) >= step or None
 
-    async def stop_gang(self, gang: int) -> None:
-        self._stopped_gangs.add(gang)
+    async def stop_gang(self, run: str, gang: int) -> None:
+        box = self._runs.get(run)
+        if box is not None:
+            box.stopped_gangs.add(gang)
 
-    async def cancel(self, token: int | None) -> None:
+    async def cancel(self, run: str, token: int | None) -> None:
         """Stop one submission (``token``) or, with ``None``, every job of the run."""
+        box = self._runs.get(run)
+        if box is None:
+            return
         if token is None:
-            self._cancel_all = True
+            box.cancel_all = True
         else:
-            self._cancelled.add(token)
+            box.cancelled.add(token)
+
+
+def event_hub(home: str) -> Any:
+    """The cluster's hub, started (on node ``home``, if it can) when there is none yet."""
+    return EventHub.options(  # type: ignore[attr-defined]
+        name=HUB_NAME, namespace=HUB_NAMESPACE, lifetime="detached", get_if_exists=True,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(home, soft=True),
+    ).remote()
 
 
 class NodeEvents:
@@ -174,8 +215,9 @@ class NodeEvents:
     cancel flag, and calls ``on_cancel`` once when it is set or the hub is gone.
     """
 
-    def __init__(self, hub: Any, token: int, on_cancel: Callable[[], None]) -> None:
+    def __init__(self, hub: Any, run: str, token: int, on_cancel: Callable[[], None]) -> None:
         self._hub = hub
+        self._run = run
         self._token = token
         self._on_cancel = on_cancel
         self._cond = threading.Condition()
@@ -212,7 +254,7 @@ class NodeEvents:
 
     def _push(self, events: list[Event]) -> None:
         try:
-            stop = bool(ray.get(self._hub.push.remote(self._token, events)))
+            stop = bool(ray.get(self._hub.push.remote(self._run, self._token, events)))
         except Exception:  # the hub is gone: so is the coordinator; stop the job
             stop = True
         self.pushed = self.pushed or bool(events)
@@ -324,8 +366,31 @@ def _node_info() -> NodeInfo:
                     hostname=os.uname().nodename)
 
 
-def _run_on_node(run: RunStatic, request: JobRequest, spec: NodeSpec) -> NodeReturn:
+# Each worker keeps the RunStatic of the last few runs it served: it is fetched and decoded (an
+# actor handle, object references) once per worker and run, not once per job.
+_RUNS: dict[str, RunStatic] = {}
+_RUNS_KEPT = 4
+
+
+def _run_static(key: str, refs: list[Any]) -> RunStatic:
+    run = _RUNS.get(key)
+    if run is None:
+        run = ray.get(refs[0])
+        _RUNS[key] = run
+        while len(_RUNS) > _RUNS_KEPT:
+            del _RUNS[next(iter(_RUNS))]
+    return run
+
+
+def _run_on_node(key: str, static: list[Any], packed: bytes) -> NodeReturn:
+    """A job's task. ``static``: [the run's RunStatic, in the object store] (in a list, so Ray
+    does not fetch it for every task); ``packed``: (JobRequest, NodeSpec), pickled by the
+    dispatcher."""
     started = time.time()
+    run = _run_static(key, static)
+    request: JobRequest
+    spec: NodeSpec
+    request, spec = pickle.loads(packed)
     node = _node_info()
     grace = run.grace
     request.env = request.env or run.env
@@ -336,7 +401,7 @@ def _run_on_node(run: RunStatic, request: JobRequest, spec: NodeSpec) -> NodeRet
         threading.Thread(target=supervisor.cancel_all, name="flowray-cancel",
                          daemon=True).start()
 
-    events = NodeEvents(run.hub, spec.token, on_cancel)
+    events = NodeEvents(run.hub, request.run_id, spec.token, on_cancel)
     events.add(("node", node))
     # Whatever this Ray version does with CUDA_VISIBLE_DEVICES, the steps see exactly the GPUs
     # Ray gave the task: none for gpus: 0, and none when gpus is unset either, since such a
@@ -361,7 +426,7 @@ def _run_on_node(run: RunStatic, request: JobRequest, spec: NodeSpec) -> NodeRet
     if spec.gang is not None:
         request.env.update(spec.gang.env())
         request.rank = spec.gang.rank
-        gate = _gang_gate(run.hub, spec.gang, supervisor)
+        gate = _gang_gate(run.hub, request.run_id, spec.gang, supervisor)
     masker = _NodeMasker([*request.secrets.values(), *spec.masks], events)
     from flowray.store.flowcache import ActionTable
 
@@ -389,7 +454,7 @@ def _run_on_node(run: RunStatic, request: JobRequest, spec: NodeSpec) -> NodeRet
 _GATE_POLL_SECONDS = 0.02
 
 
-def _gang_gate(hub: Any, gang: GangSpec, supervisor: ProcessSupervisor
+def _gang_gate(hub: Any, run: str, gang: GangSpec, supervisor: ProcessSupervisor
                ) -> Callable[[int, bool], bool]:
     """Every step of a multi-node job starts once every rank finished the one before."""
     size = len(gang.ips)
@@ -397,7 +462,7 @@ def _gang_gate(hub: Any, gang: GangSpec, supervisor: ProcessSupervisor
     def gate(step: int, failed: bool) -> bool:
         while not supervisor.cancelled:
             try:
-                go = ray.get(hub.arrive.remote(gang.gang, gang.rank, size, step, failed))
+                go = ray.get(hub.arrive.remote(run, gang.gang, gang.rank, size, step, failed))
             except Exception:  # the hub is gone: so is the coordinator
                 return False
             if go is not None:

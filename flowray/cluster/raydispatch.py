@@ -162,7 +162,8 @@ class RayCluster:
         self._dispatcher = RayDispatcher(
             console=console, masker=coordinator.masker, load_action=load_action,
             grace=coordinator.opts.grace, prefix_nodes=len(hosts) > 1,
-            run_dir=coordinator.run_dir, shipment=shipment, ship_error=ship_error,
+            run_dir=coordinator.run_dir, run_id=coordinator.run_id, shipment=shipment,
+            ship_error=ship_error,
             env=coordinator.base_env, contexts=coordinator.static_contexts,
         )
         return self._dispatcher
