@@ -325,7 +325,7 @@ class RayDispatcher:
         """A task's future completed (in a Ray thread): hand it to the collector."""
         outcome: NodeReturn | BaseException
         try:
-            outcome = fut.result()
+            outcome = pickle.loads(fut.result())
         except BaseException as exc:  # the task raised, or the future was cancelled
             outcome = exc
         with self._lock:

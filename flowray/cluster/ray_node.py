@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import pickle
 import signal
@@ -208,11 +209,57 @@ def event_hub(home: str) -> Any:
     ).remote()
 
 
+class _Flusher:
+    """One thread per worker process that sends the batches of the jobs running in it (a
+    thread per job would cost more than a short job's steps)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._active: list[NodeEvents] = []
+        self._thread: threading.Thread | None = None
+
+    def register(self, events: NodeEvents) -> None:
+        with self._lock:
+            self._active.append(events)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="flowray-events",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def unregister(self, events: NodeEvents) -> None:
+        with self._lock:
+            if events in self._active:
+                self._active.remove(events)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                active = list(self._active)
+            now = time.monotonic()
+            wait = _CANCEL_POLL_SECONDS
+            for events in active:
+                due = events.due(now)
+                if due <= now:
+                    events.send_due()
+                    due = events.due(time.monotonic())
+                wait = min(wait, max(0.0, due - time.monotonic()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+
+_FLUSHER = _Flusher()
+
+
 class NodeEvents:
     """The node's :class:`~flowray.execute.job.JobEvents`: batches events to the hub.
 
-    A flusher thread sends them every ``FLUSH_SECONDS`` (or ``FLUSH_LINES`` lines), polls the
-    cancel flag, and calls ``on_cancel`` once when it is set or the hub is gone.
+    The worker's flusher thread sends them every ``FLUSH_SECONDS`` (or ``FLUSH_LINES`` lines),
+    polls the cancel flag, and calls ``on_cancel`` once when it is set or the hub is gone.
     """
 
     def __init__(self, hub: Any, run: str, token: int, on_cancel: Callable[[], None]) -> None:
@@ -221,15 +268,15 @@ class NodeEvents:
         self._token = token
         self._on_cancel = on_cancel
         self._cond = threading.Condition()
+        self._sending = threading.Lock()  # held while a batch is on its way
         self._buffer: list[Event] = []
         self._lines = 0
         self._first_at = 0.0  # monotonic time the oldest waiting event was added
+        self._last_push = time.monotonic()
         self._closed = False
         self._cancel_seen = False
         self.pushed = False  # a batch went to the hub
-        self._thread = threading.Thread(target=self._flush_loop, name="flowray-events",
-                                        daemon=True)
-        self._thread.start()
+        _FLUSHER.register(self)
 
     def add(self, event: Event) -> None:
         with self._cond:
@@ -239,7 +286,7 @@ class NodeEvents:
             if event[0] == "line":
                 self._lines += 1
                 if self._lines >= FLUSH_LINES:
-                    self._cond.notify_all()
+                    _FLUSHER.wake()
                 while self._lines >= _MAX_QUEUED_LINES and not self._closed:
                     self._cond.wait(1.0)
 
@@ -252,45 +299,42 @@ class NodeEvents:
     def step_finished(self, job_key: str, step: StepResult) -> None:
         self.add(("finish", _snapshot(step)))
 
-    def _push(self, events: list[Event]) -> None:
-        try:
-            stop = bool(ray.get(self._hub.push.remote(self._run, self._token, events)))
-        except Exception:  # the hub is gone: so is the coordinator; stop the job
-            stop = True
-        self.pushed = self.pushed or bool(events)
-        if stop and not self._cancel_seen:
-            self._cancel_seen = True
-            self._on_cancel()
+    def due(self, now: float) -> float:
+        """When the next batch (or, with nothing to send, the next cancel poll) is due."""
+        with self._cond:
+            if self._closed:
+                return now + _CANCEL_POLL_SECONDS
+            if self._buffer:
+                return now if self._lines >= FLUSH_LINES else self._first_at + FLUSH_SECONDS
+            return self._last_push + _CANCEL_POLL_SECONDS
 
-    def _flush_loop(self) -> None:
-        last_push = time.monotonic()
-        while True:
+    def send_due(self) -> None:
+        """Send what waits (the flusher thread)."""
+        with self._sending:
             with self._cond:
-                while not self._closed:
-                    now = time.monotonic()
-                    if self._buffer:
-                        due = self._first_at + FLUSH_SECONDS
-                        if self._lines >= FLUSH_LINES or now >= due:
-                            break
-                    else:
-                        due = last_push + _CANCEL_POLL_SECONDS
-                        if now >= due:
-                            break
-                    self._cond.wait(due - now)
                 if self._closed:
                     return
                 batch, self._buffer, self._lines = self._buffer, [], 0
                 self._cond.notify_all()  # steps waiting for room in the buffer
             self._push(batch)
-            last_push = time.monotonic()
+
+    def _push(self, events: list[Event]) -> None:
+        try:
+            stop = bool(ray.get(self._hub.push.remote(self._run, self._token, events)))
+        except Exception:  # the hub is gone: so is the coordinator; stop the job
+            stop = True
+        self._last_push = time.monotonic()
+        self.pushed = self.pushed or bool(events)
+        if stop and not self._cancel_seen:
+            self._cancel_seen = True
+            self._on_cancel()
 
     def close(self) -> list[Event]:
-        """Stop sending; the events not sent yet."""
-        with self._cond:
+        """Stop sending; the events not sent yet (after any batch on its way arrived)."""
+        _FLUSHER.unregister(self)
+        with self._sending, self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join()
-        with self._cond:
             batch, self._buffer, self._lines = self._buffer, [], 0
         return batch
 
@@ -360,7 +404,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@functools.cache
 def _node_info() -> NodeInfo:
+    """This worker's node (a worker never moves)."""
     ctx = ray.get_runtime_context()
     return NodeInfo(node_id=ctx.get_node_id(), ip=ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
                     hostname=os.uname().nodename)
@@ -382,7 +428,7 @@ def _run_static(key: str, refs: list[Any]) -> RunStatic:
     return run
 
 
-def _run_on_node(key: str, static: list[Any], packed: bytes) -> NodeReturn:
+def _run_on_node(key: str, static: list[Any], packed: bytes) -> bytes:
     """A job's task. ``static``: [the run's RunStatic, in the object store] (in a list, so Ray
     does not fetch it for every task); ``packed``: (JobRequest, NodeSpec), pickled by the
     dispatcher."""
@@ -416,7 +462,7 @@ def _run_on_node(key: str, static: list[Any], packed: bytes) -> NodeReturn:
         except Exception as exc:  # a full disk, an action that will not unpack, ...
             result = JobResult(Status.FAILURE, [], {}, started, time.time(),
                                f"cannot set the job up on {node}: {exc}")
-            return NodeReturn(result, events.close(), events.pushed)
+            return _packed_return(NodeReturn(result, events.close(), events.pushed))
         # The coordinator's paths, where a step names them, mean the copies here.
         spec.actions = {_rebased(p, shipment.workspace, request.workspace): a
                         for p, a in spec.actions.items()}
@@ -447,7 +493,13 @@ def _run_on_node(key: str, static: list[Any], packed: bytes) -> NodeReturn:
         # What the steps left behind would otherwise live until the run's sweep.
         sweep_job_processes(request.run_id, request.key, grace=grace)
     files = pack_files(request.run_dir, result.artifacts) if remote and result.artifacts else b""
-    return NodeReturn(result, events.close(), events.pushed, files)
+    return _packed_return(NodeReturn(result, events.close(), events.pushed, files))
+
+
+def _packed_return(value: NodeReturn) -> bytes:
+    """The task's result, pickled by the standard library (faster than Ray's serializer for
+    plain data); the dispatcher unpickles it."""
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 # How often a rank waiting for the others asks the hub whether they all got there.
