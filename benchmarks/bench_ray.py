@@ -7,7 +7,8 @@ times every row on that same cluster, rows alternating within each repetition:
 
 - ``tasks``: N one-step jobs (``run: "true"``, no needs; default 200) through
   ``flowray run FLOW --address ADDR``, against a driver that submits N ``@ray.remote`` tasks
-  each running ``subprocess.run(["true"])`` and waits for them all.
+  each running the same command as flowray's step (``bash --noprofile --norc -eo pipefail -c
+  true``, flowray's default shell) with ``subprocess.run`` and waits for them all.
 - ``gpu-sweep``: a matrix of 8 jobs, each ``resources: {gpus: 1}`` running ``sleep 1``, on
   two nodes with 2 fake GPUs each (4 GPUs): makespan against the ideal 2 s; the same 8 tasks
   with ``num_gpus=1`` in plain Ray.
@@ -62,6 +63,9 @@ MARK = "BENCH_RESULT "
 IDEAL_SWEEP_S = 2.0  # 8 one-second jobs on 4 GPUs: two waves
 TARGET_TASKS = 1.5  # flowray / raw Ray, after connect
 TARGET_SWEEP = 1.3  # makespan / ideal
+# What a flowray step `run: "true"` executes (flowray's default shell, bash): raw Ray tasks run
+# the same command, so both sides pay for the same process.
+STEP_COMMAND = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", "true"]
 
 # ----------------------------------------------------------------------------- drivers
 
@@ -288,8 +292,8 @@ def build_rows(args: argparse.Namespace, scenario: str, work: Path, address: str
         n = args.tasks
         write(sdir / "flowray" / "flow.yaml", tasks_flow(n))
         rows.append(Row(scenario, "raw Ray", "raw", [py, str(drivers["raw"]), address, str(n),
-                                                     "0", "true"], sdir, env, n,
-                        note=f'{n} tasks (num_cpus=1) each subprocess.run(["true"])'))
+                                                     "0", *STEP_COMMAND], sdir, env, n,
+                        note=f"{n} tasks (num_cpus=1) each subprocess.run({STEP_COMMAND})"))
         rows.append(Row(scenario, "flowray --address", "flowray",
                         [py, str(drivers["flowray"]), "flow.yaml", "--address", address],
                         sdir / "flowray", env, n,
@@ -308,8 +312,9 @@ def build_rows(args: argparse.Namespace, scenario: str, work: Path, address: str
         n = args.jobs
         write(sdir / "flowray" / "flow.yaml", tasks_flow(n))
         rows.append(Row(scenario, "raw Ray", "raw", [py, str(drivers["raw"]), address, str(n),
-                                                     "0", "true"], sdir, env, n,
-                        note=f'{n} tasks each subprocess.run(["true"]), all submitted at once'))
+                                                     "0", *STEP_COMMAND], sdir, env, n,
+                        note=f"{n} tasks each subprocess.run({STEP_COMMAND}), all submitted "
+                             f"at once"))
         rows.append(Row(scenario, "flowray --address", "flowray",
                         [py, str(drivers["flowray"]), "flow.yaml", "--address", address],
                         sdir / "flowray", env, n,
