@@ -42,6 +42,9 @@ _RETRY_MAX = 60.0
 _LOST_RETRIES = 3
 # The record is rewritten at most this often while a run goes on (and always at the end).
 _RECORD_INTERVAL = 0.5
+# ... or less often for large runs: writing the record may take at most this share of the time
+# (a 10,000-job record takes ~0.1 s to build, mask and write).
+_RECORD_SHARE = 0.05
 
 
 class Dispatcher(Protocol):
@@ -198,6 +201,7 @@ class Coordinator:
         self._interrupted = False
         self._cancel_reason = ""
         self._record_saved = 0.0
+        self._record_every = _RECORD_INTERVAL
         self.started = time.time()
         self.gpu_count = gpu_count
         self.base_env = {**os.environ, **options.env}
@@ -559,9 +563,11 @@ class Coordinator:
     def _save_record(self, *, force: bool = False, status: Status | None = None,
                      exit_code: int | None = None) -> dict[str, Any]:
         now = time.monotonic()
-        if not force and now - self._record_saved < _RECORD_INTERVAL:
+        if not force and now - self._record_saved < self._record_every:
             return {}
-        self._record_saved = now
         rec = self.record(status=status, exit_code=exit_code)
         write_json_atomic(os.path.join(self.run_dir, "record.json"), rec)
+        self._record_saved = time.monotonic()
+        took = self._record_saved - now
+        self._record_every = max(_RECORD_INTERVAL, took / _RECORD_SHARE)
         return rec
