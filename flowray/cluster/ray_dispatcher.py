@@ -186,30 +186,16 @@ class RayDispatcher:
         if shape.nodes > 1:
             return self._try_start_gang(plan, shape, request_for, done)
         needs = shape.needs()
-        why_not: str | None = None
         with self._lock:
-            if self._cancelled or self._closed:
-                return False
-            if not fits(needs, self._free()):
-                if time.monotonic() - self._refreshed < _REFRESH_SECONDS:
-                    return False
-                self._refresh()
-                why_not = unfit(plan.key, shape, self._node_resources)
-                if why_not is None and not fits(needs, self._free()):
-                    return False
-            if why_not is None:
-                for name, amount in needs.items():
-                    self._used[name] = self._used.get(name, 0.0) + amount
+            got = self._reserve(plan, shape, needs)
+            if got is True:
                 sub = _Submitted(next(self._tokens), plan, needs, done, label=plan.key,
                                  name=plan.key)
                 self._jobs[sub.token] = sub
                 self._by_key[plan.key] = sub.token
                 self._lock.notify_all()  # the collector polls the hub while jobs run
-        if why_not is not None:
-            # The nodes that could run it are gone (the check before the run saw one).
-            now = time.time()
-            done(JobResult(Status.FAILURE, [], {}, now, now, why_not))
-            return True
+        if got is not True:
+            return self._refused(got, done)
         request = request_for(None)
         spec = NodeSpec(token=sub.token, gpus=shape.gpus,
                         actions=self._local_actions(plan, request), masks=list(self._masks))
@@ -276,6 +262,34 @@ class RayDispatcher:
             self._hub.close.remote(self.run_id)
 
     # ------------------------------------------------------------------------- internals
+
+    def _reserve(self, plan: JobPlan, shape: TaskShape, needs: dict[str, float]) -> bool | str:
+        """(Holding the lock.) Take ``needs`` from the free resources: True when taken, False
+        when they do not fit now, or why no live node can run the job any more."""
+        if self._cancelled or self._closed:
+            return False
+        if not fits(needs, self._free()):
+            if time.monotonic() - self._refreshed < _REFRESH_SECONDS:
+                return False
+            self._refresh()
+            why_not = unfit(plan.key, shape, self._node_resources)
+            if why_not is not None:
+                return why_not
+            if not fits(needs, self._free()):
+                return False
+        for name, amount in needs.items():
+            self._used[name] = self._used.get(name, 0.0) + amount
+        return True
+
+    @staticmethod
+    def _refused(got: bool | str, done: Callable[[JobResult], None]) -> bool:
+        """``try_start``'s answer when nothing was reserved: wait, or fail the job (the nodes
+        that could run it are gone; the check before the run saw one)."""
+        if got is False:
+            return False
+        now = time.time()
+        done(JobResult(Status.FAILURE, [], {}, now, now, str(got)))
+        return True
 
     def _free(self) -> dict[str, float]:
         return {k: v - self._used.get(k, 0.0) for k, v in self._capacity.items()}
@@ -583,26 +597,13 @@ class RayDispatcher:
     ) -> bool:
         """Admit a multi-node job; a thread places its gang and starts its ranks."""
         needs = {name: amount * shape.nodes for name, amount in shape.needs().items()}
-        why_not: str | None = None
         with self._lock:
-            if self._cancelled or self._closed:
-                return False
-            if not fits(needs, self._free()):
-                if time.monotonic() - self._refreshed < _REFRESH_SECONDS:
-                    return False
-                self._refresh()
-                why_not = unfit(plan.key, shape, self._node_resources)
-                if why_not is None and not fits(needs, self._free()):
-                    return False
-            if why_not is None:
-                for name, amount in needs.items():
-                    self._used[name] = self._used.get(name, 0.0) + amount
+            got = self._reserve(plan, shape, needs)
+            if got is True:
                 gang = _Gang(next(self._tokens), plan, shape, needs, done)
                 self._gangs[plan.key] = gang
-        if why_not is not None:
-            now = time.time()
-            done(JobResult(Status.FAILURE, [], {}, now, now, why_not))
-            return True
+        if got is not True:
+            return self._refused(got, done)
         request = self._sendable(plan.job_id, request_for(None))
         threading.Thread(target=self._launch_gang, args=(gang, request),
                          name=f"flowray-gang-{plan.key}", daemon=True).start()
