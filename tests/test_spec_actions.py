@@ -240,17 +240,33 @@ def test_invalid_action_file_is_reported_once_with_its_own_positions() -> None:
     )
 
 
-def test_docker_using_actions_cannot_run() -> None:
+NO_ENGINE = (
+    "this needs a Docker engine: no Docker engine answers at unix:///nonexistent/docker.sock: "
+    "there is no socket there; start one (as root: `dockerd &`, or `sudo systemctl start "
+    "docker`), or set DOCKER_HOST to an engine that runs (e.g. unix:///var/run/docker.sock or "
+    "tcp://host:2375)"
+)
+
+
+def test_container_steps_need_an_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No engine at DOCKER_HOST: every step and job that needs one is refused where it stands.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     write("d/action-datatorch.yaml", "name: D\nruns: {using: docker, image: alpine}\n")
     text = """
         name: x
         jobs:
           j:
-            steps: [{action: ./d}]
+            steps: [{action: ./d}, {action: "docker://alpine:3"}, {action: "docker://"}]
+          k:
+            container: alpine:3
+            steps: [{run: echo}]
     """
     assert errors(text) == (
-        "flow.yaml:4:14: jobs.j.steps[0].action: action 'D' uses 'docker', which this flowray "
-        "version cannot run"
+        "flow.yaml:4:14: jobs.j.steps[0].action: " + NO_ENGINE + "\n"
+        "flow.yaml:4:29: jobs.j.steps[1].action: " + NO_ENGINE + "\n"
+        "flow.yaml:4:60: jobs.j.steps[2].action: 'docker://' names no image: write "
+        "docker://IMAGE[:TAG]\n"
+        "flow.yaml:6:5: jobs.k.container: " + NO_ENGINE
     )
 
 
@@ -277,7 +293,8 @@ def test_workspace_argument(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- other refs
 
 
-def test_git_refs_pass_a_syntax_only_check_and_docker_is_not_supported_yet() -> None:
+def test_git_refs_pass_a_syntax_only_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     text = """
         name: x
         jobs:
@@ -290,10 +307,7 @@ def test_git_refs_pass_a_syntax_only_check_and_docker_is_not_supported_yet() -> 
               - action: docker://alpine:3
     """
     # Without a git loader (nothing fetched), git actions are checked for syntax only.
-    assert errors(text) == (
-        "flow.yaml:9:9: jobs.j.steps[4].action: docker actions ('docker://alpine:3') "
-        "are not supported by this flowray version yet; use a local action './path'"
-    )
+    assert errors(text) == "flow.yaml:9:9: jobs.j.steps[4].action: " + NO_ENGINE
 
 
 def test_malformed_refs() -> None:

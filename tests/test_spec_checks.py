@@ -342,24 +342,6 @@ def test_good_expressions_pass() -> None:
 # ----------------------------------------------------------------------------- resources
 
 
-def test_containers_are_not_supported_yet() -> None:
-    text = """
-        name: x
-        jobs:
-          a:
-            resources: {nodes: 2}
-            container: python:3.11
-            steps: [{run: echo}]
-          b:
-            resources: {nodes: 1}
-            steps: [{run: echo}]
-    """
-    assert errors(text) == (
-        "flow.yaml:5:5: jobs.a.container: job containers ('container:') are not supported by "
-        "this flowray version yet; steps run on the host"
-    )
-
-
 def test_model_and_semantic_errors_come_together() -> None:
     text = """
         name: x

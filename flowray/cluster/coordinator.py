@@ -12,6 +12,7 @@ import functools
 import heapq
 import os
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -246,6 +247,10 @@ class Coordinator:
         finally:
             # Nothing a step started outlives the run, even processes that left its session.
             sweep_run_processes(self.run_id, grace=self.opts.grace)
+            if "flowray.execute.container" in sys.modules:  # container steps ran here
+                from flowray.execute.container import remove_run_containers
+
+                remove_run_containers(self.run_id)
         status = self._run_status()
         exit_code = {Status.SUCCESS: 0, Status.CANCELLED: 130}.get(status, 1)
         record = self._save_record(force=True, status=status, exit_code=exit_code)

@@ -117,7 +117,10 @@ class LocalPool:
             self._cancelled = True
             sups = list(self._supervisors.values())
         pgids = [g for s in sups for g in s.mark_cancelled()]
+        threads = [t for s in sups for t in s.start_stoppers()]  # containers
         stop_groups(pgids, grace=self.grace)
+        for t in threads:
+            t.join()
 
     def cancel_job(self, key: str) -> None:
         with self._lock:

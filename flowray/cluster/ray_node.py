@@ -20,6 +20,7 @@ import functools
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -554,6 +555,10 @@ def _sweep_node(run_id: str, grace: float) -> int:
 
     left = sweep_run_processes(run_id, grace=grace)
     remove_run(ray.get_runtime_context().get_node_id(), run_id)
+    if "flowray.execute.container" in sys.modules:  # this worker ran container steps
+        from flowray.execute.container import remove_run_containers
+
+        left += remove_run_containers(run_id)
     return left
 
 

@@ -414,9 +414,8 @@ class JobRunner:
         req = self.req
         run_dir = req.run_dir
         output_file = os.path.join(run_dir, "outputs", f"{_safe_name(req.key)}.{result.index + 1}")
-        proc_env = dict(req.env)
-        proc_env.update(env)
-        proc_env.update(
+        own = dict(env)  # what flowray gives the step, as opposed to its own environment
+        own.update(
             {
                 "FLOWRAY": "true",
                 "FLOWRAY_RUN_ID": req.run_id,
@@ -428,40 +427,70 @@ class JobRunner:
                 "FLOWRAY_ACTION_PATH": "",
             }
         )
-        if req.gpus is not None:
-            proc_env["CUDA_VISIBLE_DEVICES"] = ",".join(req.gpus)
         cwd = self._directory(ctx, step["working_directory"])
         action: ActionData | None = None
+        container: Any = None
+        job_container = req.job["container"]
         if step["run"] is not None:
             script_file = os.path.join(
                 run_dir, "scripts", f"{_safe_name(req.key)}.{result.index + 1}"
             )
-            argv, posix = shell_command(step["shell"], "", script_file)
+            shell = step["shell"]
+            if job_container is not None and shell is None:
+                shell = "sh"  # images need not have bash
+            argv, posix = shell_command(shell, "", script_file, resolve=job_container is None)
             script, extra = render_script(
                 step["run"], ctx, posix=posix, failed=self.failed,
                 cancelled=self.supervisor.cancelled,
             )
-            argv, posix = shell_command(step["shell"], script, script_file)
+            argv, posix = shell_command(shell, script, script_file,
+                                        resolve=job_container is None)
             if script_file in argv:
                 os.makedirs(os.path.dirname(script_file), exist_ok=True)
                 with open(script_file, "w") as fh:
                     fh.write(script)
-            proc_env.update(extra)
+            own.update(extra)
+            if job_container is not None:
+                from flowray.execute.container import ContainerError, job_container_run
+
+                try:
+                    container = job_container_run(job_container, argv, cwd, own, req, ctx)
+                except (ValueError, ContainerError) as exc:
+                    raise _StepFailed(f"container: {exc}") from exc
         else:
-            action, argv, action_env = self._action_command(step, result.index, ctx)
-            proc_env.update(action_env)
+            action, argv, action_env, container = self._action_command(
+                step, result.index, ctx, own, cwd)
+            own.update(action_env)
+            if container is not None:
+                container.env.update(own)
+        if req.gpus is not None:
+            own["CUDA_VISIBLE_DEVICES"] = ",".join(req.gpus)
+        proc_env = {**req.env, **own}
         timeout = step["timeout"] * 60 if step["timeout"] is not None else None
         if remaining is not None and (timeout is None or remaining < timeout):
             timeout = remaining
             self._job_deadline_governs = True
         else:
             self._job_deadline_governs = False
-        return ProcessRequest(argv=argv, env=proc_env, cwd=cwd, timeout=timeout), action
+        return ProcessRequest(argv=argv or ["container"], env=proc_env, cwd=cwd, timeout=timeout,
+                              container=container), action
 
     def _action_command(
-        self, step: StepData, index: int, ctx: dict[str, Any]
-    ) -> tuple[ActionData, list[str], dict[str, str]]:
+        self, step: StepData, index: int, ctx: dict[str, Any], own: dict[str, str], cwd: str
+    ) -> tuple[ActionData | None, list[str], dict[str, str], Any]:
+        """The step's action: (its data, argv, its env, a ContainerRun for container ones)."""
         ref = step["action"]
+        if isinstance(ref, str) and ref.startswith("docker://"):
+            from flowray.execute.container import ContainerError, image_step_run
+
+            given = expr.render(step["inputs"], ctx, failed=self.failed) \
+                if step["inputs"] else {}
+            inputs_env = {input_env_name(k): expr.to_text(v) for k, v in given.items()}
+            try:
+                run = image_step_run(ref[len("docker://"):], given, cwd, self.req)
+            except (ValueError, ContainerError) as exc:
+                raise _StepFailed(str(exc)) from exc
+            return None, [], inputs_env, run
         pinned = self.req.step_actions.get(index)
         python = sys.executable
         if pinned is not None:
@@ -497,11 +526,20 @@ class JobRunner:
             command, extra = render_script(runs["command"] or "", action_ctx, posix=True)
             env.update(extra)
             argv, _ = shell_command(None, command, "")
+        elif using == "docker":
+            from flowray.execute.container import ContainerError, action_run
+
+            try:
+                run = action_run(action, path, {**ctx, "inputs": inputs}, cwd, self.req,
+                                 key=f"{path}@{pinned.pin.sha if pinned and pinned.pin else ''}")
+            except (ValueError, expr.ExprError, ContainerError) as exc:
+                raise _StepFailed(f"action '{action['name']}': {exc}") from exc
+            return action, [], env, run
         else:
             raise _StepFailed(
                 f"action '{action['name']}' uses '{using}', which this flowray version cannot run"
             )
-        return action, argv, env
+        return action, argv, env, None
 
     def _action_inputs(
         self, step: StepData, action: ActionData, ctx: dict[str, Any]
@@ -558,7 +596,13 @@ class JobRunner:
                 log.write(line + "\n")
                 events.step_line(key, result, line)
 
-            outcome = self.supervisor.run(request, on_line)
+            if request.container is not None:
+                from flowray.execute.container import run_container
+
+                outcome = run_container(request.container, on_line, self.supervisor,
+                                        request.timeout)
+            else:
+                outcome = self.supervisor.run(request, on_line)
         if outcome.pgid:
             self.pgids.append(outcome.pgid)
         return outcome

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 # How long a step's processes get between SIGTERM and SIGKILL when stopped.
 DEFAULT_GRACE_SECONDS = 5.0
@@ -37,6 +38,7 @@ class ProcessRequest:
     env: dict[str, str] = field(repr=False)
     cwd: str
     timeout: float | None = None  # seconds
+    container: Any = None  # a container step: its ContainerRun (execute/container.py)
 
     def __post_init__(self) -> None:
         if not self.argv or not self.argv[0]:
@@ -174,6 +176,8 @@ class ProcessSupervisor:
         self._cancelled = False
         self._wake = threading.Condition(self._lock)
         self._watchdog: threading.Thread | None = None
+        self._stoppers: dict[int, Callable[[], None]] = {}  # containers and such, by token
+        self._next_stopper = 0
 
     @property
     def cancelled(self) -> bool:
@@ -228,9 +232,35 @@ class ProcessSupervisor:
             self._cancelled = True
             return list(self._live)
 
+    def add_stopper(self, stop: Callable[[], None]) -> int:
+        """Something else a cancel must stop (a container); a token for ``remove_stopper``."""
+        with self._lock:
+            self._next_stopper += 1
+            self._stoppers[self._next_stopper] = stop
+            return self._next_stopper
+
+    def remove_stopper(self, token: int) -> None:
+        with self._lock:
+            self._stoppers.pop(token, None)
+
     def cancel_all(self) -> None:
-        """Stop every live step process tree (SIGTERM, grace, SIGKILL); blocks until done."""
-        stop_groups(self.mark_cancelled(), grace=self.grace)
+        """Stop every live step process tree (SIGTERM, grace, SIGKILL) and every registered
+        stopper (containers, the same way); blocks until done."""
+        groups = self.mark_cancelled()
+        threads = self.start_stoppers()
+        stop_groups(groups, grace=self.grace)
+        for t in threads:
+            t.join()
+
+    def start_stoppers(self) -> list[threading.Thread]:
+        """Run every registered stopper, each in a thread (join them to wait)."""
+        with self._lock:
+            stoppers = list(self._stoppers.values())
+        threads = [threading.Thread(target=s, name="flowray-stop", daemon=True)
+                   for s in stoppers]
+        for t in threads:
+            t.start()
+        return threads
 
     def run(self, request: ProcessRequest, on_line: Callable[[str], None]) -> ProcessOutcome:
         """Run ``request`` to the end, calling ``on_line`` for each line of output (no newline)."""

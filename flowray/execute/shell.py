@@ -201,14 +201,21 @@ def _bash() -> str | None:
     return _BASH or None
 
 
-def shell_command(shell: str | None, script: str, script_file: str) -> tuple[list[str], bool]:
+def shell_command(shell: str | None, script: str, script_file: str, *,
+                  resolve: bool = True) -> tuple[list[str], bool]:
     """``(argv, posix)`` to run ``script`` with ``shell``.
 
     ``bash`` (the default where bash exists): ``bash --noprofile --norc -eo pipefail -c``;
     ``sh``: ``sh -e -c``; ``python``: ``python -c``; anything else is a command template in
     which ``{0}`` is replaced by a file holding the script (written by the caller to
-    ``script_file`` when this function returns a command naming it).
+    ``script_file`` when this function returns a command naming it). ``resolve=False``: the
+    command runs elsewhere (a container): names are left for its ``PATH``.
     """
+    if not resolve:
+        if shell == "bash":
+            return ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], True
+        if shell in ("python", "python3"):
+            return [shell, "-c", script], False
     if shell is None or shell == "bash":
         bash = _bash()
         if bash is None:

@@ -141,6 +141,7 @@ class FlowChecker:
         self.jobs: dict[str, Any] = jobs if isinstance(jobs, dict) else {}
         variables = data.get("variables")
         self.variables = list(variables) if isinstance(variables, dict) else []
+        self.container_paths: list[KeyPath] = []  # steps and jobs that need a Docker engine
 
     # -- reporting
 
@@ -164,6 +165,13 @@ class FlowChecker:
             if isinstance(job, dict):
                 self.check_job(job_id, job)
         self.check_manual_inputs()
+        if self.container_paths:
+            from flowray.execute.container import check_engine
+
+            why = check_engine()
+            if why is not None:
+                for path in self.container_paths:
+                    self.report(path, f"this needs a Docker engine: {why}")
         return self.out
 
     def check_manual_inputs(self) -> None:
@@ -269,11 +277,7 @@ class FlowChecker:
                 self.check_step(step, (*base, "steps", i), step_scope)
         self.check_matrix_cells(job, base)
         if job.get("container") is not None:
-            self.report(
-                (*base, "container"),
-                "job containers ('container:') are not supported by this flowray version yet; "
-                "steps run on the host",
-            )
+            self.container_paths.append((*base, "container"))
 
     def matrix_keys(self, job: Mapping[str, Any]) -> list[str] | None:
         strategy = job.get("strategy")
@@ -381,11 +385,10 @@ class FlowChecker:
         if ref.startswith("./"):
             return self.local_action(ref, path)
         if ref.startswith("docker://"):
-            self.report(
-                path,
-                f"docker actions ('{ref}') are not supported by this flowray version yet; "
-                "use a local action './path'",
-            )
+            if not ref[len("docker://"):].strip():
+                self.report(path, "'docker://' names no image: write docker://IMAGE[:TAG]")
+            else:
+                self.container_paths.append(path)
             return None
         m = _GIT_ACTION.match(ref)
         if m is None or any(p in (".", "..") for p in m.group("repo").split("/")):
@@ -450,10 +453,7 @@ class FlowChecker:
     ) -> None:
         name = action["name"]
         if action["runs"]["using"] == "docker":
-            self.report(
-                (*base, "action"),
-                f"action '{name}' uses 'docker', which this flowray version cannot run",
-            )
+            self.container_paths.append((*base, "action"))
         declared = action["inputs"]
         for key in given:
             if key not in declared:
