@@ -317,3 +317,23 @@ def test_validate_refuses_container_steps_without_an_engine(
     assert out.stderr.startswith("flow.yaml:2:12: jobs.j.container: this needs a Docker engine: "
                                  "no Docker engine answers at unix:///nonexistent/docker.sock")
 
+
+
+def test_pinned_gpus_become_a_device_request(ws: Workspace, engine: Any) -> None:
+    # There is no GPU (nor the NVIDIA runtime) here: the engine refusing the request for
+    # exactly the pinned device is what shows flowray asked for it.
+    ws.flow(f"""
+        name: gpu
+        jobs:
+          j:
+            container: {IMAGE}
+            resources: {{gpus: 1}}
+            steps: [{{run: "true"}}]
+    """)
+    out = ws.run("flow.yaml", "--gpus", "3")
+    assert out.exit_code == 1
+    rec = ws.record()
+    error = rec["jobs"]["j"]["steps"][0]["error"]
+    assert error.startswith("container for 'flowray-test/busybox:1' did not start: "), error
+    assert 'could not select device driver "nvidia"' in error, error
+    assert _left(engine, rec["id"]) == []
