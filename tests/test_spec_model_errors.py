@@ -211,8 +211,6 @@ def test_union_errors_fold_into_one_message() -> None:
         "flow.yaml:9:9: jobs.a.steps[2].if: expected a string or a boolean, got a map\n"
         "flow.yaml:10:5: jobs.a.container: expected an image name or a map with "
         "image/options/env/volumes, got 3\n"
-        "flow.yaml:10:5: jobs.a.container: job containers ('container:') are not supported by "
-        "this flowray version yet; steps run on the host\n"
         "flow.yaml:11:1: triggers: expected a map or a list, got 3"
     )
 
@@ -231,8 +229,6 @@ def test_map_form_errors_are_reported_inside_the_map() -> None:
         "flow.yaml:5:38: jobs.a.steps[0].action.gti: unknown key 'gti' (did you mean 'git'?)\n"
         "flow.yaml:6:9: jobs.a.steps[1].action: missing required key 'name'\n"
         "flow.yaml:7:5: jobs.a.container: missing required key 'image'\n"
-        "flow.yaml:7:5: jobs.a.container: job containers ('container:') are not supported by "
-        "this flowray version yet; steps run on the host\n"
         "flow.yaml:7:17: jobs.a.container.imag: unknown key 'imag' (did you mean 'image'?)"
     )
 

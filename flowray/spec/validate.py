@@ -276,8 +276,10 @@ class FlowChecker:
                 step_scope = replace(scope, where="step", step_index=i)
                 self.check_step(step, (*base, "steps", i), step_scope)
         self.check_matrix_cells(job, base)
-        if job.get("container") is not None:
-            self.container_paths.append((*base, "container"))
+        container = job.get("container")
+        if isinstance(container, str) or (
+                isinstance(container, dict) and isinstance(container.get("image"), str)):
+            self.container_paths.append((*base, "container"))  # (a malformed one: the model)
 
     def matrix_keys(self, job: Mapping[str, Any]) -> list[str] | None:
         strategy = job.get("strategy")
