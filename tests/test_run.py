@@ -972,3 +972,15 @@ def test_bad_retry_backoff_setting_falls_back(ws: Workspace, monkeypatch: pytest
     out = ws.run(flow)
     out.assert_success()
     assert "retrying in 1s" in out.stdout
+
+
+def test_last_is_the_newest_run_even_within_one_second(tmp_path: Path) -> None:
+    from flowray.store.records import find_run, runs_dir, write_json_atomic
+
+    base = Path(runs_dir(str(tmp_path)))
+    # Two runs started in the same second; the later one's random suffix sorts first.
+    for name, started in (("20261127-101010-ffffff", 100.0), ("20261127-101010-000000", 100.5),
+                          ("20261127-101009-zzzzzz", 200.0)):
+        (base / name).mkdir(parents=True)
+        write_json_atomic(str(base / name / "record.json"), {"id": name, "started": started})
+    assert find_run(str(tmp_path), "last") == str(base / "20261127-101010-000000")

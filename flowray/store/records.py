@@ -88,6 +88,23 @@ def read_record(run_path: str) -> dict[str, Any]:
     return data
 
 
+def _newest(base: str, names: list[str]) -> str:
+    """The newest of ``names`` (sorted): ids order runs by the second they started; runs that
+    started in the same second are told apart by their records' start times."""
+    stamp = names[-1][:15]
+    same = [n for n in names if n[:15] == stamp]
+    if len(same) == 1:
+        return same[0]
+
+    def started(name: str) -> float:
+        try:
+            return float(read_record(os.path.join(base, name)).get("started") or 0.0)
+        except (RecordError, TypeError, ValueError):
+            return 0.0
+
+    return max(same, key=lambda n: (started(n), n))
+
+
 def find_run(workspace: str, ref: str) -> str:
     """The folder of run ``ref``: a run id, a unique prefix of one, or ``last``."""
     base = runs_dir(workspace)
@@ -98,7 +115,7 @@ def find_run(workspace: str, ref: str) -> str:
     if not names:
         raise RecordError(f"no runs recorded in {os.path.join('.flowray', 'runs')} yet")
     if ref in ("last", "latest", "-1"):
-        return os.path.join(base, names[-1])
+        return os.path.join(base, _newest(base, names))
     if ref in names:
         return os.path.join(base, ref)
     hits = [n for n in names if n.startswith(ref) or n.endswith(ref)]
