@@ -7,74 +7,23 @@ except in CI (CI=true), where `.ci/run` starts one and a missing engine is a fai
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+import containerfixtures
 import pytest
 from conftest import Workspace, env_without_color
-
-docker = pytest.importorskip("docker", reason="the Docker SDK is not installed")
-
-IMAGE = "flowray-test/busybox:1"
-APPLETS = ("sh", "echo", "cat", "ls", "sleep", "env", "id", "pwd", "true", "false", "printf",
-           "mkdir", "touch", "head", "tail", "cut", "tr", "seq", "yes", "wc", "kill", "stat")
-
-
-def _engine() -> Any:
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-        return client
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            raise AssertionError(
-                f"CI must have a Docker engine (.ci/run starts one): {exc}") from None
-        pytest.skip(f"no Docker engine answers here ({exc}); start one with `dockerd &`")
-
-
-def _busybox() -> Path:
-    found = shutil.which("busybox")
-    if found is None:
-        pytest.skip("busybox is not installed: the test image is made from Debian's "
-                    "busybox-static (apt-get install busybox-static)")
-    return Path(found)
+from containerfixtures import IMAGE, left
 
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    client = _engine()
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        binary = _busybox().read_bytes()
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for folder in ("bin", "tmp", "etc"):
-                info = tarfile.TarInfo(folder)
-                info.type, info.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
-                tar.addfile(info)
-            info = tarfile.TarInfo("bin/busybox")
-            info.size, info.mode = len(binary), 0o755
-            tar.addfile(info, io.BytesIO(binary))
-            for applet in APPLETS:
-                link = tarfile.TarInfo(f"bin/{applet}")
-                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-                tar.addfile(link)
-        repo, tag = IMAGE.split(":")
-        client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag)
-    out = client.containers.run(IMAGE, ["echo", "ok"], remove=True, network_mode="none")
-    if out.strip() != b"ok":  # a busybox that is not static cannot run alone in an image
-        pytest.skip(f"the busybox image does not run: {out!r}")
-    yield client
+    yield containerfixtures.engine()
 
 
 @pytest.fixture(autouse=True)
@@ -82,10 +31,6 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWRAY_DOCKER_NETWORK", "none")  # the engine has no bridge here
     monkeypatch.delenv("FLOWRAY_PULL", raising=False)
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-
-
-def _left(client: Any, run_id: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"flowray.run={run_id}"})
 
 
 def test_a_job_container_runs_every_run_step_in_the_image(
@@ -123,7 +68,7 @@ def test_a_job_container_runs_every_run_step_in_the_image(
     made = ws.root / "made.txt"
     assert made.read_text() == "made in a container\n"
     assert made.stat().st_uid == os.getuid()
-    assert _left(engine, rec["id"]) == []
+    assert left(engine, rec["id"]) == []
 
 
 def test_docker_steps_get_inputs_args_entrypoint_and_exit_codes(
@@ -227,7 +172,7 @@ def test_cancel_stops_the_container_and_removes_it(ws: Workspace, engine: Any) -
     assert time.monotonic() - started < 30
     rec = ws.record()
     assert rec["jobs"]["j"]["status"] == "cancelled"
-    assert _left(engine, rec["id"]) == []
+    assert left(engine, rec["id"]) == []
 
 
 def test_timeout_stops_the_container(ws: Workspace, engine: Any) -> None:
@@ -246,7 +191,7 @@ def test_timeout_stops_the_container(ws: Workspace, engine: Any) -> None:
     step = rec["jobs"]["j"]["steps"][0]
     assert step["status"] == "failure"
     assert "timed out" in (step["error"] or ""), step
-    assert _left(engine, rec["id"]) == []
+    assert left(engine, rec["id"]) == []
 
 
 def test_ten_megabytes_of_output_from_a_container(ws: Workspace, engine: Any) -> None:
@@ -336,4 +281,4 @@ def test_pinned_gpus_become_a_device_request(ws: Workspace, engine: Any) -> None
     error = rec["jobs"]["j"]["steps"][0]["error"]
     assert error.startswith("container for 'flowray-test/busybox:1' did not start: "), error
     assert 'could not select device driver "nvidia"' in error, error
-    assert _left(engine, rec["id"]) == []
+    assert left(engine, rec["id"]) == []

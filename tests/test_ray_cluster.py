@@ -339,6 +339,45 @@ def test_a_multi_node_job_is_refused_without_ray(ws: Workspace) -> None:
     assert not (ws.root / ".flowray" / "runs").exists()
 
 
+def test_container_steps_run_on_the_nodes_the_jobs_landed_on(
+    ws: Workspace, nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import containerfixtures
+
+    client = containerfixtures.engine()  # every node here shares this machine's engine
+    monkeypatch.setenv("FLOWRAY_DOCKER_NETWORK", "none")
+    ws.flow(f"""
+        name: boxed-on-ray
+        jobs:
+          box:
+            strategy:
+              matrix:
+                n: [1, 2, 3, 4, 5, 6]
+            container: {containerfixtures.IMAGE}
+            artifacts: [made-*.txt]
+            steps:
+              - run: |
+                  echo "cell ${{{{ matrix.n }}}} on $FLOWRAY_NODE_ID in $(pwd), bash: $(ls /bin/bash 2>&1 | head -c 13)"
+                  echo "made in a container" > made-${{{{ matrix.n }}}}.txt
+                  sleep 0.5
+    """)
+    out = ws.run("flow.yaml", "--address", nodes.address)
+    out.assert_success()
+    rec = _record(ws)
+    run_dir = ws.root / ".flowray" / "runs" / rec["id"]
+    used = set()
+    for n in range(1, 7):
+        job = rec["jobs"][f"box.{n}"]
+        node = next(i for i in nodes.ids if f"node {i[:8]}" in job["node"])
+        used.add(node)
+        logs = ws.cli("logs", rec["id"], f"box.{n}").stdout
+        assert f"cell {n} on {node} in " in logs and "bash: ls: /bin/bash" in logs
+        assert (run_dir / "artifacts" / f"box.{n}" / f"made-{n}.txt").read_text() == \
+            "made in a container\n"
+    assert len(used) > 1, "every job landed on one node"
+    assert containerfixtures.left(client, rec["id"]) == []
+
+
 def test_a_lost_node_runs_the_job_again_on_another(
     ws: Workspace, nodes: Nodes
 ) -> None:

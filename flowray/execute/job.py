@@ -147,6 +147,16 @@ def input_env_name(name: str) -> str:
     return "INPUT_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
+# What a container step gets of the environment flowray runs in: flowray's own variables (on Ray
+# the node's id and address, in a multi-node job the rank variables), not the rest (its PATH,
+# HOME, ... would be wrong in the image).
+_RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK")
+
+
+def _passed_in(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith("FLOWRAY_") or k in _RANK_VARIABLES}
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "_"
 
@@ -454,7 +464,8 @@ class JobRunner:
                 from flowray.execute.container import ContainerError, job_container_run
 
                 try:
-                    container = job_container_run(job_container, argv, cwd, own, req, ctx)
+                    container = job_container_run(job_container, argv, cwd,
+                                                  {**_passed_in(req.env), **own}, req, ctx)
                 except (ValueError, ContainerError) as exc:
                     raise _StepFailed(f"container: {exc}") from exc
         else:
@@ -462,6 +473,7 @@ class JobRunner:
                 step, result.index, ctx, own, cwd)
             own.update(action_env)
             if container is not None:
+                container.env.update(_passed_in(req.env))
                 container.env.update(own)
         if req.gpus is not None:
             own["CUDA_VISIBLE_DEVICES"] = ",".join(req.gpus)
