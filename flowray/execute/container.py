@@ -21,7 +21,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +58,10 @@ class ContainerRun:
     pull: str = "if-not-present"
 
 
-def pull_policy() -> str:
-    value = (os.environ.get("FLOWRAY_PULL") or "if-not-present").strip().lower()
+def pull_policy(env: Mapping[str, str] | None = None) -> str:
+    """``FLOWRAY_PULL`` of ``env`` (the step's base environment), else of this process."""
+    value = ((env or {}).get("FLOWRAY_PULL") or os.environ.get("FLOWRAY_PULL")
+             or "if-not-present").strip().lower()
     if value not in PULL_POLICIES:
         raise ContainerError(f"FLOWRAY_PULL is '{value}'; use one of {', '.join(PULL_POLICIES)}")
     return value
@@ -266,10 +268,11 @@ def _base(image: str, req: JobRequest, cwd: str, env: dict[str, str]) -> Contain
     return ContainerRun(
         image=image, env=container_env, workdir=cwd, mounts=_mounts(req),
         user=f"{os.getuid()}:{os.getgid()}",  # files written in the workspace stay the user's
-        network=os.environ.get("FLOWRAY_DOCKER_NETWORK") or None,
+        network=req.env.get("FLOWRAY_DOCKER_NETWORK")
+        or os.environ.get("FLOWRAY_DOCKER_NETWORK") or None,
         gpus=list(req.gpus) if req.gpus else None,
         labels={RUN_LABEL: req.run_id, JOB_LABEL: req.key},
-        pull=pull_policy(),
+        pull=pull_policy(req.env),
     )
 
 
