@@ -14,9 +14,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -346,22 +346,43 @@ def _coerce_run_inputs(flow: dict[str, Any], raw: dict[str, str]) -> dict[str, A
     return out
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _run_input_options(*, submit: bool) -> Callable[[F], F]:
+    """The options that give a run its inputs and pick its jobs, shared by `run` and `submit`
+    (which reads the files here and ships what they hold)."""
+    here = " (read here)" if submit else ""
+    options = [
+        click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
+                     help="A run input, read as ${{ inputs.KEY }}."),
+        click.option("--secret", "-s", "secrets", multiple=True, metavar="NAME=VALUE",
+                     help="A secret; shipped in a private file, never on the job's command line."
+                     if submit else
+                     "A secret, read as ${{ secrets.NAME }}; masked as *** everywhere."),
+        click.option("--secret-file", type=click.Path(dir_okay=False), multiple=True,
+                     help=f"A file of NAME=VALUE secret lines{here}."),
+        click.option("--env-file", type=click.Path(dir_okay=False), multiple=True,
+                     help=f"A file of KEY=VALUE lines added to every step's environment{here}."),
+        click.option("--event", "event_file", type=click.Path(dir_okay=False), default=None,
+                     help=f"A JSON file with the trigger payload, read as ${{{{ event }}}}{here}."),
+        click.option("--matrix", "matrix", multiple=True, metavar="KEY:VALUE",
+                     help="Run only the matrix cells where KEY is VALUE."),
+        click.option("--job", "-j", "jobs", multiple=True, metavar="JOB",
+                     help="Run only this job (and the jobs it needs)."),
+    ]
+
+    def apply(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @main.command()
 @click.argument("flow_path", metavar="FLOW", type=click.Path(dir_okay=False))
-@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
-              help="A run input, read as ${{ inputs.KEY }}.")
-@click.option("--secret", "-s", "secrets", multiple=True, metavar="NAME=VALUE",
-              help="A secret, read as ${{ secrets.NAME }}; masked as *** everywhere.")
-@click.option("--secret-file", type=click.Path(dir_okay=False), multiple=True,
-              help="A file of NAME=VALUE secret lines.")
-@click.option("--env-file", type=click.Path(dir_okay=False), multiple=True,
-              help="A file of KEY=VALUE lines added to every step's environment.")
-@click.option("--event", "event_file", type=click.Path(dir_okay=False), default=None,
-              help="A JSON file with the trigger payload, read as ${{ event }}.")
-@click.option("--matrix", "matrix", multiple=True, metavar="KEY:VALUE",
-              help="Run only the matrix cells where KEY is VALUE.")
-@click.option("--job", "-j", "jobs", multiple=True, metavar="JOB",
-              help="Run only this job (and the jobs it needs).")
+@_run_input_options(submit=False)
 @click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
               help="Workspace the steps run in (default: the current directory).")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan; run nothing.")
@@ -612,20 +633,7 @@ def _validated_flow(flow_path: str, workspace: str, offline: bool) -> Any:
 @click.option("--address", default=None, metavar="URL",
               help="The Ray cluster's dashboard, http://HEAD:8265 (also FLOWRAY_ADDRESS when "
                    "it is an http:// URL, or RAY_API_SERVER_ADDRESS).")
-@click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
-              help="A run input, read as ${{ inputs.KEY }}.")
-@click.option("--secret", "-s", "secrets", multiple=True, metavar="NAME=VALUE",
-              help="A secret; shipped in a private file, never on the job's command line.")
-@click.option("--secret-file", type=click.Path(dir_okay=False), multiple=True,
-              help="A file of NAME=VALUE secret lines (read here).")
-@click.option("--env-file", type=click.Path(dir_okay=False), multiple=True,
-              help="A file of KEY=VALUE lines added to every step's environment (read here).")
-@click.option("--event", "event_file", type=click.Path(dir_okay=False), default=None,
-              help="A JSON file with the trigger payload, read as ${{ event }} (read here).")
-@click.option("--matrix", "matrix", multiple=True, metavar="KEY:VALUE",
-              help="Run only the matrix cells where KEY is VALUE.")
-@click.option("--job", "-j", "jobs", multiple=True, metavar="JOB",
-              help="Run only this job (and the jobs it needs).")
+@_run_input_options(submit=True)
 @click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
               help="The workspace to ship, which holds FLOW (default: the current directory).")
 @click.option("--quiet", "-q", is_flag=True, help="Show no step output, only failures.")
