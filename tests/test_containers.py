@@ -282,3 +282,23 @@ def test_pinned_gpus_become_a_device_request(ws: Workspace, engine: Any) -> None
     assert error.startswith("container for 'flowray-test/busybox:1' did not start: "), error
     assert 'could not select device driver "nvidia"' in error, error
     assert left(engine, rec["id"]) == []
+
+
+def test_pull_always_goes_to_the_registry_even_for_a_local_image(
+    ws: Workspace, engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No registry is reachable here: `always` failing while the image is on the engine shows
+    # that it asked the registry; the default policy used the local copy.
+    ws.flow(f"name: p\njobs: {{j: {{container: {IMAGE}, steps: [{{run: echo local}}]}}}}\n")
+    ws.run("flow.yaml").assert_success()
+    monkeypatch.setenv("FLOWRAY_PULL", "always")
+    out = ws.run("flow.yaml")
+    assert out.exit_code == 1
+    error = ws.record()["jobs"]["j"]["steps"][0]["error"]
+    assert error.startswith(f"image '{IMAGE}' cannot be pulled (FLOWRAY_PULL is 'always'): "
+                            ), error
+    assert error.endswith(" and use FLOWRAY_PULL=if-not-present"), error
+    monkeypatch.setenv("FLOWRAY_PULL", "sometimes")
+    out = ws.run("flow.yaml")
+    assert ws.record()["jobs"]["j"]["steps"][0]["error"] == (
+        "container: FLOWRAY_PULL is 'sometimes'; use one of if-not-present, always, never")

@@ -127,10 +127,12 @@ def ensure_image(image: str, policy: str) -> None:
     try:
         c.images.pull(repo, tag=tag)
     except Exception as exc:
+        where = ("cannot be pulled (FLOWRAY_PULL is 'always')" if policy == "always" else
+                 "is not on this Docker engine and cannot be pulled")
         raise ContainerError(
-            f"image '{image}' is not on this Docker engine and cannot be pulled: {_reason(exc)}. "
-            f"Check the name and tag, log in to its registry (`docker login`), or build it "
-            f"here (`docker build -t {image} .`)") from None
+            f"image '{image}' {where}: {_reason(exc)}. Check the name and tag, log in to its "
+            f"registry (`docker login`), or build it here (`docker build -t {image} .`)"
+            + (" and use FLOWRAY_PULL=if-not-present" if policy == "always" else "")) from None
 
 
 def build_image(context: str, dockerfile: str, key: str) -> str:
