@@ -186,7 +186,7 @@ class Coordinator:
         self._waiting: dict[str, int] = {}
         self._dependents: dict[str, list[str]] = {}
         self._eligible: deque[str] = deque()
-        self._ready: dict[tuple[str, float, int], deque[str]] = {}
+        self._ready: dict[tuple[str, float, int, int], deque[str]] = {}
         self._delayed: list[tuple[float, str]] = []
         self._running_per_group: dict[str, int] = {}
         for job in plan.jobs:
@@ -292,12 +292,12 @@ class Coordinator:
                          daemon=True).start()
 
     @staticmethod
-    def _shape(plan: JobPlan) -> tuple[str, float, int]:
+    def _shape(plan: JobPlan) -> tuple[str, float, int, int]:
         """Jobs of one shape wait in one queue: if its head cannot start, none of them can."""
         strategy = plan.data["strategy"]
         group = plan.job_id if strategy and strategy["max_parallel"] is not None else ""
         res = plan.data["resources"]
-        return group, res["cpus"], res["gpus"] or 0
+        return group, res["cpus"], res["gpus"] or 0, res["nodes"]
 
     def _schedule(self) -> None:
         # Jobs whose needs just ended: evaluate their `if` once, then queue them to start.

@@ -139,6 +139,8 @@ class RayDispatcher:
         self._jobs: dict[int, _Submitted] = {}
         self._by_key: dict[str, int] = {}
         self._nodes: dict[str, NodeInfo] = {}  # job key -> the node of its latest attempt
+        self._seen: dict[str, NodeInfo] = {}  # every node a task started on, by id
+        self._log_lock = threading.Lock()  # logs are written by the collector and by close()
         self._ended: list[tuple[int, NodeReturn | BaseException]] = []  # tasks, as they end
         self._polls: list[tuple[int, list[HubItem] | BaseException]] = []  # hub polls back
         self._tokens = itertools.count(1)
@@ -146,6 +148,7 @@ class RayDispatcher:
         self._shapes: dict[str, TaskShape] = {}
         self._actions: dict[str, dict[str, ActionData]] = {}
         self._sendable_actions: dict[str, dict[int, StepAction]] = {}
+        self._containers = False  # a job with container steps was started
         self._tasks: dict[str, Any] = {}  # run_on_node with each job id's options
         self._masks: list[str] = []
         self._capacity: dict[str, float] = {}
@@ -161,7 +164,8 @@ class RayDispatcher:
         # The environment and contexts the coordinator gives every job (the same objects).
         self._static_env = env if env is not None else {}
         self._static_contexts = contexts if contexts is not None else {}
-        self._run = [ray.put(RunStatic(hub=self._hub, grace=grace, env=self._static_env,
+        self._run = [ray.put(RunStatic(hub=self._hub, grace=grace,
+                                       env=[ray.put(self._static_env)],
                                        contexts=self._static_contexts, shipment=shipment))]
         self._run_key = f"{run_id}.{os.getpid()}.{id(self)}"
         self._collector = threading.Thread(target=self._collect, name="flowray-ray-events",
@@ -246,7 +250,8 @@ class RayDispatcher:
         return str(node) if node else ""
 
     def nodes_used(self) -> list[NodeInfo]:
-        return list({n.node_id: n for n in self._nodes.values()}.values())
+        """Every node a task of the run started on (all ranks, all attempts)."""
+        return list(self._seen.values())
 
     def close(self) -> None:
         """Stop the collector and the hub; jobs still in flight are reported failed."""
@@ -307,6 +312,7 @@ class RayDispatcher:
         """The job's local actions, validated here once per job id, so nodes need not."""
         known = self._actions.get(plan.job_id)
         if known is None:
+            self._containers = self._containers or _has_containers(plan, request)
             known = {}
             for step in plan.data["steps"]:
                 ref = step["action"]
@@ -424,11 +430,12 @@ class RayDispatcher:
             self._finish(token, self._failure(sub, outcome))
 
     def _hub_lost(self, exc: BaseException) -> None:
+        why = f"the run's event hub (a Ray actor) was lost: {_reason(exc)}"
         with self._lock:
+            self.ship_error = self.ship_error or why  # nothing could collect later jobs
             subs = list(self._jobs.values())
         for sub in subs:
-            self._finish(sub.token, self._lost_result(
-                sub, f"the run's event hub (a Ray actor) was lost: {_reason(exc)}"))
+            self._finish(sub.token, self._lost_result(sub, why))
 
     def _deliver(self, token: int, events: list[Event], result: JobResult | None) -> None:
         sub = self._jobs.get(token)
@@ -466,6 +473,7 @@ class RayDispatcher:
         sub.remote = self.shipment is not None and node.node_id != self.shipment.home
         sub.started = sub.started or time.time()
         self._nodes[sub.plan.key] = node
+        self._seen[node.node_id] = node
         if self.prefix_nodes:
             sub.label = f"{sub.name}@{node.hostname}"
 
@@ -474,29 +482,32 @@ class RayDispatcher:
 
     def _open_log(self, sub: _Submitted, step: StepResult) -> None:
         self._close_logs(sub)
-        if not step.log:
-            return
-        path = os.path.join(self.run_dir, step.log)
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            sub.logs[step.index] = open(path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
-        except OSError as exc:
-            self.console.info(f"! job {sub.plan.key}: cannot write the log {path}: {exc}")
+        root = os.path.realpath(self.run_dir)
+        path = os.path.realpath(os.path.join(root, step.log or ""))
+        if not step.log or not path.startswith(root + os.sep):
+            return  # a log path from the node that is not below the run folder
+        with self._log_lock:
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                sub.logs[step.index] = open(path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+            except OSError as exc:
+                self.console.info(f"! job {sub.plan.key}: cannot write the log {path}: {exc}")
 
     def _log_line(self, sub: _Submitted, index: int, line: str) -> None:
-        fh = sub.logs.get(index)
-        if fh is not None:
-            try:
-                fh.write(line + "\n")
-            except OSError:
-                sub.logs.pop(index, None)
+        with self._log_lock:
+            fh = sub.logs.get(index)
+            if fh is not None:
+                try:
+                    fh.write(line + "\n")
+                except (OSError, ValueError):  # full disk, or closed by close()
+                    sub.logs.pop(index, None)
 
-    @staticmethod
-    def _close_logs(sub: _Submitted) -> None:
-        for fh in sub.logs.values():
-            with contextlib.suppress(OSError):
-                fh.close()
-        sub.logs.clear()
+    def _close_logs(self, sub: _Submitted) -> None:
+        with self._log_lock:
+            for fh in sub.logs.values():
+                with contextlib.suppress(OSError):
+                    fh.close()
+            sub.logs.clear()
 
     def _finish(self, token: int, result: JobResult) -> None:
         with self._lock:
@@ -665,15 +676,21 @@ class RayDispatcher:
             return
         options = gang.shape.options()
         for rank, sub in enumerate(subs):
-            spec = NodeSpec(token=sub.token, gpus=gang.shape.gpus,
-                            actions=self._local_actions(plan, request),
-                            masks=list(self._masks), gang=GangSpec(gang.id, rank, rank_ips, port))
-            ref = run_on_node.options(
-                name=f"flowray {plan.key} rank {rank}",
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    pg, placement_group_bundle_index=rank),
-                **options,
-            ).remote(self._run_key, self._run, _packed(request, spec))
+            try:
+                spec = NodeSpec(token=sub.token, gpus=gang.shape.gpus,
+                                actions=self._local_actions(plan, request),
+                                masks=list(self._masks),
+                                gang=GangSpec(gang.id, rank, rank_ips, port))
+                ref = run_on_node.options(
+                    name=f"flowray {plan.key} rank {rank}",
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(
+                        pg, placement_group_bundle_index=rank),
+                    **options,
+                ).remote(self._run_key, self._run, _packed(request, spec))
+            except Exception as exc:  # the rank could not be submitted: the gang stops
+                self._finish(sub.token, self._lost_result(
+                    sub, f"cannot submit rank {rank}: {type(exc).__name__}: {_reason(exc)}"))
+                continue
             sub.ref = ref
             ref.future().add_done_callback(functools.partial(self._task_ended, sub.token))
 
@@ -729,11 +746,22 @@ class RayDispatcher:
         refs = [
             sweep_node.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
-            ).remote(run_id, self.grace)
+            ).remote(run_id, self.grace, self._containers)
             for node in self.nodes_used() if node.node_id != here and node.node_id in alive
         ]
         if refs:
             ray.wait(refs, num_returns=len(refs), timeout=self.grace + _STOP_SLACK)
+
+
+def _has_containers(plan: JobPlan, request: JobRequest) -> bool:
+    """Whether the job may run container steps (then the nodes look for leftovers)."""
+    if plan.data["container"] is not None:
+        return True
+    for step in plan.data["steps"]:
+        ref = step["action"]
+        if isinstance(ref, str) and ref.startswith(("docker://", "./")):
+            return True  # a local action may be a docker one: look rather than load it
+    return any(a.data["runs"]["using"] == "docker" for a in request.step_actions.values())
 
 
 def _packed(request: JobRequest, spec: NodeSpec) -> bytes:

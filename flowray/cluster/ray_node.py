@@ -30,7 +30,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from flowray.cluster.ship import Shipment, localize, pack_files, remove_run
+from flowray.cluster.ship import Shipment, localize, pack_files, rebase, remove_run
 from flowray.execute.job import JobRequest, JobResult, StepResult, run_job
 from flowray.execute.process import ProcessSupervisor, run_processes
 from flowray.execute.secrets import Masker
@@ -95,7 +95,9 @@ class RunStatic:
 
     hub: Any  # the run's EventHub actor handle
     grace: float
-    env: dict[str, str] = field(repr=False)  # the process environment jobs start from
+    # [the coordinator's environment, in the object store]: jobs on its node start from it;
+    # fetched only there (it may hold credentials other nodes have no use for).
+    env: list[Any] = field(repr=False)
     contexts: dict[str, Any] = field(repr=False)  # the contexts alike for every job
     shipment: Shipment | None = None  # the run's files, for nodes other than the coordinator's
 
@@ -440,7 +442,10 @@ def _run_on_node(key: str, static: list[Any], packed: bytes) -> bytes:
     request, spec = pickle.loads(packed)
     node = _node_info()
     grace = run.grace
-    request.env = request.env or run.env
+    shipment = run.shipment
+    remote = shipment is not None and node.node_id != shipment.home
+    if not remote and not request.env:
+        request.env = _run_env(key, run)
     request.contexts = {**run.contexts, **request.contexts}
     supervisor = ProcessSupervisor(grace=grace)
 
@@ -449,13 +454,34 @@ def _run_on_node(key: str, static: list[Any], packed: bytes) -> bytes:
                          daemon=True).start()
 
     events = NodeEvents(run.hub, request.run_id, spec.token, on_cancel)
+    try:
+        return _run_job_here(run, request, spec, node, events, supervisor, started, remote)
+    finally:
+        _FLUSHER.unregister(events)  # whatever happened, the flusher forgets the job
+
+
+_ENVS: dict[str, dict[str, str]] = {}
+
+
+def _run_env(key: str, run: RunStatic) -> dict[str, str]:
+    env = _ENVS.get(key)
+    if env is None:
+        env = _ENVS[key] = ray.get(run.env[0])
+        while len(_ENVS) > _RUNS_KEPT:
+            del _ENVS[next(iter(_ENVS))]
+    return env
+
+
+def _run_job_here(run: RunStatic, request: JobRequest, spec: NodeSpec, node: NodeInfo,
+                  events: NodeEvents, supervisor: ProcessSupervisor, started: float,
+                  remote: bool) -> bytes:
+    grace = run.grace
+    shipment = run.shipment
     events.add(("node", node))
     # Whatever this Ray version does with CUDA_VISIBLE_DEVICES, the steps see exactly the GPUs
     # Ray gave the task: none for gpus: 0, and none when gpus is unset either, since such a
     # task holds no GPU on a node that other jobs' GPUs share (issue 4: set for every job).
     ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", []) if spec.gpus else []
-    shipment = run.shipment
-    remote = shipment is not None and node.node_id != shipment.home
     if remote:
         assert shipment is not None
         try:
@@ -465,7 +491,7 @@ def _run_on_node(key: str, static: list[Any], packed: bytes) -> bytes:
                                f"cannot set the job up on {node}: {exc}")
             return _packed_return(NodeReturn(result, events.close(), events.pushed))
         # The coordinator's paths, where a step names them, mean the copies here.
-        spec.actions = {_rebased(p, shipment.workspace, request.workspace): a
+        spec.actions = {rebase(p, shipment.workspace, request.workspace): a
                         for p, a in spec.actions.items()}
     request.gpus = [str(i) for i in ids]
     request.env = {**request.env, "FLOWRAY_NODE_ID": node.node_id, "FLOWRAY_NODE_IP": node.ip}
@@ -538,10 +564,6 @@ def _free_port() -> int:
 free_port = ray.remote(num_cpus=0, max_retries=0)(_free_port)
 
 
-def _rebased(path: str, old: str, new: str) -> str:
-    if path == old or path.startswith(old + os.sep):
-        return new + path[len(old):]
-    return path
 
 
 # Ray does not retry a job's task: a task lost with its node or worker fails, and the
@@ -549,13 +571,14 @@ def _rebased(path: str, old: str, new: str) -> str:
 run_on_node = ray.remote(max_retries=0, retry_exceptions=False)(_run_on_node)
 
 
-def _sweep_node(run_id: str, grace: float) -> int:
-    """After the run: stop what its steps left on this node, remove its shipped files."""
+def _sweep_node(run_id: str, grace: float, containers: bool) -> int:
+    """After the run: stop what its steps left on this node (and its containers, when the run
+    had container steps), remove its shipped files."""
     from flowray.execute.process import sweep_run_processes
 
     left = sweep_run_processes(run_id, grace=grace)
     remove_run(ray.get_runtime_context().get_node_id(), run_id)
-    if "flowray.execute.container" in sys.modules:  # this worker ran container steps
+    if containers or "flowray.execute.container" in sys.modules:
         from flowray.execute.container import remove_run_containers
 
         left += remove_run_containers(run_id)

@@ -150,8 +150,9 @@ class RayCluster:
         home = ray.get_runtime_context().get_node_id()
         shipment = None
         ship_error = None
-        if any(n.get("NodeID") != home for n in self._nodes):
-            # Other nodes: they get the workspace and the actions through the object store.
+        if self.address is not None or any(n.get("NodeID") != home for n in self._nodes):
+            # Other nodes (now, or joining later on a cluster that scales): they get the
+            # workspace and the actions through the object store.
             opts = coordinator.opts
             try:
                 shipment = prepare(run_id=coordinator.run_id, home=home,

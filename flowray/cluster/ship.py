@@ -20,13 +20,13 @@ import dataclasses
 import hashlib
 import io
 import os
-import shutil
 import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowray.actions.lock import remove_tree
 from flowray.execute.job import JobRequest, StepAction
 
 # Folders of the workspace that never travel: run records and the repository's history.
@@ -161,8 +161,20 @@ def _cache_root(entry_dir: str) -> str:
 def node_dir(node_id: str) -> str:
     """Where a node keeps what was shipped to it (``FLOWRAY_NODE_DIR``)."""
     base = os.environ.get("FLOWRAY_NODE_DIR") or os.path.join(
-        tempfile.gettempdir(), "flowray-node")
+        tempfile.gettempdir(), f"flowray-node-{os.getuid()}")
     return os.path.join(base, node_id[:16])
+
+
+def _private_dir(path: str) -> None:
+    """Make ``path`` (and missing parents) readable by this user only, and refuse one that
+    another user owns (someone could have made it first, in a shared /tmp)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if st.st_uid != os.getuid():
+        raise ShipError(f"{path} belongs to another user (uid {st.st_uid}); set "
+                        f"FLOWRAY_NODE_DIR to a folder of your own on the nodes")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def localize(request: JobRequest, shipment: Shipment, node_id: str) -> JobRequest:
@@ -174,6 +186,9 @@ def localize(request: JobRequest, shipment: Shipment, node_id: str) -> JobReques
     from flowray.actions.lock import locked
 
     base = node_dir(node_id)
+    if not os.environ.get("FLOWRAY_NODE_DIR"):
+        _private_dir(os.path.dirname(base))  # the default, in a shared /tmp
+    _private_dir(base)
     workspace = shipment.workspace
     if shipment.workspace_ref is not None:
         workspace = os.path.join(base, "workspaces", f"{shipment.run_id}-{shipment.workspace_key}")
@@ -189,39 +204,58 @@ def localize(request: JobRequest, shipment: Shipment, node_id: str) -> JobReques
         if shipped is None:
             actions[index] = _moved(action, shipment.workspace, workspace)
             continue
-        if cache is None:
-            cache = ActionCache(os.path.join(base, "actions"))
-        pin = cache.unpack(ray.get(shipped.ref))
-        python = ensure_venv(pin, python=sys.executable,
-                             system_site_packages=shipped.system_site_packages) \
-            if shipped.venv else None
-        actions[index] = dataclasses.replace(action, path=pin.path, python=python, pin=None)
+        done = _UNPACKED.get((shipment.run_id, action.path))
+        if done is None:  # once per worker, run and action
+            if cache is None:
+                cache = ActionCache(os.path.join(base, "actions"))
+            pin = cache.unpack(ray.get(shipped.ref))
+            python = ensure_venv(pin, python=sys.executable,
+                                 system_site_packages=shipped.system_site_packages) \
+                if shipped.venv else None
+            done = _UNPACKED[(shipment.run_id, action.path)] = (pin.path, python)
+            while len(_UNPACKED) > 256:
+                del _UNPACKED[next(iter(_UNPACKED))]
+        actions[index] = dataclasses.replace(action, path=done[0], python=done[1], pin=None)
     run_dir = os.path.join(base, "runs", shipment.run_id)
     os.makedirs(run_dir, exist_ok=True)
     env = {**os.environ, **shipment.env}
     for name in [n for n in env if n.startswith("RAY_") or n == "CUDA_VISIBLE_DEVICES"]:
         del env[name]  # the Ray worker's own settings, not the node's environment
+    contexts = request.contexts
+    run_ctx = contexts.get("run")
+    if isinstance(run_ctx, dict):  # ${{ run.workspace }} is the copy here
+        contexts = {**contexts, "run": {**run_ctx, "workspace": workspace}}
     return dataclasses.replace(request, workspace=workspace, run_dir=run_dir, env=env,
+                               contexts=contexts,
                                step_actions=actions)
 
 
+# (run id, the action's coordinator path) -> (its path here, its requirements Python)
+_UNPACKED: dict[tuple[str, str], tuple[str, str | None]] = {}
+
+
+def rebase(path: str, old: str, new: str) -> str:
+    """``path`` below folder ``old`` moved below ``new`` (other paths unchanged)."""
+    if path == old or path.startswith(old + os.sep):
+        return new + path[len(old):]
+    return path
+
+
 def _moved(action: StepAction, old: str, new: str) -> StepAction:
-    if old != new and (action.path == old or action.path.startswith(old + os.sep)):
-        return dataclasses.replace(action, path=new + action.path[len(old):], pin=None)
-    return dataclasses.replace(action, pin=None)
+    return dataclasses.replace(action, path=rebase(action.path, old, new), pin=None)
 
 
 def _unpack_into(data: bytes, dest: str) -> None:
     """Extract a workspace tar into ``dest`` (built aside, renamed into place, marked last)."""
     tmp = f"{dest}.tmp.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(dest, ignore_errors=True)
+    remove_tree(tmp)
+    remove_tree(dest)
     try:
         os.makedirs(tmp)
         _extract(data, tmp)
         os.rename(tmp, dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         raise
     with open(os.path.join(dest, _READY), "w"):
         pass
@@ -257,14 +291,14 @@ def unpack_files(data: bytes, run_dir: str) -> None:
 def remove_run(node_id: str, run_id: str) -> None:
     """Remove the run's workspace copy and run folder from this node (the run has ended)."""
     base = node_dir(node_id)
-    shutil.rmtree(os.path.join(base, "runs", run_id), ignore_errors=True)
+    remove_tree(os.path.join(base, "runs", run_id))
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(os.path.join(base, "workspaces")):
             path = os.path.join(base, "workspaces", name)
             if not name.startswith(f"{run_id}-"):
                 continue
             if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path)
             else:
                 with contextlib.suppress(OSError):
                     os.remove(path)

@@ -108,9 +108,9 @@ def check_engine() -> str | None:
 
 
 def ensure_image(image: str, policy: str) -> None:
+    c = client()  # first: it explains a missing SDK or engine
     import docker.errors
 
-    c = client()
     if policy != "always":
         try:
             c.images.get(image)
@@ -138,9 +138,9 @@ def ensure_image(image: str, policy: str) -> None:
 def build_image(context: str, dockerfile: str, key: str) -> str:
     """The image of a Dockerfile action: built once per ``key`` (its commit and folder), then
     found again by its tag."""
+    c = client()
     import docker.errors
 
-    c = client()
     tag = "flowray-action-" + hashlib.sha256(key.encode()).hexdigest()[:16] + ":built"
     try:
         c.images.get(tag)
@@ -171,6 +171,9 @@ def run_container(run: ContainerRun, on_line: Callable[[str], None],
         container = _create(run)
     except ContainerError as exc:
         return ProcessOutcome(None, started, time.time(), error=str(exc))
+    except Exception as exc:  # the engine went away, or answered what it should not
+        return ProcessOutcome(None, started, time.time(),
+                              error=f"container for '{run.image}': {_reason(exc)}")
     state = {"timed_out": False, "cancelled": False}
     stopping = threading.Lock()
 
@@ -182,14 +185,15 @@ def run_container(run: ContainerRun, on_line: Callable[[str], None],
     token = supervisor.add_stopper(lambda: stop("cancelled"))
     timer = None
     try:
-        if supervisor.cancelled:
-            return ProcessOutcome(None, started, time.time(), cancelled=True)
-        try:
-            container.start()
-        except Exception as exc:
-            return ProcessOutcome(None, started, time.time(),
-                                  error=f"container for '{run.image}' did not start: "
-                                        f"{_reason(exc)}")
+        with stopping:  # a cancel from now on waits for the start, then stops it
+            if supervisor.cancelled or state["cancelled"]:
+                return ProcessOutcome(None, started, time.time(), cancelled=True)
+            try:
+                container.start()
+            except Exception as exc:
+                return ProcessOutcome(None, started, time.time(),
+                                      error=f"container for '{run.image}' did not start: "
+                                            f"{_reason(exc)}")
         if timeout is not None:
             timer = threading.Timer(max(0.0, timeout), stop, args=("timed_out",))
             timer.daemon = True
@@ -212,9 +216,9 @@ def run_container(run: ContainerRun, on_line: Callable[[str], None],
 
 
 def _create(run: ContainerRun) -> Any:
+    c = client()
     import docker.types
 
-    c = client()
     volumes = {host: {"bind": inside, "mode": mode} for host, inside, mode in run.mounts}
     requests = None
     if run.gpus:
@@ -290,9 +294,9 @@ def job_container_run(spec: Any, argv: list[str], cwd: str, env: dict[str, str],
         text = value if isinstance(value, str) else expr.to_text(value)
         run.env[name] = expr.to_text(expr.render(text, ctx)) if "${{" in text else text
     for volume in spec["volumes"] or []:
-        run.mounts.append(_volume(volume))
+        run.mounts.append(_volume(volume, req.workspace))
     if spec["options"]:
-        _apply_options(run, spec["options"])
+        _apply_options(run, spec["options"], req.workspace, env)
     run.entrypoint, run.command = argv[:1], argv[1:]
     return run
 
@@ -324,11 +328,16 @@ def action_run(action: ActionData, path: str, ctx: dict[str, Any], cwd: str,
     from flowray import expr
 
     runs = action["runs"]
+    built = bool(runs["dockerfile"])
     if runs["dockerfile"]:
+        if key.endswith("@"):  # a local action: no commit, so its files name the image
+            key += _tree_digest(path)
         image = build_image(path, runs["dockerfile"], key)
     else:
         image = (runs["image"] or "").removeprefix("docker://")
     run = _base(image, req, cwd, {})
+    if built:
+        run.pull = "never"  # built here: no registry has it
     if runs["entrypoint"]:
         run.entrypoint = [runs["entrypoint"]]
     if runs["args"]:
@@ -337,16 +346,36 @@ def action_run(action: ActionData, path: str, ctx: dict[str, Any], cwd: str,
     return run
 
 
-def _volume(text: str) -> tuple[str, str, str]:
+def _tree_digest(folder: str) -> str:
+    """A hash of every file under ``folder`` (names and contents)."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            h.update(os.path.relpath(path, folder).encode() + b"\0")
+            try:
+                with open(path, "rb") as fh:
+                    h.update(hashlib.sha256(fh.read()).digest())
+            except OSError:
+                continue
+    return h.hexdigest()[:16]
+
+
+def _volume(text: str, base: str) -> tuple[str, str, str]:
+    """``HOST:CONTAINER[:ro|rw]``; a relative HOST is below ``base`` (the workspace), a bare
+    name is a named volume."""
     parts = text.split(":")
-    if len(parts) == 2:
-        return os.path.abspath(parts[0]), parts[1], "rw"
-    if len(parts) == 3 and parts[2] in ("ro", "rw"):
-        return os.path.abspath(parts[0]), parts[1], parts[2]
-    raise ValueError(f"volume '{text}' is not HOST:CONTAINER[:ro|rw]")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise ValueError(f"volume '{text}' is not HOST:CONTAINER[:ro|rw]")
+    host = parts[0]
+    if host.startswith((".", "~")) or "/" in host:
+        host = os.path.normpath(os.path.join(base, os.path.expanduser(host)))
+    return host, parts[1], parts[2] if len(parts) == 3 else "rw"
 
 
-def _apply_options(run: ContainerRun, options: str) -> None:
+def _apply_options(run: ContainerRun, options: str, base: str, env: Mapping[str, str]
+                   ) -> None:
     """The ``docker run`` options flowray understands in ``container.options``."""
     import shlex
 
@@ -373,9 +402,9 @@ def _apply_options(run: ContainerRun, options: str) -> None:
             run.user = value
         elif name in ("--env", "-e"):
             k, _, v = value.partition("=")
-            run.env[k] = v if _ else os.environ.get(k, "")
+            run.env[k] = v if _ else env.get(k, os.environ.get(k, ""))
         elif name in ("--volume", "-v"):
-            run.mounts.append(_volume(value))
+            run.mounts.append(_volume(value, base))
         else:
             run.workdir = value
         i += 1

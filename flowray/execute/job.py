@@ -327,6 +327,8 @@ class JobRunner:
         reports = None
         if job["artifacts"]:
             dest_rel = os.path.join("artifacts", _safe_name(self.req.key))
+            if self.req.rank:  # other ranks of a multi-node job keep theirs apart
+                dest_rel += f".rank{self.req.rank}"
             files, problems = collect_artifacts(
                 base, job["artifacts"], os.path.join(self.req.run_dir, dest_rel)
             )
