@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import containerfixtures
@@ -302,3 +303,35 @@ def test_pull_always_goes_to_the_registry_even_for_a_local_image(
     out = ws.run("flow.yaml")
     assert ws.record()["jobs"]["j"]["steps"][0]["error"] == (
         "container: FLOWRAY_PULL is 'sometimes'; use one of if-not-present, always, never")
+
+
+def test_user_option_and_volumes(ws: Workspace, engine: Any, tmp_path: Path) -> None:
+    # flowray maps the container's user to its own (root here); `--user` in options picks
+    # another, and files it writes in the mounted workspace are that user's.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "in.txt").write_text("from a volume\n")
+    (ws.root / "out").mkdir(mode=0o777)
+    (ws.root / "out").chmod(0o777)
+    ws.flow(f"""
+        name: user
+        jobs:
+          j:
+            container:
+              image: {IMAGE}
+              options: --user 1234:1234 -e FROM_OPTION=yes
+              volumes: ["{shared}:/shared:ro", "./out:/out2"]
+            steps:
+              - run: |
+                  echo "uid $(id -u) gid $(id -g) $FROM_OPTION $(cat /shared/in.txt)"
+                  echo hi > out/by-1234.txt
+                  touch /shared/nope 2>/dev/null || echo "read-only volume"
+                  ls /out2
+    """)
+    out = ws.run("flow.yaml")
+    out.assert_success()
+    assert "j/1 | uid 1234 gid 1234 yes from a volume" in out.stdout
+    assert "j/1 | read-only volume" in out.stdout
+    assert "j/1 | by-1234.txt" in out.stdout  # ./out, relative to the workspace
+    made = ws.root / "out" / "by-1234.txt"
+    assert (made.stat().st_uid, made.stat().st_gid) == (1234, 1234)

@@ -265,9 +265,12 @@ def _extract(data: bytes, dest: str) -> None:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         if hasattr(tarfile, "tar_filter"):  # Python >= 3.10.12: refuse paths leaving dest
             tar.extractall(dest, filter="tar")
-        else:  # pragma: no cover - older Pythons
+        else:  # pragma: no cover - Pythons before 3.10.12 have no extraction filters
             for member in tar.getmembers():
-                if member.name.startswith("/") or ".." in member.name.split("/"):
+                names = [member.name] + ([member.linkname] if member.islnk() else [])
+                if any(n.startswith("/") or ".." in n.split("/") for n in names) or (
+                        member.issym() and (member.linkname.startswith("/")
+                                            or ".." in member.linkname.split("/"))):
                     raise ShipError(f"refusing '{member.name}': it leaves the folder")
             tar.extractall(dest)
 

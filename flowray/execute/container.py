@@ -135,7 +135,7 @@ def ensure_image(image: str, policy: str) -> None:
             + (" and use FLOWRAY_PULL=if-not-present" if policy == "always" else "")) from None
 
 
-def build_image(context: str, dockerfile: str, key: str) -> str:
+def build_image(context: str, dockerfile: str, key: str, network: str | None = None) -> str:
     """The image of a Dockerfile action: built once per ``key`` (its commit and folder), then
     found again by its tag."""
     c = client()
@@ -149,7 +149,7 @@ def build_image(context: str, dockerfile: str, key: str) -> str:
         pass
     try:
         c.images.build(path=context, dockerfile=dockerfile, tag=tag, rm=True,
-                       network_mode=os.environ.get("FLOWRAY_DOCKER_NETWORK") or None)
+                       network_mode=network)
     except docker.errors.BuildError as exc:
         tail = [str(x.get("stream", x.get("error", ""))).strip() for x in exc.build_log][-5:]
         raise ContainerError(
@@ -269,13 +269,17 @@ def _mounts(req: JobRequest) -> list[tuple[str, str, str]]:
     return mounts
 
 
+def _network(req: JobRequest) -> str | None:
+    return (req.env.get("FLOWRAY_DOCKER_NETWORK") or os.environ.get("FLOWRAY_DOCKER_NETWORK")
+            or None)
+
+
 def _base(image: str, req: JobRequest, cwd: str, env: dict[str, str]) -> ContainerRun:
     container_env = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
     return ContainerRun(
         image=image, env=container_env, workdir=cwd, mounts=_mounts(req),
         user=f"{os.getuid()}:{os.getgid()}",  # files written in the workspace stay the user's
-        network=req.env.get("FLOWRAY_DOCKER_NETWORK")
-        or os.environ.get("FLOWRAY_DOCKER_NETWORK") or None,
+        network=_network(req),
         gpus=list(req.gpus) if req.gpus else None,
         labels={RUN_LABEL: req.run_id, JOB_LABEL: req.key},
         pull=pull_policy(req.env),
@@ -332,7 +336,7 @@ def action_run(action: ActionData, path: str, ctx: dict[str, Any], cwd: str,
     if runs["dockerfile"]:
         if key.endswith("@"):  # a local action: no commit, so its files name the image
             key += _tree_digest(path)
-        image = build_image(path, runs["dockerfile"], key)
+        image = build_image(path, runs["dockerfile"], key, _network(req))
     else:
         image = (runs["image"] or "").removeprefix("docker://")
     run = _base(image, req, cwd, {})
