@@ -348,6 +348,22 @@ class RayDispatcher:
             outcome = pickle.loads(fut.result())
         except BaseException as exc:  # the task raised, or the future was cancelled
             outcome = exc
+        if isinstance(outcome, NodeReturn) and outcome.files:
+            # Artifacts from another node: unpacked aside, so no job's output waits for them.
+            threading.Thread(target=self._unpack_then_end, args=(token, outcome),
+                             name="flowray-artifacts", daemon=True).start()
+            return
+        with self._lock:
+            self._ended.append((token, outcome))
+            self._lock.notify_all()
+
+    def _unpack_then_end(self, token: int, outcome: NodeReturn) -> None:
+        try:
+            unpack_files(outcome.files, self.run_dir)
+        except Exception as exc:
+            outcome.result.warnings.append(
+                f"the job's artifacts could not be copied back from its node: {exc}")
+        outcome.files = b""
         with self._lock:
             self._ended.append((token, outcome))
             self._lock.notify_all()
@@ -419,12 +435,6 @@ class RayDispatcher:
         if sub is None:
             return
         if isinstance(outcome, NodeReturn):
-            if outcome.files:
-                try:
-                    unpack_files(outcome.files, self.run_dir)
-                except Exception as exc:
-                    outcome.result.warnings.append(
-                        f"the job's artifacts could not be copied back from its node: {exc}")
             self._deliver(token, outcome.events, outcome.result)
         else:
             self._finish(token, self._failure(sub, outcome))
