@@ -346,6 +346,28 @@ def _coerce_run_inputs(flow: dict[str, Any], raw: dict[str, str]) -> dict[str, A
     return out
 
 
+def _run_values(secrets: Sequence[str], secret_files: Sequence[str], env_files: Sequence[str],
+                event_file: str | None, bundle: dict[str, Any]
+                ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+    """The run's secrets, --env-file values and event, from the options (over what a submitted
+    run's ``bundle`` brought)."""
+    secret_values: dict[str, str] = dict(bundle.get("secrets", {}))
+    for f in secret_files:
+        secret_values.update(read_env_file(f, "--secret-file"))
+    secret_values.update(_pairs(secrets, "--secret"))
+    env: dict[str, str] = dict(bundle.get("env", {}))
+    for f in env_files:
+        env.update(read_env_file(f, "--env-file"))
+    event: dict[str, Any] = dict(bundle.get("event", {}))
+    if event_file:
+        try:
+            with open(event_file, encoding="utf-8") as fh:
+                event = json.load(fh)
+        except (OSError, ValueError) as exc:
+            _fail(f"--event '{event_file}': {exc}")
+    return secret_values, env, event
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -438,20 +460,8 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
     if not os.path.isdir(workspace):
         _fail(f"--workdir '{workdir}' is not a directory")
     bundle = _read_submit_bundle(submit_bundle) if submit_bundle else {}
-    secret_values: dict[str, str] = dict(bundle.get("secrets", {}))
-    for f in secret_file:
-        secret_values.update(read_env_file(f, "--secret-file"))
-    secret_values.update(_pairs(secrets, "--secret"))
-    env: dict[str, str] = dict(bundle.get("env", {}))
-    for f in env_file:
-        env.update(read_env_file(f, "--env-file"))
-    event: dict[str, Any] = dict(bundle.get("event", {}))
-    if event_file:
-        try:
-            with open(event_file, encoding="utf-8") as fh:
-                event = json.load(fh)
-        except (OSError, ValueError) as exc:
-            _fail(f"--event '{event_file}': {exc}")
+    secret_values, env, event = _run_values(secrets, secret_file, env_file, event_file,
+                                            bundle)
     matrix_filter = _pairs(matrix, "--matrix", sep=":")
     raw_inputs = _pairs(inputs, "--input")
     if cpus is not None and cpus <= 0:
@@ -676,20 +686,7 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
     if grace is not None and grace < 0:
         _fail("--grace must be 0 or more")
     # Everything that can be checked here is checked before anything is shipped.
-    secret_values: dict[str, str] = {}
-    for f in secret_file:
-        secret_values.update(read_env_file(f, "--secret-file"))
-    secret_values.update(_pairs(secrets, "--secret"))
-    env: dict[str, str] = {}
-    for f in env_file:
-        env.update(read_env_file(f, "--env-file"))
-    event: dict[str, Any] = {}
-    if event_file:
-        try:
-            with open(event_file, encoding="utf-8") as fh:
-                event = json.load(fh)
-        except (OSError, ValueError) as exc:
-            _fail(f"--event '{event_file}': {exc}")
+    secret_values, env, event = _run_values(secrets, secret_file, env_file, event_file, {})
     raw_inputs = _pairs(inputs, "--input")
     matrix_filter = _pairs(matrix, "--matrix", sep=":")
     flow = _validated_flow(flow_path, workspace, offline)
