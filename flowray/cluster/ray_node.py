@@ -14,12 +14,10 @@ shorter than one batch interval never talks to the hub at all.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import os
 import pickle
-import signal
 import sys
 import threading
 import time
@@ -32,7 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from flowray.cluster.ship import Shipment, localize, pack_files, rebase, remove_run
 from flowray.execute.job import JobRequest, JobResult, StepResult, run_job
-from flowray.execute.process import ProcessSupervisor, run_processes
+from flowray.execute.process import ProcessSupervisor, sweep_run_processes
 from flowray.execute.secrets import Masker
 from flowray.spec.types import ActionData
 from flowray.status import Status
@@ -368,45 +366,6 @@ def _snapshot(step: StepResult) -> StepResult:
     return snap
 
 
-def sweep_job_processes(run_id: str, job_key: str, *, grace: float) -> int:
-    """Stop what a job's steps left on this node (daemons that left every session).
-
-    The local run's sweep finds processes by ``FLOWRAY_RUN_ID``; on a node other jobs of the
-    run may still be going, so this also asks for the job's ``FLOWRAY_JOB_KEY``.
-    """
-    marker = f"FLOWRAY_JOB_KEY={job_key}".encode()
-    pids = []
-    for pid in run_processes(run_id):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                if marker in fh.read().split(b"\0"):
-                    pids.append(pid)
-        except OSError:
-            continue
-    if not pids:
-        return 0
-    _signal(pids, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.02)
-    _signal(pids, signal.SIGKILL)
-    return len(pids)
-
-
-def _signal(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
 @functools.cache
 def _node_info() -> NodeInfo:
     """This worker's node (a worker never moves)."""
@@ -513,12 +472,12 @@ def _run_job_here(run: RunStatic, request: JobRequest, spec: NodeSpec, node: Nod
         # KeyboardInterrupt from ray.cancel: the supervisor stopped the running step and the
         # job runner the others; stop what they left, and report what happened so far.
         supervisor.mark_cancelled()
-        sweep_job_processes(request.run_id, request.key, grace=grace)
+        sweep_run_processes(request.run_id, grace=grace, job_key=request.key)
         events.flush()
         raise
     if supervisor.cancelled:
         # What the steps left behind would otherwise live until the run's sweep.
-        sweep_job_processes(request.run_id, request.key, grace=grace)
+        sweep_run_processes(request.run_id, grace=grace, job_key=request.key)
     files = pack_files(request.run_dir, result.artifacts) if remote and result.artifacts else b""
     return _packed_return(NodeReturn(result, events.close(), events.pushed, files))
 
@@ -574,8 +533,6 @@ run_on_node = ray.remote(max_retries=0, retry_exceptions=False)(_run_on_node)
 def _sweep_node(run_id: str, grace: float, containers: bool) -> int:
     """After the run: stop what its steps left on this node (and its containers, when the run
     had container steps), remove its shipped files."""
-    from flowray.execute.process import sweep_run_processes
-
     left = sweep_run_processes(run_id, grace=grace)
     remove_run(ray.get_runtime_context().get_node_id(), run_id)
     if containers or "flowray.execute.container" in sys.modules:

@@ -429,24 +429,31 @@ def _pump(proc: _Child, fd: int, on_line: Callable[[str], None]) -> None:
         on_line(bytes(pending).decode("utf-8", "replace").removesuffix("\r"))
 
 
-def run_processes(run_id: str) -> list[int]:
-    """Live processes whose environment carries ``FLOWRAY_RUN_ID=<run_id>``.
+def run_processes(run_id: str, job_key: str | None = None) -> list[int]:
+    """Live processes whose environment carries ``FLOWRAY_RUN_ID=<run_id>`` (and, with
+    ``job_key``, ``FLOWRAY_JOB_KEY=<job_key>``: one job's, where other jobs of the run go on).
 
-    Every step process gets that variable, and children inherit it: this finds what a step left
-    behind even after it left the step's session and its parent died.
+    Every step process gets those variables, and children inherit them: this finds what a step
+    left behind even after it left the step's session and its parent died.
     """
-    marker = f"FLOWRAY_RUN_ID={run_id}".encode()
+    markers = [f"FLOWRAY_RUN_ID={run_id}".encode()]
+    if job_key is not None:
+        markers.append(f"FLOWRAY_JOB_KEY={job_key}".encode())
     me = os.getpid()
-    return [
-        pid
-        for pid, env in _proc_files("environ")
-        if pid != me and marker in env.split(b"\0") and _any_alive([pid])
-    ]
+    found = []
+    for pid, env in _proc_files("environ"):
+        if pid != me:
+            entries = env.split(b"\0")
+            if all(m in entries for m in markers) and _any_alive([pid]):
+                found.append(pid)
+    return found
 
 
-def sweep_run_processes(run_id: str, *, grace: float = DEFAULT_GRACE_SECONDS) -> int:
-    """Stop every process left from run ``run_id``: SIGTERM, ``grace``, SIGKILL. Returns count."""
-    pids = run_processes(run_id)
+def sweep_run_processes(run_id: str, *, grace: float = DEFAULT_GRACE_SECONDS,
+                        job_key: str | None = None) -> int:
+    """Stop every process left from run ``run_id`` (or from its job ``job_key``): SIGTERM,
+    ``grace``, SIGKILL. Returns count."""
+    pids = run_processes(run_id, job_key)
     if not pids:
         return 0
     for pid in pids:
