@@ -75,12 +75,15 @@ def shared_workspace() -> bool:
 
 
 def pack_workspace(workspace: str, limit: int) -> bytes:
-    """A tar of ``workspace`` without ``.flowray/`` and ``.git/``; ShipError over ``limit``."""
+    """A tar of ``workspace`` without ``.flowray/`` and ``.git/``; ShipError over ``limit``.
+    Every folder travels, empty ones too (a step may expect them)."""
     total = 0
-    members: list[str] = []
+    members: list[str] = []  # one walk: each folder, then its files and symlinks
     for folder, dirs, files in os.walk(workspace):
         if folder == workspace:
             dirs[:] = [d for d in dirs if d not in SKIPPED]
+        else:
+            members.append(folder)
         dirs.sort()
         for name in sorted(files):
             path = os.path.join(folder, name)
@@ -100,20 +103,11 @@ def pack_workspace(workspace: str, limit: int) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in members:
-            rel = os.path.relpath(path, workspace)
             try:
-                tar.add(path, arcname=rel, recursive=False)
+                tar.add(path, arcname=os.path.relpath(path, workspace), recursive=False)
             except OSError as exc:
                 raise ShipError(f"cannot pack {path} to ship it to the Ray nodes: "
                                 f"{exc.strerror or exc}") from None
-        # Empty folders travel too (a step may expect them).
-        for folder, dirs, _files in os.walk(workspace):
-            if folder == workspace:
-                dirs[:] = [d for d in dirs if d not in SKIPPED]
-            for d in dirs:
-                path = os.path.join(folder, d)
-                if not os.path.islink(path):
-                    tar.add(path, arcname=os.path.relpath(path, workspace), recursive=False)
     return buf.getvalue()
 
 
