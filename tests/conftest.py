@@ -91,6 +91,21 @@ def process_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def pids_with_env(assignment: str) -> list[int]:
+    """The processes whose environment holds ``NAME=value`` (``assignment``)."""
+    marker = assignment.encode()
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                out.append(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
 def wait_for(path: Path, timeout: float = 20.0) -> None:
     import time
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import Workspace, env_without_color, process_alive, wait_for
-from gitfixtures import git, isolate
+from gitfixtures import ADD_ACTION, ADD_PY, Forge, isolate
 
 cluster_utils = pytest.importorskip(
     "ray.cluster_utils", reason="ray is not installed: the Ray dispatcher cannot be tested")
@@ -91,43 +91,13 @@ def _fetches(trace: Path) -> int:
     return count
 
 
-ADD_ACTION = """\
-name: Add
-inputs:
-  a: {type: integer, required: true}
-  b: {type: integer, default: 0}
-outputs:
-  sum: {type: integer}
-runs:
-  using: python
-  main: add.py
-"""
-ADD_PY = ("import json, sys\nargs = json.loads(sys.argv[-1])\n"
-          "print('::sum::' + str(args['a'] + args['b']))\n")
-
-
-def _publish_add(root: Path) -> str:
-    bare = root / "acme" / "add"
-    work = root.parent / "work"
-    bare.mkdir(parents=True)
-    work.mkdir(parents=True)
-    git("init", "-q", "--bare", "-b", "main", cwd=bare)
-    git("init", "-q", "-b", "main", cwd=work)
-    (work / "action-datatorch.yaml").write_text(ADD_ACTION)
-    (work / "add.py").write_text(ADD_PY)
-    git("add", "-A", cwd=work)
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "v1", cwd=work)
-    git("tag", "v1", cwd=work)
-    git("push", "-q", str(bare), "main", "refs/tags/v1", cwd=work)
-    return git("rev-parse", "HEAD", cwd=work)
-
-
 def test_twelve_jobs_on_three_nodes_fetch_the_action_once(
     ws: Workspace, nodes: Nodes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     isolate(monkeypatch, tmp_path)
-    forge = tmp_path / "forge"
-    sha = _publish_add(forge)
+    forge = tmp_path / "forge" / "repos"
+    sha = Forge(forge).publish("acme/add", {"action-datatorch.yaml": ADD_ACTION,
+                                            "add.py": ADD_PY}, "v1")
     monkeypatch.setenv("FLOWRAY_ACTIONS_BASE", f"file://{forge}")
     (ws.root / "data").mkdir()
     (ws.root / "data" / "in.txt").write_text("data from the workspace\n")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, env_without_color, process_alive, wait_for
+from conftest import Workspace, env_without_color, pids_with_env, process_alive, wait_for
 
 cluster_utils = pytest.importorskip(
     "ray.cluster_utils", reason="ray is not installed: the Ray dispatcher cannot be tested")
@@ -277,15 +277,7 @@ def test_interrupt_stops_every_step_process_on_every_node(
     for pid in pids:
         assert not process_alive(pid), f"process {pid} outlived the run"
     rec = _record(ws)
-    marker = f"FLOWRAY_RUN_ID={rec['id']}".encode()
-    left = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
-                left.append(entry.name)
-        except OSError:
-            continue
-    assert left == []
+    assert pids_with_env(f"FLOWRAY_RUN_ID={rec['id']}") == []
     assert rec["status"] == "cancelled" and rec["exit_code"] == 130
     assert {rec["jobs"][k]["status"] for k in ("sleeper", "other", "queued")} == {"cancelled"}
     # The nodes stopped the steps themselves (the job runner saw them end), rather than

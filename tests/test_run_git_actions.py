@@ -6,55 +6,11 @@ The "GitHub" of these tests is a folder of bare repositories reached over file:/
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import Workspace
-
-ADD_ACTION = """\
-name: Add
-inputs:
-  a: {type: integer, required: true}
-  b: {type: integer, default: 0}
-outputs:
-  sum: {type: integer}
-runs:
-  using: python
-  main: add.py
-"""
-ADD_PY = "import json, sys\nargs = json.loads(sys.argv[-1])\nprint('::sum::' + str(args['a'] + args['b']))\n"
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-class Forge:
-    """Bare repositories under ``root/<owner>/<repo>``, written through a work tree."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def publish(self, repo: str, files: dict[str, str], tag: str) -> str:
-        bare = self.root / repo
-        work = self.root.parent / "work" / repo
-        if not bare.exists():
-            bare.mkdir(parents=True)
-            git("init", "-q", "--bare", "-b", "main", cwd=bare)
-            work.mkdir(parents=True)
-            git("init", "-q", "-b", "main", cwd=work)
-            git("remote", "add", "origin", str(bare), cwd=work)
-        for name, text in files.items():
-            (work / name).parent.mkdir(parents=True, exist_ok=True)
-            (work / name).write_text(text)
-        git("add", "-A", cwd=work)
-        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", f"{tag}",
-            cwd=work)
-        git("tag", "-f", tag, cwd=work)
-        git("push", "-q", "-f", "origin", "main", f"refs/tags/{tag}", cwd=work)
-        return git("rev-parse", "HEAD", cwd=work)
+from gitfixtures import ADD_ACTION, ADD_PY, Forge
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Outcome, Workspace, env_without_color, process_alive, wait_for
+from conftest import Outcome, Workspace, env_without_color, pids_with_env, process_alive, wait_for
 
 MARK = "FLOWRAY_TEST_RAY_HEAD"
 # Ray's own log-tailing client passes ssl=None to aiohttp.
@@ -87,17 +87,7 @@ def _free_ports(n: int) -> list[int]:
 
 def _marked(temp_dir: str) -> list[int]:
     """The processes of the head whose --temp-dir is ``temp_dir`` (all carry MARK)."""
-    marker = f"{MARK}={temp_dir}".encode()
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                out.append(int(entry.name))
-        except OSError:
-            continue
-    return out
+    return pids_with_env(f"{MARK}={temp_dir}")
 
 
 def _cmdlines(pids: list[int]) -> list[str]:
