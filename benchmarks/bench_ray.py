@@ -132,7 +132,7 @@ def main():
     runs = os.path.join(os.getcwd(), ".flowray", "runs")
     before = set(os.listdir(runs)) if os.path.isdir(runs) else set()
     try:
-        from flowray.cluster import raydispatch
+        from flowray.backends.ray import cluster as raydispatch
 
         connect = raydispatch.RayCluster.connect.__func__
 

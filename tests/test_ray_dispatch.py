@@ -323,7 +323,7 @@ def test_cluster_that_wants_a_token_gets_a_clear_error(
 ) -> None:
     import socket
 
-    from flowray.cluster import raydispatch
+    from flowray.backends.ray import cluster as raydispatch
 
     ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
     server = socket.socket()

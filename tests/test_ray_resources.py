@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowray.cluster.ray_resources import TaskShape, parse_memory, task_shape, unfit
+from flowray.backends.ray.resources import TaskShape, parse_memory, task_shape, unfit
 from flowray.spec.types import ResourcesData
 
 

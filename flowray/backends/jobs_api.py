@@ -175,7 +175,7 @@ def _import_client() -> Any:
 
 def _token() -> tuple[str, str] | None:
     """(where it came from, the token) where Ray would find one for this process."""
-    from flowray.cluster.raydispatch import _token_source
+    from flowray.backends.ray.cluster import _token_source
 
     source = _token_source()
     if source is None:
@@ -483,7 +483,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _auth_failure(address: str, token: tuple[str, str] | None) -> str:
-    from flowray.cluster.raydispatch import _TOKEN_HELP
+    from flowray.backends.ray.cluster import _TOKEN_HELP
 
     if token is None:
         return (f"the Ray cluster at {address} requires token authentication and no token "

@@ -28,7 +28,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from flowray.cluster.ship import Shipment, localize, pack_files, rebase, remove_run
+from flowray.backends.ray.ship import Shipment, localize, pack_files, rebase, remove_run
 from flowray.execute.job import JobRequest, JobResult, StepResult, run_job
 from flowray.execute.process import ProcessSupervisor, sweep_run_processes
 from flowray.execute.secrets import Masker

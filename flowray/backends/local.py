@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from flowray.console import Console
+from flowray.cli.view import Console
 from flowray.execute.job import ActionLoader, JobRequest, JobResult, run_job
 from flowray.execute.process import DEFAULT_GRACE_SECONDS, ProcessSupervisor, stop_groups
 from flowray.execute.secrets import Masker

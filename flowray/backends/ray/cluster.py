@@ -2,7 +2,7 @@
 
 ``flowray run FLOW --ray`` starts a local Ray for the run and stops it at the end;
 ``--address ADDR`` (or ``FLOWRAY_ADDRESS``) joins a running cluster. Either way the jobs go to
-:class:`~flowray.cluster.ray_dispatcher.RayDispatcher`, and their steps run on the nodes with
+:class:`~flowray.backends.ray.dispatcher.RayDispatcher`, and their steps run on the nodes with
 the same job runner as ``flowray run`` without Ray.
 
 ``ray`` is imported inside :meth:`RayCluster.connect` only: commands that need no cluster never
@@ -20,14 +20,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowray.cluster.ray_resources import task_shape, unfit
+from flowray.backends.ray.resources import task_shape, unfit
 
 if TYPE_CHECKING:
-    from flowray.cluster.coordinator import Coordinator
-    from flowray.cluster.ray_dispatcher import RayDispatcher
-    from flowray.console import Console
+    from flowray.backends.ray.dispatcher import RayDispatcher
+    from flowray.cli.view import Console
     from flowray.execute.job import ActionLoader
     from flowray.plan.plan import JobPlan
+    from flowray.runtime.coordinator import Coordinator
 
 # How long connecting may take to find out whether the cluster wants a token.
 _PROBE_SECONDS = 5.0
@@ -142,8 +142,8 @@ class RayCluster:
         """The coordinator's dispatcher (a ``dispatcher_factory``)."""
         import ray
 
-        from flowray.cluster.ray_dispatcher import RayDispatcher
-        from flowray.cluster.ship import ShipError, prepare
+        from flowray.backends.ray.dispatcher import RayDispatcher
+        from flowray.backends.ray.ship import ShipError, prepare
 
         hosts = {n.get("NodeManagerAddress") for n in self._nodes}
         self._run_id = coordinator.run_id

@@ -5,7 +5,7 @@ the call returns at once. Tasks are admitted while the sum of what the run's tas
 the cluster's resources, so jobs beyond that wait in the coordinator's queues (where
 ``max-parallel``, fail-fast and cancel reach them) rather than in Ray's.
 
-A collector thread polls the run's :class:`~flowray.cluster.ray_node.EventHub` while jobs
+A collector thread polls the run's :class:`~flowray.backends.ray.node.EventHub` while jobs
 run, so step events and log lines reach the console as they happen, and hands each finished
 task's result (with its last events, in order after those the hub had) to the coordinator. A
 task that raised instead (cancelled while queued, its worker or node lost beyond Ray's
@@ -31,7 +31,7 @@ import ray
 import ray.exceptions
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from flowray.cluster.ray_node import (
+from flowray.backends.ray.node import (
     Event,
     GangSpec,
     HubItem,
@@ -44,9 +44,9 @@ from flowray.cluster.ray_node import (
     run_on_node,
     sweep_node,
 )
-from flowray.cluster.ray_resources import TaskShape, fits, task_shape, unfit
-from flowray.cluster.ship import Shipment, unpack_files
-from flowray.console import Console
+from flowray.backends.ray.resources import TaskShape, fits, task_shape, unfit
+from flowray.backends.ray.ship import Shipment, unpack_files
+from flowray.cli.view import Console
 from flowray.execute.job import (
     ActionLoader,
     JobRequest,

@@ -2,7 +2,7 @@
 
 It owns the run's statuses and record, evaluates job ``if`` conditions and ``needs`` outputs,
 applies ``fail-fast``, ``max-parallel`` and ``retries``, and stops everything on cancel. Where
-jobs run is the dispatcher's business (:mod:`flowray.cluster.local` runs them in threads on
+jobs run is the dispatcher's business (:mod:`flowray.backends.local` runs them in threads on
 this machine).
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from flowray import expr
-from flowray.console import Console
+from flowray.cli.view import Console
 from flowray.execute.job import (
     JobRequest,
     JobResult,

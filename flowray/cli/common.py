@@ -1,0 +1,170 @@
+"""What the commands share: error messages and exit codes, option parsing, formatting.
+
+Exit codes: 0 every job succeeded or was skipped; 1 a job failed; 2 an invalid flow or bad
+arguments; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import click
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+
+def _stderr_color() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _fail(message: str, code: int = EXIT_INVALID) -> None:
+    click.echo(click.style("error: ", fg="red", bold=True) + message
+               if _stderr_color() else f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _pairs(values: Sequence[str], what: str, sep: str = "=") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, found, value = item.partition(sep)
+        if not found or not key.strip():
+            _fail(f"{what} '{item}' is not {('KEY' + sep + 'VALUE')}")
+        out[key.strip()] = value
+    return out
+
+
+def read_env_file(path: str, what: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines; ``#`` comments, blank lines, ``export`` and quotes allowed."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        _fail(f"{what} '{path}': {exc.strerror or exc}")
+        raise AssertionError from exc
+    out: dict[str, str] = {}
+    for n, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        text = text.removeprefix("export ").strip()
+        key, found, value = text.partition("=")
+        if not found or not key.strip():
+            _fail(f"{path}:{n}: {what} line is not KEY=VALUE: {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+def _read_submit_bundle(path: str) -> dict[str, Any]:
+    """The secrets, env and event that `flowray submit` shipped; the file is deleted once
+    read, so that the values do not stay on the cluster's disk."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        _fail(f"--submit-bundle '{path}': {exc}")
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    if not isinstance(data, dict):
+        _fail(f"--submit-bundle '{path}' is not a JSON object")
+    return dict(data)
+
+
+def _print_diagnostics(exc: Exception) -> None:
+    diagnostics = getattr(exc, "diagnostics", None)
+    color = _stderr_color()
+    if diagnostics:
+        for d in diagnostics:
+            click.echo(d.format(color=color), err=True)
+    else:
+        click.echo(str(exc), err=True)
+
+
+
+def _lazy_pinner(workspace: str, offline: bool | None, flow: str | None = None) -> Any:
+    """A function returning the run's one ActionPinner, made on first use (it imports the
+    actions package, which flows without git actions never need). ``offline``: True or False
+    overrides the configuration; None keeps it."""
+    made: list[Any] = []
+
+    def get() -> Any:
+        if not made:
+            from flowray.plan.pins import ActionPinner
+
+            config = _actions_config(workspace, offline)
+            made.append(ActionPinner(config, on_event=lambda line: click.echo(line, err=True),
+                                     flow=flow))
+        return made[0]
+
+    return get
+
+
+def _actions_config(workspace: str, offline: bool | None = None) -> Any:
+    from flowray.actions import ActionError, load_config
+
+    try:
+        return load_config(workspace, offline=offline)
+    except ActionError as exc:
+        _fail(str(exc))
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _fmt_time(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _fmt_dur(start: float | None, end: float | None) -> str:
+    if not start or not end:
+        return "-"
+    return f"{end - start:.2f}s"
+
+
+def _jobs_api(address: str) -> Any:
+    """The Jobs API of the cluster whose dashboard is at ``address`` (exit 2 if it fails)."""
+    from flowray.backends.jobs_api import JobsApi, JobsApiError
+
+    try:
+        return JobsApi.connect(address)
+    except JobsApiError as exc:
+        _fail(str(exc), exc.code)
+
+
+def _remote(address: str) -> Any:
+    from flowray.backends.jobs_api import JobsApiError, check_address
+
+    try:
+        return _jobs_api(check_address(address, "--address"))
+    except JobsApiError as exc:
+        _fail(str(exc), exc.code)
+
+
+@contextlib.contextmanager
+def _jobs_errors() -> Iterator[None]:
+    """A Jobs API error becomes its message and exit code."""
+    from flowray.backends.jobs_api import JobsApiError
+
+    try:
+        yield
+    except JobsApiError as exc:
+        _fail(str(exc), exc.code)
+

@@ -1,0 +1,361 @@
+"""Reading runs back: `flowray runs|list`, `status`, `logs`, `cancel` (local or --address)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from flowray.cli.app import main
+from flowray.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    _fail,
+    _fmt_dur,
+    _fmt_time,
+    _jobs_errors,
+    _remote,
+)
+
+_ADDRESS_HELP = ("A Ray cluster's dashboard, http://HEAD:8265: the runs submitted there "
+                 "(default: the runs recorded in this workspace).")
+
+
+@main.command()
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--limit", "-n", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--address", default=None, metavar="URL", help=_ADDRESS_HELP)
+@click.option("--all", "every_job", is_flag=True,
+              help="With --address: every Ray job, not only those flowray submitted.")
+def runs(workdir: str | None, limit: int, as_json: bool, address: str | None,
+         every_job: bool) -> None:
+    """List runs, newest first: those recorded in this workspace, or with --address those
+    submitted to a Ray cluster."""
+    if address:
+        _list_remote(address, limit, as_json, every_job)
+        return
+    from flowray.store.records import iter_runs
+
+    items = []
+    for i, r in enumerate(iter_runs(os.path.abspath(workdir or os.getcwd()))):
+        if i >= limit:
+            break
+        items.append(r)
+    if as_json:
+        click.echo(json.dumps([{"id": r.id, "flow": r.flow, "status": r.status,
+                                "started": r.started, "ended": r.ended} for r in items],
+                              indent=2))
+        return
+    if not items:
+        click.echo("no runs yet")
+        return
+    click.echo(f"{'RUN':<24} {'STATUS':<10} {'STARTED':<20} {'TOOK':>8}  FLOW")
+    for r in items:
+        click.echo(f"{r.id:<24} {r.status:<10} {_fmt_time(r.started):<20} "
+                   f"{_fmt_dur(r.started, r.ended):>8}  {r.flow}")
+
+
+main.add_command(runs, name="list")
+
+
+def _list_remote(address: str, limit: int, as_json: bool, every_job: bool) -> None:
+    api = _remote(address)
+    with _jobs_errors():
+        items = api.runs(everything=every_job)[:limit]
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in items], indent=2))
+        return
+    if not items:
+        click.echo(f"no runs submitted to {api.address} yet")
+        return
+    width = max(24, *(len(r.id) for r in items))
+    click.echo(f"{'ID':<{width}} {'STATUS':<10} {'STARTED':<20} {'TOOK':>8}  FLOW")
+    for r in items:
+        flow = r.flow or ("-" if r.flowray else f"(not flowray: {r.entrypoint})")
+        click.echo(f"{r.id:<{width}} {r.status:<10} {_fmt_time(r.started):<20} "
+                   f"{_fmt_dur(r.started, r.ended):>8}  {flow}")
+
+
+def _load_run(workdir: str | None, ref: str) -> tuple[str, dict[str, Any]]:
+    from flowray.store.records import RecordError, find_run, read_record
+
+    try:
+        path = find_run(os.path.abspath(workdir or os.getcwd()), ref)
+        return path, read_record(path)
+    except RecordError as exc:
+        _fail(str(exc))
+        raise AssertionError from exc
+
+
+@main.command()
+@click.argument("run_ref", metavar="[RUN]", default="last")
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--address", default=None, metavar="URL",
+              help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
+def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None) -> None:
+    """Show a run's jobs and steps (RUN: id, unique prefix, or 'last')."""
+    if address:
+        _status_remote(address, run_ref, as_json)
+        return
+    _, rec = _load_run(workdir, run_ref)
+    if as_json:
+        click.echo(json.dumps(rec, indent=2))
+        return
+    click.echo(f"run {rec['id']}  flow {rec['flow']['name']}  {rec['status']}"
+               f"  exit {rec.get('exit_code')}  {_fmt_dur(rec['started'], rec['ended'])}")
+    for key, job in rec["jobs"].items():
+        attempts = f"  attempts {job['attempts']}" if job.get("attempts", 0) > 1 else ""
+        err = f"  ({job['error']})" if job.get("error") else ""
+        node = f"  on {job['node']}" if job.get("node") and not job.get("ranks") else ""
+        click.echo(f"  {key:<24} {job['status']:<10} "
+                   f"{_fmt_dur(job['started'], job['ended']):>8}{attempts}{node}{err}")
+        for prev in job.get("previous_attempts") or ():
+            where = f" on {prev['node']}" if prev.get("node") else ""
+            why = f" ({prev['error']})" if prev.get("error") else ""
+            click.echo(f"    attempt {prev['attempt']}: {prev['status']}{where}{why}")
+        for rank in job.get("ranks") or ():
+            why = f" ({rank['error']})" if rank.get("error") else ""
+            click.echo(f"    rank {rank['rank']}: {rank['status']} on {rank['node'] or '-'}{why}")
+        for step in job["steps"]:
+            code = "" if step.get("exit_code") is None else f"  exit {step['exit_code']}"
+            serr = f"  ({step['error']})" if step.get("error") else ""
+            click.echo(f"    {step['key']:<22} {step['status']:<10} "
+                       f"{_fmt_dur(step.get('started'), step.get('ended')):>8}{code}{serr}")
+            if step.get("outputs"):
+                click.echo(f"      outputs: {json.dumps(step['outputs'])}")
+        if job.get("outputs"):
+            click.echo(f"    outputs: {json.dumps(job['outputs'])}")
+
+
+def _status_remote(address: str, ref: str, as_json: bool) -> None:
+    api = _remote(address)
+    with _jobs_errors():
+        run = api.find(ref)
+    if as_json:
+        click.echo(json.dumps(run.to_json(), indent=2))
+        return
+    code = f"  exit {run.exit_code}" if run.ended_status else ""
+    click.echo(f"run {run.id}  flow {run.flow or '-'}  {run.status}{code}  "
+               f"{_fmt_dur(run.started, run.ended or (time.time() if run.started else None))}")
+    click.echo(f"  started     {_fmt_time(run.started)}")
+    click.echo(f"  ended       {_fmt_time(run.ended)}")
+    click.echo(f"  entrypoint  {run.entrypoint}")
+    if run.message:
+        click.echo(f"  message     {run.message}")
+    click.echo(f"  logs        flowray logs {run.id} --address {api.address}")
+
+
+@main.command()
+@click.argument("run_ref", metavar="RUN")
+@click.argument("target", metavar="[JOB[/STEP]]", required=False)
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--address", default=None, metavar="URL",
+              help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
+@click.option("--follow", "-f", is_flag=True,
+              help="With --address: go on printing the log as it grows, until the run ends.")
+def logs(run_ref: str, target: str | None, workdir: str | None, address: str | None,
+         follow: bool) -> None:
+    """Print the logs of a run, one job, or one step (RUN: id, prefix or 'last')."""
+    if address:
+        _logs_remote(address, run_ref, target, follow)
+        return
+    if follow:
+        _fail("--follow needs --address (a run submitted to a cluster); a local run prints "
+              "its output in the terminal that started it")
+    path, rec = _load_run(workdir, run_ref)
+    job_key, _, step_key = (target or "").partition("/")
+    jobs = rec["jobs"]
+    if job_key and job_key not in jobs:
+        _fail(f"run {rec['id']} has no job '{job_key}' (jobs: {', '.join(jobs)})")
+    shown = 0
+    for key, job in jobs.items():
+        if job_key and key != job_key:
+            continue
+        steps = job["steps"]
+        if step_key and not any(s["key"] == step_key for s in steps):
+            _fail(f"job '{key}' has no step '{step_key}' "
+                  f"(steps: {', '.join(s['key'] for s in steps)})")
+        sources = _log_sources(job)
+        for where, source in sources:
+            for step in source:
+                if step_key and step["key"] != step_key:
+                    continue
+                if not step.get("log"):
+                    continue
+                try:
+                    with open(os.path.join(path, step["log"]), encoding="utf-8",
+                              errors="replace") as fh:
+                        text = fh.read()
+                except OSError:
+                    continue
+                if not (job_key and step_key and len(sources) == 1):
+                    click.echo(f"==> {key}/{step['key']}{where} ({step['status']}) <==")
+                click.echo(text, nl=False)
+                shown += 1
+    if not shown and step_key:
+        click.echo(f"(step {job_key}/{step_key} wrote no log: it did not run)", err=True)
+
+
+def _log_sources(job: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """A job's step lists whose logs `flowray logs` shows: earlier attempts first, then the
+    last one, then the other ranks of a multi-node job; each with its label."""
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    previous = job.get("previous_attempts") or []
+    for prev in previous:
+        out.append((f" [attempt {prev['attempt']}: {prev['status']}]", prev.get("steps") or []))
+    last = f" [attempt {job.get('attempts', 1)}]" if previous else ""
+    out.append((last, job["steps"]))
+    for rank in (job.get("ranks") or [])[1:]:
+        label = f" [{last[2:-1]}, rank {rank['rank']}]" if last else f" [rank {rank['rank']}]"
+        out.append((label, rank.get("steps") or []))
+    return out
+
+
+def _logs_remote(address: str, ref: str, target: str | None, follow: bool) -> None:
+    if target:
+        _fail(f"a submitted run's log is one stream: JOB[/STEP] ('{target}') selects from "
+              f"the records of local runs only")
+    api = _remote(address)
+    with _jobs_errors():
+        run = api.find(ref)
+        if not follow:
+            click.echo(api.logs(run.id), nl=False)
+            return
+        try:
+            api.follow(run.id, lambda chunk: click.echo(chunk, nl=False))
+        except KeyboardInterrupt:
+            click.echo(f"\nstopped following {run.id}; the run goes on (`flowray cancel "
+                       f"{run.id} --address {api.address}` stops it)", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+# ----------------------------------------------------------------------------- cancel
+
+
+@main.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--address", default=None, metavar="URL",
+              help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
+@click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
+              help="How long to wait for the run to stop (default: 15 here, 60 on a cluster).")
+def cancel(run_ref: str, workdir: str | None, address: str | None,
+           wait_s: float | None) -> None:
+    """Cancel a running run (RUN: id, unique prefix, or 'last') and wait until it stopped.
+
+    A local run's process gets SIGTERM, as with Ctrl-C: every step gets SIGTERM, then SIGKILL
+    after the grace period. With --address, Ray stops the submitted run the same way.
+    """
+    if wait_s is not None and wait_s < 0:
+        _fail("--wait must be 0 or more")
+    if address:
+        _cancel_remote(address, run_ref, 60.0 if wait_s is None else wait_s)
+    else:
+        _cancel_local(workdir, run_ref, 15.0 if wait_s is None else wait_s)
+
+
+def _cancel_remote(address: str, ref: str, wait_s: float) -> None:
+    api = _remote(address)
+    with _jobs_errors():
+        run = api.find(ref)
+        if run.ended_status:
+            _fail(f"run {run.id} already ended: {run.status}", EXIT_FAILED)
+        api.stop(run.id)
+        click.echo(f"stopping {run.id} on {api.address}...", err=True)
+        run = api.wait(run.id, timeout=wait_s)
+    if not run.ended_status:
+        _fail(f"run {run.id} is still {run.status} after {wait_s:g}s; Ray goes on stopping "
+              f"it (see `flowray status {run.id} --address {api.address}`)", EXIT_FAILED)
+    if run.status != "STOPPED":
+        _fail(f"run {run.id} ended before it could be stopped: {run.status}", EXIT_FAILED)
+    click.echo(f"run {run.id} {run.status}")
+
+
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch); None if it is gone (or a
+    zombie). Where /proc is missing: the current time if the process exists."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat", encoding="ascii") as fh:
+            boot = next(float(line.split()[1]) for line in fh if line.startswith("btime "))
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return time.time()
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cancel_local(workdir: str | None, ref: str, wait_s: float) -> None:
+    import socket
+
+    from flowray.store.records import RecordError, read_record
+
+    path, rec = _load_run(workdir, ref)
+    run_id, state = rec.get("id", ref), rec.get("status")
+    if state != "running":
+        _fail(f"run {run_id} already ended: {state}", EXIT_FAILED)
+    pid, host = rec.get("pid"), rec.get("host")
+    if not isinstance(pid, int) or not host:
+        _fail(f"run {run_id} was recorded by a flowray that did not record its process: stop "
+              f"it with Ctrl-C in the terminal where it runs", EXIT_FAILED)
+        raise AssertionError
+    here = socket.gethostname()
+    if host != here:
+        _fail(f"run {run_id} runs on host '{host}', not on this one ('{here}'): run "
+              f"`flowray cancel {run_id}` there", EXIT_FAILED)
+    started = _process_started(pid)
+    # A process that started after the run did is another one that got the same pid.
+    if started is None or (rec.get("started") and started > float(rec["started"]) + 2):
+        _fail(f"run {run_id} is recorded as running, but its process (pid {pid}) is gone: "
+              f"the run was lost (stopped before it could record its end); there is nothing "
+              f"to cancel", EXIT_FAILED)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        _fail(f"run {run_id} ended as it was being cancelled (its process, pid {pid}, is "
+              f"gone)", EXIT_FAILED)
+    except PermissionError:
+        _fail(f"not allowed to signal the process of run {run_id} (pid {pid}): cancel it as "
+              f"the user who started it", EXIT_FAILED)
+    click.echo(f"cancelling run {run_id}: sent SIGTERM to its process (pid {pid}); its steps "
+               f"get SIGTERM, then SIGKILL after the grace period...", err=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            rec = read_record(path)
+        except RecordError:
+            rec = {"status": "running"}
+        state = rec.get("status")
+        if state != "running":
+            break
+        if _process_started(pid) is None:
+            _fail(f"the process of run {run_id} (pid {pid}) ended without recording the "
+                  f"run's end: the run was lost", EXIT_FAILED)
+        if time.monotonic() >= deadline:
+            _fail(f"run {run_id} did not stop within {wait_s:g}s (its process, pid {pid}, is "
+                  f"still stopping its steps); check again with `flowray status {run_id}`, "
+                  f"or wait longer with --wait", EXIT_FAILED)
+        time.sleep(0.1)
+    if state != "cancelled":
+        _fail(f"run {run_id} ended before it could be cancelled: {state}", EXIT_FAILED)
+    click.echo(f"run {run_id} {state}")
+
+

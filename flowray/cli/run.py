@@ -1,0 +1,518 @@
+"""`flowray run` (this machine or Ray) and `flowray submit` (a Ray cluster's Jobs API)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from flowray.cli.app import main
+from flowray.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    _fail,
+    _fmt_dur,
+    _jobs_api,
+    _jobs_errors,
+    _lazy_pinner,
+    _pairs,
+    _print_diagnostics,
+    _read_submit_bundle,
+    _stderr_color,
+    read_env_file,
+)
+
+
+def _step_actions(cached: Any, pinner: Any) -> dict[str, dict[int, Any]]:
+    """Each job's pinned git actions by step index, with requirements environments made."""
+    if not cached.git:
+        return {}
+    from flowray.actions import ActionError, ensure_venv
+    from flowray.execute.job import StepAction
+    from flowray.plan.plan import is_git_action
+
+    pythons: dict[str, str | None] = {}
+    out: dict[str, dict[int, Any]] = {}
+    for job_id, job in cached.data["jobs"].items():
+        for i, step in enumerate(job["steps"]):
+            if step["action"] is None or not is_git_action(step["action"]):
+                continue
+            g = cached.git.get(pinner().key_of(step["action"]))
+            if g is None:
+                continue
+            if g.key not in pythons:
+                pythons[g.key] = None
+                if g.data["runs"]["using"] == "python":
+                    try:
+                        pythons[g.key] = ensure_venv(
+                            pinner().pins[g.key], python=sys.executable,
+                            system_site_packages=pinner().config.system_site_packages,
+                        )
+                    except ActionError as exc:
+                        _fail(str(exc))
+            out.setdefault(job_id, {})[i] = StepAction(
+                g.path, g.data, pythons[g.key], pin=pinner().pins[g.key],
+                system_site_packages=pinner().config.system_site_packages)
+    return out
+
+
+@contextlib.contextmanager
+def _hold_actions(cached: Any, pinner: Any) -> Iterator[None]:
+    """Keep `flowray actions prune` away from the cache entries this run uses."""
+    if not cached.git:
+        yield
+        return
+    with pinner().cache.hold([pinner().pins[key] for key in cached.git]):
+        yield
+
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _coerce_run_inputs(flow: dict[str, Any], raw: dict[str, str]) -> dict[str, Any]:
+    """Apply the types and defaults that ``triggers.manual.inputs`` declares, if any."""
+    triggers = flow.get("triggers")
+    manual = triggers.get("manual") if isinstance(triggers, dict) else None
+    declared = manual.get("inputs") if isinstance(manual, dict) else None
+    if not isinstance(declared, dict):
+        return dict(raw)
+    from flowray.spec.inputs import InputError, coerce_input
+
+    out: dict[str, Any] = {}
+    for name, spec in declared.items():
+        spec = spec if isinstance(spec, dict) else {}
+        full = {"type": spec.get("type", "string"), "required": bool(spec.get("required")),
+                "default": spec.get("default"), "description": spec.get("description")}
+        if name in raw:
+            value: Any = raw[name]
+        elif full["default"] is not None:
+            value = full["default"]
+        elif full["required"]:
+            _fail(f"input '{name}' is required by this flow (--input {name}=VALUE)")
+            raise AssertionError
+        else:
+            continue
+        try:
+            out[name] = coerce_input(name, full, value)  # type: ignore[arg-type]
+        except InputError as exc:
+            _fail(f"--input: {exc}")
+    for name, value in raw.items():
+        out.setdefault(name, value)
+    return out
+
+
+def _run_values(secrets: Sequence[str], secret_files: Sequence[str], env_files: Sequence[str],
+                event_file: str | None, bundle: dict[str, Any]
+                ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+    """The run's secrets, --env-file values and event, from the options (over what a submitted
+    run's ``bundle`` brought)."""
+    secret_values: dict[str, str] = dict(bundle.get("secrets", {}))
+    for f in secret_files:
+        secret_values.update(read_env_file(f, "--secret-file"))
+    secret_values.update(_pairs(secrets, "--secret"))
+    env: dict[str, str] = dict(bundle.get("env", {}))
+    for f in env_files:
+        env.update(read_env_file(f, "--env-file"))
+    event: dict[str, Any] = dict(bundle.get("event", {}))
+    if event_file:
+        try:
+            with open(event_file, encoding="utf-8") as fh:
+                event = json.load(fh)
+        except (OSError, ValueError) as exc:
+            _fail(f"--event '{event_file}': {exc}")
+    return secret_values, env, event
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _run_input_options(*, submit: bool) -> Callable[[F], F]:
+    """The options that give a run its inputs and pick its jobs, shared by `run` and `submit`
+    (which reads the files here and ships what they hold)."""
+    here = " (read here)" if submit else ""
+    options = [
+        click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
+                     help="A run input, read as ${{ inputs.KEY }}."),
+        click.option("--secret", "-s", "secrets", multiple=True, metavar="NAME=VALUE",
+                     help="A secret; shipped in a private file, never on the job's command line."
+                     if submit else
+                     "A secret, read as ${{ secrets.NAME }}; masked as *** everywhere."),
+        click.option("--secret-file", type=click.Path(dir_okay=False), multiple=True,
+                     help=f"A file of NAME=VALUE secret lines{here}."),
+        click.option("--env-file", type=click.Path(dir_okay=False), multiple=True,
+                     help=f"A file of KEY=VALUE lines added to every step's environment{here}."),
+        click.option("--event", "event_file", type=click.Path(dir_okay=False), default=None,
+                     help=f"A JSON file with the trigger payload, read as ${{{{ event }}}}{here}."),
+        click.option("--matrix", "matrix", multiple=True, metavar="KEY:VALUE",
+                     help="Run only the matrix cells where KEY is VALUE."),
+        click.option("--job", "-j", "jobs", multiple=True, metavar="JOB",
+                     help="Run only this job (and the jobs it needs)."),
+    ]
+
+    def apply(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+@main.command()
+@click.argument("flow_path", metavar="FLOW", type=click.Path(dir_okay=False))
+@_run_input_options(submit=False)
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help="Workspace the steps run in (default: the current directory).")
+@click.option("--dry-run", "-n", is_flag=True, help="Print the plan; run nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run record as JSON at the end (progress goes to stderr).")
+@click.option("--quiet", "-q", is_flag=True, help="Show no step output, only failures.")
+@click.option("--fail-fast", is_flag=True, help="Cancel the run as soon as a job fails.")
+@click.option("--cpus", type=float, default=None,
+              help="CPU slots for jobs (default: this machine's CPU count).")
+@click.option("--gpus", default=None, metavar="IDS",
+              help="GPU ids jobs may use, e.g. 0,1 (default: detected).")
+@click.option("--grace", type=float, default=None,
+              help="Seconds between SIGTERM and SIGKILL when stopping steps (default 5).")
+@click.option("--no-cache", is_flag=True, help="Validate the flow again even if unchanged.")
+@click.option("--offline", is_flag=True,
+              help="Use git actions from the action cache only (also FLOWRAY_OFFLINE=1).")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Run each job as a Ray task on a local Ray started for the run "
+                   "(--cpus and --gpus size it).")
+@click.option("--address", default=None, envvar="FLOWRAY_ADDRESS", metavar="ADDR",
+              help="Run each job as a Ray task on the Ray cluster at ADDR: its GCS HOST:PORT "
+                   "or ray://HOST:PORT (also FLOWRAY_ADDRESS).")
+@click.option("--submit-bundle", default=None, hidden=True, type=click.Path(dir_okay=False),
+              help="The file `flowray submit` ships with secrets, env and event; read once "
+                   "and deleted.")
+def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
+        secret_file: tuple[str, ...], env_file: tuple[str, ...], event_file: str | None,
+        matrix: tuple[str, ...], jobs: tuple[str, ...], workdir: str | None, dry_run: bool,
+        as_json: bool, quiet: bool, fail_fast: bool, cpus: float | None, gpus: str | None,
+        grace: float | None, no_cache: bool, offline: bool, use_ray: bool,
+        address: str | None, submit_bundle: str | None) -> None:
+    """Run a flow on this machine, or with --ray/--address on Ray."""
+    sys.exit(run_flow_command(**locals()))
+
+
+def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
+                     secret_file: tuple[str, ...], env_file: tuple[str, ...],
+                     event_file: str | None, matrix: tuple[str, ...], jobs: tuple[str, ...],
+                     workdir: str | None, dry_run: bool, as_json: bool, quiet: bool,
+                     fail_fast: bool, cpus: float | None, gpus: str | None,
+                     grace: float | None, no_cache: bool, offline: bool = False,
+                     use_ray: bool = False, address: str | None = None,
+                     submit_bundle: str | None = None) -> int:
+    from flowray.backends.local import LocalPool, detect_gpus
+    from flowray.cli.view import Console
+    from flowray.execute.process import DEFAULT_GRACE_SECONDS
+    from flowray.plan.graph import CycleError
+    from flowray.plan.plan import PlanError, build_plan
+    from flowray.runtime.coordinator import Coordinator, RunOptions
+    from flowray.store.flowcache import ActionTable, load_flow
+
+    workspace = os.path.abspath(workdir or os.getcwd())
+    if not os.path.isdir(workspace):
+        _fail(f"--workdir '{workdir}' is not a directory")
+    bundle = _read_submit_bundle(submit_bundle) if submit_bundle else {}
+    secret_values, env, event = _run_values(secrets, secret_file, env_file, event_file,
+                                            bundle)
+    matrix_filter = _pairs(matrix, "--matrix", sep=":")
+    raw_inputs = _pairs(inputs, "--input")
+    if cpus is not None and cpus <= 0:
+        _fail("--cpus must be more than 0")
+
+    pinner = _lazy_pinner(workspace, True if offline else None, flow_path)
+    try:
+        cached = load_flow(flow_path, workspace, use_cache=not no_cache, pinner=pinner)
+    except Exception as exc:
+        if type(exc).__name__ != "FlowError":
+            raise
+        _print_diagnostics(exc)
+        return EXIT_INVALID
+    color = _stderr_color()
+    for w in cached.warnings:
+        click.echo(click.style(w, fg="yellow") if color else w, err=True)
+    flow = cached.data
+    try:
+        plan = build_plan(flow, matrix_filter=matrix_filter, only_jobs=jobs)
+    except (PlanError, CycleError) as exc:
+        _fail(str(exc))
+        raise AssertionError from exc
+    gpu_ids = [g for g in gpus.split(",") if g.strip()] if gpus is not None else None
+    total_cpus = cpus if cpus is not None else float(os.cpu_count() or 1)
+    on_ray = use_ray or bool(address)
+    if not on_ray:  # Ray's nodes are checked once connected
+        gpu_ids = gpu_ids if gpu_ids is not None else detect_gpus()
+        for j in plan.jobs:
+            if j.data["resources"]["nodes"] > 1:
+                from flowray.backends.local import multi_node_refusal
+
+                _fail(multi_node_refusal(j.key, j.data["resources"]))
+            want = j.data["resources"]["gpus"]
+            if want and want > len(gpu_ids):
+                _fail(f"job '{j.key}' needs {want} GPU{'s' if want > 1 else ''}; this machine "
+                      f"has {len(gpu_ids)} (set --gpus or FLOWRAY_GPUS to name them)")
+    if dry_run:
+        click.echo(f"flow {flow['name']}: {len(plan.jobs)} job(s)")
+        for line in plan.describe():
+            click.echo(line)
+        return EXIT_OK
+    run_inputs = _coerce_run_inputs(dict(flow), raw_inputs)
+
+    console = Console(sys.stderr if as_json else sys.stdout, quiet=quiet,
+                      color=None if not os.environ.get("NO_COLOR") else False)
+    options = RunOptions(
+        workspace=workspace, flow_path=os.path.relpath(os.path.abspath(flow_path), workspace),
+        inputs=run_inputs, secrets=secret_values, env=env, event=event, fail_fast=fail_fast,
+        grace=grace if grace is not None else DEFAULT_GRACE_SECONDS,
+        step_actions=_step_actions(cached, pinner),
+        action_commits={g.display: g.sha for g in cached.git.values()},
+    )
+    actions = ActionTable(cached.actions)
+    cluster = _ray_cluster(address or None, cpus, gpu_ids, plan, quiet) if on_ray else None
+    coordinator = Coordinator(
+        plan, options, console=console,
+        gpu_count=cluster.gpus if cluster else len(gpu_ids or []),
+        dispatcher_factory=(
+            functools.partial(cluster.dispatcher, console=console, load_action=actions)
+            if cluster else lambda c: LocalPool(
+                cpus=total_cpus, gpus=gpu_ids or [], console=console, masker=c.masker,
+                load_action=actions, grace=options.grace,
+            )
+        ),
+    )
+
+    interrupted = {"n": 0}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        interrupted["n"] += 1
+        name = signal.Signals(signum).name
+        if interrupted["n"] == 1:
+            console.error(f"{name}: stopping every step (SIGTERM, then SIGKILL after "
+                          f"{options.grace:g}s)...")
+        coordinator.cancel(f"interrupted by {name}")
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _hold_actions(cached, pinner):
+            result = coordinator.run()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if cluster:
+            cluster.close()
+    _print_summary(console, result.record)
+    if as_json:
+        click.echo(json.dumps(result.record, indent=2, default=str))
+    if interrupted["n"]:
+        return EXIT_INTERRUPTED
+    return result.exit_code
+
+
+def _ray_cluster(address: str | None, cpus: float | None, gpus: list[str] | None, plan: Any,
+                 quiet: bool) -> Any:
+    """The Ray of `run --ray` (embedded) or `--address`, with every job checked against it."""
+    from flowray.backends.ray.cluster import RayCluster, RayConnectError
+
+    if address and (cpus is not None or gpus is not None):
+        _fail("--cpus and --gpus size the local Ray of --ray; the cluster at --address "
+              "(or FLOWRAY_ADDRESS) has its own")
+    try:
+        cluster = RayCluster.connect(address, cpus=cpus, gpus=gpus)
+    except RayConnectError as exc:
+        _fail(str(exc))
+        raise AssertionError from exc
+    problems = cluster.unfit(plan.jobs)
+    if problems:
+        cluster.close()
+        _fail("\n".join(problems))
+    if not quiet:
+        click.echo(cluster.summary(), err=True)
+    return cluster
+
+
+def _print_summary(console: Any, record: dict[str, Any]) -> None:
+    jobs = record["jobs"]
+    counts: dict[str, int] = {}
+    for j in jobs.values():
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    took = (record["ended"] or 0) - (record["started"] or 0)
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    console.info(f"run {record['id']} {record['status']} in {took:.2f}s ({parts}); "
+                 f"logs: flowray logs {record['id']}")
+
+
+
+def _validated_flow(flow_path: str, workspace: str, offline: bool) -> Any:
+    """The flow as `flowray validate` checks it; None (diagnostics printed) if invalid."""
+    from flowray.spec import FlowError, load_flow
+    from flowray.store.flowcache import LazyGitActions
+
+    pinner = _lazy_pinner(workspace, True if offline else None, flow_path)
+    try:
+        loaded = load_flow(flow_path, workspace=workspace, git_action=LazyGitActions(pinner))
+    except FlowError as exc:
+        _print_diagnostics(exc)
+        return None
+    color = _stderr_color()
+    for w in loaded.warnings:
+        click.echo(w.format(color=color), err=True)
+    return loaded.data
+
+
+@main.command()
+@click.argument("flow_path", metavar="FLOW", type=click.Path(dir_okay=False))
+@click.option("--address", default=None, metavar="URL",
+              help="The Ray cluster's dashboard, http://HEAD:8265 (also FLOWRAY_ADDRESS when "
+                   "it is an http:// URL, or RAY_API_SERVER_ADDRESS).")
+@_run_input_options(submit=True)
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help="The workspace to ship, which holds FLOW (default: the current directory).")
+@click.option("--quiet", "-q", is_flag=True, help="Show no step output, only failures.")
+@click.option("--fail-fast", is_flag=True, help="Cancel the run as soon as a job fails.")
+@click.option("--grace", type=float, default=None,
+              help="Seconds between SIGTERM and SIGKILL when stopping steps (default 5).")
+@click.option("--offline", is_flag=True,
+              help="Check git actions from this machine's action cache only.")
+@click.option("--no-wait", "--detach", "no_wait", is_flag=True,
+              help="Print the submission id and return; the run goes on on the cluster.")
+@click.option("--python", "python", default="python", show_default=True, metavar="CMD",
+              help="The Python on the cluster's head that has flowray installed.")
+def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
+           secrets: tuple[str, ...], secret_file: tuple[str, ...], env_file: tuple[str, ...],
+           event_file: str | None, matrix: tuple[str, ...], jobs: tuple[str, ...],
+           workdir: str | None, quiet: bool, fail_fast: bool, grace: float | None,
+           offline: bool, no_wait: bool, python: str) -> None:
+    """Run a flow on a Ray cluster through its Jobs API: ship the workspace, stream the
+    logs, exit with the run's exit code. Ctrl-C stops the run on the cluster."""
+    from flowray.backends.jobs_api import (
+        JobsApiError,
+        Submission,
+        new_submission_id,
+        resolve_address,
+    )
+    from flowray.execute.process import DEFAULT_GRACE_SECONDS
+    from flowray.plan.graph import CycleError
+    from flowray.plan.plan import PlanError, build_plan
+    from flowray.store.flowcache import action_file, local_action_dirs
+
+    with _jobs_errors():
+        url = resolve_address(address)
+    workspace = os.path.abspath(workdir or os.getcwd())
+    if not os.path.isdir(workspace):
+        _fail(f"--workdir '{workdir}' is not a directory")
+    flow_file = os.path.relpath(os.path.abspath(flow_path), workspace)
+    if flow_file == os.pardir or flow_file.startswith(os.pardir + os.sep):
+        _fail(f"the flow file '{flow_path}' is not in the workspace {workspace}, which is "
+              f"what is shipped: move it there or give the workspace with -C")
+    if grace is not None and grace < 0:
+        _fail("--grace must be 0 or more")
+    # Everything that can be checked here is checked before anything is shipped.
+    secret_values, env, event = _run_values(secrets, secret_file, env_file, event_file, {})
+    raw_inputs = _pairs(inputs, "--input")
+    matrix_filter = _pairs(matrix, "--matrix", sep=":")
+    flow = _validated_flow(flow_path, workspace, offline)
+    if flow is None:
+        sys.exit(EXIT_INVALID)
+    try:
+        build_plan(flow, matrix_filter=matrix_filter, only_jobs=jobs)
+    except (PlanError, CycleError) as exc:
+        _fail(str(exc))
+    _coerce_run_inputs(dict(flow), raw_inputs)
+
+    run_args: list[str] = []
+    for item in inputs:
+        run_args += ["--input", item]
+    for item in matrix:
+        run_args += ["--matrix", item]
+    for job in jobs:
+        run_args += ["--job", job]
+    if fail_fast:
+        run_args.append("--fail-fast")
+    if grace is not None:
+        run_args += ["--grace", f"{grace:g}"]
+    if quiet:
+        run_args.append("--quiet")
+    carried = {k: v for k, v in (("secrets", secret_values), ("env", env), ("event", event))
+               if v}
+    needed = [os.path.relpath(action_file(folder), workspace)
+              for folder in local_action_dirs(flow, workspace)]
+    sub = Submission(
+        id=new_submission_id(str(flow["name"])), workspace=workspace, flow_file=flow_file,
+        flow_name=str(flow["name"]), run_args=run_args, bundle=carried or None,
+        grace=grace if grace is not None else DEFAULT_GRACE_SECONDS, python=python,
+        needed=[n for n in needed if n != os.pardir and not n.startswith(os.pardir + os.sep)],
+    )
+    api = _jobs_api(url)
+    click.echo(f"shipping {workspace} to {url}...", err=True)
+    try:
+        with _jobs_errors():
+            sid = api.submit(sub)
+    except KeyboardInterrupt:
+        # The id is flowray's own: a run that was started all the same is stopped.
+        with contextlib.suppress(JobsApiError):
+            api.stop(sub.id)
+        click.echo("\ninterrupted while submitting: no run was left going", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if no_wait:
+        click.echo(sid)
+        click.echo(f"submitted {sid}; follow it with `flowray logs {sid} --address {url} -f`",
+                   err=True)
+        sys.exit(EXIT_OK)
+    click.echo(f"submitted {sid} (Ctrl-C stops it; --no-wait leaves a run going)", err=True)
+    sys.exit(_follow_submitted(api, sid, sub.grace))
+
+
+def _follow_submitted(api: Any, sid: str, grace: float) -> int:
+    """Stream the run's log until it ends; its exit code. Ctrl-C stops it on the cluster."""
+    from flowray.backends.jobs_api import JobsApiError, stop_wait_seconds
+
+    try:
+        try:
+            api.follow(sid, lambda chunk: click.echo(chunk, nl=False))
+        except JobsApiError as exc:
+            click.echo(f"warning: the log stream broke off ({exc}); waiting for the run to "
+                       f"end", err=True)
+        with _jobs_errors():
+            run = api.wait(sid, timeout=math.inf)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: stopping {sid} on the cluster (its steps get SIGTERM, "
+                   f"then SIGKILL after {grace:g}s)...", err=True)
+        with _jobs_errors():
+            api.stop(sid)
+            try:
+                run = api.wait(sid, timeout=stop_wait_seconds(grace) + 5)
+            except KeyboardInterrupt:
+                click.echo(f"not waiting: {sid} goes on stopping on the cluster", err=True)
+                return EXIT_INTERRUPTED
+        if run.ended_status:
+            click.echo(f"run {sid} {run.status}: stopped on the cluster", err=True)
+        else:
+            click.echo(f"run {sid} is still {run.status}: Ray goes on stopping it (see "
+                       f"`flowray status {sid} --address {api.address}`)", err=True)
+        return EXIT_INTERRUPTED
+    took = _fmt_dur(run.started, run.ended)
+    click.echo(f"run {sid} {run.status} (exit {run.exit_code}) in {took}", err=True)
+    if run.status == "FAILED" and run.exit_code not in (EXIT_FAILED, EXIT_INVALID) \
+            and run.message:
+        # Not flowray's own failure (its log says what failed): Ray's reason, e.g. a runtime
+        # environment that could not be set up, or no flowray on the cluster. (Ray adds the
+        # end of the log, which was streamed already.)
+        reason = run.message.splitlines()[0].split(", last available logs")[0]
+        click.echo(f"error: {reason}", err=True)
+    return int(run.exit_code)
+
+
