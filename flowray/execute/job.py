@@ -61,6 +61,8 @@ class StepResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     log: str | None = None  # path relative to the run folder
     error: str | None = None
+    # run, cmd, script, python, node or docker; "action" while a step's action is not loaded
+    kind: str = "run"
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -127,6 +129,17 @@ class JobResult:
     node: str = ""  # where it ran, when a dispatcher knows (Ray: host, address and node id)
     lost: bool = False  # the job's node or worker was lost under it: run it again elsewhere
     ranks: list[dict[str, Any]] = field(default_factory=list)  # a multi-node job: each rank
+
+
+def step_kind(step: StepData) -> str:
+    """What a step is, as far as its own keys tell: ``run``, ``docker`` (``docker://``) or
+    ``action`` (the action's file says which kind: the runner refines it once loaded)."""
+    if step["run"] is not None:
+        return "run"
+    action = step["action"]
+    if isinstance(action, str) and action.startswith("docker://"):
+        return "docker"
+    return "action"
 
 
 def step_display_name(step: StepData, index: int) -> str:
@@ -202,6 +215,7 @@ class JobRunner:
                 key=s["id"] or str(i + 1),
                 id=s["id"],
                 name=self._render_name(s, i),
+                kind=step_kind(s),
                 log=os.path.join(
                     self.log_dir, f"{i + 1:02d}-{_safe_name(s['id'] or str(i + 1))}.log"
                 ),
@@ -374,6 +388,8 @@ class JobRunner:
         except (_StepFailed, expr.ExprError, ShellTemplateError) as exc:
             self._finish_without_process(result, step, str(exc), ctx=ctx)
             return
+        if action is not None:
+            result.kind = action["runs"]["using"]
         result.status = Status.RUNNING
         result.started = time.time()
         self.events.step_started(self.req.key, result)
