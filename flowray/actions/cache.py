@@ -34,16 +34,14 @@ from typing import TypeVar
 from flowray.actions import git as gitcmd
 from flowray.actions.errors import ActionError, TreeError
 from flowray.actions.lock import locked, remove_tree, touch, write_atomic
-from flowray.actions.refs import (
-    ACTION_FILES,
-    ActionRef,
+from flowray.actions.names import (
     canonical_url,
     file_problem,
-    is_sha,
     name_problem,
     tag_problem,
     url_problem,
 )
+from flowray.actions.refs import ACTION_FILES, ActionRef, is_sha
 
 READY = "ready"
 USED = "used"

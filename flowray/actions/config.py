@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowray.actions.errors import ActionError
-from flowray.actions.refs import owner_problem, url_problem
+from flowray.actions.names import owner_problem, url_problem
 
 CONFIG_FILE = "flowray.toml"
 DEFAULT_BASE = "https://github.com"

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from flowray.actions.refs import scrub, split_credentials, strip_credentials
+from flowray.actions.names import scrub, split_credentials, strip_credentials
 
 
 def _timeout_from_env() -> float:
