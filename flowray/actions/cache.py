@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from flowray.actions import git as gitcmd
-from flowray.actions.errors import ActionError, TreeError
-from flowray.actions.lock import locked, remove_tree, touch, write_atomic
+from flowray.actions.errors import ActionError
+from flowray.actions.lock import locked, touch
 from flowray.actions.names import (
     canonical_url,
     file_problem,
@@ -42,6 +42,7 @@ from flowray.actions.names import (
     url_problem,
 )
 from flowray.actions.refs import ACTION_FILES, ActionRef, is_sha
+from flowray.store.fs import TreeError, pack, remove_tree, unpack, write_bytes_atomic
 
 READY = "ready"
 USED = "used"
@@ -248,15 +249,9 @@ class ActionCache:
             refname = f"refs/tags/{ref.tag}"
 
         def build(tree: str, workdir: str) -> None:
-            import io
-            import tarfile
-
-            from flowray.actions.tree import extract
-
             data = gitcmd.fetch_tree(ref.url, sha, workdir=workdir, refname=refname)
             remove_tree(os.path.join(workdir, "git"))
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-                extract(tar, tree)
+            unpack(data, tree, what="the repository", read_only=True)
 
         return self._install(_repo_id(ref), sha, ref.repo_name(), build)[1]
 
@@ -318,7 +313,7 @@ class ActionCache:
                 remove_tree(work)
                 raise
             try:
-                write_atomic(ready, sha.encode())
+                write_bytes_atomic(ready, sha.encode())
             except BaseException:
                 remove_tree(entry)
                 raise
@@ -347,7 +342,7 @@ class ActionCache:
             kept = {k: v for k, v in sorted(current.items()) if v is not None}
             if kept:
                 data = {"repo": repo_id, "tags": kept}
-                write_atomic(path, json.dumps(data, indent=1).encode())
+                write_bytes_atomic(path, json.dumps(data, indent=1).encode())
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
@@ -452,21 +447,18 @@ class ActionCache:
             "tag": ref.tag, "url": ref.safe_url, "file": ref.file, "subdir": ref.subdir,
             "git_form": ref.git_form, "key": ref.key,
         }
-        from flowray.actions.tree import pack
-
         tree = os.path.join(pinned.entry_dir, TREE)
         if not os.path.exists(os.path.join(pinned.entry_dir, READY)):
             raise ActionError(f"{ref.display()} ({pinned.short}) is not in the cache at {tree}")
         data = json.dumps(meta, sort_keys=True).encode()
-        return pack(tree, data, meta_name=PACK_META, prefix=f"{TREE}/")
+        return pack(tree, prefix=f"{TREE}/", head=[(PACK_META, data)], normalize=True,
+                    compress=True)
 
     def unpack(self, data: bytes) -> PinnedAction:
         """Materialize an archive from ``pack`` into this cache (same lock protocol); no git,
         no network. Unpacking what is already here only marks it used."""
         import io
         import tarfile
-
-        from flowray.actions.tree import extract
 
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
@@ -478,7 +470,7 @@ class ActionCache:
                 repo_id = _repo_id(ref)
 
                 def build(tree: str, _work: str) -> None:
-                    extract(tar, tree, prefix=f"{TREE}/")
+                    unpack(tar, tree, prefix=f"{TREE}/", what="the repository", read_only=True)
 
                 try:
                     entry, _made = self._install(repo_id, sha, ref.repo_name(), build)

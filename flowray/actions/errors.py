@@ -9,7 +9,3 @@ class ActionError(Exception):
     The message is meant for users: it names the action (``owner/repo@tag``), the repository URL
     without credentials and the file where relevant, and never holds a password or token.
     """
-
-
-class TreeError(Exception):
-    """An action tree that is refused (the message names the path inside the tree)."""

@@ -17,7 +17,8 @@ import sys
 
 from flowray.actions.cache import PinnedAction
 from flowray.actions.errors import ActionError
-from flowray.actions.lock import locked, remove_tree, write_atomic
+from flowray.actions.lock import locked
+from flowray.store.fs import remove_tree, write_bytes_atomic
 
 REQUIREMENTS = "requirements.txt"
 VENVS = "venvs"
@@ -64,7 +65,7 @@ def ensure_venv(
             _build(exe, folder, requirements, pinned.path,
                    system_site_packages=system_site_packages,
                    what=f"{head}: cannot create a virtual environment for {impl} {version}")
-            write_atomic(ready, f"{impl} {version}\n".encode())
+            write_bytes_atomic(ready, f"{impl} {version}\n".encode())
         except BaseException:
             remove_tree(folder)
             raise

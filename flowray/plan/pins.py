@@ -27,6 +27,7 @@ from flowray.actions import (
 )
 from flowray.spec.diagnostics import Diagnostic
 from flowray.spec.types import ActionData
+from flowray.store.fs import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,5 @@ class ActionPinner:
 
 
 def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # only costs speed next time
+    with contextlib.suppress(OSError):  # only costs speed next time
+        write_json_atomic(path, data)

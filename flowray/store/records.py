@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from flowray.store.fs import write_json_atomic as write_json_atomic  # records are written so
+
 RECORD_FILE = "record.json"
 
 
@@ -28,14 +30,6 @@ def new_run_id(now: float | None = None) -> str:
     """Sortable and unique: ``YYYYMMDD-HHMMSS-xxxxxx``."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     return f"{stamp}-{os.urandom(3).hex()}"
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        # No indent: the C encoder is an order of magnitude faster on large records.
-        fh.write(json.dumps(data, default=str, separators=(",", ":")))
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -18,16 +18,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import os
 import sys
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowray.actions.lock import remove_tree
 from flowray.execute.job import JobRequest, StepAction
+from flowray.store.fs import ArchiveTooLarge, TreeError, pack, remove_tree, unpack
 
 # Folders of the workspace that never travel: run records and the repository's history.
 SKIPPED = (".flowray", ".git")
@@ -77,38 +75,18 @@ def shared_workspace() -> bool:
 def pack_workspace(workspace: str, limit: int) -> bytes:
     """A tar of ``workspace`` without ``.flowray/`` and ``.git/``; ShipError over ``limit``.
     Every folder travels, empty ones too (a step may expect them)."""
-    total = 0
-    members: list[str] = []  # one walk: each folder, then its files and symlinks
-    for folder, dirs, files in os.walk(workspace):
-        if folder == workspace:
-            dirs[:] = [d for d in dirs if d not in SKIPPED]
-        else:
-            members.append(folder)
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            with contextlib.suppress(OSError):
-                if not os.path.islink(path):
-                    total += os.path.getsize(path)
-            members.append(path)
-        members.extend(os.path.join(folder, d) for d in dirs
-                       if os.path.islink(os.path.join(folder, d)))
-        if total > limit:
-            raise ShipError(
-                f"the workspace {workspace} holds more than {limit / 2**20:g} MiB, which "
-                f"flowray ships to every Ray node through the object store: keep data out of "
-                f"the flow's folder (or in .git/ or .flowray/), raise FLOWRAY_SHIP_LIMIT_MB, "
-                f"or set FLOWRAY_SHARED_WORKSPACE=1 when every node sees {workspace} "
-                f"(a shared filesystem)")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in members:
-            try:
-                tar.add(path, arcname=os.path.relpath(path, workspace), recursive=False)
-            except OSError as exc:
-                raise ShipError(f"cannot pack {path} to ship it to the Ray nodes: "
-                                f"{exc.strerror or exc}") from None
-    return buf.getvalue()
+    try:
+        return pack(workspace, skip=SKIPPED, limit=limit)
+    except ArchiveTooLarge:
+        raise ShipError(
+            f"the workspace {workspace} holds more than {limit / 2**20:g} MiB, which "
+            f"flowray ships to every Ray node through the object store: keep data out of "
+            f"the flow's folder (or in .git/ or .flowray/), raise FLOWRAY_SHIP_LIMIT_MB, "
+            f"or set FLOWRAY_SHARED_WORKSPACE=1 when every node sees {workspace} "
+            f"(a shared filesystem)") from None
+    except OSError as exc:
+        raise ShipError(f"cannot pack {exc.filename or workspace} to ship it to the Ray nodes: "
+                        f"{exc.strerror or exc}") from None
 
 
 def prepare(*, run_id: str, home: str, workspace: str, env: dict[str, str],
@@ -255,34 +233,23 @@ def _unpack_into(data: bytes, dest: str) -> None:
         pass
 
 
-def _extract(data: bytes, dest: str) -> None:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        if hasattr(tarfile, "tar_filter"):  # Python >= 3.10.12: refuse paths leaving dest
-            tar.extractall(dest, filter="tar")
-        else:  # pragma: no cover - Pythons before 3.10.12 have no extraction filters
-            for member in tar.getmembers():
-                names = [member.name] + ([member.linkname] if member.islnk() else [])
-                if any(n.startswith("/") or ".." in n.split("/") for n in names) or (
-                        member.issym() and (member.linkname.startswith("/")
-                                            or ".." in member.linkname.split("/"))):
-                    raise ShipError(f"refusing '{member.name}': it leaves the folder")
-            tar.extractall(dest)
+def _extract(data: bytes, dest: str, *, replace: bool = False) -> None:
+    try:
+        unpack(data, dest, times=True, replace=replace)
+    except TreeError as exc:
+        raise ShipError(f"refusing the shipped files: {exc}") from None
 
 
 def pack_files(run_dir: str, paths: list[str]) -> bytes:
-    """The files at ``paths`` (relative to ``run_dir``) as a tar, for the coordinator."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for rel in paths:
-            path = os.path.join(run_dir, rel)
-            with contextlib.suppress(OSError):
-                tar.add(path, arcname=rel, recursive=False)
-    return buf.getvalue()
+    """The files at ``paths`` (relative to ``run_dir``) as a tar, for the coordinator; those
+    that are gone are left out."""
+    return pack(run_dir, [p for p in paths if os.path.isfile(os.path.join(run_dir, p))])
 
 
 def unpack_files(data: bytes, run_dir: str) -> None:
+    """Artifacts from a node into the run folder (a file already there is replaced)."""
     if data:
-        _extract(data, run_dir)
+        _extract(data, run_dir, replace=True)
 
 
 def remove_run(node_id: str, run_id: str) -> None:
