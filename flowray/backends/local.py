@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 
-from flowray.cli.view import Console
+from flowray.backends import RunEvents
 from flowray.execute.job import ActionLoader, JobRequest, JobResult, run_job
 from flowray.execute.process import DEFAULT_GRACE_SECONDS, ProcessSupervisor, stop_groups
 from flowray.execute.secrets import Masker
@@ -46,7 +47,7 @@ class LocalPool:
         *,
         cpus: float,
         gpus: list[str],
-        console: Console,
+        events: RunEvents,
         masker: Masker,
         load_action: ActionLoader,
         grace: float = DEFAULT_GRACE_SECONDS,
@@ -54,7 +55,8 @@ class LocalPool:
         self.total_cpus = cpus
         self.free_cpus = cpus
         self.free_gpus = list(gpus)
-        self.console = console
+        self.events = events
+        self.host = socket.gethostname()
         self.masker = masker
         self.load_action = load_action
         self.grace = grace
@@ -87,6 +89,7 @@ class LocalPool:
             supervisor = ProcessSupervisor(grace=self.grace)
             self._supervisors[plan.key] = supervisor
         request = request_for(gpus)
+        self.events.job_started(plan.key, node=self.host, host=self.host, gpus=gpus)
         thread = threading.Thread(
             target=self._run, args=(request, supervisor, cpus, gpus, done),
             name=f"flowray-job-{plan.key}", daemon=True,
@@ -98,7 +101,7 @@ class LocalPool:
              gpus: list[str] | None, done: Callable[[JobResult], None]) -> None:
         started = time.time()
         try:
-            result = run_job(request, supervisor=supervisor, events=self.console,
+            result = run_job(request, supervisor=supervisor, events=self.events,
                              masker=self.masker, load_action=self.load_action)
         except Exception as exc:  # a bug must fail the job, not hang the run
             result = JobResult(Status.FAILURE, [], {}, started, time.time(),

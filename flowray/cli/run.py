@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -32,85 +32,19 @@ from flowray.cli.common import (
     _stderr_color,
     read_env_file,
 )
-
-
-def _step_actions(cached: Any, pinner: Any) -> dict[str, dict[int, Any]]:
-    """Each job's pinned git actions by step index, with requirements environments made."""
-    if not cached.git:
-        return {}
-    from flowray.actions import ActionError, ensure_venv
-    from flowray.execute.job import StepAction
-    from flowray.plan.plan import is_git_action
-
-    pythons: dict[str, str | None] = {}
-    out: dict[str, dict[int, Any]] = {}
-    for job_id, job in cached.data["jobs"].items():
-        for i, step in enumerate(job["steps"]):
-            if step["action"] is None or not is_git_action(step["action"]):
-                continue
-            g = cached.git.get(pinner().key_of(step["action"]))
-            if g is None:
-                continue
-            if g.key not in pythons:
-                pythons[g.key] = None
-                if g.data["runs"]["using"] == "python":
-                    try:
-                        pythons[g.key] = ensure_venv(
-                            pinner().pins[g.key], python=sys.executable,
-                            system_site_packages=pinner().config.system_site_packages,
-                        )
-                    except ActionError as exc:
-                        _fail(str(exc))
-            out.setdefault(job_id, {})[i] = StepAction(
-                g.path, g.data, pythons[g.key], pin=pinner().pins[g.key],
-                system_site_packages=pinner().config.system_site_packages)
-    return out
-
-
-@contextlib.contextmanager
-def _hold_actions(cached: Any, pinner: Any) -> Iterator[None]:
-    """Keep `flowray actions prune` away from the cache entries this run uses."""
-    if not cached.git:
-        yield
-        return
-    with pinner().cache.hold([pinner().pins[key] for key in cached.git]):
-        yield
-
-
+from flowray.cli.view import Console
+from flowray.runtime.api import Run, coerce_run_inputs, local_gpus
+from flowray.runtime.errors import PlanInvalid, RunInputError, StartError
+from flowray.spec.diagnostics import FlowError
 
 # ----------------------------------------------------------------------------- run
 
 
-def _coerce_run_inputs(flow: dict[str, Any], raw: dict[str, str]) -> dict[str, Any]:
-    """Apply the types and defaults that ``triggers.manual.inputs`` declares, if any."""
-    triggers = flow.get("triggers")
-    manual = triggers.get("manual") if isinstance(triggers, dict) else None
-    declared = manual.get("inputs") if isinstance(manual, dict) else None
-    if not isinstance(declared, dict):
-        return dict(raw)
-    from flowray.spec.inputs import InputError, coerce_input
-
-    out: dict[str, Any] = {}
-    for name, spec in declared.items():
-        spec = spec if isinstance(spec, dict) else {}
-        full = {"type": spec.get("type", "string"), "required": bool(spec.get("required")),
-                "default": spec.get("default"), "description": spec.get("description")}
-        if name in raw:
-            value: Any = raw[name]
-        elif full["default"] is not None:
-            value = full["default"]
-        elif full["required"]:
-            _fail(f"input '{name}' is required by this flow (--input {name}=VALUE)")
-            raise AssertionError
-        else:
-            continue
-        try:
-            out[name] = coerce_input(name, full, value)  # type: ignore[arg-type]
-        except InputError as exc:
-            _fail(f"--input: {exc}")
-    for name, value in raw.items():
-        out.setdefault(name, value)
-    return out
+def _input_failure(exc: RunInputError) -> NoReturn:
+    if exc.reason == "required":
+        _fail(f"input '{exc.input}' is required by this flow (--input {exc.input}=VALUE)")
+    _fail(f"--input: {exc.message}")
+    raise AssertionError
 
 
 def _run_values(secrets: Sequence[str], secret_files: Sequence[str], env_files: Sequence[str],
@@ -177,6 +111,9 @@ def _run_input_options(*, submit: bool) -> Callable[[F], F]:
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan; run nothing.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run record as JSON at the end (progress goes to stderr).")
+@click.option("--events", is_flag=True,
+              help="Print the run's events as JSON lines on stdout instead of the terminal "
+                   "view.")
 @click.option("--quiet", "-q", is_flag=True, help="Show no step output, only failures.")
 @click.option("--fail-fast", is_flag=True, help="Cancel the run as soon as a job fails.")
 @click.option("--cpus", type=float, default=None,
@@ -200,32 +137,17 @@ def _run_input_options(*, submit: bool) -> Callable[[F], F]:
 def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         secret_file: tuple[str, ...], env_file: tuple[str, ...], event_file: str | None,
         matrix: tuple[str, ...], jobs: tuple[str, ...], workdir: str | None, dry_run: bool,
-        as_json: bool, quiet: bool, fail_fast: bool, cpus: float | None, gpus: str | None,
-        grace: float | None, no_cache: bool, offline: bool, use_ray: bool,
+        as_json: bool, events: bool, quiet: bool, fail_fast: bool, cpus: float | None,
+        gpus: str | None, grace: float | None, no_cache: bool, offline: bool, use_ray: bool,
         address: str | None, submit_bundle: str | None) -> None:
     """Run a flow on this machine, or with --ray/--address on Ray."""
-    sys.exit(run_flow_command(**locals()))
-
-
-def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
-                     secret_file: tuple[str, ...], env_file: tuple[str, ...],
-                     event_file: str | None, matrix: tuple[str, ...], jobs: tuple[str, ...],
-                     workdir: str | None, dry_run: bool, as_json: bool, quiet: bool,
-                     fail_fast: bool, cpus: float | None, gpus: str | None,
-                     grace: float | None, no_cache: bool, offline: bool = False,
-                     use_ray: bool = False, address: str | None = None,
-                     submit_bundle: str | None = None) -> int:
-    from flowray.backends.local import LocalPool, detect_gpus
-    from flowray.cli.view import Console
-    from flowray.execute.process import DEFAULT_GRACE_SECONDS
-    from flowray.plan.graph import CycleError
-    from flowray.plan.plan import PlanError, build_plan
-    from flowray.runtime.coordinator import Coordinator, RunOptions
-    from flowray.store.flowcache import ActionTable, load_flow
+    from flowray.runtime.api import prepare, start
 
     workspace = os.path.abspath(workdir or os.getcwd())
     if not os.path.isdir(workspace):
         _fail(f"--workdir '{workdir}' is not a directory")
+    if as_json and events:
+        _fail("--json and --events both print to stdout: choose one")
     bundle = _read_submit_bundle(submit_bundle) if submit_bundle else {}
     secret_values, env, event = _run_values(secrets, secret_file, env_file, event_file,
                                             bundle)
@@ -233,127 +155,93 @@ def run_flow_command(*, flow_path: str, inputs: tuple[str, ...], secrets: tuple[
     raw_inputs = _pairs(inputs, "--input")
     if cpus is not None and cpus <= 0:
         _fail("--cpus must be more than 0")
-
-    pinner = _lazy_pinner(workspace, True if offline else None, flow_path)
-    try:
-        cached = load_flow(flow_path, workspace, use_cache=not no_cache, pinner=pinner)
-    except Exception as exc:
-        if type(exc).__name__ != "FlowError":
-            raise
-        _print_diagnostics(exc)
-        return EXIT_INVALID
-    color = _stderr_color()
-    for w in cached.warnings:
-        click.echo(click.style(w, fg="yellow") if color else w, err=True)
-    flow = cached.data
-    try:
-        plan = build_plan(flow, matrix_filter=matrix_filter, only_jobs=jobs)
-    except (PlanError, CycleError) as exc:
-        _fail(str(exc))
-        raise AssertionError from exc
+    if grace is not None and grace < 0:
+        _fail("--grace must be 0 or more")
     gpu_ids = [g for g in gpus.split(",") if g.strip()] if gpus is not None else None
-    total_cpus = cpus if cpus is not None else float(os.cpu_count() or 1)
-    on_ray = use_ray or bool(address)
-    if not on_ray:  # Ray's nodes are checked once connected
-        gpu_ids = gpu_ids if gpu_ids is not None else detect_gpus()
-        for j in plan.jobs:
-            if j.data["resources"]["nodes"] > 1:
-                from flowray.backends.local import multi_node_refusal
+    backend = address or ("ray" if use_ray else None)
+    color = _stderr_color()
+    try:
+        prepared = prepare(flow_path, workdir=workspace, inputs=raw_inputs, jobs=jobs,
+                           matrix=matrix_filter, offline=True if offline else None,
+                           use_cache=not no_cache,
+                           on_action_event=lambda line: click.echo(line, err=True))
+        for w in prepared.warnings:
+            click.echo(click.style(w, fg="yellow") if color else w, err=True)
+        if dry_run:
+            if backend is None:
+                local_gpus(prepared, gpu_ids)
+            for line in prepared.describe():
+                click.echo(line)
+            sys.exit(EXIT_OK)
+        handle = start(flow_path, prepared=prepared, secrets=secret_values, env=env,
+                       event=event, backend=backend, fail_fast=fail_fast, grace=grace,
+                       cpus=cpus, gpus=gpu_ids, trigger="cli")
+    except RunInputError as exc:
+        _input_failure(exc)
+    except PlanInvalid as exc:
+        _fail(exc.message)
+    except FlowError as exc:
+        _print_diagnostics(exc)
+        sys.exit(EXIT_INVALID)
+    except StartError as exc:
+        _fail(str(exc))
+    sys.exit(_watch(handle, as_json=as_json, events=events, quiet=quiet,
+                    show_backend=backend is not None))
 
-                _fail(multi_node_refusal(j.key, j.data["resources"]))
-            want = j.data["resources"]["gpus"]
-            if want and want > len(gpu_ids):
-                _fail(f"job '{j.key}' needs {want} GPU{'s' if want > 1 else ''}; this machine "
-                      f"has {len(gpu_ids)} (set --gpus or FLOWRAY_GPUS to name them)")
-    if dry_run:
-        click.echo(f"flow {flow['name']}: {len(plan.jobs)} job(s)")
-        for line in plan.describe():
-            click.echo(line)
-        return EXIT_OK
-    run_inputs = _coerce_run_inputs(dict(flow), raw_inputs)
 
+def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
+           show_backend: bool) -> int:
+    """Show the run (terminal view, or its events as JSON lines) until it ends; Ctrl-C and
+    SIGTERM cancel it through its handle. The run's exit code."""
     console = Console(sys.stderr if as_json else sys.stdout, quiet=quiet,
                       color=None if not os.environ.get("NO_COLOR") else False)
-    options = RunOptions(
-        workspace=workspace, flow_path=os.path.relpath(os.path.abspath(flow_path), workspace),
-        inputs=run_inputs, secrets=secret_values, env=env, event=event, fail_fast=fail_fast,
-        grace=grace if grace is not None else DEFAULT_GRACE_SECONDS,
-        step_actions=_step_actions(cached, pinner),
-        action_commits={g.display: g.sha for g in cached.git.values()},
-    )
-    actions = ActionTable(cached.actions)
-    cluster = _ray_cluster(address or None, cpus, gpu_ids, plan, quiet) if on_ray else None
-    coordinator = Coordinator(
-        plan, options, console=console,
-        gpu_count=cluster.gpus if cluster else len(gpu_ids or []),
-        dispatcher_factory=(
-            functools.partial(cluster.dispatcher, console=console, load_action=actions)
-            if cluster else lambda c: LocalPool(
-                cpus=total_cpus, gpus=gpu_ids or [], console=console, masker=c.masker,
-                load_action=actions, grace=options.grace,
-            )
-        ),
-    )
-
+    if show_backend and not quiet:
+        click.echo(handle.summary, err=True)
     interrupted = {"n": 0}
+    grace = handle.grace
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         interrupted["n"] += 1
         name = signal.Signals(signum).name
         if interrupted["n"] == 1:
             console.error(f"{name}: stopping every step (SIGTERM, then SIGKILL after "
-                          f"{options.grace:g}s)...")
-        coordinator.cancel(f"interrupted by {name}")
+                          f"{grace:g}s)...")
+        handle.cancel(reason=f"interrupted by {name}")
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    in_main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if in_main else {}
     try:
-        with _hold_actions(cached, pinner):
-            result = coordinator.run()
+        sub = handle.events()
+        out = sys.stdout
+        while True:
+            # A timeout, so that signal handlers run while nothing happens.
+            event = sub.get(0.5)
+            if event is None:
+                if sub.done:
+                    break
+                continue
+            if events:
+                out.write(event.to_json() + "\n")
+                if event.TYPE != "step.log":
+                    out.flush()
+            else:
+                console.show(event)
+        if events:
+            out.flush()
+        record = handle.wait_record()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        if cluster:
-            cluster.close()
-    _print_summary(console, result.record)
-    if as_json:
-        click.echo(json.dumps(result.record, indent=2, default=str))
+    problem = handle.record_error
+    if problem:
+        console.error(f"warning: {problem}")
+    if as_json and record is not None:
+        click.echo(json.dumps(record, indent=2, default=str))
     if interrupted["n"]:
         return EXIT_INTERRUPTED
-    return result.exit_code
-
-
-def _ray_cluster(address: str | None, cpus: float | None, gpus: list[str] | None, plan: Any,
-                 quiet: bool) -> Any:
-    """The Ray of `run --ray` (embedded) or `--address`, with every job checked against it."""
-    from flowray.backends.ray.cluster import RayCluster, RayConnectError
-
-    if address and (cpus is not None or gpus is not None):
-        _fail("--cpus and --gpus size the local Ray of --ray; the cluster at --address "
-              "(or FLOWRAY_ADDRESS) has its own")
-    try:
-        cluster = RayCluster.connect(address, cpus=cpus, gpus=gpus)
-    except RayConnectError as exc:
-        _fail(str(exc))
-        raise AssertionError from exc
-    problems = cluster.unfit(plan.jobs)
-    if problems:
-        cluster.close()
-        _fail("\n".join(problems))
-    if not quiet:
-        click.echo(cluster.summary(), err=True)
-    return cluster
-
-
-def _print_summary(console: Any, record: dict[str, Any]) -> None:
-    jobs = record["jobs"]
-    counts: dict[str, int] = {}
-    for j in jobs.values():
-        counts[j["status"]] = counts.get(j["status"], 0) + 1
-    took = (record["ended"] or 0) - (record["started"] or 0)
-    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    console.info(f"run {record['id']} {record['status']} in {took:.2f}s ({parts}); "
-                 f"logs: flowray logs {record['id']}")
-
+    code = handle.exit_code
+    return EXIT_FAILED if code is None else code
 
 
 def _validated_flow(flow_path: str, workspace: str, offline: bool) -> Any:
@@ -431,7 +319,10 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
         build_plan(flow, matrix_filter=matrix_filter, only_jobs=jobs)
     except (PlanError, CycleError) as exc:
         _fail(str(exc))
-    _coerce_run_inputs(dict(flow), raw_inputs)
+    try:
+        coerce_run_inputs(dict(flow), raw_inputs)
+    except RunInputError as exc:
+        _input_failure(exc)
 
     run_args: list[str] = []
     for item in inputs:
@@ -506,10 +397,13 @@ def _follow_submitted(api: Any, sid: str, grace: float) -> int:
         return EXIT_INTERRUPTED
     took = _fmt_dur(run.started, run.ended)
     click.echo(f"run {sid} {run.status} (exit {run.exit_code}) in {took}", err=True)
-    if run.status == "FAILED" and run.exit_code not in (EXIT_FAILED, EXIT_INVALID) \
+    missing = api.missing_flowray(run)  # the cluster's Python has no flowray
+    if missing is not None:
+        click.echo(f"error: {missing}", err=True)
+    elif run.status == "FAILED" and run.exit_code not in (EXIT_FAILED, EXIT_INVALID) \
             and run.message:
         # Not flowray's own failure (its log says what failed): Ray's reason, e.g. a runtime
-        # environment that could not be set up, or no flowray on the cluster. (Ray adds the
+        # environment that could not be set up, or no --python of that name there. (Ray adds the
         # end of the log, which was streamed already.)
         reason = run.message.splitlines()[0].split(", last available logs")[0]
         click.echo(f"error: {reason}", err=True)

@@ -1,4 +1,9 @@
-"""Live terminal output of a run: each line prefixed by ``job/step``, colored on a terminal."""
+"""The terminal view of a run: an observer of its events.
+
+Each step line is prefixed by ``job/step`` (``job@host/step`` when jobs run on several hosts,
+``job[rank]/step`` for the ranks of a multi-node job), colored on a terminal; jobs' ends,
+retries and the run's summary follow. ``--events`` prints the events themselves instead.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,32 @@ import sys
 import threading
 from typing import TextIO
 
-from flowray.execute.job import StepResult
-from flowray.status import Status
+from flowray.runtime.events import (
+    Event,
+    JobFinished,
+    JobQueued,
+    JobRetrying,
+    JobStarted,
+    RunFinished,
+    RunNotice,
+    RunStarted,
+    StepFinished,
+    StepLog,
+    StepStarted,
+)
 
 _COLORS = ("36", "35", "34", "33", "32", "96", "95", "94", "93", "92")
 _STATUS_MARK = {
-    Status.SUCCESS: ("✓", "32"),
-    Status.FAILURE: ("✗", "31"),
-    Status.CANCELLED: ("⊘", "33"),
-    Status.SKIPPED: ("-", "90"),
+    "success": ("✓", "32"),
+    "failure": ("✗", "31"),
+    "cancelled": ("⊘", "33"),
+    "skipped": ("-", "90"),
 }
 
 
 class Console:
-    """Thread-safe printer; ``quiet`` drops step output but keeps the summary and errors."""
+    """Thread-safe printer of a run's events; ``quiet`` drops step output but keeps failures
+    and the summary."""
 
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
                  color: bool | None = None) -> None:
@@ -29,17 +46,31 @@ class Console:
         self.color = bool(isatty and isatty()) if color is None else color
         self._lock = threading.Lock()
         self._job_color: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+        self._retries: dict[str, int] = {}
+        self._hosts: dict[str, str] = {}
+        self._several_hosts = False
+        self._started = 0.0
+        self._counts: dict[str, int] = {}
+        self._keys: dict[tuple[str, int | None, int], str] = {}  # each step's key
+
+    # ------------------------------------------------------------------------- printing
 
     def _paint(self, text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
 
-    def _prefix(self, job_key: str, step_key: str) -> str:
-        label = f"{job_key}/{step_key}"
+    def _prefix(self, job: str, rank: int | None, step_key: str) -> str:
+        shown = job
+        if rank is not None:
+            shown = f"{job}[{rank}]"
+        elif self._several_hosts and job in self._hosts:
+            shown = f"{job}@{self._hosts[job]}"
+        label = f"{shown}/{step_key}"
         if not self.color:
             return label
-        code = self._job_color.get(job_key)
+        code = self._job_color.get(job)
         if code is None:
-            code = self._job_color[job_key] = _COLORS[len(self._job_color) % len(_COLORS)]
+            code = self._job_color[job] = _COLORS[len(self._job_color) % len(_COLORS)]
         return self._paint(label, code)
 
     def write(self, text: str) -> None:
@@ -56,35 +87,94 @@ class Console:
             sys.stderr.write(self._paint(text, "31") + "\n")
             sys.stderr.flush()
 
-    def step_started(self, job_key: str, step: StepResult) -> None:
-        if self.quiet:
-            return
-        self.write(f"{self._prefix(job_key, step.key)} {self._paint('▶ ' + step.name, '1')}\n")
+    # ------------------------------------------------------------------------- events
 
-    def step_line(self, job_key: str, step: StepResult, line: str) -> None:
-        if self.quiet:
-            return
-        self.write(f"{self._prefix(job_key, step.key)} | {line}\n")
+    def show(self, event: Event) -> None:
+        """Print what ``event`` means to a person (many events print nothing)."""
+        if isinstance(event, StepLog):
+            if not self.quiet:
+                self.write(f"{self._prefix(event.job, event.rank, self._step_key(event))}"
+                           f" | {event.line}\n")
+        elif isinstance(event, StepStarted):
+            self._keys[(event.job, event.rank, event.step)] = event.key
+            if not self.quiet:
+                self.write(f"{self._prefix(event.job, event.rank, event.key)} "
+                           f"{self._paint('▶ ' + event.name, '1')}\n")
+        elif isinstance(event, StepFinished):
+            self._step_finished(event)
+        elif isinstance(event, JobQueued):
+            self._names[event.job] = event.name
+            self._retries[event.job] = 0
+        elif isinstance(event, JobStarted):
+            if event.host:
+                self._hosts[event.job] = event.host
+        elif isinstance(event, JobRetrying):
+            self._retrying(event)
+        elif isinstance(event, JobFinished):
+            self._job_finished(event)
+        elif isinstance(event, RunNotice):
+            where = f"job {event.job}: " if event.job else ""
+            self.info(f"! {where}{event.message}")
+        elif isinstance(event, RunStarted):
+            self._several_hosts = event.hosts > 1
+            self._started = event.started
+        elif isinstance(event, RunFinished):
+            took = event.ended - self._started if self._started else 0.0
+            parts = ", ".join(f"{n} {s}" for s, n in sorted(self._counts.items()))
+            self.info(f"run {event.run} {event.status} in {took:.2f}s ({parts}); "
+                      f"logs: flowray logs {event.run}")
 
-    def step_finished(self, job_key: str, step: StepResult) -> None:
-        if step.status is Status.SUCCESS and step.outcome is not Status.FAILURE:
+    def _step_key(self, event: StepLog) -> str:
+        return self._keys.get((event.job, event.rank, event.step), str(event.step + 1))
+
+    def _step_finished(self, event: StepFinished) -> None:
+        self._keys[(event.job, event.rank, event.step)] = event.key
+        if event.status == "success" and event.outcome != "failure":
             return
-        if self.quiet and step.status is not Status.FAILURE:
+        if self.quiet and event.status != "failure":
             return
-        mark, code = _STATUS_MARK.get(step.status, ("?", "0"))
-        what = step.status.value
-        if step.outcome is Status.FAILURE and step.status is Status.SUCCESS:
+        mark, code = _STATUS_MARK.get(event.status, ("?", "0"))
+        what = event.status
+        if event.outcome == "failure" and event.status == "success":
             what = "failed (continue-on-error)"
-        detail = f": {step.error}" if step.error else ""
-        self.write(
-            f"{self._prefix(job_key, step.key)} {self._paint(f'{mark} {what}{detail}', code)}\n"
+        detail = f": {event.error}" if event.error else ""
+        self.write(f"{self._prefix(event.job, event.rank, event.key)} "
+                   f"{self._paint(f'{mark} {what}{detail}', code)}\n")
+
+    def _retrying(self, event: JobRetrying) -> None:
+        key = event.job
+        if event.status == "lost":
+            self.info(f"↻ job {key}: {event.error}; running it again "
+                      f"(attempt {event.attempt + 1})")
+            return
+        retries = event.retries
+        lost = event.lost_attempts
+        tries = event.attempt - lost
+        self.info(
+            f"↻ job {key} failed (attempt {event.attempt}, try {tries} of {retries + 1}); "
+            f"retrying in {event.delay:g}s"
+            if lost else
+            f"↻ job {key} failed (attempt {event.attempt} of {retries + 1}); "
+            f"retrying in {event.delay:g}s"
         )
 
-    def job_finished(self, key: str, name: str, status: Status, seconds: float,
-                     error: str | None) -> None:
-        if self.quiet and status is not Status.FAILURE:
+    def _job_finished(self, event: JobFinished) -> None:
+        self._counts[event.status] = self._counts.get(event.status, 0) + 1
+        for w in event.warnings:
+            self.info(f"! job {event.job}: {w}")
+        if event.status == "skipped" and not event.error:
             return
-        mark, code = _STATUS_MARK.get(status, ("?", "0"))
-        detail = f": {error}" if error else ""
-        self.write(self._paint(f"{mark} job {name} {status.value} in {seconds:.2f}s{detail}",
+        if self.quiet and event.status != "failure":
+            return
+        name = event.name or event.job
+        label = event.job if name == event.job else f"{event.job} ({name})"
+        if event.reports:
+            from flowray.execute.artifacts import ReportCounts
+
+            counts = ReportCounts(**{k: v for k, v in event.reports.items() if k != "passed"})
+            label += f" [tests: {counts.summary()}]"
+        seconds = (event.ended - event.started) if event.started and event.ended else 0.0
+        mark, code = _STATUS_MARK.get(event.status, ("?", "0"))
+        detail = f": {event.error}" if event.error else ""
+        self.write(self._paint(f"{mark} job {label} {event.status} in {seconds:.2f}s{detail}",
                                code) + "\n")

@@ -78,6 +78,7 @@ class StepResult:
             "outputs": self.outputs,
             "log": self.log,
             "error": self.error,
+            "kind": self.kind,
         }
 
 

@@ -1,9 +1,12 @@
 """The coordinator: turns a plan into job runs, in ``needs`` order, on a dispatcher.
 
-It owns the run's statuses and record, evaluates job ``if`` conditions and ``needs`` outputs,
-applies ``fail-fast``, ``max-parallel`` and ``retries``, and stops everything on cancel. Where
-jobs run is the dispatcher's business (:mod:`flowray.backends.local` runs them in threads on
-this machine).
+It owns the run's statuses, evaluates job ``if`` conditions and ``needs`` outputs, applies
+``fail-fast``, ``max-parallel`` and ``retries``, and stops everything on cancel. It reports
+everything that happens as typed events on the run's :class:`~flowray.runtime.events.EventBus`
+(the record, the terminal and every other observer read those); it prints nothing. Where jobs
+run is the dispatcher's business (:mod:`flowray.backends.local` runs them in threads on this
+machine, :mod:`flowray.backends.ray` as Ray tasks); dispatchers report back through the
+coordinator's :class:`~flowray.backends.RunEvents` methods.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from flowray import expr
-from flowray.cli.view import Console
+from flowray.backends import Dispatcher
 from flowray.execute.job import (
     JobRequest,
     JobResult,
@@ -32,8 +35,21 @@ from flowray.execute.job import (
 from flowray.execute.process import DEFAULT_GRACE_SECONDS, sweep_run_processes
 from flowray.execute.secrets import Masker
 from flowray.plan.plan import JobPlan, Plan
+from flowray.runtime.events import (
+    EventBus,
+    JobFinished,
+    JobQueued,
+    JobRetrying,
+    JobStarted,
+    RunFinished,
+    RunNotice,
+    RunStarted,
+    StepFinished,
+    StepLog,
+    StepStarted,
+)
 from flowray.status import Status
-from flowray.store.records import new_run_id, runs_dir, write_json_atomic
+from flowray.store.records import new_run_id, runs_dir
 
 # Seconds before retry n (1-based) of a failed job: base * 2**(n-1), at most _RETRY_MAX; the
 # base is FLOWRAY_RETRY_BACKOFF (default 1 s).
@@ -41,22 +57,8 @@ _RETRY_MAX = 60.0
 # A job whose node (or Ray worker) was lost under it runs again, at most this many times
 # (FLOWRAY_LOST_RETRIES); these attempts do not count against its `retries`.
 _LOST_RETRIES = 3
-# The record is rewritten at most this often while a run goes on (and always at the end).
-_RECORD_INTERVAL = 0.5
-# ... or less often for large runs: writing the record may take at most this share of the time
-# (a 10,000-job record takes ~0.1 s to build, mask and write).
-_RECORD_SHARE = 0.05
-
-
-class Dispatcher(Protocol):
-    """Runs jobs somewhere; calls ``done`` (from any thread) when a job ends."""
-
-    def try_start(self, plan: JobPlan, request_for: Callable[[list[str] | None], JobRequest],
-                  done: Callable[[JobResult], None]) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-    def cancel_job(self, key: str) -> None: ...
+# With nothing else to do, the loop looks at the clock this often (delayed retries).
+_IDLE_WAIT = 2.0
 
 
 @dataclass
@@ -74,6 +76,9 @@ class RunOptions:
     # The commit each git action ran at ("owner/repo@tag" -> sha), kept in the record.
     action_commits: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
+    trigger: str = "manual"  # what started the run (run.started's trigger)
+    backend: str = "local"  # local, ray, or the Ray address
+    hosts: int = 1  # how many hosts the backend's jobs may land on
 
 
 @dataclass
@@ -95,37 +100,12 @@ class JobState:
     warnings: list[str] = field(default_factory=list)
     ranks: list[dict[str, Any]] = field(default_factory=list)  # a multi-node job's nodes
 
-    def to_record(self) -> dict[str, Any]:
-        p = self.plan
-        return {
-            "key": p.key,
-            "id": p.job_id,
-            "name": p.name,
-            "matrix": p.matrix,
-            "needs": list(p.needs),
-            "status": self.status.value,
-            "started": self.started,
-            "ended": self.ended,
-            "attempts": self.attempts,
-            "lost_attempts": self.lost,
-            "node": self.node,
-            "outputs": self.outputs,
-            "error": self.error,
-            "steps": [s.to_record() for s in self.steps],
-            "artifacts": self.artifacts,
-            "reports": self.reports,
-            "warnings": self.warnings,
-            "ranks": self.ranks,
-            "previous_attempts": self.history,
-        }
-
 
 @dataclass
 class RunResult:
     run_id: str
     status: Status
     exit_code: int
-    record: dict[str, Any]
     run_dir: str
 
 
@@ -170,16 +150,18 @@ class Coordinator:
         options: RunOptions,
         *,
         dispatcher_factory: Callable[[Coordinator], Dispatcher],
-        console: Console,
+        bus: EventBus | None = None,
         gpu_count: int = 0,
     ) -> None:
         self.plan = plan
         self.flow = plan.flow
         self.opts = options
-        self.console = console
         self.run_id = options.run_id or new_run_id()
         self.run_dir = os.path.join(runs_dir(options.workspace), self.run_id)
         self.masker = Masker(options.secrets.values())
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.bus = bus if bus is not None else EventBus(self.run_id, self.run_dir,
+                                                        mask=self.masker.data)
         self.states = {j.key: JobState(j) for j in plan.jobs}
         # Incremental scheduling state, so each pass costs what changed, not the whole flow.
         self._open = len(self.states)
@@ -201,8 +183,6 @@ class Coordinator:
         self._cancel_requested = False
         self._interrupted = False
         self._cancel_reason = ""
-        self._record_saved = 0.0
-        self._record_every = _RECORD_INTERVAL
         self.started = time.time()
         self.gpu_count = gpu_count
         self.base_env = {**os.environ, **options.env}
@@ -225,12 +205,18 @@ class Coordinator:
         """The contexts every job's request shares (the same objects in each)."""
         return self._static
 
-    def cancel(self, reason: str = "cancelled", *, interrupt: bool = True) -> None:
+    def cancel(self, reason: str = "cancelled", *, interrupt: bool = True,
+               grace: float | None = None) -> None:
         """Ask the run to stop (safe to call from a signal handler).
 
         ``interrupt``: the user stopped the run (it ends ``cancelled``); otherwise flowray
-        stopped it because of a failure (``--fail-fast``) and it ends ``failure``.
+        stopped it because of a failure (``--fail-fast``) and it ends ``failure``. ``grace``:
+        seconds between SIGTERM and SIGKILL, if not the run's own.
         """
+        if grace is not None and not self._cancel_requested:
+            self.opts.grace = grace
+            if hasattr(self.dispatcher, "grace"):
+                self.dispatcher.grace = grace
         with self._cond:
             if self._cancel_requested:
                 return
@@ -239,9 +225,25 @@ class Coordinator:
             self._cancel_reason = reason
             self._cond.notify_all()
 
+    def start_events(self) -> None:
+        """Emit ``run.started`` and each job's ``job.queued`` (before :meth:`run`, so that a
+        caller sees them in order whatever thread runs the loop)."""
+        opts = self.opts
+        self.bus.emit(
+            RunStarted, flow=str(self.flow["name"]), file=opts.flow_path, trigger=opts.trigger,
+            inputs=opts.inputs, workspace=opts.workspace, backend=opts.backend,
+            hosts=opts.hosts, pid=os.getpid(), host=socket.gethostname(),
+            actions=opts.action_commits, started=self.started,
+        )
+        for key, state in self.states.items():
+            p = state.plan
+            self.bus.emit(JobQueued, job=key, id=p.job_id, name=p.name, matrix=p.matrix,
+                          needs=list(p.needs), resources=dict(p.data["resources"]))
+
     def run(self) -> RunResult:
-        os.makedirs(self.run_dir, exist_ok=True)
-        self._save_record(force=True)
+        """Run every job to its end (the caller's thread); then ``run.finished``."""
+        if self.bus.last_seq == 0:
+            self.start_events()
         try:
             self._loop()
         finally:
@@ -253,8 +255,70 @@ class Coordinator:
                 remove_run_containers(self.run_id)
         status = self._run_status()
         exit_code = {Status.SUCCESS: 0, Status.CANCELLED: 130}.get(status, 1)
-        record = self._save_record(force=True, status=status, exit_code=exit_code)
-        return RunResult(self.run_id, status, exit_code, record, self.run_dir)
+        self.bus.emit(RunFinished, status=status.value, exit_code=exit_code,
+                      cancel_reason=self._cancel_reason or None, ended=time.time())
+        return RunResult(self.run_id, status, exit_code, self.run_dir)
+
+    def fail_run(self, error: str) -> None:
+        """The loop itself failed (a bug): end every job and the run, so that observers see
+        an end."""
+        for state in self.states.values():
+            if not state.status.is_terminal():
+                state.status = Status.FAILURE
+                self.bus.emit(JobFinished, job=state.plan.key, status="failure",
+                              attempt=state.attempts, name=state.plan.name,
+                              error=self.masker.text(error), started=state.started,
+                              ended=time.time())
+        self.bus.emit(RunFinished, status="failure", exit_code=1,
+                      cancel_reason=self.masker.text(error), ended=time.time())
+
+    # ------------------------------------------------------------------------- RunEvents
+    # What dispatchers and job runners report, from any thread, as events.
+
+    def _split(self, job_key: str) -> tuple[str, int | None]:
+        """A rank of a multi-node job reports as ``key[rank]``."""
+        if job_key.endswith("]") and job_key not in self.states:
+            key, _, rank = job_key[:-1].rpartition("[")
+            if key in self.states and rank.isdigit():
+                return key, int(rank)
+        return job_key, None
+
+    def _attempt(self, key: str) -> int:
+        state = self.states.get(key)
+        return state.attempts if state is not None else 1
+
+    def job_started(self, job_key: str, *, node: str, host: str = "",
+                    gpus: list[str] | None = None) -> None:
+        key, rank = self._split(job_key)
+        if rank:
+            return  # a multi-node job starts with its rank 0
+        self.bus.emit(JobStarted, job=key, node=node, host=host, attempt=self._attempt(key),
+                      gpus=gpus, started=time.time())
+
+    def step_started(self, job_key: str, step: StepResult) -> None:
+        key, rank = self._split(job_key)
+        self.bus.emit(StepStarted, job=key, step=step.index, name=step.name, kind=step.kind,
+                      key=step.key, id=step.id, attempt=self._attempt(key), rank=rank,
+                      log=step.log, started=step.started)
+
+    def step_line(self, job_key: str, step: StepResult, line: str) -> None:
+        key, rank = self._split(job_key)
+        self.bus.emit(StepLog, job=key, step=step.index, stream="stdout", line=line,
+                      rank=rank)
+
+    def step_finished(self, job_key: str, step: StepResult) -> None:
+        key, rank = self._split(job_key)
+        self.bus.emit(
+            StepFinished, job=key, step=step.index, status=step.status.value,
+            exit_code=step.exit_code, outputs=step.outputs, key=step.key, id=step.id,
+            name=step.name, kind=step.kind,
+            outcome=step.outcome.value if step.outcome else None, error=step.error,
+            log=step.log, started=step.started, ended=step.ended,
+            attempt=self._attempt(key), rank=rank,
+        )
+
+    def notice(self, text: str, job_key: str | None = None) -> None:
+        self.bus.emit(RunNotice, message=text, job=job_key)
 
     # ------------------------------------------------------------------------- loop
 
@@ -276,12 +340,11 @@ class Coordinator:
             with self._cond:
                 if not self._finished and (self._cancel_requested == cancelling):
                     self._cond.wait(self._wait_time())
-            self._save_record()
 
     def _wait_time(self) -> float:
         if self._delayed:
             return max(0.0, self._delayed[0][0] - time.monotonic())
-        return _RECORD_INTERVAL * 4
+        return _IDLE_WAIT
 
     def _cancel_all(self) -> None:
         for state in self.states.values():
@@ -334,7 +397,6 @@ class Coordinator:
                 self._running_per_group[plan.job_id] = (
                     self._running_per_group.get(plan.job_id, 0) + 1
                 )
-                self._save_record()
 
     def _post(self, key: str, result: JobResult) -> None:
         with self._cond:
@@ -439,10 +501,6 @@ class Coordinator:
         if result.lost and not self._cancel_requested and state.lost < _lost_retries():
             state.lost += 1
             self._again(state, result, delay=0.0, lost=True)
-            self.console.info(
-                f"↻ job {plan.key}: {result.error}; running it again "
-                f"(attempt {state.attempts + 1})"
-            )
             return
         if (result.status is Status.FAILURE and state.attempts - state.lost <= retries
                 and not self._cancel_requested):
@@ -450,13 +508,6 @@ class Coordinator:
             tries = state.attempts - state.lost
             delay = min(_RETRY_MAX, base * 2 ** (tries - 1))
             self._again(state, result, delay=delay, lost=False)
-            self.console.info(
-                f"↻ job {plan.key} failed (attempt {state.attempts}, try {tries} of "
-                f"{retries + 1}); retrying in {delay:g}s"
-                if state.lost else
-                f"↻ job {plan.key} failed (attempt {state.attempts} of {retries + 1}); "
-                f"retrying in {delay:g}s"
-            )
             return
         state.steps = result.steps
         state.outputs = result.outputs
@@ -465,8 +516,6 @@ class Coordinator:
         state.reports = result.reports
         state.warnings = result.warnings
         state.ranks = result.ranks
-        for w in result.warnings:
-            self.console.info(f"! job {plan.key}: {w}")
         state.started = state.started or result.started
         self._set_terminal(state, result.status, result.error, ended=result.ended)
         if result.status is Status.FAILURE and not plan.data["continue_on_error"]:
@@ -478,16 +527,19 @@ class Coordinator:
 
     def _again(self, state: JobState, result: JobResult, *, delay: float, lost: bool) -> None:
         """Queue the job for another attempt; the one that ended goes to its history."""
-        state.history.append({
+        attempt = {
             "attempt": state.attempts,
             "status": "lost" if lost else result.status.value,
-            "error": result.error,
+            "error": self.masker.text(result.error) if result.error else None,
             "node": result.node,
             "started": result.started,
             "ended": result.ended,
             "steps": [s.to_record() for s in result.steps],
             "ranks": result.ranks,
-        })
+        }
+        state.history.append(attempt)
+        self.bus.emit(JobRetrying, job=state.plan.key, delay=delay,
+                      retries=state.plan.data["retries"], lost_attempts=state.lost, **attempt)
         state.status = Status.QUEUED
         state.not_before = time.monotonic() + delay
         self._running_per_group[state.plan.job_id] -= 1
@@ -521,17 +573,14 @@ class Coordinator:
                            name=step_display_name(s, i), status=status)
                 for i, s in enumerate(state.plan.data["steps"])
             ]
-        seconds = (state.ended - state.started) if state.started else 0.0
         plan = state.plan
-        label = plan.key if plan.name == plan.key else f"{plan.key} ({plan.name})"
-        if state.reports:
-            from flowray.execute.artifacts import ReportCounts
-
-            counts = ReportCounts(**{k: v for k, v in state.reports.items() if k != "passed"})
-            label += f" [tests: {counts.summary()}]"
-        if status is not Status.SKIPPED or error:
-            self.console.job_finished(plan.key, label, status, seconds, state.error)
-        self._save_record()
+        self.bus.emit(
+            JobFinished, job=plan.key, status=status.value, attempt=state.attempts,
+            outputs=state.outputs, reports=state.reports, name=plan.name, error=state.error,
+            node=state.node, started=state.started, ended=state.ended,
+            artifacts=state.artifacts, warnings=state.warnings, ranks=state.ranks,
+            steps=[s.to_record() for s in state.steps], lost_attempts=state.lost,
+        )
 
     # ------------------------------------------------------------------------- record
 
@@ -545,34 +594,3 @@ class Coordinator:
             if s.status is Status.CANCELLED:
                 return Status.FAILURE
         return Status.SUCCESS
-
-    def record(self, *, status: Status | None = None, exit_code: int | None = None
-               ) -> dict[str, Any]:
-        rec: dict[str, Any] = {
-            "id": self.run_id,
-            "flow": {"name": self.flow["name"], "file": self.opts.flow_path},
-            "workspace": self.opts.workspace,
-            "pid": os.getpid(),  # `flowray cancel RUN` signals it
-            "host": socket.gethostname(),
-            "status": (status or Status.RUNNING).value,
-            "exit_code": exit_code,
-            "started": self.started,
-            "ended": time.time() if status else None,
-            "inputs": self.opts.inputs,
-            "actions": self.opts.action_commits,
-            "cancel_reason": self._cancel_reason or None,
-            "jobs": {k: s.to_record() for k, s in self.states.items()},
-        }
-        return dict(self.masker.data(rec))
-
-    def _save_record(self, *, force: bool = False, status: Status | None = None,
-                     exit_code: int | None = None) -> dict[str, Any]:
-        now = time.monotonic()
-        if not force and now - self._record_saved < self._record_every:
-            return {}
-        rec = self.record(status=status, exit_code=exit_code)
-        write_json_atomic(os.path.join(self.run_dir, "record.json"), rec)
-        self._record_saved = time.monotonic()
-        took = self._record_saved - now
-        self._record_every = max(_RECORD_INTERVAL, took / _RECORD_SHARE)
-        return rec

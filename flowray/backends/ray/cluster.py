@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 from flowray.backends.ray.resources import task_shape, unfit
 
 if TYPE_CHECKING:
+    from flowray.backends import RunEvents
     from flowray.backends.ray.dispatcher import RayDispatcher
-    from flowray.cli.view import Console
-    from flowray.execute.job import ActionLoader
+    from flowray.execute.job import ActionLoader, StepAction
+    from flowray.execute.secrets import Masker
     from flowray.plan.plan import JobPlan
-    from flowray.runtime.coordinator import Coordinator
 
 # How long connecting may take to find out whether the cluster wants a token.
 _PROBE_SECONDS = 5.0
@@ -137,35 +137,39 @@ class RayCluster:
 
     # ------------------------------------------------------------------------- running
 
-    def dispatcher(self, coordinator: Coordinator, *, console: Console,
+    @property
+    def hosts(self) -> int:
+        """How many hosts the cluster's nodes are on (now)."""
+        return len({n.get("NodeManagerAddress") for n in self._nodes})
+
+    def dispatcher(self, *, events: RunEvents, run_id: str, run_dir: str, masker: Masker,
+                   grace: float, workspace: str, env: dict[str, str],
+                   base_env: dict[str, str], contexts: dict[str, Any],
+                   step_actions: dict[str, dict[int, StepAction]],
                    load_action: ActionLoader) -> RayDispatcher:
-        """The coordinator's dispatcher (a ``dispatcher_factory``)."""
+        """The run's dispatcher. ``env``: the --env-file values (shipped to other nodes);
+        ``base_env`` and ``contexts``: what every job's request shares."""
         import ray
 
         from flowray.backends.ray.dispatcher import RayDispatcher
         from flowray.backends.ray.ship import ShipError, prepare
 
-        hosts = {n.get("NodeManagerAddress") for n in self._nodes}
-        self._run_id = coordinator.run_id
+        self._run_id = run_id
         home = ray.get_runtime_context().get_node_id()
         shipment = None
         ship_error = None
         if self.address is not None or any(n.get("NodeID") != home for n in self._nodes):
             # Other nodes (now, or joining later on a cluster that scales): they get the
             # workspace and the actions through the object store.
-            opts = coordinator.opts
             try:
-                shipment = prepare(run_id=coordinator.run_id, home=home,
-                                   workspace=opts.workspace, env=opts.env,
-                                   step_actions=opts.step_actions)
+                shipment = prepare(run_id=run_id, home=home, workspace=workspace, env=env,
+                                   step_actions=step_actions)
             except ShipError as exc:
                 ship_error = str(exc)
         self._dispatcher = RayDispatcher(
-            console=console, masker=coordinator.masker, load_action=load_action,
-            grace=coordinator.opts.grace, prefix_nodes=len(hosts) > 1,
-            run_dir=coordinator.run_dir, run_id=coordinator.run_id, shipment=shipment,
-            ship_error=ship_error,
-            env=coordinator.base_env, contexts=coordinator.static_contexts,
+            events=events, masker=masker, load_action=load_action, grace=grace,
+            run_dir=run_dir, run_id=run_id, shipment=shipment, ship_error=ship_error,
+            env=base_env, contexts=contexts,
         )
         return self._dispatcher
 

@@ -6,7 +6,7 @@ the cluster's resources, so jobs beyond that wait in the coordinator's queues (w
 ``max-parallel``, fail-fast and cancel reach them) rather than in Ray's.
 
 A collector thread polls the run's :class:`~flowray.backends.ray.node.EventHub` while jobs
-run, so step events and log lines reach the console as they happen, and hands each finished
+run, so step events and log lines reach the run's observers as they happen, and hands each finished
 task's result (with its last events, in order after those the hub had) to the coordinator. A
 task that raised instead (cancelled while queued, its worker or node lost beyond Ray's
 retries) becomes a job result here.
@@ -31,6 +31,7 @@ import ray
 import ray.exceptions
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from flowray.backends import RunEvents
 from flowray.backends.ray.node import (
     Event,
     GangSpec,
@@ -46,7 +47,6 @@ from flowray.backends.ray.node import (
 )
 from flowray.backends.ray.resources import TaskShape, fits, task_shape, unfit
 from flowray.backends.ray.ship import Shipment, unpack_files
-from flowray.cli.view import Console
 from flowray.execute.job import (
     ActionLoader,
     JobRequest,
@@ -71,7 +71,7 @@ _NOT_SHARED = object()
 # A task that has not reported starting this long after a cancel is cancelled in Ray's queue.
 _STARTED_WITHIN = 1.0
 # A multi-node job waiting for its nodes: how often it looks for a cancel, and after how long
-# the console says it waits.
+# a notice says it waits.
 _GANG_POLL_SECONDS = 0.25
 _GANG_WAIT_NOTE = 10.0
 
@@ -100,12 +100,12 @@ class _Submitted:
     done: Callable[[JobResult], None]
     ref: Any = None  # the task's ObjectRef
     started: float = 0.0  # time.time() when the first event came from the node
-    label: str = ""  # the console's job prefix
+    label: str = ""  # what it reports as: the job's key, key[rank] for a rank
     node: NodeInfo | None = None
     steps: dict[int, StepResult] = field(default_factory=dict)  # latest copy of each
     remote: bool = False  # on a node other than the coordinator's: logs are written here
     cancelled: bool = False  # this dispatcher asked it to stop
-    name: str = ""  # the console's job prefix before the node is known
+    name: str = ""
     logs: dict[int, IO[str]] = field(default_factory=dict)  # open step logs (remote jobs)
 
 
@@ -115,11 +115,10 @@ class RayDispatcher:
     def __init__(
         self,
         *,
-        console: Console,
+        events: RunEvents,
         masker: Masker,
         load_action: ActionLoader,
         grace: float,
-        prefix_nodes: bool = False,
         run_dir: str = ".",
         run_id: str = "",
         shipment: Shipment | None = None,
@@ -127,14 +126,13 @@ class RayDispatcher:
         env: dict[str, str] | None = None,
         contexts: dict[str, Any] | None = None,
     ) -> None:
-        self.console = console
+        self.events = events
         self.run_dir = run_dir
         self.shipment = shipment
         self.ship_error = ship_error  # the run's files could not be shipped: no job starts
         self.masker = masker
         self.load_action = load_action
         self.grace = grace
-        self.prefix_nodes = prefix_nodes  # several hosts: show each job's host in its prefix
         self._lock = threading.Condition()
         self._jobs: dict[int, _Submitted] = {}
         self._by_key: dict[str, int] = {}
@@ -451,44 +449,43 @@ class RayDispatcher:
         sub = self._jobs.get(token)
         if sub is None:
             return  # a job already reported (its task lost, then retried by Ray)
-        console = self.console
+        sink = self.events
         for event in events:
             kind = event[0]
             if kind == "line":
                 step = sub.steps.get(event[1])
                 if step is not None:
-                    console.step_line(sub.label, step, event[2])
+                    sink.step_line(sub.label, step, event[2])
                     if sub.remote:
                         self._log_line(sub, event[1], event[2])
             elif kind == "start":
                 sub.steps[event[1].index] = event[1]
-                console.step_started(sub.label, event[1])
+                sink.step_started(sub.label, event[1])
                 if sub.remote:
                     self._open_log(sub, event[1])
             elif kind == "finish":
                 sub.steps[event[1].index] = event[1]
-                console.step_finished(sub.label, event[1])
+                sink.step_finished(sub.label, event[1])
                 if sub.remote:
                     self._close_logs(sub)
             elif kind == "node":
-                self._on_node(sub, event[1])
+                self._on_node(sub, event[1], event[2] if len(event) > 2 else None)
             elif kind == "mask":
                 self.masker.add(event[1])
                 self._masks.append(event[1])
         if result is not None:
             self._finish(token, result)
 
-    def _on_node(self, sub: _Submitted, node: NodeInfo) -> None:
+    def _on_node(self, sub: _Submitted, node: NodeInfo, gpus: list[str] | None) -> None:
         sub.node = node
         sub.remote = self.shipment is not None and node.node_id != self.shipment.home
         sub.started = sub.started or time.time()
         self._nodes[sub.plan.key] = node
         self._seen[node.node_id] = node
-        if self.prefix_nodes:
-            sub.label = f"{sub.name}@{node.hostname}"
+        self.events.job_started(sub.label, node=str(node), host=node.hostname, gpus=gpus)
 
     # Logs of jobs on other nodes: the node's copies stay there; the run's are written here,
-    # from the same lines the console shows, so a lost node loses none of them.
+    # from the same lines the observers get, so a lost node loses none of them.
 
     def _open_log(self, sub: _Submitted, step: StepResult) -> None:
         self._close_logs(sub)
@@ -501,7 +498,7 @@ class RayDispatcher:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 sub.logs[step.index] = open(path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
             except OSError as exc:
-                self.console.info(f"! job {sub.plan.key}: cannot write the log {path}: {exc}")
+                self.events.notice(f"cannot write the log {path}: {exc}", sub.plan.key)
 
     def _log_line(self, sub: _Submitted, index: int, line: str) -> None:
         with self._log_lock:
@@ -653,8 +650,9 @@ class RayDispatcher:
                     return
                 if not told and time.time() - started > _GANG_WAIT_NOTE:
                     told = True
-                    self.console.info(f"… job {plan.key} waits for {size} nodes at once "
-                                      f"(resources.nodes; a STRICT_SPREAD placement group)")
+                    self.events.notice(f"job {plan.key} waits for {size} nodes at once "
+                                       f"(resources.nodes; a STRICT_SPREAD placement group)",
+                                       plan.key)
             ray.get(ready)
             to_node = placement_group_table(pg)["bundles_to_node_id"]
             ips = {n["NodeID"]: n["NodeManagerAddress"]

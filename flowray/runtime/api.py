@@ -1,0 +1,461 @@
+"""Starting and watching runs from Python: the one way in for the CLI, the service and notebooks.
+
+:func:`prepare` loads and checks a flow and builds its plan (what ``--dry-run`` shows);
+:func:`start` does that and starts the run on a backend, returning a :class:`Run` at once.
+Nothing here prints or exits: problems are exceptions that carry data
+(:class:`~flowray.spec.FlowError` with diagnostics, :class:`RunInputError` naming the input,
+:class:`StartError` for arguments and backends), and progress is the run's event stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flowray.runtime.errors import PlanInvalid, RunInputError, StartError
+from flowray.spec.diagnostics import Diagnostic, FlowError
+from flowray.status import Status
+
+if TYPE_CHECKING:
+    from flowray.execute.job import StepAction
+    from flowray.plan.plan import Plan
+    from flowray.runtime.coordinator import Coordinator
+    from flowray.runtime.events import Subscription
+    from flowray.runtime.record import RunRecord
+    from flowray.runtime.recorder import RecordWriter
+    from flowray.store.flowcache import CachedFlow
+
+
+def _workspace(workdir: str | os.PathLike[str]) -> str:
+    workspace = os.path.abspath(os.fspath(workdir))
+    if not os.path.isdir(workspace):
+        raise StartError(f"the workspace '{os.fspath(workdir)}' is not a directory")
+    return workspace
+
+
+def _flow_file(flow: str | os.PathLike[str], workspace: str) -> str:
+    """A flow given as YAML text is kept in the workspace's ``.flowray/flows/`` (by its
+    hash), so that diagnostics and the record can name a file."""
+    text = os.fspath(flow)
+    if "\n" not in text and not text.lstrip().startswith("{"):
+        return text
+    folder = os.path.join(workspace, ".flowray", "flows")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, hashlib.sha256(text.encode()).hexdigest()[:16] + ".yaml")
+    if not os.path.exists(path):
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def validate(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = ".",
+             offline: bool | None = None) -> list[Diagnostic]:
+    """Every error and warning of a flow (a path, or YAML text), as ``flowray validate``
+    finds them; an empty list for a clean flow. Git actions are fetched (or read from the
+    action cache) so that their inputs are checked too."""
+    from flowray.spec import load_flow
+    from flowray.store.flowcache import LazyGitActions
+
+    workspace = _workspace(workdir)
+    path = _flow_file(flow, workspace)
+    pinner = lazy_pinner(workspace, offline, path)
+    try:
+        loaded = load_flow(path, workspace=workspace, git_action=LazyGitActions(pinner))
+    except FlowError as exc:
+        return list(exc.diagnostics)
+    return list(loaded.warnings)
+
+
+def lazy_pinner(workspace: str, offline: bool | None, flow: str | None = None,
+                on_event: Callable[[str], None] | None = None) -> Callable[[], Any]:
+    """A function returning the run's one ActionPinner, made on first use (it imports the
+    actions package, which flows without git actions never need). ``offline``: True or False
+    overrides the configuration; None keeps it."""
+    made: list[Any] = []
+
+    def get() -> Any:
+        if not made:
+            from flowray.actions import ActionError, load_config
+            from flowray.plan.pins import ActionPinner
+
+            try:
+                config = load_config(workspace, offline=offline)
+            except ActionError as exc:
+                raise StartError(str(exc)) from exc
+            made.append(ActionPinner(config, on_event=on_event or (lambda line: None),
+                                     flow=flow))
+        return made[0]
+
+    return get
+
+
+@dataclass
+class Prepared:
+    """A flow loaded, checked and planned: what :func:`start` runs."""
+
+    flow_path: str  # as given (or the file YAML text was kept in)
+    workspace: str
+    cached: CachedFlow
+    plan: Plan
+    inputs: dict[str, Any]
+    pinner: Callable[[], Any]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def flow(self) -> Mapping[str, Any]:
+        return self.cached.data
+
+    def describe(self) -> list[str]:
+        return [f"flow {self.flow['name']}: {len(self.plan.jobs)} job(s)",
+                *self.plan.describe()]
+
+
+def prepare(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = ".",
+            inputs: Mapping[str, Any] | None = None, jobs: Sequence[str] = (),
+            matrix: Mapping[str, str] | None = None, offline: bool | None = None,
+            use_cache: bool = True,
+            on_action_event: Callable[[str], None] | None = None) -> Prepared:
+    """Load and check ``flow`` and plan it; raises :class:`FlowError` (an invalid flow,
+    :class:`PlanInvalid` for an unknown job or matrix filter, :class:`RunInputError` for a
+    missing or ill-typed input)."""
+    from flowray.plan.graph import CycleError
+    from flowray.plan.plan import PlanError, build_plan
+    from flowray.store.flowcache import load_flow
+
+    workspace = _workspace(workdir)
+    path = _flow_file(flow, workspace)
+    pinner = lazy_pinner(workspace, offline, path, on_action_event)
+    cached = load_flow(path, workspace, use_cache=use_cache, pinner=pinner)
+    try:
+        plan = build_plan(cached.data, matrix_filter=dict(matrix or {}), only_jobs=list(jobs))
+    except (PlanError, CycleError) as exc:
+        raise PlanInvalid(path, str(exc)) from exc
+    run_inputs = coerce_run_inputs(cached.data, dict(inputs or {}), path)
+    return Prepared(flow_path=path, workspace=workspace, cached=cached, plan=plan,
+                    inputs=run_inputs, pinner=pinner, warnings=list(cached.warnings))
+
+
+def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file: str = ""
+                      ) -> dict[str, Any]:
+    """Apply the types and defaults that ``triggers.manual.inputs`` declares, if any."""
+    triggers = flow.get("triggers")
+    manual = triggers.get("manual") if isinstance(triggers, dict) else None
+    declared = manual.get("inputs") if isinstance(manual, dict) else None
+    if not isinstance(declared, dict):
+        return dict(given)
+    from flowray.spec.inputs import InputError, coerce_input
+
+    out: dict[str, Any] = {}
+    for name, spec in declared.items():
+        spec = spec if isinstance(spec, dict) else {}
+        full = {"type": spec.get("type", "string"), "required": bool(spec.get("required")),
+                "default": spec.get("default"), "description": spec.get("description")}
+        if name in given:
+            value: Any = given[name]
+        elif full["default"] is not None:
+            value = full["default"]
+        elif full["required"]:
+            raise RunInputError(name, f"input '{name}' is required by this flow",
+                                reason="required", flow_file=flow_file)
+        else:
+            continue
+        try:
+            out[name] = coerce_input(name, full, value)  # type: ignore[arg-type]
+        except InputError as exc:
+            raise RunInputError(name, str(exc), reason="type", flow_file=flow_file) from exc
+    for name, value in given.items():
+        out.setdefault(name, value)
+    return out
+
+
+def _step_actions(prepared: Prepared) -> dict[str, dict[int, StepAction]]:
+    """Each job's pinned git actions by step index, with requirements environments made."""
+    cached, pinner = prepared.cached, prepared.pinner
+    if not cached.git:
+        return {}
+    from flowray.actions import ActionError, ensure_venv
+    from flowray.execute.job import StepAction
+    from flowray.plan.plan import is_git_action
+
+    pythons: dict[str, str | None] = {}
+    out: dict[str, dict[int, StepAction]] = {}
+    for job_id, job in cached.data["jobs"].items():
+        for i, step in enumerate(job["steps"]):
+            if step["action"] is None or not is_git_action(step["action"]):
+                continue
+            g = cached.git.get(pinner().key_of(step["action"]))
+            if g is None:
+                continue
+            if g.key not in pythons:
+                pythons[g.key] = None
+                if g.data["runs"]["using"] == "python":
+                    try:
+                        pythons[g.key] = ensure_venv(
+                            pinner().pins[g.key], python=sys.executable,
+                            system_site_packages=pinner().config.system_site_packages,
+                        )
+                    except ActionError as exc:
+                        raise StartError(str(exc)) from exc
+            out.setdefault(job_id, {})[i] = StepAction(
+                g.path, g.data, pythons[g.key], pin=pinner().pins[g.key],
+                system_site_packages=pinner().config.system_site_packages)
+    return out
+
+
+def local_gpus(prepared: Prepared, gpus: Sequence[str] | None) -> list[str]:
+    """The GPU ids the local pool hands out; refuses jobs this machine cannot run."""
+    from flowray.backends.local import detect_gpus, multi_node_refusal
+
+    ids = list(gpus) if gpus is not None else detect_gpus()
+    for j in prepared.plan.jobs:
+        if j.data["resources"]["nodes"] > 1:
+            raise StartError(multi_node_refusal(j.key, j.data["resources"]))
+        want = j.data["resources"]["gpus"]
+        if want and want > len(ids):
+            raise StartError(
+                f"job '{j.key}' needs {want} GPU{'s' if want > 1 else ''}; this machine has "
+                f"{len(ids)} (set --gpus or FLOWRAY_GPUS to name them)")
+    return ids
+
+
+class Run:
+    """A run that was started: watch its events, wait for it, cancel it.
+
+    ``events()`` may be called by several readers at once, at any time: each gets every event
+    from the first (or after ``after``), in order, and a slow reader never slows the run.
+    """
+
+    def __init__(self, coordinator: Coordinator, *, writer: RecordWriter,
+                 cleanup: Callable[[], None], summary: str, warnings: list[str]) -> None:
+        from flowray.runtime.control import ControlChannel
+
+        self._coordinator = coordinator
+        self._writer = writer
+        self._cleanup = cleanup
+        self.id: str = coordinator.run_id
+        self.run_dir: str = coordinator.run_dir
+        self.workspace: str = coordinator.opts.workspace
+        self.summary = summary  # where it runs, in words ("Ray cluster ...: 3 nodes, ...")
+        self.warnings = warnings  # the flow's warnings, formatted
+        self._status = Status.RUNNING
+        self._exit_code: int | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        try:
+            self._control: ControlChannel | None = ControlChannel(
+                self.run_dir, lambda reason: self.cancel(reason=reason))
+        except OSError:
+            self._control = None  # no FIFOs here: `flowray cancel` says it cannot reach it
+        self._thread = threading.Thread(target=self._main, name=f"flowray-run-{self.id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            result = self._coordinator.run()
+            self._status, self._exit_code = result.status, result.exit_code
+        except BaseException as exc:  # a bug: the run must still end, and say so
+            self._error = exc
+            self._status, self._exit_code = Status.FAILURE, 1
+            with contextlib.suppress(Exception):
+                self._coordinator.fail_run(f"internal error in flowray: {exc!r}")
+        finally:
+            try:
+                self._cleanup()
+            finally:
+                self._coordinator.bus.close()
+                if self._control is not None:
+                    self._control.close()
+                self._writer.join()
+                self._done.set()
+
+    # ------------------------------------------------------------------------- watching
+
+    @property
+    def status(self) -> Status:
+        """``running`` until the run ended, then its final status."""
+        return self._status if self._done.is_set() else Status.RUNNING
+
+    @property
+    def exit_code(self) -> int | None:
+        """What ``flowray run`` exits with (0, 1 or 130); None while it runs."""
+        return self._exit_code if self._done.is_set() else None
+
+    @property
+    def grace(self) -> float:
+        """Seconds between SIGTERM and SIGKILL when the run's steps are stopped."""
+        return self._coordinator.opts.grace
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def events(self, *, after: int = 0, maxsize: int | None = None) -> Subscription:
+        """The run's events with ``seq > after``, live; iteration ends after
+        ``run.finished``."""
+        from flowray.runtime.events import DEFAULT_QUEUE
+
+        return self._coordinator.bus.subscribe(
+            after=after, maxsize=DEFAULT_QUEUE if maxsize is None else maxsize)
+
+    def wait_record(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The final record as a plain dict (None if ``timeout`` passed first)."""
+        if not self._done.wait(timeout):
+            return None
+        if self._error is not None and not isinstance(self._error, Exception):
+            raise self._error  # KeyboardInterrupt, SystemExit
+        return self._writer.record
+
+    def wait(self, timeout: float | None = None) -> RunRecord:
+        """Wait for the run to end; its record. Raises ``TimeoutError`` if ``timeout``
+        passed first (the run goes on)."""
+        record = self.wait_record(timeout)
+        if record is None:
+            raise TimeoutError(f"run {self.id} is still running after {timeout:g}s")
+        from flowray.runtime.record import RunRecord
+
+        return RunRecord.model_validate(record)
+
+    @property
+    def record_error(self) -> str | None:
+        """Why the record could not be written (a full disk), if it could not."""
+        return self._writer.error or self._coordinator.bus.file_error
+
+    def cancel(self, grace: float | None = None, *, reason: str = "cancelled") -> None:
+        """Stop the run: every step gets SIGTERM, then SIGKILL after ``grace`` seconds (the
+        run's own grace when None). Returns at once; :meth:`wait` for the end."""
+        self._coordinator.cancel(reason, grace=grace)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.status.value}>"
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.events())
+
+
+def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = None,
+          secrets: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None,
+          workdir: str | os.PathLike[str] = ".", backend: str | None = None,
+          jobs: Sequence[str] | None = None, fail_fast: bool = False,
+          matrix: Mapping[str, str] | None = None, event: Mapping[str, Any] | None = None,
+          grace: float | None = None, offline: bool | None = None, use_cache: bool = True,
+          cpus: float | None = None, gpus: Sequence[str] | None = None,
+          trigger: str = "api", prepared: Prepared | None = None,
+          on_action_event: Callable[[str], None] | None = None) -> Run:
+    """Start a run of ``flow`` (a path, or YAML text) and return it at once.
+
+    ``backend``: None or ``"local"`` (this machine's CPUs and GPUs), ``"ray"`` (a local Ray
+    started for the run), or a Ray address (``HOST:PORT``, ``ray://HOST:PORT``).
+    ``inputs`` are typed by the flow's ``triggers.manual.inputs``; ``secrets`` are masked in
+    every event, log and record; ``env`` is added to every step's environment. ``jobs`` and
+    ``matrix`` pick what runs (a job and the jobs it needs; cells whose values match).
+    ``cpus``/``gpus`` size the local pool (or the embedded Ray).
+
+    Raises :class:`~flowray.spec.FlowError` (an invalid flow, with its diagnostics),
+    :class:`RunInputError` and :class:`StartError` before anything runs.
+    """
+    from flowray.execute.process import DEFAULT_GRACE_SECONDS
+    from flowray.runtime.coordinator import Coordinator, RunOptions
+    from flowray.runtime.recorder import RecordWriter
+    from flowray.store.flowcache import ActionTable
+
+    if cpus is not None and cpus <= 0:
+        raise StartError("cpus must be more than 0")
+    if grace is not None and grace < 0:
+        raise StartError("grace must be 0 or more")
+    if prepared is None:
+        prepared = prepare(flow, workdir=workdir, inputs=inputs, jobs=jobs or (),
+                           matrix=matrix, offline=offline, use_cache=use_cache,
+                           on_action_event=on_action_event)
+    workspace = prepared.workspace
+    on_ray = backend not in (None, "local")
+    gpu_ids = None if on_ray else local_gpus(prepared, gpus)
+    options = RunOptions(
+        workspace=workspace,
+        flow_path=os.path.relpath(os.path.abspath(prepared.flow_path), workspace),
+        inputs=prepared.inputs, secrets=dict(secrets or {}), env=dict(env or {}),
+        event=dict(event or {}), fail_fast=fail_fast,
+        grace=grace if grace is not None else DEFAULT_GRACE_SECONDS,
+        step_actions=_step_actions(prepared),
+        action_commits={g.display: g.sha for g in prepared.cached.git.values()},
+        trigger=trigger, backend="local" if not on_ray else str(backend),
+    )
+    actions = ActionTable(prepared.cached.actions)
+    hold = contextlib.ExitStack()
+    if prepared.cached.git:  # keep `flowray actions prune` away from what this run uses
+        pinner = prepared.pinner
+        hold.enter_context(pinner().cache.hold(
+            [pinner().pins[key] for key in prepared.cached.git]))
+    cluster: Any = None
+    try:
+        if on_ray:
+            cluster = _connect(backend, cpus, gpus, prepared)
+            options.hosts = cluster.hosts
+            summary = cluster.summary()
+
+            def factory(c: Coordinator) -> Any:
+                return cluster.dispatcher(
+                    events=c, run_id=c.run_id, run_dir=c.run_dir, masker=c.masker,
+                    grace=c.opts.grace, workspace=c.opts.workspace, env=c.opts.env,
+                    base_env=c.base_env, contexts=c.static_contexts,
+                    step_actions=c.opts.step_actions, load_action=actions)
+        else:
+            from flowray.backends.local import LocalPool
+
+            total = cpus if cpus is not None else float(os.cpu_count() or 1)
+            summary = f"this machine: {total:g} CPUs, {len(gpu_ids or [])} GPUs"
+
+            def factory(c: Coordinator) -> Any:
+                return LocalPool(cpus=total, gpus=gpu_ids or [], events=c, masker=c.masker,
+                                 load_action=actions, grace=c.opts.grace)
+
+        coordinator = Coordinator(
+            prepared.plan, options, dispatcher_factory=factory,
+            gpu_count=cluster.gpus if cluster is not None else len(gpu_ids or []),
+        )
+        writer = RecordWriter(coordinator.bus.subscribe(), coordinator.run_dir)
+        coordinator.start_events()
+    except BaseException:
+        hold.close()
+        if cluster is not None:
+            cluster.close()
+        raise
+
+    def cleanup() -> None:
+        try:
+            hold.close()
+        finally:
+            if cluster is not None:
+                cluster.close()
+
+    return Run(coordinator, writer=writer, cleanup=cleanup, summary=summary,
+               warnings=list(prepared.warnings))
+
+
+def _connect(address: str | None, cpus: float | None, gpus: Sequence[str] | None,
+             prepared: Prepared) -> Any:
+    """The Ray of backend "ray" (embedded) or an address, with every job checked against it."""
+    from flowray.backends.ray.cluster import RayCluster, RayConnectError
+
+    where = None if address == "ray" else address
+    if where and (cpus is not None or gpus is not None):
+        raise StartError("--cpus and --gpus size the local Ray of --ray; the cluster at "
+                         "--address (or FLOWRAY_ADDRESS) has its own")
+    try:
+        cluster = RayCluster.connect(where, cpus=cpus,
+                                     gpus=list(gpus) if gpus is not None else None)
+    except RayConnectError as exc:
+        raise StartError(str(exc)) from exc
+    problems = cluster.unfit(prepared.plan.jobs)
+    if problems:
+        cluster.close()
+        raise StartError("\n".join(problems))
+    return cluster

@@ -1,0 +1,479 @@
+"""One typed stream of a run's events, fanned out to observers that never slow the run.
+
+Every event of a run gets the next ``seq`` (from 1, no gaps) and is appended to the run's
+``events.jsonl`` as one JSON line; then it is offered to each :class:`Subscription`. A
+subscription holds a bounded queue: an observer that falls behind (its queue full) is not
+waited for; it stops taking live events and catches up from the file, from the ``seq`` it got
+to, and then takes live events again. So a slow observer (a terminal on a slow pipe, a
+database) never slows the run, and never loses an event.
+
+Events are plain classes with slots (a step printing 100,000 lines a second makes as many);
+:meth:`Event.to_dict` gives the JSON object of SPEC "Events".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import IO, Any, ClassVar, TypeVar
+
+EVENTS_FILE = "events.jsonl"
+# Live events an observer may have waiting before it reads from the file instead.
+DEFAULT_QUEUE = 10_000
+# A step.log event is written to the file at once, but the file is flushed at most this often
+# for them (every other event flushes it), so that a chatty step costs no write call a line.
+_LOG_FLUSH_SECONDS = 0.2
+
+
+@dataclass(slots=True)
+class Event:
+    """What every event has: its place in the run's stream and when it happened."""
+
+    TYPE: ClassVar[str] = ""
+    NAMES: ClassVar[tuple[str, ...]] = ()  # the fields after seq, time, run
+
+    seq: int
+    time: str  # ISO 8601, UTC, milliseconds
+    run: str
+
+    @property
+    def type(self) -> str:
+        return self.TYPE
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seq": self.seq, "time": self.time, "run": self.run,
+                               "type": self.TYPE}
+        for name in self.NAMES:
+            out[name] = getattr(self, name)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), default=str, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class RunStarted(Event):
+    TYPE: ClassVar[str] = "run.started"
+    flow: str = ""
+    file: str = ""
+    trigger: str = "manual"
+    inputs: dict[str, Any] = field(default_factory=dict)  # secrets masked
+    workspace: str = ""
+    backend: str = "local"  # local, ray (embedded) or the Ray address
+    hosts: int = 1  # how many hosts jobs may land on
+    pid: int = 0
+    host: str = ""
+    actions: dict[str, str] = field(default_factory=dict)  # git action -> commit
+    started: float = 0.0
+
+
+@dataclass(slots=True)
+class JobQueued(Event):
+    TYPE: ClassVar[str] = "job.queued"
+    job: str = ""  # the key: the job id, or id.N for a matrix cell
+    id: str = ""
+    name: str = ""
+    matrix: dict[str, Any] | None = None
+    needs: list[str] = field(default_factory=list)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class JobStarted(Event):
+    TYPE: ClassVar[str] = "job.started"
+    job: str = ""
+    node: str = ""
+    host: str = ""
+    attempt: int = 1
+    gpus: list[str] | None = None
+    started: float = 0.0
+
+
+@dataclass(slots=True)
+class StepStarted(Event):
+    TYPE: ClassVar[str] = "step.started"
+    job: str = ""
+    step: int = 0  # index in the job
+    name: str = ""
+    kind: str = "run"  # run cmd script python node docker (action: not loaded)
+    key: str = ""  # the step's id, or its 1-based position
+    id: str | None = None
+    attempt: int = 1
+    rank: int | None = None  # a multi-node job: the node's rank
+    log: str | None = None  # the log file, relative to the run folder
+    started: float | None = None
+
+
+@dataclass(slots=True)
+class StepLog(Event):
+    TYPE: ClassVar[str] = "step.log"
+    job: str = ""
+    step: int = 0
+    stream: str = "stdout"
+    line: str = ""  # masked
+    rank: int | None = None
+
+
+@dataclass(slots=True)
+class StepFinished(Event):
+    TYPE: ClassVar[str] = "step.finished"
+    job: str = ""
+    step: int = 0
+    status: str = ""
+    exit_code: int | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    id: str | None = None
+    name: str = ""
+    kind: str = "run"
+    outcome: str | None = None  # the status before continue-on-error
+    error: str | None = None
+    log: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    attempt: int = 1
+    rank: int | None = None
+
+
+@dataclass(slots=True)
+class JobRetrying(Event):
+    """An attempt of a job ended and the job runs again: after a failure (``retries``) or
+    because its node was lost (status ``lost``)."""
+
+    TYPE: ClassVar[str] = "job.retrying"
+    job: str = ""
+    attempt: int = 1  # the attempt that ended
+    status: str = ""  # failure or lost
+    error: str | None = None
+    node: str = ""
+    delay: float = 0.0  # seconds before the next attempt
+    retries: int = 0  # the job's `retries`
+    lost_attempts: int = 0  # attempts lost with their node so far (this one included)
+    started: float | None = None
+    ended: float | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    ranks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class JobFinished(Event):
+    TYPE: ClassVar[str] = "job.finished"
+    job: str = ""
+    status: str = ""
+    attempt: int = 0
+    outputs: dict[str, Any] = field(default_factory=dict)
+    reports: dict[str, Any] | None = None
+    name: str = ""
+    error: str | None = None
+    node: str = ""
+    started: float | None = None
+    ended: float | None = None
+    artifacts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    ranks: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    lost_attempts: int = 0
+
+
+@dataclass(slots=True)
+class RunNotice(Event):
+    """Something the run wants a person to know that is no status change (a job waiting for
+    nodes, a log that cannot be written)."""
+
+    TYPE: ClassVar[str] = "run.notice"
+    message: str = ""
+    job: str | None = None
+
+
+@dataclass(slots=True)
+class RunFinished(Event):
+    TYPE: ClassVar[str] = "run.finished"
+    status: str = ""
+    exit_code: int = 0
+    cancel_reason: str | None = None
+    ended: float = 0.0
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (RunStarted, JobQueued, JobStarted, StepStarted, StepLog, StepFinished,
+                JobRetrying, JobFinished, RunNotice, RunFinished)
+}
+for _cls in EVENT_TYPES.values():
+    _cls.NAMES = tuple(f.name for f in fields(_cls) if f.name not in ("seq", "time", "run"))
+
+E = TypeVar("E", bound=Event)
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The event a JSON object (a line of ``events.jsonl``) holds; unknown keys are left out,
+    so a reader keeps working when a newer flowray adds fields."""
+    cls = EVENT_TYPES.get(str(data.get("type")))
+    if cls is None:
+        raise ValueError(f"unknown event type {data.get('type')!r}")
+    kwargs = {k: data[k] for k in cls.NAMES if k in data}
+    return cls(seq=int(data["seq"]), time=str(data["time"]), run=str(data["run"]), **kwargs)
+
+
+def _now_iso() -> str:
+    now = datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class EventBus:
+    """Numbers a run's events, appends them to ``events.jsonl`` and offers them to observers.
+
+    ``mask`` is applied to the fields of every event but ``step.log`` (whose lines the step
+    runner masks as it reads them), so no secret reaches the file or an observer.
+    """
+
+    def __init__(self, run_id: str, run_dir: str, *,
+                 mask: Callable[[Any], Any] | None = None) -> None:
+        self.run_id = run_id
+        self.path = os.path.join(run_dir, EVENTS_FILE)
+        self._mask = mask
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._subs: list[Subscription] = []
+        self._closed = False
+        self._flushed = time.monotonic()
+        self.file_error: str | None = None
+        self._fh: IO[str] | None
+        try:
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            self._fh = None
+            self.file_error = f"cannot write {self.path}: {exc.strerror or exc}"
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def emit(self, cls: type[E], **values: Any) -> E | None:
+        """Make, record and offer one event; None once the bus is closed."""
+        if self._mask is not None and cls is not StepLog:
+            values = self._mask(values)
+        with self._lock:
+            if self._closed:
+                return None
+            self._seq += 1
+            event = cls(seq=self._seq, time=_now_iso(), run=self.run_id, **values)
+            fh = self._fh
+            if fh is not None:
+                try:
+                    fh.write(event.to_json() + "\n")
+                    if cls is not StepLog or time.monotonic() - self._flushed > \
+                            _LOG_FLUSH_SECONDS:
+                        fh.flush()
+                        self._flushed = time.monotonic()
+                except (OSError, ValueError) as exc:
+                    self._file_failed(exc)
+            for sub in self._subs:
+                sub._offer(event)
+        return event
+
+    def _file_failed(self, exc: Exception) -> None:
+        """(Holding the lock.) The file cannot be written (a full disk): observers are then
+        never let fall behind (they would have nothing to catch up from)."""
+        self.file_error = f"cannot write {self.path}: {getattr(exc, 'strerror', None) or exc}"
+        if self._fh is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._fh.close()
+        self._fh = None
+        for sub in self._subs:
+            sub._unbounded()
+
+    def subscribe(self, *, after: int = 0, maxsize: int = DEFAULT_QUEUE) -> Subscription:
+        """An observer's view of the stream: every event with ``seq > after``, in order."""
+        with self._lock:
+            sub = Subscription(self, after=after, maxsize=maxsize, behind=after < self._seq)
+            if self.file_error is not None and after < self._seq:
+                raise RuntimeError(f"the events before now are lost: {self.file_error}")
+            self._subs.append(sub)
+            if self._closed:
+                sub._end()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    def close(self) -> None:
+        """No more events; subscriptions end once they delivered what was emitted."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._fh is not None:
+                try:
+                    self._fh.close()
+                except OSError as exc:
+                    self.file_error = f"cannot write {self.path}: {exc.strerror or exc}"
+                self._fh = None
+            for sub in self._subs:
+                sub._end()
+
+    def _flush_locked(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.flush()
+                self._flushed = time.monotonic()
+            except (OSError, ValueError) as exc:
+                self._file_failed(exc)
+
+
+class Subscription:
+    """Events in ``seq`` order for one observer; iterate, or call :meth:`get`.
+
+    Iteration ends after the run's last event (``run.finished``) was delivered.
+    """
+
+    def __init__(self, bus: EventBus, *, after: int, maxsize: int, behind: bool) -> None:
+        self._bus = bus
+        self._max = max(1, maxsize)
+        self._queue: deque[Event] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._next = after + 1  # the seq this observer wants next
+        self._behind = behind  # reading from the file, not the queue
+        self._ended = False  # the bus is closed: nothing new will come
+        self._file: IO[bytes] | None = None
+        self._partial = b""
+        self._pending: deque[Event] = deque()  # read from the file, not delivered yet
+        self.caught_up = 0  # how many times this observer had to read from the file
+
+    # ------------------------------------------------------------------ bus side (its lock)
+
+    def _offer(self, event: Event) -> None:
+        with self._cond:
+            if self._behind:
+                return
+            if len(self._queue) >= self._max:
+                self._behind = True
+                self.caught_up += 1
+            else:
+                self._queue.append(event)
+            self._cond.notify_all()
+
+    def _end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def _unbounded(self) -> None:
+        self._max = 1 << 62
+
+    # ------------------------------------------------------------------ observer side
+
+    @property
+    def next_seq(self) -> int:
+        return self._next
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """The next event; None when ``timeout`` passed first or the stream ended (see
+        :attr:`done`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._pending:
+                return self._take(self._pending.popleft())
+            with self._cond:
+                while self._queue:
+                    event = self._queue.popleft()
+                    if event.seq >= self._next:
+                        return self._take(event)
+                if not self._behind:
+                    if self._ended:
+                        return None
+                    wait = None if deadline is None else deadline - time.monotonic()
+                    if wait is not None and wait <= 0:
+                        return None
+                    self._cond.wait(wait)
+                    continue
+            self._catch_up()
+
+    @property
+    def done(self) -> bool:
+        """The stream ended and every event was delivered."""
+        with self._cond:
+            return (self._ended and not self._queue and not self._pending
+                    and not self._behind)
+
+    def _take(self, event: Event) -> Event:
+        self._next = event.seq + 1
+        return event
+
+    def _read_file(self) -> None:
+        if self._file is None:
+            self._file = open(self._bus.path, "rb")  # noqa: SIM115
+        data = self._file.read()
+        if not data:
+            return
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # an incomplete last line waits for the rest
+        for line in lines:
+            if not line:
+                continue
+            record = json.loads(line)
+            if int(record.get("seq", 0)) >= self._next + len(self._pending):
+                self._pending.append(event_from_dict(record))
+
+    def _catch_up(self) -> None:
+        """Read what the queue dropped from the file; back to live events at its end."""
+        self._read_file()
+        if self._pending:
+            return
+        bus = self._bus
+        with bus._lock:  # no event is emitted while this looks at the end of the file
+            bus._flush_locked()
+            self._read_file()
+            if self._pending:
+                return
+            with self._cond:
+                self._queue.clear()
+                self._behind = False
+                if self._ended and self._file is not None:
+                    self._file.close()
+                    self._file = None
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __iter__(self) -> Iterator[Event]:
+        try:
+            while True:
+                event = self.get()
+                if event is None:
+                    return
+                yield event
+        finally:
+            self.close()
+
+
+def read_events(run_dir: str, *, after: int = 0) -> Iterator[Event]:
+    """The events of a run, as its ``events.jsonl`` holds them now."""
+    try:
+        fh = open(os.path.join(run_dir, EVENTS_FILE), "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                return  # being written
+            record = json.loads(line)
+            if int(record.get("seq", 0)) > after:
+                yield event_from_dict(record)
