@@ -109,3 +109,81 @@ def test_daemonized_process_is_swept_at_run_end(ws: Workspace) -> None:
         time.sleep(0.05)
     assert not process_alive(pid)
     assert os.path.exists(ws.root / "daemon.pid")
+
+
+def _write_record(ws: Workspace, run_id: str, **fields: object) -> None:
+    rec = {"id": run_id, "flow": {"name": "x", "file": "flow.yaml"}, "status": "running",
+           "started": time.time(), "ended": None, "jobs": {}, **fields}
+    path = ws.root / ".flowray" / "runs" / run_id
+    path.mkdir(parents=True)
+    (path / "record.json").write_text(json.dumps(rec))
+
+
+def test_cancel_stops_a_local_run_from_another_terminal(ws: Workspace) -> None:
+    ws.flow("""
+        name: long
+        jobs:
+          sleeper:
+            steps:
+              - run: |
+                  sleep 300 &
+                  echo $! > sleep.pid
+                  wait
+          queued:
+            needs: sleeper
+            steps:
+              - run: touch should-not-run
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowray", "run", "flow.yaml", "--grace", "1"],
+        cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env_without_color(),
+    )
+    wait_for(ws.root / "sleep.pid")
+    sleeper = int((ws.root / "sleep.pid").read_text())
+    run_id = ws.record()["id"]
+    control = ws.root / ".flowray" / "runs" / run_id / "control"
+    assert oct(control.stat().st_mode & 0o777) == "0o600"  # only the run's user may write
+    out = ws.cli("cancel", "last")
+    stdout, stderr = proc.communicate(timeout=30)
+    assert out.exit_code == 0, out
+    assert out.stdout == f"run {run_id} cancelled\n"
+    assert out.stderr == (
+        f"cancelling run {run_id}: its steps get SIGTERM, then SIGKILL after the grace "
+        "period...\n")
+    assert proc.returncode == 130, (stdout, stderr)
+    assert not process_alive(sleeper)
+    rec = ws.record()
+    assert rec["status"] == "cancelled"
+    assert rec["cancel_reason"] == "cancelled with flowray cancel"
+    assert not (ws.root / "should-not-run").exists()
+    assert not control.exists()  # the channel goes with the run
+    again = ws.cli("cancel", run_id[:15])
+    assert (again.exit_code, again.stderr) == (
+        1, f"error: run {run_id} already ended: cancelled\n")
+
+
+def test_cancel_a_run_of_another_host_or_whose_process_is_gone(ws: Workspace) -> None:
+    import socket
+
+    _write_record(ws, "20260101-000000-aaaaaa", pid=os.getpid(), host="elsewhere")
+    out = ws.cli("cancel", "20260101-000000-aaaaaa")
+    assert (out.exit_code, out.stderr) == (
+        1, f"error: run 20260101-000000-aaaaaa runs on host 'elsewhere', not on this one "
+           f"('{socket.gethostname()}'): run `flowray cancel 20260101-000000-aaaaaa` there\n")
+    lost = ("error: run {} is recorded as running, but its process is gone: the run was lost "
+            "(stopped before it could record its end); there is nothing to cancel\n")
+    # no control channel at all (the process died and its FIFO is gone)
+    _write_record(ws, "20260101-000001-bbbbbb", host=socket.gethostname())
+    out = ws.cli("cancel", "last")
+    assert (out.exit_code, out.stderr) == (1, lost.format("20260101-000001-bbbbbb"))
+    # a FIFO left behind that nobody reads: the run's process died without removing it
+    _write_record(ws, "20260101-000002-cccccc", host=socket.gethostname())
+    os.mkfifo(ws.root / ".flowray/runs/20260101-000002-cccccc/control", 0o600)
+    out = ws.cli("cancel", "last")
+    assert (out.exit_code, out.stderr) == (1, lost.format("20260101-000002-cccccc"))
+    record = json.loads((ws.root / ".flowray/runs/20260101-000002-cccccc/record.json")
+                        .read_text())
+    assert record["status"] == "running"  # nothing marked
+    out = ws.cli("cancel", "nope")
+    assert (out.exit_code, out.stderr) == (2, "error: no run 'nope' (see 'flowray runs')\n")

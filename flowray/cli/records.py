@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,10 @@ from flowray.cli.common import (
     _jobs_errors,
     _remote,
 )
+from flowray.status import Status
+
+if TYPE_CHECKING:
+    from flowray.runtime.record import JobRecord, RunRecord, StepRecord
 
 _ADDRESS_HELP = ("A Ray cluster's dashboard, http://HEAD:8265: the runs submitted there "
                  "(default: the runs recorded in this workspace).")
@@ -40,25 +44,30 @@ def runs(workdir: str | None, limit: int, as_json: bool, address: str | None,
     if address:
         _list_remote(address, limit, as_json, every_job)
         return
-    from flowray.store.records import iter_runs
+    from flowray.runtime.record import RecordError, iter_records
 
-    items = []
-    for i, r in enumerate(iter_runs(os.path.abspath(workdir or os.getcwd()))):
-        if i >= limit:
+    items: list[dict[str, Any]] = []
+    for path, rec in iter_records(os.path.abspath(workdir or os.getcwd())):
+        if len(items) >= limit:
             break
-        items.append(r)
+        if isinstance(rec, RecordError):
+            # One bad record does not hide the others: it is listed as unreadable.
+            click.echo(f"warning: {rec}", err=True)
+            items.append({"id": os.path.basename(path), "flow": None, "status": "unreadable",
+                          "started": None, "ended": None, "error": str(rec)})
+        else:
+            items.append({"id": rec.id, "flow": rec.flow.name, "status": rec.status.value,
+                          "started": rec.started, "ended": rec.ended})
     if as_json:
-        click.echo(json.dumps([{"id": r.id, "flow": r.flow, "status": r.status,
-                                "started": r.started, "ended": r.ended} for r in items],
-                              indent=2))
+        click.echo(json.dumps(items, indent=2))
         return
     if not items:
         click.echo("no runs yet")
         return
     click.echo(f"{'RUN':<24} {'STATUS':<10} {'STARTED':<20} {'TOOK':>8}  FLOW")
     for r in items:
-        click.echo(f"{r.id:<24} {r.status:<10} {_fmt_time(r.started):<20} "
-                   f"{_fmt_dur(r.started, r.ended):>8}  {r.flow}")
+        click.echo(f"{r['id']:<24} {r['status']:<10} {_fmt_time(r['started']):<20} "
+                   f"{_fmt_dur(r['started'], r['ended']):>8}  {r['flow'] or '?'}")
 
 
 main.add_command(runs, name="list")
@@ -93,6 +102,22 @@ def _load_run(workdir: str | None, ref: str) -> tuple[str, dict[str, Any]]:
         raise AssertionError from exc
 
 
+def _load_checked_run(workdir: str | None, ref: str
+                      ) -> tuple[str, dict[str, Any], RunRecord]:
+    """The run's folder, its record as read, and the record checked (or exit 2 saying what is
+    wrong with it)."""
+    from flowray.runtime.record import RecordError, validate_record
+    from flowray.store.records import find_run, read_record
+
+    try:
+        path = find_run(os.path.abspath(workdir or os.getcwd()), ref)
+        raw = read_record(path)
+        return path, raw, validate_record(raw, path)
+    except RecordError as exc:
+        _fail(str(exc))
+        raise AssertionError from exc
+
+
 @main.command()
 @click.argument("run_ref", metavar="[RUN]", default="last")
 @click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
@@ -104,34 +129,38 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
     if address:
         _status_remote(address, run_ref, as_json)
         return
-    _, rec = _load_run(workdir, run_ref)
+    _, raw, rec = _load_checked_run(workdir, run_ref)
     if as_json:
-        click.echo(json.dumps(rec, indent=2))
+        click.echo(json.dumps(raw, indent=2))  # as recorded, keys this flowray ignores included
         return
-    click.echo(f"run {rec['id']}  flow {rec['flow']['name']}  {rec['status']}"
-               f"  exit {rec.get('exit_code')}  {_fmt_dur(rec['started'], rec['ended'])}")
-    for key, job in rec["jobs"].items():
-        attempts = f"  attempts {job['attempts']}" if job.get("attempts", 0) > 1 else ""
-        err = f"  ({job['error']})" if job.get("error") else ""
-        node = f"  on {job['node']}" if job.get("node") and not job.get("ranks") else ""
-        click.echo(f"  {key:<24} {job['status']:<10} "
-                   f"{_fmt_dur(job['started'], job['ended']):>8}{attempts}{node}{err}")
-        for prev in job.get("previous_attempts") or ():
-            where = f" on {prev['node']}" if prev.get("node") else ""
-            why = f" ({prev['error']})" if prev.get("error") else ""
-            click.echo(f"    attempt {prev['attempt']}: {prev['status']}{where}{why}")
-        for rank in job.get("ranks") or ():
-            why = f" ({rank['error']})" if rank.get("error") else ""
-            click.echo(f"    rank {rank['rank']}: {rank['status']} on {rank['node'] or '-'}{why}")
-        for step in job["steps"]:
-            code = "" if step.get("exit_code") is None else f"  exit {step['exit_code']}"
-            serr = f"  ({step['error']})" if step.get("error") else ""
-            click.echo(f"    {step['key']:<22} {step['status']:<10} "
-                       f"{_fmt_dur(step.get('started'), step.get('ended')):>8}{code}{serr}")
-            if step.get("outputs"):
-                click.echo(f"      outputs: {json.dumps(step['outputs'])}")
-        if job.get("outputs"):
-            click.echo(f"    outputs: {json.dumps(job['outputs'])}")
+    click.echo(f"run {rec.id}  flow {rec.flow.name}  {rec.status.value}"
+               f"  exit {rec.exit_code}  {_fmt_dur(rec.started, rec.ended)}")
+    for key, job in rec.jobs.items():
+        attempts = f"  attempts {job.attempts}" if job.attempts > 1 else ""
+        err = f"  ({job.error})" if job.error else ""
+        node = f"  on {job.node}" if job.node and not job.ranks else ""
+        click.echo(f"  {key:<24} {job.status.value:<10} "
+                   f"{_fmt_dur(job.started, job.ended):>8}{attempts}{node}{err}")
+        for prev in job.previous_attempts:
+            where = f" on {prev.node}" if prev.node else ""
+            why = f" ({prev.error})" if prev.error else ""
+            click.echo(f"    attempt {prev.attempt}: {_status_text(prev.status)}{where}{why}")
+        for rank in job.ranks:
+            why = f" ({rank.error})" if rank.error else ""
+            click.echo(f"    rank {rank.rank}: {rank.status.value} on {rank.node or '-'}{why}")
+        for step in job.steps:
+            code = "" if step.exit_code is None else f"  exit {step.exit_code}"
+            serr = f"  ({step.error})" if step.error else ""
+            click.echo(f"    {step.key:<22} {step.status.value:<10} "
+                       f"{_fmt_dur(step.started, step.ended):>8}{code}{serr}")
+            if step.outputs:
+                click.echo(f"      outputs: {json.dumps(step.outputs)}")
+        if job.outputs:
+            click.echo(f"    outputs: {json.dumps(job.outputs)}")
+
+
+def _status_text(status: Status | str) -> str:
+    return status.value if isinstance(status, Status) else status
 
 
 def _status_remote(address: str, ref: str, as_json: bool) -> None:
@@ -169,52 +198,52 @@ def logs(run_ref: str, target: str | None, workdir: str | None, address: str | N
     if follow:
         _fail("--follow needs --address (a run submitted to a cluster); a local run prints "
               "its output in the terminal that started it")
-    path, rec = _load_run(workdir, run_ref)
+    path, _, rec = _load_checked_run(workdir, run_ref)
     job_key, _, step_key = (target or "").partition("/")
-    jobs = rec["jobs"]
+    jobs = rec.jobs
     if job_key and job_key not in jobs:
-        _fail(f"run {rec['id']} has no job '{job_key}' (jobs: {', '.join(jobs)})")
+        _fail(f"run {rec.id} has no job '{job_key}' (jobs: {', '.join(jobs)})")
     shown = 0
     for key, job in jobs.items():
         if job_key and key != job_key:
             continue
-        steps = job["steps"]
-        if step_key and not any(s["key"] == step_key for s in steps):
+        steps = job.steps
+        if step_key and not any(s.key == step_key for s in steps):
             _fail(f"job '{key}' has no step '{step_key}' "
-                  f"(steps: {', '.join(s['key'] for s in steps)})")
+                  f"(steps: {', '.join(s.key for s in steps)})")
         sources = _log_sources(job)
         for where, source in sources:
             for step in source:
-                if step_key and step["key"] != step_key:
+                if step_key and step.key != step_key:
                     continue
-                if not step.get("log"):
+                if not step.log:
                     continue
                 try:
-                    with open(os.path.join(path, step["log"]), encoding="utf-8",
+                    with open(os.path.join(path, step.log), encoding="utf-8",
                               errors="replace") as fh:
                         text = fh.read()
                 except OSError:
                     continue
                 if not (job_key and step_key and len(sources) == 1):
-                    click.echo(f"==> {key}/{step['key']}{where} ({step['status']}) <==")
+                    click.echo(f"==> {key}/{step.key}{where} ({step.status.value}) <==")
                 click.echo(text, nl=False)
                 shown += 1
     if not shown and step_key:
         click.echo(f"(step {job_key}/{step_key} wrote no log: it did not run)", err=True)
 
 
-def _log_sources(job: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+def _log_sources(job: JobRecord) -> list[tuple[str, list[StepRecord]]]:
     """A job's step lists whose logs `flowray logs` shows: earlier attempts first, then the
     last one, then the other ranks of a multi-node job; each with its label."""
-    out: list[tuple[str, list[dict[str, Any]]]] = []
-    previous = job.get("previous_attempts") or []
+    out: list[tuple[str, list[StepRecord]]] = []
+    previous = job.previous_attempts
     for prev in previous:
-        out.append((f" [attempt {prev['attempt']}: {prev['status']}]", prev.get("steps") or []))
-    last = f" [attempt {job.get('attempts', 1)}]" if previous else ""
-    out.append((last, job["steps"]))
-    for rank in (job.get("ranks") or [])[1:]:
-        label = f" [{last[2:-1]}, rank {rank['rank']}]" if last else f" [rank {rank['rank']}]"
-        out.append((label, rank.get("steps") or []))
+        out.append((f" [attempt {prev.attempt}: {_status_text(prev.status)}]", prev.steps))
+    last = f" [attempt {job.attempts}]" if previous else ""
+    out.append((last, job.steps))
+    for rank in job.ranks[1:]:
+        label = f" [{last[2:-1]}, rank {rank.rank}]" if last else f" [rank {rank.rank}]"
+        out.append((label, rank.steps))
     return out
 
 
@@ -250,8 +279,9 @@ def cancel(run_ref: str, workdir: str | None, address: str | None,
            wait_s: float | None) -> None:
     """Cancel a running run (RUN: id, unique prefix, or 'last') and wait until it stopped.
 
-    A local run's process gets SIGTERM, as with Ctrl-C: every step gets SIGTERM, then SIGKILL
-    after the grace period. With --address, Ray stops the submitted run the same way.
+    A local run is reached through the control channel in its run folder and stops as with
+    Ctrl-C: every step gets SIGTERM, then SIGKILL after the grace period. With --address, Ray
+    stops the submitted run the same way.
     """
     if wait_s is not None and wait_s < 0:
         _fail("--wait must be 0 or more")
@@ -278,66 +308,37 @@ def _cancel_remote(address: str, ref: str, wait_s: float) -> None:
     click.echo(f"run {run.id} {run.status}")
 
 
-def _process_started(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch); None if it is gone (or a
-    zombie). Where /proc is missing: the current time if the process exists."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        with open("/proc/stat", encoding="ascii") as fh:
-            boot = next(float(line.split()[1]) for line in fh if line.startswith("btime "))
-    except FileNotFoundError:
-        if os.path.isdir("/proc/self"):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return time.time()
-    except (OSError, StopIteration, IndexError, ValueError):
-        return None
-    if fields[0] == "Z":
-        return None
-    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-
-
 def _cancel_local(workdir: str | None, ref: str, wait_s: float) -> None:
+    """Ask a run of this workspace to stop through its control channel (a FIFO in its run
+    folder that the run's process reads), then wait for its record to say it ended."""
     import socket
 
+    from flowray.runtime.control import CONTROL_FILE, ChannelGone, send_cancel
     from flowray.store.records import RecordError, read_record
 
     path, rec = _load_run(workdir, ref)
     run_id, state = rec.get("id", ref), rec.get("status")
     if state != "running":
         _fail(f"run {run_id} already ended: {state}", EXIT_FAILED)
-    pid, host = rec.get("pid"), rec.get("host")
-    if not isinstance(pid, int) or not host:
-        _fail(f"run {run_id} was recorded by a flowray that did not record its process: stop "
-              f"it with Ctrl-C in the terminal where it runs", EXIT_FAILED)
-        raise AssertionError
-    here = socket.gethostname()
-    if host != here:
+    host, here = rec.get("host"), socket.gethostname()
+    if host and host != here:
         _fail(f"run {run_id} runs on host '{host}', not on this one ('{here}'): run "
               f"`flowray cancel {run_id}` there", EXIT_FAILED)
-    started = _process_started(pid)
-    # A process that started after the run did is another one that got the same pid.
-    if started is None or (rec.get("started") and started > float(rec["started"]) + 2):
-        _fail(f"run {run_id} is recorded as running, but its process (pid {pid}) is gone: "
-              f"the run was lost (stopped before it could record its end); there is nothing "
-              f"to cancel", EXIT_FAILED)
+    lost = (f"run {run_id} is recorded as running, but its process is gone: the run was lost "
+            f"(stopped before it could record its end); there is nothing to cancel")
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        _fail(f"run {run_id} ended as it was being cancelled (its process, pid {pid}, is "
-              f"gone)", EXIT_FAILED)
+        send_cancel(path, "cancelled with flowray cancel")
+    except ChannelGone:
+        _fail(lost, EXIT_FAILED)
     except PermissionError:
-        _fail(f"not allowed to signal the process of run {run_id} (pid {pid}): cancel it as "
-              f"the user who started it", EXIT_FAILED)
-    click.echo(f"cancelling run {run_id}: sent SIGTERM to its process (pid {pid}); its steps "
-               f"get SIGTERM, then SIGKILL after the grace period...", err=True)
+        _fail(f"not allowed to cancel run {run_id}: it was started by another user",
+              EXIT_FAILED)
+    except OSError as exc:
+        _fail(f"cannot reach run {run_id}: {exc.strerror or exc}", EXIT_FAILED)
+    click.echo(f"cancelling run {run_id}: its steps get SIGTERM, then SIGKILL after the grace "
+               f"period...", err=True)
     deadline = time.monotonic() + wait_s
+    channel = os.path.join(path, CONTROL_FILE)
     while True:
         try:
             rec = read_record(path)
@@ -346,13 +347,18 @@ def _cancel_local(workdir: str | None, ref: str, wait_s: float) -> None:
         state = rec.get("status")
         if state != "running":
             break
-        if _process_started(pid) is None:
-            _fail(f"the process of run {run_id} (pid {pid}) ended without recording the "
-                  f"run's end: the run was lost", EXIT_FAILED)
+        if not os.path.exists(channel):
+            time.sleep(0.5)  # the channel closes just before the final record is written
+            with contextlib.suppress(RecordError):
+                state = read_record(path).get("status")
+            if state == "running":
+                _fail(f"the process of run {run_id} ended without recording the run's end: "
+                      f"the run was lost", EXIT_FAILED)
+            break
         if time.monotonic() >= deadline:
-            _fail(f"run {run_id} did not stop within {wait_s:g}s (its process, pid {pid}, is "
-                  f"still stopping its steps); check again with `flowray status {run_id}`, "
-                  f"or wait longer with --wait", EXIT_FAILED)
+            _fail(f"run {run_id} did not stop within {wait_s:g}s (its process is still "
+                  f"stopping its steps); check again with `flowray status {run_id}`, or wait "
+                  f"longer with --wait", EXIT_FAILED)
         time.sleep(0.1)
     if state != "cancelled":
         _fail(f"run {run_id} ended before it could be cancelled: {state}", EXIT_FAILED)
