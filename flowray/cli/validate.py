@@ -55,9 +55,15 @@ def validate(flows: tuple[str, ...], workdir: str | None, offline: bool) -> None
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["flow", "action"]))
+@click.argument("kind", type=click.Choice(["flow", "action", "record"]))
 def schema(kind: str) -> None:
-    """Print the JSON Schema of flow or action files (for editors)."""
+    """Print the JSON Schema of flow or action files (for editors), or of run records
+    (.flowray/runs/<run id>/record.json)."""
+    if kind == "record":
+        from flowray.runtime.record import record_schema
+
+        click.echo(json.dumps(record_schema(), indent=2))
+        return
     from flowray.spec import action_schema, flow_schema
 
     click.echo(json.dumps(flow_schema() if kind == "flow" else action_schema(), indent=2))
