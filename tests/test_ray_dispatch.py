@@ -346,3 +346,47 @@ def test_cluster_that_wants_a_token_gets_a_clear_error(
         "RAY_AUTH_TOKEN_PATH to a file that holds it), or put it in ~/.ray/auth_token; "
         "`ray get-auth-token` on the head node prints it\n"
     )
+
+
+def test_the_api_on_ray_gives_the_same_event_types(ws: Workspace,
+                                                   cluster: RayTestCluster) -> None:
+    import flowray
+    from flowray.runtime.events import JobStarted, StepFinished, StepLog
+
+    ws.flow("""
+        name: sweep
+        jobs:
+          cell:
+            strategy:
+              matrix:
+                k: [1, 2]
+            resources: {gpus: 1}
+            steps:
+              - run: echo "k=${{ matrix.k }} gpu=$CUDA_VISIBLE_DEVICES"
+          after:
+            needs: cell
+            steps:
+              - run: echo after
+    """)
+    run = flowray.start("flow.yaml", workdir=ws.root, backend=cluster.address)
+    events = list(run.events())
+    record = run.wait(120)
+    assert record.status.value == "success"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    local = flowray.start("flow.yaml", workdir=ws.root, gpus=["0", "1"])
+    local_events = list(local.events())
+    local.wait(60)
+    shape = [(e.type, getattr(e, "job", None)) for e in events]
+    local_shape = [(e.type, getattr(e, "job", None)) for e in local_events]
+    assert sorted(shape) == sorted(local_shape)  # the same events, whatever the backend
+    started = {e.job: e for e in events if isinstance(e, JobStarted)}
+    for key in ("cell.1", "cell.2"):
+        node = started[key].node
+        assert cluster.gpu[:8] in node or cluster.t4[:8] in node  # the node it ran on
+        assert started[key].gpus is not None and len(started[key].gpus or []) == 1
+        assert started[key].attempt == 1
+    lines = sorted(e.line.split(" gpu=")[0] for e in events if isinstance(e, StepLog))
+    assert lines == ["after", "k=1", "k=2"]
+    ends = [e for e in events if isinstance(e, StepFinished)]
+    assert {(e.job, e.status, e.kind) for e in ends} == {
+        ("cell.1", "success", "run"), ("cell.2", "success", "run"), ("after", "success", "run")}

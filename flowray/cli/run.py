@@ -214,21 +214,30 @@ def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
     try:
         sub = handle.events()
         out = sys.stdout
-        while True:
-            # A timeout, so that signal handlers run while nothing happens.
-            event = sub.get(0.5)
-            if event is None:
-                if sub.done:
-                    break
-                continue
+        try:
+            while True:
+                # A timeout, so that signal handlers run while nothing happens.
+                event = sub.get(0.5)
+                if event is None:
+                    if sub.done:
+                        break
+                    continue
+                if events:
+                    out.write(event.to_json() + "\n")
+                    if event.TYPE != "step.log":
+                        out.flush()
+                else:
+                    console.show(event)
             if events:
-                out.write(event.to_json() + "\n")
-                if event.TYPE != "step.log":
-                    out.flush()
-            else:
-                console.show(event)
-        if events:
-            out.flush()
+                out.flush()
+        except BrokenPipeError:
+            # Whoever read the output went away (`| head`): stop the run rather than leave
+            # its steps without a watcher; the record still tells how it ended.
+            sub.close()
+            handle.cancel(reason="the output of `flowray run` was closed")
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            interrupted["n"] += 1
         record = handle.wait_record()
     finally:
         for s, h in old.items():

@@ -351,7 +351,9 @@ class Subscription:
         self._file: IO[bytes] | None = None
         self._partial = b""
         self._pending: deque[Event] = deque()  # read from the file, not delivered yet
-        self.caught_up = 0  # how many times this observer had to read from the file
+        # How many times this observer fell behind and read from the file (joining a run
+        # that already emitted events counts as once).
+        self.caught_up = 1 if behind else 0
 
     # ------------------------------------------------------------------ bus side (its lock)
 
