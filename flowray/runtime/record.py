@@ -34,7 +34,13 @@ from pydantic_core import PydanticCustomError
 
 from flowray.spec.diagnostics import format_path
 from flowray.status import Status
-from flowray.store.records import RECORD_FILE, RecordError, read_record, runs_dir
+from flowray.store.records import (
+    RECORD_FILE,
+    RECORD_SCHEMA,
+    RecordError,
+    read_record,
+    runs_dir,
+)
 
 __all__ = [
     "RECORD_SCHEMA",
@@ -56,7 +62,6 @@ __all__ = [
 
 # The version of the record's shape. Bump it when a reader of the old shape would misread a
 # new record (a key changes meaning or type, a required key goes); adding keys needs no bump.
-RECORD_SCHEMA = 1
 
 # Problems a message lists before it says how many more there are.
 _SHOWN_PROBLEMS = 5

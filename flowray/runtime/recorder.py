@@ -28,9 +28,8 @@ from flowray.runtime.events import (
     StepStarted,
     Subscription,
 )
-from flowray.store.records import RECORD_FILE, write_json_atomic
+from flowray.store.records import RECORD_FILE, RECORD_SCHEMA, write_json_atomic
 
-RECORD_SCHEMA = 1
 # The record is rewritten at most this often while a run goes on (and always at the end).
 _RECORD_INTERVAL = 0.5
 # ... or less often for large runs: writing it may take at most this share of the time.

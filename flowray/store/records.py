@@ -16,6 +16,8 @@ from typing import Any
 from flowray.store.fs import write_json_atomic as write_json_atomic  # records are written so
 
 RECORD_FILE = "record.json"
+# The version of record.json's format (its "schema" key); flowray.runtime.record reads it.
+RECORD_SCHEMA = 1
 
 
 class RecordError(LookupError):
