@@ -10,8 +10,9 @@ from __future__ import annotations
 from flowray.actions.cache import ActionCache, CacheEntry, PinnedAction
 from flowray.actions.config import ActionsConfig, load_config
 from flowray.actions.errors import ActionError
-from flowray.actions.refs import ACTION_FILES, ActionRef, is_git_ref, parse_ref
+from flowray.actions.refs import ActionRef, is_git_ref, parse_ref
 from flowray.actions.venv import ensure_venv
+from flowray.spec.files import ACTION_FILES
 
 __all__ = [
     "ACTION_FILES",

@@ -41,7 +41,8 @@ from flowray.actions.names import (
     tag_problem,
     url_problem,
 )
-from flowray.actions.refs import ACTION_FILES, ActionRef, is_sha
+from flowray.actions.refs import ActionRef, is_sha
+from flowray.spec.files import ACTION_FILES, find_action_file
 from flowray.store.fs import TreeError, pack, remove_tree, unpack, write_bytes_atomic
 
 READY = "ready"
@@ -548,9 +549,9 @@ def _action_folder(ref: ActionRef, entry: str, sha: str) -> str:
     head = f"{ref.display()} ({sha[:7]})"
     if not os.path.isdir(folder):
         return _raise(f"{head}: the repository has no folder '{ref.subdir}'")
-    names = (ref.file,) if ref.file else ACTION_FILES
-    if not any(os.path.isfile(os.path.join(folder, n)) for n in names):
-        shown = f"{ref.subdir}/{names[0]}" if ref.subdir else names[0]
+    if find_action_file(folder, ref.file) is None:
+        name = ref.file or ACTION_FILES[0]
+        shown = f"{ref.subdir}/{name}" if ref.subdir else name
         return _raise(f"{head}: the repository has no {shown}")
     return folder
 

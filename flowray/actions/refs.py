@@ -21,9 +21,6 @@ from flowray.actions.names import (
     url_problem,
 )
 
-# The action file a repository (or its sub-folder) must hold when ``file:`` does not say otherwise.
-ACTION_FILES = ("action-datatorch.yaml", "action-datatorch.yml")
-
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 _OBJECT_KEYS = ("name", "tag", "git", "file")
 _LATEST = "latest"

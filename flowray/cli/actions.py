@@ -32,9 +32,9 @@ def actions_fetch(flows: tuple[str, ...], workdir: str | None) -> None:
     """Resolve and fetch every git action the flows use, and make the requirements
     environments of their python actions (for later --offline runs)."""
     from flowray.actions import ActionError, ensure_venv
+    from flowray.plan.pins import LazyGitActions
     from flowray.plan.plan import git_refs_of
     from flowray.spec import FlowError, load_flow
-    from flowray.store.flowcache import LazyGitActions
 
     workspace = os.path.abspath(workdir or os.getcwd())
     bad = False

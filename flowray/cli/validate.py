@@ -37,7 +37,7 @@ def validate(flows: tuple[str, ...], workdir: str | None, offline: bool) -> None
     workspace = os.path.abspath(workdir or os.getcwd())
     bad = False
     color = _stderr_color()
-    from flowray.store.flowcache import LazyGitActions
+    from flowray.plan.pins import LazyGitActions
 
     for path in flows:
         pinner = _lazy_pinner(workspace, True if offline else None, path)

@@ -154,6 +154,22 @@ class ActionPinner:
         return data, None, []
 
 
+class LazyGitActions:
+    """The validation hook for git actions (``flowray.spec.validate.GitActionLoader``), making
+    the run's pinner (and so reading the actions configuration) only if the flow has git
+    actions."""
+
+    def __init__(self, get_pinner: Callable[[], ActionPinner]) -> None:
+        self.get_pinner = get_pinner
+
+    def __call__(self, written: Any) -> tuple[ActionData | None, str | None, list[Diagnostic]]:
+        return self.get_pinner()(written)
+
+    def prefetch(self, written: list[Any]) -> None:
+        if written:
+            self.get_pinner().prefetch(written)
+
+
 def _write_json(path: str, data: Any) -> None:
     with contextlib.suppress(OSError):  # only costs speed next time
         write_json_atomic(path, data)

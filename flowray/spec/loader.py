@@ -16,6 +16,7 @@ from flowray.spec.diagnostics import (
     format_path,
     sort_diagnostics,
 )
+from flowray.spec.files import ACTION_FILES, find_action_file
 from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
 from flowray.spec.model_errors import (
     ACTION_SHAPES,
@@ -25,7 +26,7 @@ from flowray.spec.model_errors import (
 )
 from flowray.spec.models import Action, Flow
 from flowray.spec.types import ActionData, FlowData, InputSpecData
-from flowray.spec.validate import ACTION_FILES, FlowChecker, GitActionLoader, git_refs_in
+from flowray.spec.validate import FlowChecker, GitActionLoader, git_refs_in
 from flowray.spec.yamlpos import Parsed, Positions, YamlError, offset_col, parse_json, parse_yaml
 
 EXTENSIONS = (".yml", ".yaml", ".json")
@@ -157,8 +158,7 @@ def _load_action(
     named in diagnostics under ``shown`` (the folder as the user would write it)."""
     if not os.path.isdir(folder):
         return None, [Diagnostic(shown, 0, 0, "", "action folder not found")]
-    names = (file,) if file else ACTION_FILES
-    found = next((n for n in names if os.path.isfile(os.path.join(folder, n))), None)
+    found = find_action_file(folder, file)
     if found is None:
         wanted = f"'{file}'" if file else f"{ACTION_FILES[0]} (or {ACTION_FILES[1]})"
         return None, [Diagnostic(shown, 0, 0, "", f"no action file {wanted} in this folder")]

@@ -25,6 +25,7 @@ from flowray.spec.diagnostics import (
     did_you_mean,
     format_path,
 )
+from flowray.spec.files import ACTION_FILES, find_action_file
 from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
 from flowray.spec.types import ActionData, InputSpecData
 from flowray.spec.yamlpos import Positions
@@ -45,7 +46,6 @@ CONTEXTS = (
     "runner",
     "machine",
 )
-ACTION_FILES = ("action-datatorch.yaml", "action-datatorch.yml")
 
 # owner/repo, an optional sub-folder, an optional @ref
 _GIT_ACTION = re.compile(
@@ -441,7 +441,7 @@ class FlowChecker:
         shown = self.display(folder)
         if not os.path.isdir(folder):
             return None, f"not found: there is no folder '{shown}'"
-        if not any(os.path.isfile(os.path.join(folder, name)) for name in ACTION_FILES):
+        if find_action_file(folder) is None:
             expected = os.path.join(shown, ACTION_FILES[0])
             return None, f"has no action file: expected '{expected}' (or .yml)"
         action, problems = self.load_action(folder, shown)

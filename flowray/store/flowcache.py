@@ -1,225 +1,33 @@
-"""A cache of validated flows, so a run of an unchanged flow skips YAML parsing and pydantic.
+"""Moved; this module only forwards the old names until the modules being rewritten now
+(``flowray/runtime/api.py``, ``flowray/cli/run.py``) import from the new places. Delete it then.
 
-The key covers the flow file's bytes, the workspace, flowray's version and the validation code
-itself; an entry also lists the local action files validation read, with their size and mtime,
-and holds those actions' validated data. Any change to one of them makes the entry stale.
-Entries live in ``<workspace>/.flowray/cache/flows/``.
+- ``load_flow`` (the cached wrapper): ``flowray.plan.flowcache.load_flow_cached``
+- ``CachedFlow``, ``local_action_dirs``: ``flowray.plan.flowcache``
+- ``ActionTable``: ``flowray.plan.actions``
+- ``LazyGitActions``: ``flowray.plan.pins``
+- ``action_file``: ``flowray.spec.files``
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import flowray
-from flowray.spec.types import ActionData, FlowData
+from flowray.plan.actions import ActionTable as ActionTable
+from flowray.plan.flowcache import CachedFlow as CachedFlow
+from flowray.plan.flowcache import load_flow_cached as load_flow
+from flowray.plan.flowcache import local_action_dirs as local_action_dirs
+from flowray.spec.files import action_file as action_file
 
 if TYPE_CHECKING:
-    from flowray.plan.pins import ActionPinner, GitAction
+    from flowray.plan.pins import LazyGitActions as LazyGitActions
 
-ACTION_FILES = ("action-datatorch.yaml", "action-datatorch.yml")
-
-
-@dataclass
-class CachedFlow:
-    data: FlowData
-    warnings: list[str]
-    actions: dict[str, ActionData] = field(default_factory=dict)  # local action folder -> data
-    hit: bool = False
-    git: dict[str, GitAction] = field(default_factory=dict)  # ref key -> pinned git action
+__all__ = ["ActionTable", "CachedFlow", "LazyGitActions", "action_file", "load_flow",
+           "local_action_dirs"]
 
 
-def _code_fingerprint() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    parts = [flowray.__version__]
-    for sub in ("spec", "expr"):
-        folder = os.path.join(here, sub)
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            continue
-        for name in names:
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(folder, name))
-                parts.append(f"{name}:{st.st_mtime_ns}:{st.st_size}")
-    return "|".join(parts)
+def __getattr__(name: str) -> Any:
+    if name == "LazyGitActions":  # on use: it imports the actions package
+        from flowray.plan.pins import LazyGitActions
 
-
-def _stat_key(path: str) -> list[int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_mtime_ns, st.st_size]
-
-
-def local_action_dirs(flow: FlowData, workspace: str) -> list[str]:
-    out = []
-    for job in flow["jobs"].values():
-        for step in job["steps"]:
-            ref = step["action"]
-            if isinstance(ref, str) and ref.startswith("./"):
-                path = os.path.normpath(os.path.join(workspace, ref))
-                if path not in out:
-                    out.append(path)
-    return out
-
-
-def action_file(folder: str, file: str | None = None) -> str:
-    for name in (file,) if file else ACTION_FILES:
-        candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate):
-            return candidate
-    return os.path.join(folder, file or ACTION_FILES[0])
-
-
-class LazyGitActions:
-    """The validation hook for git actions (``flowray.spec.validate.GitActionLoader``), making
-    the run's pinner (and importing the actions package) only if the flow has git actions."""
-
-    def __init__(self, get_pinner: Callable[[], ActionPinner]) -> None:
-        self.get_pinner = get_pinner
-
-    def __call__(self, written: Any) -> Any:
-        return self.get_pinner()(written)
-
-    def prefetch(self, written: list[Any]) -> None:
-        if written:
-            self.get_pinner().prefetch(written)
-
-
-class ActionTable:
-    """Validated local actions of a run; loads (with pydantic) only those not already known."""
-
-    def __init__(self, known: dict[str, ActionData] | None = None) -> None:
-        self._known = dict(known or {})
-        self._lock = threading.Lock()
-
-    def __call__(self, path: str, file: str | None) -> ActionData:
-        with self._lock:
-            hit = self._known.get(path)
-            if hit is not None:
-                return hit
-            from flowray.spec import load_action
-
-            data = load_action(path, file=file)
-            self._known[path] = data
-            return data
-
-
-def load_flow(
-    path: str,
-    workspace: str,
-    *,
-    use_cache: bool = True,
-    pinner: Callable[[], ActionPinner] | None = None,
-) -> CachedFlow:
-    """The validated flow at ``path``; raises ``flowray.spec.FlowError`` when it is invalid.
-
-    Git actions are pinned on every call (``pinner`` makes the run's pinner, only when the flow
-    has some): an entry is reused only while each of its tags still points at the commit it
-    was validated with.
-    """
-    pins: list[ActionPinner] = []
-
-    def get_pinner() -> ActionPinner:
-        if not pins:
-            if pinner is None:
-                from flowray.actions import load_config
-                from flowray.plan.pins import ActionPinner
-
-                pins.append(ActionPinner(load_config(workspace)))
-            else:
-                pins.append(pinner())
-        return pins[0]
-
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        raw = None
-    entry_path = None
-    if raw is not None and use_cache:
-        key = hashlib.sha256(
-            b"\0".join([raw, os.path.abspath(workspace).encode(), _code_fingerprint().encode()])
-        ).hexdigest()[:32]
-        entry_path = os.path.join(workspace, ".flowray", "cache", "flows", f"{key}.json")
-        cached = _read_entry(entry_path, get_pinner)
-        if cached is not None:
-            return cached
-    from flowray.plan.plan import git_refs_of
-    from flowray.spec import load_action
-    from flowray.spec import load_flow as validate
-
-    loaded = validate(path, workspace=workspace, git_action=LazyGitActions(get_pinner))
-    warnings = [w.format() for w in loaded.warnings]
-    actions: dict[str, ActionData] = {}
-    deps: dict[str, list[int] | None] = {}
-    for folder in local_action_dirs(loaded.data, workspace):
-        file = action_file(folder)
-        deps[file] = _stat_key(file)
-        actions[folder] = load_action(folder)
-    written = git_refs_of(loaded.data)
-    git = {}
-    if written:
-        active = get_pinner()
-        keys = {active.key_of(w) for w in written}
-        git = {k: g for k, g in active.loaded.items() if k in keys}
-    result = CachedFlow(loaded.data, warnings, actions, git=git)
-    if entry_path is not None:
-        _write_entry(entry_path, result, deps)
-    return result
-
-
-def _read_entry(path: str, get_pinner: Callable[[], ActionPinner]) -> CachedFlow | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            entry = json.load(fh)
-        for dep, stamp in entry["deps"].items():
-            if _stat_key(dep) != stamp:
-                return None
-        flow = CachedFlow(entry["flow"], entry["warnings"], entry["actions"], hit=True)
-        git_shas: dict[str, str] = entry["git_shas"]
-        written: list[Any] = entry["git_refs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if written:
-        from flowray.actions import ActionError
-
-        pinner = get_pinner()
-        try:
-            pinned = pinner.resolve(written)
-        except ActionError:
-            return None  # validating again reports it where the flow uses it
-        if {k: p.sha for k, p in pinned.items()} != git_shas:
-            return None  # a tag moved (or the configuration changed): validate again
-        for w in written:
-            key = next(iter(pinner.resolve([w])))
-            if pinner.load(w, pinned[key])[0] is None:
-                return None
-        flow.git = dict(pinner.loaded)
-    return flow
-
-
-def _write_entry(path: str, flow: CachedFlow, deps: dict[str, Any]) -> None:
-    entry = {
-        "flow": flow.data,
-        "warnings": flow.warnings,
-        "actions": flow.actions,
-        "deps": deps,
-        "git_refs": [g.written for g in flow.git.values()],
-        "git_shas": {k: g.sha for k, g in flow.git.items()},
-    }
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(entry, fh)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written only costs speed
+        return LazyGitActions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

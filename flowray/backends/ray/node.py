@@ -460,7 +460,7 @@ def _run_job_here(run: RunStatic, request: JobRequest, spec: NodeSpec, node: Nod
         request.rank = spec.gang.rank
         gate = _gang_gate(run.hub, request.run_id, spec.gang, supervisor)
     masker = _NodeMasker([*request.secrets.values(), *spec.masks], events)
-    from flowray.store.flowcache import ActionTable
+    from flowray.plan.actions import ActionTable
 
     try:
         result = run_job(request, supervisor=supervisor, events=events, masker=masker,
