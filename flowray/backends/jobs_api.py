@@ -41,6 +41,9 @@ UPLOAD_LIMIT = 100 * 1024 * 1024
 BUNDLE_PREFIX = ".flowray-submit-"
 _PROBE_SECONDS = 5.0
 _FOLLOW_POLL_SECONDS = 0.5
+# What `python -m flowray` prints where that Python has no flowray: "<python>: No module
+# named flowray", a line of its own in the job's log (a step's lines are "job/step | ...").
+_NO_FLOWRAY = re.compile(r"^[^|\n]+: No module named '?flowray'?$", re.MULTILINE)
 _DASHBOARD_HELP = (
     "flowray talks to the Ray Jobs API of the cluster's dashboard, http://HEAD:8265 (8265 "
     "unless `ray start --dashboard-port` chose another port); start the head with "
@@ -365,8 +368,8 @@ class JobsApi:
 
     def submit(self, sub: Submission) -> str:
         """Ship ``sub.workspace`` and start the run; the submission id."""
-        entrypoint = [sub.python, "-m", "flowray", "run", sub.flow_file, "--address", "auto",
-                      *sub.run_args]
+        entrypoint = [*python_command(sub.python), "-m", "flowray", "run", sub.flow_file,
+                      "--address", "auto", *sub.run_args]
         for rel in (sub.flow_file, *sub.needed):
             if not shipped(sub.workspace, rel):
                 raise JobsApiError(
@@ -403,6 +406,27 @@ class JobsApi:
                 with contextlib.suppress(OSError):
                     os.unlink(bundle_path)
 
+    def missing_flowray(self, run: RemoteRun) -> str | None:
+        """Why ``run`` failed, with what to do, when it failed because the cluster's Python
+        could not import flowray (``python -m flowray`` said "No module named flowray");
+        None for any other run. Ray's message for a failed job ends with the end of its log,
+        which is read where the message does not have it."""
+        if run.status != FAILED or run.driver_exit_code != 1:
+            return None
+        found = _NO_FLOWRAY.search(run.message)
+        if found is None:
+            try:
+                found = _NO_FLOWRAY.search(self.logs(run.id)[-20_000:])
+            except JobsApiError:
+                return None
+        if found is None:
+            return None
+        python = _entrypoint_python(run.entrypoint) or "python"
+        return (f"the cluster's Python cannot import flowray ({found.group(0).strip()}): "
+                f"install flowray on the cluster's Python (pip install 'flowray[ray]' on "
+                f"every node, in the Python environment Ray runs there), or give --python "
+                f"the command of a Python on the head that has it (this run's: '{python}')")
+
     # ------------------------------------------------------------------------- errors
 
     def _error(self, exc: BaseException, submission_id: str | None = None) -> JobsApiError:
@@ -428,6 +452,30 @@ class Submission:
     grace: float
     python: str = "python"  # the cluster's Python that has flowray
     needed: Sequence[str] = ()  # files the run needs (relative): they must be shipped
+
+
+def python_command(python: str) -> list[str]:
+    """``--python``'s value as the words of a command (split as a shell would)."""
+    try:
+        words = shlex.split(python)
+    except ValueError as exc:
+        raise JobsApiError(f"--python '{python}' cannot be split like a command line: "
+                           f"{exc}") from None
+    if not words:
+        raise JobsApiError("--python is empty: give the command of the cluster's Python")
+    return words
+
+
+def _entrypoint_python(entrypoint: str) -> str:
+    """The Python command of a run's entrypoint (what comes before ``-m flowray``)."""
+    try:
+        words = shlex.split(entrypoint)
+    except ValueError:
+        return ""
+    for i in range(len(words) - 1):
+        if words[i:i + 2] == ["-m", "flowray"]:
+            return shlex.join(words[:i])
+    return ""
 
 
 def new_submission_id(flow_name: str) -> str:
