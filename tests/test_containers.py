@@ -253,16 +253,42 @@ def test_network_option_and_missing_images(
         "`docker load`)")
 
 
-def test_validate_refuses_container_steps_without_an_engine(
+NO_ENGINE = (
+    "no Docker engine answers at unix:///nonexistent/docker.sock: there is no socket there; "
+    "start one (as root: `dockerd &`, or `sudo systemctl start docker`), or set DOCKER_HOST to "
+    "an engine that runs (e.g. unix:///var/run/docker.sock or tcp://host:2375)"
+)
+
+
+def test_without_an_engine_container_steps_fail_when_they_run(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Validation never asks for an engine; each container step does, as it is about to run.
+    pytest.importorskip("docker", reason="the Docker SDK is not installed")
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    ws.flow(f"name: x\njobs: {{j: {{container: {IMAGE}, steps: [{{run: 'true'}}]}}}}\n")
+    ws.action("img", f"name: I\nruns: {{using: docker, image: {IMAGE}}}\n")
+    ws.action("built", "name: B\nruns: {using: docker, dockerfile: Dockerfile}\n",
+              Dockerfile=f"FROM {IMAGE}\n")
+    ws.flow(f"""
+        name: x
+        jobs:
+          first: {{steps: [{{run: echo before}}]}}
+          j: {{needs: first, container: {IMAGE}, steps: [{{run: 'true'}}]}}
+          k:
+            needs: first
+            steps:
+              - action: docker://{IMAGE}
+              - {{action: ./img, if: always()}}
+              - {{action: ./built, if: always()}}
+    """)
+    ws.cli("validate", "flow.yaml").assert_success()
     out = ws.run("flow.yaml")
-    assert out.exit_code == 2
-    assert out.stderr.startswith("flow.yaml:2:12: jobs.j.container: this needs a Docker engine: "
-                                 "no Docker engine answers at unix:///nonexistent/docker.sock")
-
+    assert out.exit_code == 1, out
+    jobs = ws.record()["jobs"]
+    assert jobs["first"]["status"] == "success"
+    assert [s["error"] for s in jobs["j"]["steps"]] == [NO_ENGINE]
+    assert [s["error"] for s in jobs["k"]["steps"]] == [
+        NO_ENGINE, NO_ENGINE, "action 'B': " + NO_ENGINE]
 
 
 def test_pinned_gpus_become_a_device_request(ws: Workspace, engine: Any) -> None:

@@ -9,8 +9,9 @@ import pytest
 from flowray.execute.outputs import OutputError, parse_output_file, parse_output_line
 from flowray.execute.secrets import Masker
 from flowray.execute.shell import ShellTemplateError, render_script
-from flowray.plan.graph import CycleError, find_cycle, topological_order
-from flowray.plan.plan import expand_matrix
+from flowray.plan.graph import CycleError, topological_order
+from flowray.spec.graph import find_cycle
+from flowray.spec.matrix import expand_matrix
 
 
 def test_output_lines() -> None:

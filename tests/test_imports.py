@@ -40,6 +40,25 @@ def test_validate_and_run_import_no_cluster_libraries(ws: Workspace) -> None:
     assert not {m for m in mods if m.split(".")[0] in HEAVY}
 
 
+def test_validate_never_asks_for_docker(ws: Workspace) -> None:
+    # A flow with container steps of every kind validates with no engine and no docker import.
+    ws.write("d/action-datatorch.yaml", "name: D\nruns: {using: docker, image: alpine}\n")
+    ws.flow("name: x\njobs:\n  j: {container: alpine, steps: [{run: 'true'}]}\n"
+            "  k: {steps: [{action: 'docker://alpine'}, {action: ./d}]}\n")
+    code = (
+        "import os\n"
+        "os.environ['DOCKER_HOST'] = 'unix:///nonexistent/docker.sock'\n"
+        "from flowray.cli import main\n"
+        "try:\n"
+        "    main(['validate', 'flow.yaml'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+    )
+    mods = _modules_after(code, str(ws.root))
+    assert not {m for m in mods if m.split(".")[0] in HEAVY}
+    assert "flowray.execute.container" not in mods
+
+
 def test_cached_run_does_not_import_pydantic(ws: Workspace) -> None:
     ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
     ws.run("flow.yaml").assert_success()  # fills the validated-flow cache

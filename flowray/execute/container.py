@@ -76,7 +76,9 @@ _client_lock = threading.Lock()
 
 
 def client() -> Any:
-    """The engine's client, checked with a ping once per process (and ``DOCKER_HOST``)."""
+    """The engine's client, checked with a ping once per process (and ``DOCKER_HOST``): the
+    check a container step makes as it is about to run (validation never asks for an engine).
+    ContainerError naming ``DOCKER_HOST`` and how to start an engine when none answers."""
     address = engine_address()
     with _client_lock:
         if address in _clients:
@@ -96,15 +98,6 @@ def client() -> Any:
             ) from None
         _clients[address] = c
         return c
-
-
-def check_engine() -> str | None:
-    """Why container steps cannot run here (None: an engine answers)."""
-    try:
-        client()
-    except ContainerError as exc:
-        return str(exc)
-    return None
 
 
 def ensure_image(image: str, policy: str) -> None:

@@ -19,8 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowray import expr
-
-TRUSTED_CONTEXTS = frozenset({"matrix", "variables", "flow", "job", "run", "runner", "machine"})
+from flowray.spec.shells import is_posix_shell, is_trusted
 
 _NONE, _SINGLE, _DOUBLE, _ANSI = 0, 1, 2, 3
 _HEREDOC = re.compile(r"<<(-?)[ \t]*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
@@ -115,10 +114,6 @@ def _reference(var: str, state: int) -> str:
     raise AssertionError(state)
 
 
-def _is_trusted(node: expr.Node) -> bool:
-    return all(ref.context in TRUSTED_CONTEXTS for ref in expr.references(node))
-
-
 def render_script(
     script: str,
     contexts: Mapping[str, Any],
@@ -141,7 +136,7 @@ def render_script(
         text = expr.to_text(value)
         out.append(script[last : part.start])
         last = part.end
-        if _is_trusted(node):
+        if is_trusted(node):
             out.append(text)
             continue
         if not posix:
@@ -165,30 +160,6 @@ def render_script(
         out.append(_reference(var, state))
     out.append(script[last:])
     return "".join(out), env
-
-
-def is_posix_shell(shell: str | None) -> bool:
-    """Whether ``shell`` (a step's ``shell:`` value) is one whose quoting flowray knows."""
-    if shell is None or shell in ("bash", "sh"):
-        return True
-    if shell in ("python", "python3"):
-        return False
-    import shlex
-
-    try:
-        words = shlex.split(shell)
-    except ValueError:
-        return False
-    return bool(words) and words[0].rsplit("/", 1)[-1] in ("bash", "sh", "dash", "zsh", "ksh")
-
-
-def untrusted_templates(script: str) -> list[str]:
-    """Sources of the templates in ``script`` that read untrusted contexts."""
-    return [
-        part.source
-        for part in expr.find_templates(script)
-        if not _is_trusted(expr.parse(part.source))
-    ]
 
 
 _BASH: str | None = None

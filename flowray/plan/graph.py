@@ -1,8 +1,11 @@
-"""The ``needs`` graph: ordering and cycle detection."""
+"""The ``needs`` graph: ordering, refused with a CycleError naming the cycle (found by
+``flowray.spec.graph.find_cycle``, which validation shares)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+
+from flowray.spec.graph import find_cycle
 
 
 class CycleError(ValueError):
@@ -11,35 +14,6 @@ class CycleError(ValueError):
     def __init__(self, cycle: list[str]) -> None:
         self.cycle = cycle
         super().__init__("jobs form a cycle through 'needs': " + " -> ".join(cycle))
-
-
-def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """A cycle in ``edges`` (node -> the nodes it needs) as ``[a, b, ..., a]``, or None.
-
-    Edges to nodes that are not keys of ``edges`` are ignored (unknown ids are reported elsewhere).
-    The search visits nodes in key order so the reported cycle is stable.
-    """
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(edges, white)
-    for root in edges:
-        if color[root] != white:
-            continue
-        path: list[str] = [root]
-        iters = [iter(sorted(n for n in edges[root] if n in color))]
-        color[root] = grey
-        while iters:
-            nxt = next(iters[-1], None)
-            if nxt is None:
-                color[path.pop()] = black
-                iters.pop()
-                continue
-            if color[nxt] == grey:
-                return [*path[path.index(nxt) :], nxt]
-            if color[nxt] == white:
-                color[nxt] = grey
-                path.append(nxt)
-                iters.append(iter(sorted(n for n in edges[nxt] if n in color)))
-    return None
 
 
 def topological_order(edges: Mapping[str, Iterable[str]]) -> list[str]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowray.plan.graph import topological_order
+from flowray.spec.matrix import expand_matrix
 from flowray.spec.types import FlowData, JobData
 
 
@@ -49,43 +49,6 @@ class Plan:
                 label = step["name"] or step["id"] or f"step {i + 1}"
                 lines.append(f"  {i + 1}. {label}: {first}")
         return lines
-
-
-def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Cells of a GitHub-style matrix: cartesian product, then ``exclude``, then ``include``.
-
-    An ``include`` entry extends every product cell it can join without changing an original
-    axis value; one that joins no cell becomes a cell of its own (which later entries do not
-    extend).
-    """
-    axes = {k: v for k, v in matrix.items() if k not in ("include", "exclude")}
-    include = list(matrix.get("include") or [])
-    exclude = list(matrix.get("exclude") or [])
-    cells: list[dict[str, Any]] = []
-    if axes:
-        keys = list(axes)
-        cells = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
-    cells = [c for c in cells if not any(_matches(c, ex) for ex in exclude)]
-    # Only the product's cells are candidates to extend; cells an include created are not.
-    originals = [dict(c) for c in cells]
-    product_cells = list(cells)
-    for entry in include:
-        joined = False
-        for cell, original in zip(product_cells, originals, strict=True):
-            if all(original.get(k, _MISSING) in (_MISSING, v) for k, v in entry.items()
-                   if k in axes):
-                cell.update(entry)
-                joined = True
-        if not joined:
-            cells.append(dict(entry))
-    return cells
-
-
-_MISSING = object()
-
-
-def _matches(cell: Mapping[str, Any], pattern: Mapping[str, Any]) -> bool:
-    return all(k in cell and cell[k] == v for k, v in pattern.items())
 
 
 def _cell_label(cell: Mapping[str, Any]) -> str:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from flowray.expr import ExprError, ExprSyntaxError, find_templates, is_template, parse, references
-from flowray.plan.graph import find_cycle
 from flowray.spec.diagnostics import (
     Diagnostic,
     KeyPath,
@@ -26,7 +25,10 @@ from flowray.spec.diagnostics import (
     format_path,
 )
 from flowray.spec.files import ACTION_FILES, find_action_file
+from flowray.spec.graph import find_cycle
 from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
+from flowray.spec.matrix import expand_matrix
+from flowray.spec.shells import is_posix_shell, untrusted_templates
 from flowray.spec.types import ActionData, InputSpecData
 from flowray.spec.yamlpos import Positions
 
@@ -141,7 +143,6 @@ class FlowChecker:
         self.jobs: dict[str, Any] = jobs if isinstance(jobs, dict) else {}
         variables = data.get("variables")
         self.variables = list(variables) if isinstance(variables, dict) else []
-        self.container_paths: list[KeyPath] = []  # steps and jobs that need a Docker engine
 
     # -- reporting
 
@@ -165,13 +166,6 @@ class FlowChecker:
             if isinstance(job, dict):
                 self.check_job(job_id, job)
         self.check_manual_inputs()
-        if self.container_paths:
-            from flowray.execute.container import check_engine
-
-            why = check_engine()
-            if why is not None:
-                for path in self.container_paths:
-                    self.report(path, f"this needs a Docker engine: {why}")
         return self.out
 
     def check_manual_inputs(self) -> None:
@@ -276,10 +270,6 @@ class FlowChecker:
                 step_scope = replace(scope, where="step", step_index=i)
                 self.check_step(step, (*base, "steps", i), step_scope)
         self.check_matrix_cells(job, base)
-        container = job.get("container")
-        if isinstance(container, str) or (
-                isinstance(container, dict) and isinstance(container.get("image"), str)):
-            self.container_paths.append((*base, "container"))  # (a malformed one: the model)
 
     def matrix_keys(self, job: Mapping[str, Any]) -> list[str] | None:
         strategy = job.get("strategy")
@@ -317,8 +307,6 @@ class FlowChecker:
 
     def check_run_safety(self, step: dict[str, Any], base: KeyPath) -> None:
         """Untrusted data cannot be passed safely into the script of a non-POSIX shell."""
-        from flowray.execute.shell import is_posix_shell, untrusted_templates
-
         run, shell = step.get("run"), step.get("shell")
         if not isinstance(run, str) or "${{" not in run or not isinstance(shell, str):
             return
@@ -338,8 +326,6 @@ class FlowChecker:
             )
 
     def check_matrix_cells(self, job: Mapping[str, Any], base: KeyPath) -> None:
-        from flowray.plan.plan import expand_matrix
-
         strategy = job.get("strategy")
         matrix = strategy.get("matrix") if isinstance(strategy, dict) else None
         if not isinstance(matrix, dict) or not matrix:
@@ -389,8 +375,6 @@ class FlowChecker:
         if ref.startswith("docker://"):
             if not ref[len("docker://"):].strip():
                 self.report(path, "'docker://' names no image: write docker://IMAGE[:TAG]")
-            else:
-                self.container_paths.append(path)
             return None
         m = _GIT_ACTION.match(ref)
         if m is None or any(p in (".", "..") for p in m.group("repo").split("/")):
@@ -454,8 +438,6 @@ class FlowChecker:
         self, action: ActionData, given: dict[str, Any], base: KeyPath, with_key: str
     ) -> None:
         name = action["name"]
-        if action["runs"]["using"] == "docker":
-            self.container_paths.append((*base, "action"))
         declared = action["inputs"]
         for key in given:
             if key not in declared:
