@@ -10,5 +10,6 @@ from flowray import __version__
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flowray")
 def main() -> None:
-    """Run DataTorch-style flows: on this machine, on a Ray cluster, or as a service."""
+    """Run DataTorch-style flows: on this machine, or on a Ray cluster (`run --ray`,
+    `run --address HOST:6379`, `submit --address http://HEAD:8265`)."""
 
