@@ -216,9 +216,11 @@ def test_complex_keys_are_refused() -> None:
 
 def test_deep_nesting_is_refused_without_crashing() -> None:
     deep = "[" * 100_000 + "]" * 100_000
-    assert errors(f"name: x\nvariables: {{v: {deep}}}\n") == (
-        "flow.yaml:2:142: the document is nested too deeply (more than 128 levels)"
-    )
+    # flowray stops at the 129th level (column 142), unless the libyaml of the PyYAML wheel
+    # has a limit of its own (1000 levels) and stops first, scanning ahead: its column then.
+    location, message = errors(f"name: x\nvariables: {{v: {deep}}}\n").split(": ", 1)
+    assert location in ("flow.yaml:2:142", "flow.yaml:2:1014")
+    assert message == "the document is nested too deeply (more than 128 levels)"
     block = "".join("  " * i + f"k{i}:\n" for i in range(200))
     assert errors("name: x\n" + block) == (
         "flow.yaml:130:257: the document is nested too deeply (more than 128 levels)"

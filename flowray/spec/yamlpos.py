@@ -31,6 +31,7 @@ except AttributeError:  # PyYAML built without libyaml
 
 MAX_DEPTH = 128
 MAX_VALUES = 250_000
+_TOO_DEEP = f"the document is nested too deeply (more than {MAX_DEPTH} levels)"
 
 _T = "tag:yaml.org,2002:"
 _STR, _NULL, _BOOL, _INT, _FLOAT = _T + "str", _T + "null", _T + "bool", _T + "int", _T + "float"
@@ -257,9 +258,7 @@ class _Builder:
         if path is None:
             raise self.fatal(pos, "a mapping key must be a plain value, not a list or a map")
         if len(self.stack) >= MAX_DEPTH:
-            raise self.fatal(
-                pos, f"the document is nested too deeply (more than {MAX_DEPTH} levels)", limit=True
-            )
+            raise self.fatal(pos, _TOO_DEEP, limit=True)
         tag = event.tag
         if tag not in (None, "!", _MAP if is_map else _SEQ):
             self.problem(pos, path, f"unsupported YAML tag '{_short_tag(tag)}'")
@@ -429,6 +428,12 @@ def parse_yaml(text: str, file: str) -> Parsed:
         for event in yaml.parse(text, Loader=_Parser):
             builder.feed(event)
     except yaml.YAMLError as exc:
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None \
+                and exc.problem == "exceeded maximum nesting depth":
+            # libyaml's own depth limit (1000 levels, in the libyaml of newer PyYAML wheels:
+            # 6.0.4, not 6.0.3): it scans a flow collection ahead, so it can come first.
+            line, col = _mark(exc.problem_mark)
+            raise YamlError(Diagnostic(file, line, col, "", _TOO_DEEP), limit=True) from None
         raise YamlError(_yaml_problem(file, exc, text)) from None
     except (UnicodeError, ValueError) as exc:  # e.g. lone surrogates the C reader cannot encode
         raise YamlError(Diagnostic(file, 0, 0, "", f"invalid YAML: {exc}")) from None
@@ -443,8 +448,7 @@ def parse_json(text: str, file: str) -> Parsed:
         problem = Diagnostic(file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")
         raise YamlError(problem) from None
     except RecursionError:
-        too_deep = f"the document is nested too deeply (more than {MAX_DEPTH} levels)"
-        raise YamlError(Diagnostic(file, 0, 0, "", too_deep), limit=True) from None
+        raise YamlError(Diagnostic(file, 0, 0, "", _TOO_DEEP), limit=True) from None
     except ValueError:  # an integer with more digits than Python converts
         raise YamlError(Diagnostic(file, 0, 0, "", "invalid JSON: a number is too long")) from None
     try:
