@@ -212,20 +212,23 @@ def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
         if in_main else {}
     try:
-        sub = handle.events()
+        # Room for a second of a very chatty step before the view reads from the file.
+        sub = handle.events(maxsize=100_000)
         out = sys.stdout
         try:
             while True:
-                # A timeout, so that signal handlers run while nothing happens.
-                event = sub.get(0.5)
+                event = sub.get(0)
+                if event is None:
+                    # Nothing waiting: show what was written, then wait (with a timeout, so
+                    # that signal handlers run while nothing happens).
+                    (out if events else console).flush()
+                    event = sub.get(0.5)
                 if event is None:
                     if sub.done:
                         break
                     continue
                 if events:
                     out.write(event.to_json() + "\n")
-                    if event.TYPE != "step.log":
-                        out.flush()
                 else:
                     console.show(event)
             if events:

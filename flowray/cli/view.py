@@ -74,8 +74,13 @@ class Console:
         return self._paint(label, code)
 
     def write(self, text: str) -> None:
+        """Write (not flushed: :meth:`flush` when no event waits, so a chatty step costs
+        no system call a line)."""
         with self._lock:
             self.stream.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
             self.stream.flush()
 
     def info(self, text: str) -> None:

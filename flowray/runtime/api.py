@@ -421,7 +421,8 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
             prepared.plan, options, dispatcher_factory=factory,
             gpu_count=cluster.gpus if cluster is not None else len(gpu_ids or []),
         )
-        writer = RecordWriter(coordinator.bus.subscribe(), coordinator.run_dir)
+        writer = RecordWriter(coordinator.bus.subscribe(skip=("step.log",)),
+                              coordinator.run_dir)
         coordinator.start_events()
     except BaseException:
         hold.close()

@@ -45,7 +45,6 @@ from flowray.runtime.events import (
     RunNotice,
     RunStarted,
     StepFinished,
-    StepLog,
     StepStarted,
 )
 from flowray.status import Status
@@ -302,9 +301,11 @@ class Coordinator:
                       log=step.log, started=step.started)
 
     def step_line(self, job_key: str, step: StepResult, line: str) -> None:
-        key, rank = self._split(job_key)
-        self.bus.emit(StepLog, job=key, step=step.index, stream="stdout", line=line,
-                      rank=rank)
+        if job_key in self.states:
+            self.bus.emit_log(job_key, step.index, line)
+        else:
+            key, rank = self._split(job_key)
+            self.bus.emit_log(key, step.index, line, rank)
 
     def step_finished(self, job_key: str, step: StepResult) -> None:
         key, rank = self._split(job_key)

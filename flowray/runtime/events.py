@@ -19,14 +19,18 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import IO, Any, ClassVar, TypeVar
 
 EVENTS_FILE = "events.jsonl"
+_DECODER = json.JSONDecoder()
 # Live events an observer may have waiting before it reads from the file instead.
 DEFAULT_QUEUE = 10_000
+# How long an observer may take to see an event (it sleeps this long before it waits to be
+# woken, so a step printing 100,000 lines a second wakes it every few hundred lines).
+DEFAULT_LATENCY = 0.005
 # A step.log event is written to the file at once, but the file is flushed at most this often
 # for them (every other event flushes it), so that a chatty step costs no write call a line.
 _LOG_FLUSH_SECONDS = 0.2
@@ -222,9 +226,28 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     return cls(seq=int(data["seq"]), time=str(data["time"]), run=str(data["run"]), **kwargs)
 
 
+class _Clock:
+    """ISO 8601 UTC times with milliseconds, made once per millisecond (a chatty step emits
+    many events in one)."""
+
+    __slots__ = ("_ms", "_text")
+
+    def __init__(self) -> None:
+        self._ms = -1
+        self._text = ""
+
+    def now(self) -> str:
+        ms = int(time.time() * 1000)
+        if ms != self._ms:
+            secs, milli = divmod(ms, 1000)
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + \
+                f".{milli:03d}Z"
+            self._ms = ms
+        return self._text
+
+
 def _now_iso() -> str:
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return _Clock().now()
 
 
 class EventBus:
@@ -244,6 +267,9 @@ class EventBus:
         self._subs: list[Subscription] = []
         self._closed = False
         self._flushed = time.monotonic()
+        self._clock = _Clock()
+        self._run_json = _json_str(run_id)
+        self._job_json: dict[str, str] = {}
         self.file_error: str | None = None
         self._fh: IO[str] | None
         try:
@@ -268,7 +294,7 @@ class EventBus:
             if self._closed:
                 return None
             self._seq += 1
-            event = cls(seq=self._seq, time=_now_iso(), run=self.run_id, **values)
+            event = cls(seq=self._seq, time=self._clock.now(), run=self.run_id, **values)
             fh = self._fh
             if fh is not None:
                 try:
@@ -283,6 +309,36 @@ class EventBus:
                 sub._offer(event)
         return event
 
+    def emit_log(self, job: str, step: int, line: str, rank: int | None = None,
+                 stream: str = "stdout") -> None:
+        """``emit(StepLog, ...)``, made cheap: a step may print 100,000 lines a second."""
+        with self._lock:
+            if self._closed:
+                return
+            self._seq += 1
+            seq = self._seq
+            now = self._clock.now()
+            event = StepLog(seq, now, self.run_id, job, step, stream, line, rank)
+            fh = self._fh
+            if fh is not None:
+                job_json = self._job_json.get(job)
+                if job_json is None:
+                    job_json = self._job_json[job] = _json_str(job)
+                try:
+                    fh.write(
+                        f'{{"seq":{seq},"time":"{now}","run":{self._run_json},'
+                        f'"type":"step.log","job":{job_json},"step":{step},'
+                        f'"stream":"{stream}","line":{_json_str(line)},'
+                        f'"rank":{"null" if rank is None else rank}}}\n')
+                    mono = time.monotonic()
+                    if mono - self._flushed > _LOG_FLUSH_SECONDS:
+                        fh.flush()
+                        self._flushed = mono
+                except (OSError, ValueError) as exc:
+                    self._file_failed(exc)
+            for sub in self._subs:
+                sub._offer(event)
+
     def _file_failed(self, exc: Exception) -> None:
         """(Holding the lock.) The file cannot be written (a full disk): observers are then
         never let fall behind (they would have nothing to catch up from)."""
@@ -294,10 +350,16 @@ class EventBus:
         for sub in self._subs:
             sub._unbounded()
 
-    def subscribe(self, *, after: int = 0, maxsize: int = DEFAULT_QUEUE) -> Subscription:
-        """An observer's view of the stream: every event with ``seq > after``, in order."""
+    def subscribe(self, *, after: int = 0, maxsize: int = DEFAULT_QUEUE,
+                  skip: Iterable[str] = (), latency: float = DEFAULT_LATENCY
+                  ) -> Subscription:
+        """An observer's view of the stream: every event with ``seq > after``, in order
+        (less the types in ``skip``, which it is never handed). ``latency``: how long the
+        observer may take to see an event, so that it wakes once for many events of a chatty
+        step rather than once for each."""
         with self._lock:
-            sub = Subscription(self, after=after, maxsize=maxsize, behind=after < self._seq)
+            sub = Subscription(self, after=after, maxsize=maxsize, behind=after < self._seq,
+                               skip=skip, latency=latency)
             if self.file_error is not None and after < self._seq:
                 raise RuntimeError(f"the events before now are lost: {self.file_error}")
             self._subs.append(sub)
@@ -340,12 +402,17 @@ class Subscription:
     Iteration ends after the run's last event (``run.finished``) was delivered.
     """
 
-    def __init__(self, bus: EventBus, *, after: int, maxsize: int, behind: bool) -> None:
+    def __init__(self, bus: EventBus, *, after: int, maxsize: int, behind: bool,
+                 skip: Iterable[str] = (), latency: float = DEFAULT_LATENCY) -> None:
         self._bus = bus
+        self._latency = latency
         self._max = max(1, maxsize)
-        self._queue: deque[Event] = deque()
+        self._skip = frozenset(skip)
+        self._queue: deque[Event] = deque()  # appended by the bus, popped by the observer
         self._cond = threading.Condition(threading.Lock())
+        self._waiting = False  # the observer waits on _cond: the bus must notify it
         self._next = after + 1  # the seq this observer wants next
+        self._read_upto = 0  # the last seq read from the file
         self._behind = behind  # reading from the file, not the queue
         self._ended = False  # the bus is closed: nothing new will come
         self._file: IO[bytes] | None = None
@@ -358,19 +425,22 @@ class Subscription:
     # ------------------------------------------------------------------ bus side (its lock)
 
     def _offer(self, event: Event) -> None:
-        with self._cond:
-            if self._behind:
-                return
-            if len(self._queue) >= self._max:
-                self._behind = True
-                self.caught_up += 1
-            else:
-                self._queue.append(event)
-            self._cond.notify_all()
+        # No lock on the way in: deque appends and pops are atomic, and the observer says
+        # when it waits (it sets _waiting before it looks at the queue a last time).
+        if self._behind or event.TYPE in self._skip:
+            return
+        if len(self._queue) >= self._max:
+            self._behind = True
+            self.caught_up += 1
+        else:
+            self._queue.append(event)
+        if self._waiting:
+            with self._cond:
+                self._cond.notify_all()
 
     def _end(self) -> None:
+        self._ended = True
         with self._cond:
-            self._ended = True
             self._cond.notify_all()
 
     def _unbounded(self) -> None:
@@ -386,23 +456,35 @@ class Subscription:
         """The next event; None when ``timeout`` passed first or the stream ended (see
         :attr:`done`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        queue = self._queue
         while True:
             if self._pending:
                 return self._take(self._pending.popleft())
-            with self._cond:
-                while self._queue:
-                    event = self._queue.popleft()
-                    if event.seq >= self._next:
-                        return self._take(event)
-                if not self._behind:
-                    if self._ended:
-                        return None
-                    wait = None if deadline is None else deadline - time.monotonic()
-                    if wait is not None and wait <= 0:
-                        return None
-                    self._cond.wait(wait)
+            while queue:
+                event = queue.popleft()
+                if event.seq >= self._next:
+                    return self._take(event)
+            if self._behind:
+                self._catch_up()
+                continue
+            ended = self._ended
+            if queue:
+                continue
+            if ended:
+                return None
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return None
+            if self._latency > 0 and (wait is None or wait > self._latency):
+                time.sleep(self._latency)
+                if queue or self._behind or self._ended:
                     continue
-            self._catch_up()
+            with self._cond:
+                self._waiting = True
+                # Looked at again after saying so: the bus notifies from now on.
+                if not (queue or self._behind or self._ended):
+                    self._cond.wait(wait)
+                self._waiting = False
 
     @property
     def done(self) -> bool:
@@ -422,13 +504,19 @@ class Subscription:
         if not data:
             return
         data = self._partial + data
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # an incomplete last line waits for the rest
-        for line in lines:
+        cut = data.rfind(b"\n") + 1
+        self._partial = data[cut:]  # an incomplete last line waits for the rest
+        skip = self._skip
+        decode = _DECODER.decode
+        for line in data[:cut].decode("utf-8", "replace").splitlines():
             if not line:
                 continue
-            record = json.loads(line)
-            if int(record.get("seq", 0)) >= self._next + len(self._pending):
+            record = decode(line)
+            seq = int(record.get("seq", 0))
+            if seq <= self._read_upto:
+                continue
+            self._read_upto = seq
+            if seq >= self._next and record.get("type") not in skip:
                 self._pending.append(event_from_dict(record))
 
     def _catch_up(self) -> None:
@@ -444,6 +532,8 @@ class Subscription:
                 return
             with self._cond:
                 self._queue.clear()
+                if bus._seq >= self._next:
+                    self._next = bus._seq + 1  # what is left was all skipped
                 self._behind = False
                 if self._ended and self._file is not None:
                     self._file.close()
