@@ -1,13 +1,15 @@
 """Steps in containers, through the Docker engine's Python SDK (the only module that imports
 ``docker``).
 
-A container step is described by a :class:`ContainerRun` (image, command, the step's own
-environment, the folders to mount, user, network, GPUs) and run by :func:`run_container`, which
-gives the job runner what a process step gives it: each output line as it comes, the exit code,
-whether the step timed out or was cancelled. Timeout and cancel stop the container (SIGTERM,
-the grace period, SIGKILL: ``docker stop``); the container is removed whatever happens. Every
-container carries the label ``flowray.run=<run id>``, so :func:`remove_run_containers` can
-remove what a run left (a coordinator killed with SIGKILL).
+A container step is described by a :class:`~flowray.execute.step_request.ContainerRun` (image,
+command, the step's own environment, the folders to mount, user, network, GPUs), made from the
+step and its job (anything shaped like :class:`ContainerJob`), and run by
+:func:`run_container`, which gives the job runner what a process step gives it: each output
+line as it comes, the exit code, whether the step timed out or was cancelled. Timeout and
+cancel stop the container (SIGTERM, the grace period, SIGKILL: ``docker stop``); the container
+is removed whatever happens. Every container carries the label ``flowray.run=<run id>``, so
+:func:`remove_run_containers` can remove what a run left (a coordinator killed with SIGKILL).
+The engine is asked for when a step is about to use it, never by validation.
 
 Images: ``if-not-present`` (default), ``always`` or ``never`` pulled (``FLOWRAY_PULL``);
 Dockerfile actions are built once per action commit and found again by their tag.
@@ -22,14 +24,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from flowray.execute.process import ProcessOutcome, ProcessSupervisor
+from flowray.execute.step_request import ContainerRun
 from flowray.spec.types import ActionData
-
-if TYPE_CHECKING:
-    from flowray.execute.job import JobRequest
 
 RUN_LABEL = "flowray.run"
 JOB_LABEL = "flowray.job"
@@ -43,19 +42,26 @@ class ContainerError(Exception):
     """A container step could not run; the message says why and what to do."""
 
 
-@dataclass
-class ContainerRun:
-    image: str
-    command: list[str] | None = None  # None: the image's CMD
-    entrypoint: list[str] | None = None  # None: the image's ENTRYPOINT
-    env: dict[str, str] = field(default_factory=dict, repr=False)
-    workdir: str | None = None
-    mounts: list[tuple[str, str, str]] = field(default_factory=list)  # (host, container, mode)
-    user: str | None = None
-    network: str | None = None  # None: the engine's default
-    gpus: list[str] | None = None  # GPU ids pinned to the job: device requests
-    labels: dict[str, str] = field(default_factory=dict)
-    pull: str = "if-not-present"
+class ContainerJob(Protocol):
+    """What making a container step reads of its job (``execute.job.JobRequest`` has it)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def workspace(self) -> str: ...
+
+    @property
+    def run_dir(self) -> str: ...
+
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+    @property
+    def gpus(self) -> list[str] | None: ...
 
 
 def pull_policy(env: Mapping[str, str] | None = None) -> str:
@@ -154,8 +160,10 @@ def build_image(context: str, dockerfile: str, key: str, network: str | None = N
 
 
 def run_container(run: ContainerRun, on_line: Callable[[str], None],
-                  supervisor: ProcessSupervisor, timeout: float | None) -> ProcessOutcome:
-    """Run ``run`` to its end, like ``ProcessSupervisor.run`` runs a process."""
+                  supervisor: ProcessSupervisor) -> ProcessOutcome:
+    """Run ``run`` to its end (stopped after ``run.timeout``), like ``ProcessSupervisor.run``
+    runs a process. The engine is asked for first: without one the outcome's error says so."""
+    timeout = run.timeout
     started = time.time()
     if supervisor.cancelled:
         return ProcessOutcome(None, started, started, cancelled=True)
@@ -252,7 +260,7 @@ def _stream(container: Any, on_line: Callable[[str], None]) -> None:
 # ----------------------------------------------------------------------------- what to run
 
 
-def _mounts(req: JobRequest) -> list[tuple[str, str, str]]:
+def _mounts(req: ContainerJob) -> list[tuple[str, str, str]]:
     """The workspace (and the run folder, where it is elsewhere: a Ray node) at the same paths
     inside as outside, so every path flowray gives the step means the same thing there."""
     mounts = [(req.workspace, req.workspace, "rw")]
@@ -262,12 +270,12 @@ def _mounts(req: JobRequest) -> list[tuple[str, str, str]]:
     return mounts
 
 
-def _network(req: JobRequest) -> str | None:
+def _network(req: ContainerJob) -> str | None:
     return (req.env.get("FLOWRAY_DOCKER_NETWORK") or os.environ.get("FLOWRAY_DOCKER_NETWORK")
             or None)
 
 
-def _base(image: str, req: JobRequest, cwd: str, env: dict[str, str]) -> ContainerRun:
+def _base(image: str, req: ContainerJob, cwd: str, env: dict[str, str]) -> ContainerRun:
     container_env = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
     return ContainerRun(
         image=image, env=container_env, workdir=cwd, mounts=_mounts(req),
@@ -280,7 +288,7 @@ def _base(image: str, req: JobRequest, cwd: str, env: dict[str, str]) -> Contain
 
 
 def job_container_run(spec: Any, argv: list[str], cwd: str, env: dict[str, str],
-                      req: JobRequest, ctx: dict[str, Any]) -> ContainerRun:
+                      req: ContainerJob, ctx: dict[str, Any]) -> ContainerRun:
     """A ``run`` step of a job with ``container:``: the step's command in the job's image."""
     from flowray import expr
 
@@ -298,7 +306,7 @@ def job_container_run(spec: Any, argv: list[str], cwd: str, env: dict[str, str],
     return run
 
 
-def image_step_run(image: str, given: dict[str, Any], cwd: str, req: JobRequest
+def image_step_run(image: str, given: dict[str, Any], cwd: str, req: ContainerJob
                    ) -> ContainerRun:
     """``action: docker://image``: the image's own entrypoint and command, or ``with:
     {entrypoint, args}``; every input also as ``INPUT_<NAME>``."""
@@ -319,7 +327,7 @@ def image_step_run(image: str, given: dict[str, Any], cwd: str, req: JobRequest
 
 
 def action_run(action: ActionData, path: str, ctx: dict[str, Any], cwd: str,
-               req: JobRequest, *, key: str) -> ContainerRun:
+               req: ContainerJob, *, key: str) -> ContainerRun:
     """An action with ``runs.using: docker``: its ``image`` (or the image its ``dockerfile``
     builds, once per commit), ``entrypoint`` and templated ``args``."""
     from flowray import expr

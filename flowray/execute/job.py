@@ -28,6 +28,7 @@ from flowray.execute.outputs import (
 from flowray.execute.process import ProcessOutcome, ProcessRequest, ProcessSupervisor, stop_groups
 from flowray.execute.secrets import Masker
 from flowray.execute.shell import ShellTemplateError, render_script, shell_command
+from flowray.execute.step_request import ContainerRun, StepRequest
 from flowray.spec.types import ActionData, InputSpecData, JobData, StepData
 from flowray.status import Status
 
@@ -315,6 +316,11 @@ class JobRunner:
         return JobResult(status, self.results, outputs, started, time.time(), error,
                          artifacts=artifacts, reports=reports, warnings=warnings)
 
+    def _output_file(self, result: StepResult) -> str:
+        """The step's ``$FLOWRAY_OUTPUT`` (read here whatever the step's environment says)."""
+        name = f"{_safe_name(self.req.key)}.{result.index + 1}"
+        return os.path.join(self.req.run_dir, "outputs", name)
+
     def _directory(self, ctx: Mapping[str, Any], step_dir: str | None = None) -> str:
         """The job's working directory (and a step's below it), templates rendered."""
         cwd = self.req.workspace
@@ -395,7 +401,7 @@ class JobRunner:
         result.started = time.time()
         self.events.step_started(self.req.key, result)
         outcome = self._execute(request, result)
-        self._collect(step, result, outcome, request.env["FLOWRAY_OUTPUT"], action, env_ctx)
+        self._collect(step, result, outcome, self._output_file(result), action, env_ctx)
 
     def _finish_without_process(
         self, result: StepResult, step: StepData, error: str, *, ctx: Mapping[str, Any] | None
@@ -439,10 +445,10 @@ class JobRunner:
         env: dict[str, str],
         ctx: dict[str, Any],
         remaining: float | None,
-    ) -> tuple[ProcessRequest, ActionData | None]:
+    ) -> tuple[StepRequest, ActionData | None]:
         req = self.req
         run_dir = req.run_dir
-        output_file = os.path.join(run_dir, "outputs", f"{_safe_name(req.key)}.{result.index + 1}")
+        output_file = self._output_file(result)
         own = dict(env)  # what flowray gives the step, as opposed to its own environment
         own.update(
             {
@@ -458,7 +464,7 @@ class JobRunner:
         )
         cwd = self._directory(ctx, step["working_directory"])
         action: ActionData | None = None
-        container: Any = None
+        container: ContainerRun | None = None
         job_container = req.job["container"]
         if step["run"] is not None:
             script_file = os.path.join(
@@ -503,12 +509,14 @@ class JobRunner:
             self._job_deadline_governs = True
         else:
             self._job_deadline_governs = False
-        return ProcessRequest(argv=argv or ["container"], env=proc_env, cwd=cwd, timeout=timeout,
-                              container=container), action
+        if container is not None:
+            container.timeout = timeout
+            return container, action
+        return ProcessRequest(argv=argv, env=proc_env, cwd=cwd, timeout=timeout), action
 
     def _action_command(
         self, step: StepData, index: int, ctx: dict[str, Any], own: dict[str, str], cwd: str
-    ) -> tuple[ActionData | None, list[str], dict[str, str], Any]:
+    ) -> tuple[ActionData | None, list[str], dict[str, str], ContainerRun | None]:
         """The step's action: (its data, argv, its env, a ContainerRun for container ones)."""
         ref = step["action"]
         if isinstance(ref, str) and ref.startswith("docker://"):
@@ -597,7 +605,7 @@ class JobRunner:
                 out[name] = value  # undeclared: validation warned; pass it on as given
         return out
 
-    def _execute(self, request: ProcessRequest, result: StepResult) -> ProcessOutcome:
+    def _execute(self, request: StepRequest, result: StepResult) -> ProcessOutcome:
         key = self.req.key
         masker = self.masker
         events = self.events
@@ -627,11 +635,10 @@ class JobRunner:
                 log.write(line + "\n")
                 events.step_line(key, result, line)
 
-            if request.container is not None:
+            if isinstance(request, ContainerRun):
                 from flowray.execute.container import run_container
 
-                outcome = run_container(request.container, on_line, self.supervisor,
-                                        request.timeout)
+                outcome = run_container(request, on_line, self.supervisor)
             else:
                 outcome = self.supervisor.run(request, on_line)
         if outcome.pgid:

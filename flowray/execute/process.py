@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 # How long a step's processes get between SIGTERM and SIGKILL when stopped.
 DEFAULT_GRACE_SECONDS = 5.0
@@ -38,7 +37,6 @@ class ProcessRequest:
     env: dict[str, str] = field(repr=False)
     cwd: str
     timeout: float | None = None  # seconds
-    container: Any = None  # a container step: its ContainerRun (execute/container.py)
 
     def __post_init__(self) -> None:
         if not self.argv or not self.argv[0]:
