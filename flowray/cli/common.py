@@ -90,23 +90,21 @@ def _print_diagnostics(exc: Exception) -> None:
         click.echo(str(exc), err=True)
 
 
-
 def _lazy_pinner(workspace: str, offline: bool | None, flow: str | None = None) -> Any:
-    """A function returning the run's one ActionPinner, made on first use (it imports the
-    actions package, which flows without git actions never need). ``offline``: True or False
-    overrides the configuration; None keeps it."""
-    made: list[Any] = []
+    """The runtime's lazily made ActionPinner, its messages on stderr and a configuration that
+    cannot be read an error (exit 2)."""
+    from flowray.runtime.api import lazy_pinner
+    from flowray.runtime.errors import StartError
 
-    def get() -> Any:
-        if not made:
-            from flowray.plan.pins import ActionPinner
+    get = lazy_pinner(workspace, offline, flow, lambda line: click.echo(line, err=True))
 
-            config = _actions_config(workspace, offline)
-            made.append(ActionPinner(config, on_event=lambda line: click.echo(line, err=True),
-                                     flow=flow))
-        return made[0]
+    def checked() -> Any:
+        try:
+            return get()
+        except StartError as exc:
+            _fail(str(exc))
 
-    return get
+    return checked
 
 
 def _actions_config(workspace: str, offline: bool | None = None) -> Any:

@@ -25,7 +25,6 @@ from flowray.cli.common import (
     _fmt_dur,
     _jobs_api,
     _jobs_errors,
-    _lazy_pinner,
     _pairs,
     _print_diagnostics,
     _read_submit_bundle,
@@ -33,7 +32,7 @@ from flowray.cli.common import (
     read_env_file,
 )
 from flowray.cli.view import Console
-from flowray.runtime.api import Run, coerce_run_inputs, local_gpus
+from flowray.runtime.api import Run, local_gpus
 from flowray.runtime.errors import PlanInvalid, RunInputError, StartError
 from flowray.spec.diagnostics import FlowError
 
@@ -256,23 +255,6 @@ def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
     return EXIT_FAILED if code is None else code
 
 
-def _validated_flow(flow_path: str, workspace: str, offline: bool) -> Any:
-    """The flow as `flowray validate` checks it; None (diagnostics printed) if invalid."""
-    from flowray.spec import FlowError, load_flow
-    from flowray.store.flowcache import LazyGitActions
-
-    pinner = _lazy_pinner(workspace, True if offline else None, flow_path)
-    try:
-        loaded = load_flow(flow_path, workspace=workspace, git_action=LazyGitActions(pinner))
-    except FlowError as exc:
-        _print_diagnostics(exc)
-        return None
-    color = _stderr_color()
-    for w in loaded.warnings:
-        click.echo(w.format(color=color), err=True)
-    return loaded.data
-
-
 @main.command()
 @click.argument("flow_path", metavar="FLOW", type=click.Path(dir_okay=False))
 @click.option("--address", default=None, metavar="URL",
@@ -305,9 +287,9 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
         resolve_address,
     )
     from flowray.execute.process import DEFAULT_GRACE_SECONDS
-    from flowray.plan.graph import CycleError
-    from flowray.plan.plan import PlanError, build_plan
-    from flowray.store.flowcache import action_file, local_action_dirs
+    from flowray.plan.flowcache import local_action_dirs
+    from flowray.runtime.api import prepare
+    from flowray.spec.files import action_file
 
     with _jobs_errors():
         url = resolve_address(address)
@@ -324,17 +306,23 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
     secret_values, env, event = _run_values(secrets, secret_file, env_file, event_file, {})
     raw_inputs = _pairs(inputs, "--input")
     matrix_filter = _pairs(matrix, "--matrix", sep=":")
-    flow = _validated_flow(flow_path, workspace, offline)
-    if flow is None:
-        sys.exit(EXIT_INVALID)
     try:
-        build_plan(flow, matrix_filter=matrix_filter, only_jobs=jobs)
-    except (PlanError, CycleError) as exc:
-        _fail(str(exc))
-    try:
-        coerce_run_inputs(dict(flow), raw_inputs)
+        prepared = prepare(flow_path, workdir=workspace, inputs=raw_inputs, jobs=jobs,
+                           matrix=matrix_filter, offline=True if offline else None,
+                           on_action_event=lambda line: click.echo(line, err=True))
     except RunInputError as exc:
         _input_failure(exc)
+    except PlanInvalid as exc:
+        _fail(exc.message)
+    except FlowError as exc:
+        _print_diagnostics(exc)
+        sys.exit(EXIT_INVALID)
+    except StartError as exc:
+        _fail(str(exc))
+    color = _stderr_color()
+    for w in prepared.warnings:
+        click.echo(click.style(w, fg="yellow") if color else w, err=True)
+    flow = prepared.cached.data
 
     run_args: list[str] = []
     for item in inputs:

@@ -24,12 +24,12 @@ from flowray.status import Status
 
 if TYPE_CHECKING:
     from flowray.execute.job import StepAction
+    from flowray.plan.flowcache import CachedFlow
     from flowray.plan.plan import Plan
     from flowray.runtime.coordinator import Coordinator
     from flowray.runtime.events import Subscription
     from flowray.runtime.record import RunRecord
     from flowray.runtime.recorder import RecordWriter
-    from flowray.store.flowcache import CachedFlow
 
 
 def _workspace(workdir: str | os.PathLike[str]) -> str:
@@ -61,8 +61,8 @@ def validate(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = 
     """Every error and warning of a flow (a path, or YAML text), as ``flowray validate``
     finds them; an empty list for a clean flow. Git actions are fetched (or read from the
     action cache) so that their inputs are checked too."""
+    from flowray.plan.pins import LazyGitActions
     from flowray.spec import load_flow
-    from flowray.store.flowcache import LazyGitActions
 
     workspace = _workspace(workdir)
     path = _flow_file(flow, workspace)
@@ -126,9 +126,9 @@ def prepare(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = "
     """Load and check ``flow`` and plan it; raises :class:`FlowError` (an invalid flow,
     :class:`PlanInvalid` for an unknown job or matrix filter, :class:`RunInputError` for a
     missing or ill-typed input)."""
+    from flowray.plan.flowcache import load_flow_cached as load_flow
     from flowray.plan.graph import CycleError
     from flowray.plan.plan import PlanError, build_plan
-    from flowray.store.flowcache import load_flow
 
     workspace = _workspace(workdir)
     path = _flow_file(flow, workspace)
@@ -363,9 +363,9 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     :class:`RunInputError` and :class:`StartError` before anything runs.
     """
     from flowray.execute.process import DEFAULT_GRACE_SECONDS
+    from flowray.plan.actions import ActionTable
     from flowray.runtime.coordinator import Coordinator, RunOptions
     from flowray.runtime.recorder import RecordWriter
-    from flowray.store.flowcache import ActionTable
 
     if cpus is not None and cpus <= 0:
         raise StartError("cpus must be more than 0")
