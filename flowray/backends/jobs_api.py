@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import math
 import os
 import re
@@ -160,20 +159,14 @@ def check_address(address: str, what: str) -> str:
 
 def _import_client() -> Any:
     try:
-        import aiohttp  # noqa: F401
-        import requests  # noqa: F401
-        from ray.job_submission import JobSubmissionClient
+        from flowray.backends.ray.jobs import submission_client_class
+
+        return submission_client_class()
     except ImportError as exc:
         raise JobsApiError(
             "talking to a Ray cluster's Jobs API needs Ray with its client libraries, which "
             f"are not installed here ({exc.name or exc}): pip install 'flowray[ray]' (it "
             "installs ray[default])") from exc
-    # Ray logs every upload and websocket at INFO (its modules set their own levels);
-    # flowray says what matters itself. Warnings (a very large file shipped) still show.
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith(("ray.dashboard", "ray._private.runtime_env")):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    return JobSubmissionClient
 
 
 def _token() -> tuple[str, str] | None:
@@ -497,27 +490,10 @@ def _write_private(path: str, text: str) -> None:
 
 def shipped(workspace: str, rel: str) -> bool:
     """Whether Ray ships the file ``rel`` of ``workspace`` in the job's working_dir: not left
-    out by SHIP_EXCLUDES or by the .gitignore and .rayignore files of its folders (Ray reads
-    those of every folder it walks through, as it zips)."""
-    try:
-        from ray._private.runtime_env.packaging import (
-            _get_excludes,
-            get_excludes_from_ignore_files,
-        )
-    except ImportError:  # pragma: no cover - another Ray: assume it ships the file
-        return True
-    root = Path(workspace).absolute()
-    path = root / rel
-    log = logging.getLogger(__name__)
-    checks = [_get_excludes(root, list(SHIP_EXCLUDES)),
-              *get_excludes_from_ignore_files(root, include_gitignore=True, logger=log)]
-    folder = root
-    for name in path.relative_to(root).parts[:-1]:
-        folder = folder / name
-        if any(check(folder) for check in checks):
-            return False
-        checks += get_excludes_from_ignore_files(folder, include_gitignore=True, logger=log)
-    return not any(check(path) for check in checks)
+    out by SHIP_EXCLUDES or by the .gitignore and .rayignore files of its folders."""
+    from flowray.backends.ray.jobs import ray_ships
+
+    return ray_ships(workspace, rel, SHIP_EXCLUDES)
 
 
 def _not_found(exc: BaseException) -> bool:

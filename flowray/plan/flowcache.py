@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import flowray
 from flowray.spec.files import action_file
 from flowray.spec.types import ActionData, FlowData
 from flowray.store.fs import write_json_atomic
@@ -36,8 +35,11 @@ class CachedFlow:
 
 
 def _code_fingerprint() -> str:
-    here = os.path.dirname(os.path.abspath(flowray.__file__))
-    parts = [flowray.__version__]
+    """The validation code: flowray's ``__init__.py`` (which holds its version) and every
+    module of ``spec`` and ``expr``, by size and modification time."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package
+    init = os.stat(os.path.join(here, "__init__.py"))
+    parts = [f"__init__.py:{init.st_mtime_ns}:{init.st_size}"]
     for sub in ("spec", "expr"):
         folder = os.path.join(here, sub)
         try:
