@@ -313,3 +313,37 @@ def test_run_events_cli_prints_json_lines(ws: Workspace) -> None:
     assert {"job.queued", "job.started", "step.started", "step.log", "step.finished",
             "job.finished"} <= {e["type"] for e in events}
     assert "▶" not in out.stdout  # no terminal view mixed in
+
+
+def test_a_script_that_exits_without_waiting_leaves_no_process(ws: Workspace) -> None:
+    import subprocess
+    import sys
+
+    ws.flow("""
+        name: forgotten
+        jobs:
+          sleeper:
+            steps:
+              - run: |
+                  sleep 300 &
+                  echo $! > sleep.pid
+                  wait
+    """)
+    ws.write("script.py", """
+        import pathlib, time
+        import flowray
+
+        run = flowray.start("flow.yaml", grace=1)
+        while not pathlib.Path("sleep.pid").exists():
+            time.sleep(0.02)
+        print(run.id)
+        # the script ends here, without run.wait() or run.cancel()
+    """)
+    out = subprocess.run([sys.executable, "script.py"], cwd=ws.root, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.strip()
+    assert not process_alive(int((ws.root / "sleep.pid").read_text()))
+    record = flowray.record(run_id, ws.root)
+    assert record.status is flowray.Status.CANCELLED
+    assert record.cancel_reason == "the Python process that started the run exited"

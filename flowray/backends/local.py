@@ -107,6 +107,7 @@ class LocalPool:
             result = JobResult(Status.FAILURE, [], {}, started, time.time(),
                                f"internal error in flowray: {exc!r}")
         finally:
+            result.node = result.node or self.host
             with self._lock:
                 self.free_cpus += cpus
                 if gpus:

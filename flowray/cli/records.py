@@ -138,7 +138,9 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
     for key, job in rec.jobs.items():
         attempts = f"  attempts {job.attempts}" if job.attempts > 1 else ""
         err = f"  ({job.error})" if job.error else ""
-        node = f"  on {job.node}" if job.node and not job.ranks else ""
+        # Where a job ran is news on Ray; on this machine it is this machine.
+        on_ray = rec.backend not in (None, "local")
+        node = f"  on {job.node}" if job.node and on_ray and not job.ranks else ""
         click.echo(f"  {key:<24} {job.status.value:<10} "
                    f"{_fmt_dur(job.started, job.ended):>8}{attempts}{node}{err}")
         for prev in job.previous_attempts:

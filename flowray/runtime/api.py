@@ -226,6 +226,22 @@ def local_gpus(prepared: Prepared, gpus: Sequence[str] | None) -> list[str]:
     return ids
 
 
+_LIVE: set[Run] = set()  # runs of this process that have not ended
+_LIVE_LOCK = threading.Lock()
+_AT_EXIT = False
+
+
+def _stop_live_runs() -> None:
+    """At interpreter exit: a run nobody waited for must not leave its steps running (they
+    would outlive the process, and the record would say ``running`` for ever)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for run in live:
+        run.cancel(reason="the Python process that started the run exited")
+    for run in live:
+        run.wait_record(timeout=run.grace + 30)
+
+
 class Run:
     """A run that was started: watch its events, wait for it, cancel it.
 
@@ -254,6 +270,14 @@ class Run:
                 self.run_dir, lambda reason: self.cancel(reason=reason))
         except OSError:
             self._control = None  # no FIFOs here: `flowray cancel` says it cannot reach it
+        global _AT_EXIT
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+            if not _AT_EXIT:
+                import atexit
+
+                atexit.register(_stop_live_runs)
+                _AT_EXIT = True
         self._thread = threading.Thread(target=self._main, name=f"flowray-run-{self.id}",
                                         daemon=True)
         self._thread.start()
@@ -276,6 +300,8 @@ class Run:
                     self._control.close()
                 self._writer.join()
                 self._done.set()
+                with _LIVE_LOCK:
+                    _LIVE.discard(self)
 
     # ------------------------------------------------------------------------- watching
 

@@ -193,7 +193,7 @@ class _RunFields(_Record):
     id: str = _f("the run's id")
     flow: FlowRef = _f("the flow that ran")
     workspace: str = _f("the workspace folder")
-    pid: int | None = _f("the process of the run (`flowray cancel` signals it)",
+    pid: int | None = _f("the process that ran the run",
                          default=None)
     host: str | None = _f("the host the run's process is on", default=None)
     status: StatusValue = _f("the run's status")

@@ -42,8 +42,15 @@ class RayConnectError(Exception):
     """Ray could not be started or reached; the message says why and what to do."""
 
 
+# This process's connection to Ray, shared by the runs it starts (the service, a notebook):
+# Ray allows one per process. ``owned``: flowray made it, and leaves it with the last run.
+_CONNECTION_LOCK = threading.Lock()
+_CONNECTION: dict[str, Any] = {"users": 0, "target": None, "owned": False}
+
+
 class RayCluster:
-    """The Ray this run uses; :meth:`close` disconnects (and stops an embedded Ray)."""
+    """The Ray this run uses; :meth:`close` disconnects (and stops an embedded Ray) when no
+    other run of this process uses it."""
 
     def __init__(self, *, address: str | None, nodes: list[dict[str, Any]]) -> None:
         self.address = address  # None: the embedded local Ray
@@ -59,7 +66,35 @@ class RayCluster:
         """Join the cluster at ``address``, or start an embedded Ray (``address`` None).
 
         ``cpus`` and ``gpus`` (ids) size the embedded Ray; Ray's own detection otherwise.
+        Several runs of one process share its connection: a second run for the same target
+        joins it; one for another target is refused (Ray allows one connection a process);
+        a connection the caller made with ``ray.init`` is used as it is, and never closed.
         """
+        with _CONNECTION_LOCK:
+            if _CONNECTION["users"] or ("ray" in sys.modules and _ray_connected()):
+                return cls._join(address)
+            cluster = cls._connect(address, cpus=cpus, gpus=gpus)
+            _CONNECTION.update(users=1, target=address, owned=True)
+            return cluster
+
+    @classmethod
+    def _join(cls, address: str | None) -> RayCluster:
+        import ray
+
+        if _CONNECTION["users"] == 0:  # the caller's own ray.init
+            _CONNECTION.update(users=1, target=address, owned=False)
+        elif _CONNECTION["owned"] and _CONNECTION["target"] != address:
+            where = _CONNECTION["target"] or "an embedded Ray"
+            raise RayConnectError(
+                f"this process is connected to {where} for another run; Ray allows one "
+                f"connection a process: run this one in another process (or wait)")
+        else:
+            _CONNECTION["users"] += 1
+        return cls(address=address, nodes=ray.nodes())  # type: ignore[no-untyped-call]
+
+    @classmethod
+    def _connect(cls, address: str | None, *, cpus: float | None,
+                 gpus: list[str] | None) -> RayCluster:
         if address is None:
             return cls._start_embedded(cpus, gpus)
         address = address.strip()
@@ -186,10 +221,22 @@ class RayCluster:
                 self._dispatcher.close()
                 self._dispatcher.sweep_nodes(self._run_id)
         finally:
-            ray.shutdown()
+            with _CONNECTION_LOCK:
+                _CONNECTION["users"] = max(0, _CONNECTION["users"] - 1)
+                last = _CONNECTION["users"] == 0
+                if last and _CONNECTION["owned"]:
+                    ray.shutdown()
+                if last:
+                    _CONNECTION.update(target=None, owned=False)
 
 
 # ----------------------------------------------------------------------------- connecting
+
+
+def _ray_connected() -> bool:
+    import ray
+
+    return bool(ray.is_initialized())
 
 
 def _import_ray() -> Any:
