@@ -306,7 +306,7 @@ def test_pinned_gpus_become_a_device_request(ws: Workspace, engine: Any) -> None
     assert out.exit_code == 1
     rec = ws.record()
     error = rec["jobs"]["j"]["steps"][0]["error"]
-    assert error.startswith("container for 'flowray-test/busybox:1' did not start: "), error
+    assert error.startswith(f"container for '{IMAGE}' did not start: "), error
     assert 'could not select device driver "nvidia"' in error, error
     assert left(engine, rec["id"]) == []
 

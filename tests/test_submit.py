@@ -7,9 +7,9 @@ without `ray stop` (which would stop every Ray on the machine): see :func:`_laun
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Outcome, Workspace, env_without_color, pids_with_env, process_alive
+from conftest import (
+    SESSION_MARK,
+    Outcome,
+    Workspace,
+    env_without_color,
+    kill_processes,
+    process_alive,
+    processes_of,
+)
 
 MARK = "FLOWRAY_TEST_RAY_HEAD"
 # Ray's own log-tailing client passes ssl=None to aiohttp.
@@ -86,8 +94,9 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _marked(temp_dir: str) -> list[int]:
-    """The processes of the head whose --temp-dir is ``temp_dir`` (all carry MARK)."""
-    return pids_with_env(f"{MARK}={temp_dir}")
+    """The processes of the head whose --temp-dir is ``temp_dir`` (all carry MARK, or hold
+    files below it, or descend from one that does)."""
+    return processes_of(temp_dir, f"{MARK}={temp_dir}")
 
 
 def _cmdlines(pids: list[int]) -> list[str]:
@@ -114,20 +123,27 @@ def _launch_head(mode: str, token: str = "") -> tuple[Head, subprocess.Popen[str
     process it finds, including other test runs'. So every process of this head carries the
     environment variable MARK=<its temp dir>, which Ray's processes inherit from `ray start`
     (GCS, raylet, dashboard, agents, workers, job drivers and the steps they start);
-    :func:`_stop_head` SIGKILLs exactly the processes that carry it, as `ray stop --force`
-    would. HOME is the temp dir too, so no ~/.ray/auth_token of the user is read or written.
+    :func:`_stop_head` SIGKILLs exactly those processes, as `ray stop --force` would, and the
+    ones that renamed themselves over it (whose files are below the temp dir, or whose parent
+    carries it). HOME is the temp dir too, so no ~/.ray/auth_token of the user is read or written.
     """
-    # A short path: Ray's unix sockets live under it (at most 107 characters).
-    temp_dir = tempfile.mkdtemp(prefix="frs-", dir="/tmp")
+    # A short path: Ray's unix sockets live under it (at most 107 characters). In the
+    # session's folder (conftest), removed with it should a head not be stopped.
+    temp_dir = tempfile.mkdtemp(prefix="frs-", dir=os.environ.get(SESSION_MARK, "/tmp"))
     head = Head(url="", temp_dir=temp_dir)
     ray = Path(sys.executable).with_name("ray")
     found = str(ray) if ray.exists() else shutil.which("ray")
     if found is None:
         return head, "the `ray` command is not installed: no Ray head can be started"
-    # Job entrypoints run `python -m flowray`: make `python` this interpreter.
+    # Job entrypoints run `python -m flowray`: make `python` this interpreter. A script that
+    # runs it by its own path, not a link to it: a Python started through a link looks for
+    # its virtual environment's pyvenv.cfg beside the link, finds none and runs as the base
+    # Python the environment was made from, without the flowray installed here.
     bin_dir = Path(temp_dir) / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
     env = dict(os.environ)
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "FLOWRAY_ADDRESS", "RAY_AUTH_TOKEN",
                  "RAY_AUTH_TOKEN_PATH", "CUDA_VISIBLE_DEVICES"):
@@ -169,16 +185,7 @@ def _await_head(proc: subprocess.Popen[str] | str) -> str | None:
 
 
 def _stop_head(head: Head) -> None:
-    for _ in range(3):  # a process may start while the others are being killed
-        pids = _marked(head.temp_dir)
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(process_alive(p) for p in pids):
-            time.sleep(0.05)
+    kill_processes(head.temp_dir, f"{MARK}={head.temp_dir}")
     shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
@@ -427,7 +434,7 @@ def test_files_the_run_needs_must_be_shipped(head: Head, ws: Workspace) -> None:
     assert not [p for p in ws.root.iterdir() if p.name.startswith(".flowray-submit-")]
 
 
-def test_a_head_without_flowray_gets_rays_reason(head: Head, ws: Workspace) -> None:
+def test_a_python_the_head_lacks_gets_rays_reason(head: Head, ws: Workspace) -> None:
     ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
     out = ws.cli("submit", "flow.yaml", "--address", head.url, "--python", "no-such-python")
     assert out.exit_code == 127, out
@@ -435,6 +442,40 @@ def test_a_head_without_flowray_gets_rays_reason(head: Head, ws: Workspace) -> N
     sid = next(x for x in out.stderr.splitlines() if x.startswith("submitted ")).split()[1]
     assert f"run {sid} FAILED (exit 127) in " in out.stderr
     assert out.stderr.splitlines()[-1] == "error: Job entrypoint command failed with exit code 127"
+
+
+def test_a_head_python_without_flowray_gets_told_to_install_it(
+    head: Head, ws: Workspace
+) -> None:
+    ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
+    # -S: no site-packages, so this Python cannot import the flowray installed in them.
+    python = shlex.join([sys.executable, "-S"])
+    out = ws.cli("submit", "flow.yaml", "--address", head.url, "--python", python)
+    assert out.exit_code == 1, out
+    said = f"{sys.executable}: No module named flowray"
+    assert said in out.stdout.splitlines()  # the job's log, streamed
+    sid = next(x for x in out.stderr.splitlines() if x.startswith("submitted ")).split()[1]
+    assert out.stderr.splitlines()[-2].startswith(f"run {sid} FAILED (exit 1) in ")
+    assert out.stderr.splitlines()[-1] == (
+        f"error: the cluster's Python cannot import flowray ({said}): install flowray on the "
+        f"cluster's Python (pip install 'flowray[ray]' on every node, in the Python "
+        f"environment Ray runs there), or give --python the command of a Python on the head "
+        f"that has it (this run's: '{python}')")
+    st = ws.cli("status", sid, "--address", head.url, "--json").assert_success().json()
+    assert st["entrypoint"].startswith(f"{python} -m flowray run flow.yaml --address auto")
+
+
+def test_python_must_be_a_command(head: Head, ws: Workspace) -> None:
+    ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
+    before = [r["id"] for r in ws.cli("list", "--address", head.url, "--json").json()]
+    out = ws.cli("submit", "flow.yaml", "--address", head.url, "--python", " ")
+    assert (out.exit_code, out.stderr.splitlines()[-1]) == (
+        2, "error: --python is empty: give the command of the cluster's Python")
+    out = ws.cli("submit", "flow.yaml", "--address", head.url, "--python", "'python")
+    assert (out.exit_code, out.stderr.splitlines()[-1]) == (
+        2, "error: --python ''python' cannot be split like a command line: No closing quotation")
+    after = [r["id"] for r in ws.cli("list", "--address", head.url, "--json").json()]
+    assert after == before  # nothing was submitted
 
 
 def test_unknown_submission_id(head: Head, ws: Workspace) -> None:
