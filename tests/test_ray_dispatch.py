@@ -390,3 +390,32 @@ def test_the_api_on_ray_gives_the_same_event_types(ws: Workspace,
     ends = [e for e in events if isinstance(e, StepFinished)]
     assert {(e.job, e.status, e.kind) for e in ends} == {
         ("cell.1", "success", "run"), ("cell.2", "success", "run"), ("after", "success", "run")}
+
+
+def test_runs_of_one_process_share_its_ray_connection(ws: Workspace,
+                                                      cluster: RayTestCluster) -> None:
+    import ray
+
+    import flowray
+
+    ws.flow("name: a\njobs:\n  j:\n    steps:\n      - run: sleep 1; echo one\n", name="a.yaml")
+    ws.flow("name: b\njobs:\n  j:\n    steps:\n      - run: echo two\n", name="b.yaml")
+    first = flowray.start("a.yaml", workdir=ws.root, backend=cluster.address)
+    second = flowray.start("b.yaml", workdir=ws.root, backend=cluster.address)
+    with pytest.raises(flowray.StartError) as other:
+        flowray.start("b.yaml", workdir=ws.root, backend="ray")
+    assert str(other.value) == (
+        f"this process is connected to {cluster.address} for another run; Ray allows one "
+        f"connection a process: run this one in another process (or wait)")
+    assert second.wait(120).status.value == "success"
+    assert ray.is_initialized()  # the first run still uses the connection
+    assert first.wait(120).status.value == "success"
+    assert not ray.is_initialized()  # flowray made it, and left it with the last run
+    # A connection the caller made is used as it is, and left open.
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        third = flowray.start("b.yaml", workdir=ws.root, backend=cluster.address)
+        assert third.wait(120).status.value == "success"
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()

@@ -10,6 +10,7 @@ Nothing here prints or exits: problems are exceptions that carry data
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import sys
@@ -270,6 +271,9 @@ class Run:
                 self.run_dir, lambda reason: self.cancel(reason=reason))
         except OSError:
             self._control = None  # no FIFOs here: `flowray cancel` says it cannot reach it
+        # run.started (and so the first record.json) only once the channel is there, so that
+        # a `flowray cancel` that finds the run always finds its channel.
+        coordinator.start_events()
         global _AT_EXIT
         with _LIVE_LOCK:
             _LIVE.add(self)
@@ -392,6 +396,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     from flowray.plan.actions import ActionTable
     from flowray.runtime.coordinator import Coordinator, RunOptions
     from flowray.runtime.recorder import RecordWriter
+    from flowray.store.records import new_run_id
 
     if cpus is not None and cpus <= 0:
         raise StartError("cpus must be more than 0")
@@ -443,13 +448,22 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
                 return LocalPool(cpus=total, gpus=gpu_ids or [], events=c, masker=c.masker,
                                  load_action=actions, grace=c.opts.grace)
 
-        coordinator = Coordinator(
-            prepared.plan, options, dispatcher_factory=factory,
-            gpu_count=cluster.gpus if cluster is not None else len(gpu_ids or []),
-        )
+        run_id = new_run_id()
+        try:
+            coordinator = Coordinator(
+                prepared.plan, dataclasses.replace(options, run_id=run_id),
+                dispatcher_factory=factory,
+                gpu_count=cluster.gpus if cluster is not None else len(gpu_ids or []),
+            )
+        except (StartError, KeyboardInterrupt):
+            _forget_run(workspace, run_id)
+            raise
+        except Exception as exc:  # the backend could not take the run (Ray, mostly)
+            _forget_run(workspace, run_id)
+            raise StartError(f"cannot start the run on {summary}: "
+                             f"{type(exc).__name__}: {exc}") from exc
         writer = RecordWriter(coordinator.bus.subscribe(skip=("step.log",)),
                               coordinator.run_dir)
-        coordinator.start_events()
     except BaseException:
         hold.close()
         if cluster is not None:
@@ -465,6 +479,15 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
 
     return Run(coordinator, writer=writer, cleanup=cleanup, summary=summary,
                warnings=list(prepared.warnings))
+
+
+def _forget_run(workspace: str, run_id: str) -> None:
+    """Remove the folder of a run that could not start (nothing ran; nothing to keep)."""
+    import shutil
+
+    from flowray.store.records import runs_dir
+
+    shutil.rmtree(os.path.join(runs_dir(workspace), run_id), ignore_errors=True)
 
 
 def _connect(address: str | None, cpus: float | None, gpus: Sequence[str] | None,

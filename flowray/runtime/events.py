@@ -26,6 +26,7 @@ from typing import IO, Any, ClassVar, TypeVar
 
 EVENTS_FILE = "events.jsonl"
 _DECODER = json.JSONDecoder()
+_READ_CHUNK = 1 << 20  # bytes a reader catching up from the file takes at a time
 # Live events an observer may have waiting before it reads from the file instead.
 DEFAULT_QUEUE = 10_000
 # How long an observer may take to see an event (it sleeps this long before it waits to be
@@ -497,12 +498,13 @@ class Subscription:
         self._next = event.seq + 1
         return event
 
-    def _read_file(self) -> None:
+    def _read_file(self) -> bool:
+        """Read the next chunk of the file into ``_pending``; False at its end."""
         if self._file is None:
             self._file = open(self._bus.path, "rb")  # noqa: SIM115
-        data = self._file.read()
+        data = self._file.read(_READ_CHUNK)  # a chunk: a reader far behind holds no more
         if not data:
-            return
+            return False
         data = self._partial + data
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]  # an incomplete last line waits for the rest
@@ -518,18 +520,19 @@ class Subscription:
             self._read_upto = seq
             if seq >= self._next and record.get("type") not in skip:
                 self._pending.append(event_from_dict(record))
+        return True
 
     def _catch_up(self) -> None:
         """Read what the queue dropped from the file; back to live events at its end."""
-        self._read_file()
-        if self._pending:
-            return
+        while self._read_file():
+            if self._pending:
+                return
         bus = self._bus
         with bus._lock:  # no event is emitted while this looks at the end of the file
             bus._flush_locked()
-            self._read_file()
-            if self._pending:
-                return
+            while self._read_file():
+                if self._pending:
+                    return
             with self._cond:
                 self._queue.clear()
                 if bus._seq >= self._next:
