@@ -44,7 +44,8 @@ class Console:
         self.quiet = quiet
         isatty = getattr(self.stream, "isatty", None)
         self.color = bool(isatty and isatty()) if color is None else color
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler (Ctrl-C) may print while the main thread is writing.
+        self._lock = threading.RLock()
         self._job_color: dict[str, str] = {}
         self._names: dict[str, str] = {}
         self._retries: dict[str, int] = {}
