@@ -45,7 +45,7 @@ from flowray.backends.ray.node import (
     run_on_node,
     sweep_node,
 )
-from flowray.backends.ray.resources import TaskShape, fits, task_shape, unfit
+from flowray.backends.ray.resources import TaskShape, describe, fits, task_shape, unfit
 from flowray.backends.ray.ship import Shipment, unpack_files
 from flowray.execute.job import (
     ActionLoader,
@@ -74,6 +74,19 @@ _STARTED_WITHIN = 1.0
 # a notice says it waits.
 _GANG_POLL_SECONDS = 0.25
 _GANG_WAIT_NOTE = 10.0
+# A job handed to Ray that no node has taken yet: a notice says what it waits for after
+# _WAIT_NOTE seconds and again every _WAIT_NOTE_EVERY; past its timeout it fails. Checked
+# every _WAIT_CHECK_SECONDS.
+_WAIT_NOTE = 10.0
+_WAIT_NOTE_EVERY = 300.0
+_WAIT_CHECK_SECONDS = 1.0
+# A job lost with its node is reported once Ray has marked the node dead (at most this long
+# after its task failed): until then Ray may place the next attempt there, or fetch the run's
+# objects from it (and such a fetch waits out Ray's pull timeout, 10 s).
+_NODE_DEATH_WAIT = 60.0
+_NODE_DEATH_POLL = 0.5
+# The hub answering "unavailable" (rather than dead) this long in a row counts as lost.
+_HUB_UNAVAILABLE_LIMIT = 30.0
 
 
 @dataclass
@@ -107,6 +120,9 @@ class _Submitted:
     cancelled: bool = False  # this dispatcher asked it to stop
     name: str = ""
     logs: dict[int, IO[str]] = field(default_factory=dict)  # open step logs (remote jobs)
+    submitted: float = 0.0  # time.monotonic() it was handed to Ray (not for gang ranks)
+    timeout: float | None = None  # the job's timeout (s): also how long it waits for a node
+    noted: float = 0.0  # time.monotonic() of the last notice that it waits for a node
 
 
 class RayDispatcher:
@@ -155,6 +171,9 @@ class RayDispatcher:
         self._refreshed = 0.0
         self._cancelled = False
         self._closed = False
+        self._lost_keys: set[str] = set()  # jobs an attempt of which was lost with its node
+        self._next_wait_check = 0.0
+        self._hub_unavailable_since: float | None = None
         self._refresh()
         self.run_id = run_id
         self._hub: Any = event_hub(ray.get_runtime_context().get_node_id())
@@ -208,6 +227,7 @@ class RayDispatcher:
         ref = task.remote(self._run_key, self._run,
                           _packed(self._sendable(plan.job_id, request), spec))
         sub.ref = ref
+        sub.submitted, sub.timeout = time.monotonic(), request.timeout
         ref.future().add_done_callback(functools.partial(self._task_ended, sub.token))
         return True
 
@@ -276,9 +296,12 @@ class RayDispatcher:
                 return False
             self._refresh()
             why_not = unfit(plan.key, shape, self._node_resources)
-            if why_not is not None:
+            if why_not is not None and plan.key not in self._lost_keys:
                 return why_not
-            if not fits(needs, self._free()):
+            # A job lost with its node that no live node can hold now goes to Ray all the
+            # same, to wait there for a node that can (one replacing the lost node) until its
+            # timeout (_check_waits).
+            if why_not is None and not fits(needs, self._free()):
                 return False
         for name, amount in needs.items():
             self._used[name] = self._used.get(name, 0.0) + amount
@@ -407,9 +430,12 @@ class RayDispatcher:
             for generation, items in polls:
                 polling = False
                 if isinstance(items, BaseException):
+                    if self._hub_unavailable(items):
+                        continue  # the next poll asks again
                     if not self._closed:
                         self._hub_lost(items)
                     return
+                self._hub_unavailable_since = None
                 delivered = generation
                 for token, events in items:
                     self._deliver(token, events, None)
@@ -427,6 +453,8 @@ class RayDispatcher:
                 next_poll = time.monotonic() + _POLL_SECONDS
                 self._hub.drain.remote(self.run_id).future().add_done_callback(
                     functools.partial(self._drained, polled))
+            if self._jobs and time.monotonic() >= self._next_wait_check:
+                self._check_waits()
 
     def _end(self, token: int, outcome: NodeReturn | BaseException) -> None:
         sub = self._jobs.get(token)
@@ -435,7 +463,82 @@ class RayDispatcher:
         if isinstance(outcome, NodeReturn):
             self._deliver(token, outcome.events, outcome.result)
         else:
-            self._finish(token, self._failure(sub, outcome))
+            result = self._failure(sub, outcome)
+            if result.lost and sub.node is not None and isinstance(
+                    outcome, ray.exceptions.NodeDiedError | ray.exceptions.LocalRayletDiedError):
+                threading.Thread(target=self._finish_when_dead, args=(sub, result),
+                                 name="flowray-lost-node", daemon=True).start()
+            else:
+                self._finish(token, result)
+
+    def _finish_when_dead(self, sub: _Submitted, result: JobResult) -> None:
+        """Report a job lost with its node once Ray has marked the node dead (or after
+        ``_NODE_DEATH_WAIT``), so that its next attempt goes to, and fetches from, live nodes."""
+        node_id = sub.node.node_id if sub.node is not None else ""
+        deadline = time.monotonic() + _NODE_DEATH_WAIT
+        while time.monotonic() < deadline and not (self._cancelled or self._closed
+                                                   or sub.cancelled):
+            try:
+                nodes = ray.nodes()  # type: ignore[no-untyped-call]
+            except Exception:
+                break
+            if not any(n["NodeID"] == node_id and n.get("Alive") for n in nodes):
+                break
+            time.sleep(_NODE_DEATH_POLL)
+        self._finish(sub.token, result)
+
+    def _hub_unavailable(self, exc: BaseException) -> bool:
+        """Whether a failed poll may be a passing fault: Ray says the hub is unavailable (not
+        dead), for less than ``_HUB_UNAVAILABLE_LIMIT`` in a row."""
+        if not isinstance(exc, ray.exceptions.ActorUnavailableError) or self._closed:
+            return False
+        now = time.monotonic()
+        if self._hub_unavailable_since is None:
+            self._hub_unavailable_since = now
+        return now - self._hub_unavailable_since < _HUB_UNAVAILABLE_LIMIT
+
+    def _check_waits(self) -> None:
+        """Jobs handed to Ray that no node has taken yet (its nodes busy with other runs, or
+        the nodes that could hold them lost): a notice says what each waits for, after
+        ``_WAIT_NOTE`` seconds and then every ``_WAIT_NOTE_EVERY``; one that waited longer than
+        its timeout fails, saying what it waited for. No job waits silently."""
+        now = time.monotonic()
+        self._next_wait_check = now + _WAIT_CHECK_SECONDS
+        with self._lock:
+            waiting = [s for s in self._jobs.values()
+                       if s.submitted and not s.started and not s.cancelled]
+        for sub in waiting:
+            waited = now - sub.submitted
+            over = sub.timeout is not None and waited >= sub.timeout
+            if not over and (waited < _WAIT_NOTE or now - sub.noted < _WAIT_NOTE_EVERY):
+                continue
+            sub.noted = now
+            what = self._waits_for(sub)
+            if sub.timeout is None:
+                self.events.notice(f"has waited {waited:.0f}s {what}; it has no timeout, so it "
+                                   f"waits on (cancel the run to stop it)", sub.plan.key)
+            elif not over:
+                self.events.notice(f"has waited {waited:.0f}s {what}; it fails if none takes "
+                                   f"it within its timeout ({sub.timeout / 60:g} min)",
+                                   sub.plan.key)
+            else:
+                sub.cancelled = True
+                with contextlib.suppress(Exception):
+                    self._hub.cancel.remote(self.run_id, sub.token)
+                _ray_cancel(sub.ref, force=False)
+                self._finish(sub.token, self._lost_result(
+                    sub, f"no Ray node took the job within its timeout "
+                         f"({sub.timeout / 60:g} min): it waited {what}"))
+
+    def _waits_for(self, sub: _Submitted) -> str:
+        """What job ``sub`` waits for, in words, and why no node has taken it."""
+        shape = self._shapes[sub.plan.job_id]
+        with self._lock:
+            self._refresh()
+            nodes = list(self._node_resources)
+        state = ("no live node has that much" if unfit(sub.plan.key, shape, nodes)
+                 else "the live nodes that have that much are busy")
+        return f"for a Ray node with {describe(shape.needs())} free ({state})"
 
     def _hub_lost(self, exc: BaseException) -> None:
         why = f"the run's event hub (a Ray actor) was lost: {_reason(exc)}"
@@ -525,6 +628,8 @@ class RayDispatcher:
                 self._used[name] -= amount
             if self._by_key.get(sub.plan.key) == token:
                 del self._by_key[sub.plan.key]
+            if result.lost:
+                self._lost_keys.add(sub.plan.key)
             self._lock.notify_all()
         self._close_logs(sub)
         if sub.node is not None and not result.node:
@@ -648,6 +753,9 @@ class RayDispatcher:
                                                    time.time(), "cancelled before its nodes "
                                                    "were free"))
                     return
+                if request.timeout is not None and time.time() - started > request.timeout:
+                    raise TimeoutError(f"they were not free at once within the job's timeout "
+                                       f"({request.timeout / 60:g} min)")
                 if not told and time.time() - started > _GANG_WAIT_NOTE:
                     told = True
                     self.events.notice(f"job {plan.key} waits for {size} nodes at once "

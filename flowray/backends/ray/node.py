@@ -41,6 +41,8 @@ from flowray.status import Status
 FLUSH_SECONDS = 0.1
 FLUSH_LINES = 200
 _CANCEL_POLL_SECONDS = 0.5
+# The hub answering "unavailable" (rather than dead) this long in a row: the job stops.
+HUB_UNAVAILABLE_LIMIT = 30.0
 # A step that prints faster than the hub takes its lines waits (its pipe fills and it blocks)
 # once this many are queued, so a node never holds an unbounded backlog.
 _MAX_QUEUED_LINES = 20_000
@@ -121,8 +123,10 @@ class NodeReturn:
     files: bytes = b""  # a node other than the coordinator's: the job's artifacts (a tar)
 
 
-# The hub is one detached actor per cluster, shared by the runs: starting an actor costs a
-# worker process (most of a second of CPU on a small machine), once per run otherwise.
+# The hub is one detached actor per coordinator node, shared by the runs coordinated there:
+# starting an actor costs a worker process (most of a second of CPU on a small machine), once
+# per run otherwise. It lives on the coordinators' node and nowhere else (issue 16): losing any
+# other node must not lose the runs' events and cancel flags with it.
 HUB_NAMESPACE = "flowray"
 HUB_NAME = "flowray-events-v1"  # the protocol's version: a newer flowray uses its own hub
 
@@ -202,12 +206,22 @@ class EventHub:
             box.cancelled.add(token)
 
 
+def hub_options(home: str) -> dict[str, Any]:
+    """The actor options of node ``home``'s hub: pinned there (a hard node affinity) and asking
+    for no resource at all, so a head started with ``--num-cpus 0`` (or 0 of anything) holds
+    it. A soft affinity, or the CPU an actor asks for by default, let Ray put it on a worker
+    node, whose loss then failed every run on the cluster."""
+    return {
+        "name": f"{HUB_NAME}@{home}", "namespace": HUB_NAMESPACE, "lifetime": "detached",
+        "get_if_exists": True, "num_cpus": 0, "num_gpus": 0, "resources": {},
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(home, soft=False),
+    }
+
+
 def event_hub(home: str) -> Any:
-    """The cluster's hub, started (on node ``home``, if it can) when there is none yet."""
-    return EventHub.options(  # type: ignore[attr-defined]
-        name=HUB_NAME, namespace=HUB_NAMESPACE, lifetime="detached", get_if_exists=True,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(home, soft=True),
-    ).remote()
+    """The hub of the runs coordinated on node ``home`` (this process's node), started there
+    when there is none yet."""
+    return EventHub.options(**hub_options(home)).remote()  # type: ignore[attr-defined]
 
 
 class _Flusher:
@@ -276,6 +290,7 @@ class NodeEvents:
         self._last_push = time.monotonic()
         self._closed = False
         self._cancel_seen = False
+        self._unavailable_since = 0.0  # the hub has answered "unavailable" since then
         self.pushed = False  # a batch went to the hub
         _FLUSHER.register(self)
 
@@ -322,6 +337,20 @@ class NodeEvents:
     def _push(self, events: list[Event]) -> None:
         try:
             stop = bool(ray.get(self._hub.push.remote(self._run, self._token, events)))
+            self._unavailable_since = 0.0
+        except ray.exceptions.ActorUnavailableError:
+            # Not dead: maybe a passing fault. The batch goes again with the next one (unless
+            # this was the last); the job stops only if it lasts.
+            now = time.monotonic()
+            self._unavailable_since = self._unavailable_since or now
+            stop = now - self._unavailable_since >= HUB_UNAVAILABLE_LIMIT
+            with self._cond:
+                if events and not self._closed and not stop:
+                    if not self._buffer:
+                        self._first_at = now
+                    self._buffer[:0] = events
+                    self._lines += sum(1 for e in events if e[0] == "line")
+                    events = []
         except Exception:  # the hub is gone: so is the coordinator; stop the job
             stop = True
         self._last_push = time.monotonic()

@@ -87,6 +87,11 @@ def format_bytes(n: float) -> str:
     return f"{n:g} B"
 
 
+def describe(needs: Mapping[str, float]) -> str:
+    """Resources in words: ``1 CPU, 2 GPUs, 1 of resource 'ssd'``."""
+    return ", ".join(_amount(n, a) for n, a in needs.items())
+
+
 def unfit(key: str, shape: TaskShape, nodes: Iterable[Mapping[str, float]]) -> str | None:
     """Why no node of the cluster can ever run job ``key`` (``None`` when one can).
 
@@ -98,7 +103,7 @@ def unfit(key: str, shape: TaskShape, nodes: Iterable[Mapping[str, float]]) -> s
     if shape.nodes > 1 and fitting:
         if fitting >= shape.nodes:
             return None
-        wanted = ", ".join(_amount(n, a) for n, a in needs.items())
+        wanted = describe(needs)
         return (f"job '{key}' needs {shape.nodes} nodes (resources.nodes), each with {wanted}; "
                 f"{fitting} node{' has' if fitting == 1 else 's have'} that much")
     if fitting:
@@ -118,5 +123,5 @@ def unfit(key: str, shape: TaskShape, nodes: Iterable[Mapping[str, float]]) -> s
                                f"{_amount(name, best, bare=True)})")
     if missing:
         return f"job '{key}' needs {', '.join(missing)}"
-    wanted = ", ".join(_amount(n, a) for n, a in needs.items())
+    wanted = describe(needs)
     return f"job '{key}' needs {wanted} on one node; no node of the Ray cluster has all of them"
