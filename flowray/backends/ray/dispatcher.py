@@ -758,7 +758,7 @@ class RayDispatcher:
                                        f"({request.timeout / 60:g} min)")
                 if not told and time.time() - started > _GANG_WAIT_NOTE:
                     told = True
-                    self.events.notice(f"job {plan.key} waits for {size} nodes at once "
+                    self.events.notice(f"waits for {size} nodes at once "
                                        f"(resources.nodes; a STRICT_SPREAD placement group)",
                                        plan.key)
             ray.get(ready)

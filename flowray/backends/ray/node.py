@@ -48,7 +48,7 @@ HUB_UNAVAILABLE_LIMIT = 30.0
 _MAX_QUEUED_LINES = 20_000
 
 # Events, as plain tuples (cheap to pickle):
-#   ("node", NodeInfo)            the task started on a node (again, after Ray retried it)
+#   ("node", NodeInfo, [gpu ids]) the task started on a node (again, after Ray retried it)
 #   ("start", StepResult)          a step started (a copy as it was then)
 #   ("line", step index, text)     a line of a step's output, secrets masked
 #   ("finish", StepResult)         a step ended
@@ -465,11 +465,11 @@ def _run_job_here(run: RunStatic, request: JobRequest, spec: NodeSpec, node: Nod
                   remote: bool) -> bytes:
     grace = run.grace
     shipment = run.shipment
-    events.add(("node", node))
     # Whatever this Ray version does with CUDA_VISIBLE_DEVICES, the steps see exactly the GPUs
     # Ray gave the task: none for gpus: 0, and none when gpus is unset either, since such a
     # task holds no GPU on a node that other jobs' GPUs share (issue 4: set for every job).
     ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", []) if spec.gpus else []
+    events.add(("node", node, [str(i) for i in ids]))
     if remote:
         assert shipment is not None
         try:
