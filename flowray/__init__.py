@@ -1,4 +1,4 @@
-"""flowray: run DataTorch-style flows on a laptop, on a Ray cluster, or as a service.
+"""flowray: run DataTorch-style flows on a laptop or on a Ray cluster, from the command line or Python.
 
 The Python API (docs/api.md)::
 
