@@ -1,4 +1,4 @@
-"""flowray: run DataTorch-style flows on a laptop or on a Ray cluster, from the command line or Python.
+"""flowray: run DataTorch-style flows on a laptop or a Ray cluster, from a shell or Python.
 
 The Python API (docs/api.md)::
 
