@@ -1,8 +1,9 @@
 """Running one job's steps in order on this machine: the single code path for steps.
 
-A dispatcher (the local pool, later Ray) hands a :class:`JobRequest` to :func:`run_job`; the
-job runner renders templates, builds each step's command and environment, runs it through the
-:class:`~flowray.execute.process.ProcessSupervisor`, collects outputs and reports events.
+A dispatcher (the local pool, or a Ray task on a node) hands a :class:`JobRequest` to
+:func:`run_job`; the job runner renders templates, builds each step's command and environment,
+runs it through the :class:`~flowray.execute.process.ProcessSupervisor` (or a container),
+collects outputs and reports events.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Run records kept under ``<workspace>/.flowray/runs/<run id>/``.
 
-Each run folder holds ``record.json`` (statuses, times, exit codes, outputs; written atomically
-as the run goes) and ``logs/<job key>/<NN>-<step>.log``, one file per step.
+Each run folder holds ``record.json`` (statuses, times, exit codes, outputs; folded from the
+events and written atomically as the run goes), ``events.jsonl`` (every event, in order),
+``control`` (the cancel channel, while the run goes on), ``logs/<job key>/<NN>-<step>.log``
+(one file per step) and ``artifacts/``.
 """
 
 from __future__ import annotations

@@ -208,10 +208,6 @@ class RayCluster:
         )
         return self._dispatcher
 
-    def node_of(self, key: str) -> str:
-        """The node job ``key`` ran on ("" if it did not start on Ray)."""
-        return self._dispatcher.node_of(key) if self._dispatcher else ""
-
     def close(self) -> None:
         """After the run: stop what a lost task left on other nodes, then leave Ray."""
         import ray

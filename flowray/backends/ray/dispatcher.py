@@ -152,7 +152,6 @@ class RayDispatcher:
         self._lock = threading.Condition()
         self._jobs: dict[int, _Submitted] = {}
         self._by_key: dict[str, int] = {}
-        self._nodes: dict[str, NodeInfo] = {}  # job key -> the node of its latest attempt
         self._seen: dict[str, NodeInfo] = {}  # every node a task started on, by id
         self._log_lock = threading.Lock()  # logs are written by the collector and by close()
         self._ended: list[tuple[int, NodeReturn | BaseException]] = []  # tasks, as they end
@@ -261,11 +260,6 @@ class RayDispatcher:
                          daemon=True).start()
 
     # ------------------------------------------------------------------------- more API
-
-    def node_of(self, key: str) -> str:
-        """The node job ``key`` ran on (its latest attempt), or "" before it started."""
-        node = self._nodes.get(key)
-        return str(node) if node else ""
 
     def nodes_used(self) -> list[NodeInfo]:
         """Every node a task of the run started on (all ranks, all attempts)."""
@@ -583,7 +577,6 @@ class RayDispatcher:
         sub.node = node
         sub.remote = self.shipment is not None and node.node_id != self.shipment.home
         sub.started = sub.started or time.time()
-        self._nodes[sub.plan.key] = node
         self._seen[node.node_id] = node
         self.events.job_started(sub.label, node=str(node), host=node.hostname, gpus=gpus)
 
