@@ -212,7 +212,8 @@ def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
         if in_main else {}
     try:
         # Room for a second of a very chatty step before the view reads from the file.
-        sub = handle.events(maxsize=100_000)
+        sub = handle.events(maxsize=100_000,
+                            skip=("step.log",) if quiet and not events else ())
         out = sys.stdout
         try:
             while True:

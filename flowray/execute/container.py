@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from flowray.execute.process import ProcessOutcome, ProcessSupervisor
+from flowray.execute.process import ProcessOutcome, ProcessSupervisor, read_done
 from flowray.execute.step_request import ContainerRun
 from flowray.spec.types import ActionData
 
@@ -240,6 +240,7 @@ def _create(run: ContainerRun) -> Any:
 def _stream(container: Any, on_line: Callable[[str], None]) -> None:
     """Every line the container prints (stdout and stderr, as they come), until it ends."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    done = read_done(on_line)
     pending = ""
     for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
         pending += decoder.decode(chunk)
@@ -252,9 +253,11 @@ def _stream(container: Any, on_line: Callable[[str], None]) -> None:
                 break
             on_line(pending[:cut].rstrip("\r"))
             pending = pending[cut + 1:]
+        done()
     pending += decoder.decode(b"", final=True)
     if pending:
         on_line(pending.rstrip("\r"))
+    done()
 
 
 # ----------------------------------------------------------------------------- what to run

@@ -46,6 +46,10 @@ class JobEvents(Protocol):
 
     def step_line(self, job_key: str, step: StepResult, line: str) -> None: ...
 
+    def step_lines(self, job_key: str, step: StepResult, lines: list[str]) -> None:
+        """Several lines at once (what one read of the step's output held)."""
+        ...
+
     def step_finished(self, job_key: str, step: StepResult) -> None: ...
 
 
@@ -616,6 +620,14 @@ class JobRunner:
         self._step_start_bytes = self.output_bytes
 
         with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+            batch: list[str] = []
+
+            def flush() -> None:
+                # The lines of one read of the output go out as one batch of events.
+                if batch:
+                    lines = batch[:]
+                    batch.clear()
+                    events.step_lines(key, result, lines)
 
             def on_line(line: str) -> None:
                 nonlocal overflow
@@ -624,6 +636,7 @@ class JobRunner:
                     if parsed is not None:
                         name, value = parsed
                         if name == ADD_MASK:
+                            flush()  # lines before the mask went out as they were
                             masker.add(str(value))
                             return
                         self.output_bytes += len(line)
@@ -634,14 +647,19 @@ class JobRunner:
                 if masker:
                     line = masker.text(line)
                 log.write(line + "\n")
-                events.step_line(key, result, line)
+                batch.append(line)
 
-            if isinstance(request, ContainerRun):
-                from flowray.execute.container import run_container
+            on_line.flush = flush  # type: ignore[attr-defined]  # the reader calls it per read
 
-                outcome = run_container(request, on_line, self.supervisor)
-            else:
-                outcome = self.supervisor.run(request, on_line)
+            try:
+                if isinstance(request, ContainerRun):
+                    from flowray.execute.container import run_container
+
+                    outcome = run_container(request, on_line, self.supervisor)
+                else:
+                    outcome = self.supervisor.run(request, on_line)
+            finally:
+                flush()
         if outcome.pgid:
             self.pgids.append(outcome.pgid)
         return outcome

@@ -394,7 +394,15 @@ def _cwd() -> str:
         return ""
 
 
+def read_done(on_line: Callable[[str], None]) -> Callable[[], None]:
+    """What to call after the lines of one read of a step's output were handed to
+    ``on_line``: its ``flush`` (the job runner sends them on as one batch), if it has one."""
+    flush: Callable[[], None] | None = getattr(on_line, "flush", None)
+    return flush if flush is not None else (lambda: None)
+
+
 def _pump(proc: _Child, fd: int, on_line: Callable[[str], None]) -> None:
+    done = read_done(on_line)
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     pending = bytearray()
@@ -423,8 +431,10 @@ def _pump(proc: _Child, fd: int, on_line: Callable[[str], None]) -> None:
         pending += data[cut + 1 :]
         for raw in data[:cut].split(b"\n"):
             on_line(raw.decode("utf-8", "replace").removesuffix("\r"))
+        done()
     if pending:
         on_line(bytes(pending).decode("utf-8", "replace").removesuffix("\r"))
+    done()
 
 
 def run_processes(run_id: str, job_key: str | None = None) -> list[int]:

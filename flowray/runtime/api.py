@@ -328,13 +328,15 @@ class Run:
     def done(self) -> bool:
         return self._done.is_set()
 
-    def events(self, *, after: int = 0, maxsize: int | None = None) -> Subscription:
+    def events(self, *, after: int = 0, maxsize: int | None = None,
+               skip: Sequence[str] = ()) -> Subscription:
         """The run's events with ``seq > after``, live; iteration ends after
-        ``run.finished``."""
+        ``run.finished``. ``skip``: event types this reader does not want (``step.log``
+        for a reader of statuses only)."""
         from flowray.runtime.events import DEFAULT_QUEUE
 
         return self._coordinator.bus.subscribe(
-            after=after, maxsize=DEFAULT_QUEUE if maxsize is None else maxsize)
+            after=after, maxsize=DEFAULT_QUEUE if maxsize is None else maxsize, skip=skip)
 
     def wait_record(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The final record as a plain dict (None if ``timeout`` passed first)."""

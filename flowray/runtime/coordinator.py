@@ -300,6 +300,13 @@ class Coordinator:
                       key=step.key, id=step.id, attempt=self._attempt(key), rank=rank,
                       log=step.log, started=step.started)
 
+    def step_lines(self, job_key: str, step: StepResult, lines: list[str]) -> None:
+        if job_key in self.states:
+            self.bus.emit_logs(job_key, step.index, lines)
+        else:
+            key, rank = self._split(job_key)
+            self.bus.emit_logs(key, step.index, lines, rank)
+
     def step_line(self, job_key: str, step: StepResult, line: str) -> None:
         if job_key in self.states:
             self.bus.emit_log(job_key, step.index, line)

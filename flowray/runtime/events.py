@@ -310,27 +310,37 @@ class EventBus:
                 sub._offer(event)
         return event
 
-    def emit_log(self, job: str, step: int, line: str, rank: int | None = None,
-                 stream: str = "stdout") -> None:
+    def emit_log(self, job: str, step: int, line: str, rank: int | None = None) -> None:
         """``emit(StepLog, ...)``, made cheap: a step may print 100,000 lines a second."""
+        self.emit_logs(job, step, [line], rank)
+
+    def emit_logs(self, job: str, step: int, lines: list[str],
+                  rank: int | None = None) -> None:
+        """One ``step.log`` event for each of ``lines`` (what one read of a step's output
+        held): one lock, one time and one write for all of them."""
+        if not lines:
+            return
         with self._lock:
             if self._closed:
                 return
-            self._seq += 1
-            seq = self._seq
             now = self._clock.now()
-            event = StepLog(seq, now, self.run_id, job, step, stream, line, rank)
+            run = self.run_id
+            first = self._seq + 1
+            self._seq += len(lines)
+            made = [StepLog(seq, now, run, job, step, "stdout", line, rank)
+                    for seq, line in enumerate(lines, first)]
             fh = self._fh
             if fh is not None:
                 job_json = self._job_json.get(job)
                 if job_json is None:
                     job_json = self._job_json[job] = _json_str(job)
+                head = f'"time":"{now}","run":{self._run_json},"type":"step.log",' \
+                       f'"job":{job_json},"step":{step},"stream":"stdout","line":'
+                tail = f',"rank":{"null" if rank is None else rank}}}\n'
                 try:
-                    fh.write(
-                        f'{{"seq":{seq},"time":"{now}","run":{self._run_json},'
-                        f'"type":"step.log","job":{job_json},"step":{step},'
-                        f'"stream":"{stream}","line":{_json_str(line)},'
-                        f'"rank":{"null" if rank is None else rank}}}\n')
+                    fh.write("".join(
+                        f'{{"seq":{seq},{head}{_json_str(line)}{tail}'
+                        for seq, line in enumerate(lines, first)))
                     mono = time.monotonic()
                     if mono - self._flushed > _LOG_FLUSH_SECONDS:
                         fh.flush()
@@ -338,7 +348,7 @@ class EventBus:
                 except (OSError, ValueError) as exc:
                     self._file_failed(exc)
             for sub in self._subs:
-                sub._offer(event)
+                sub._offer_many(made)
 
     def _file_failed(self, exc: Exception) -> None:
         """(Holding the lock.) The file cannot be written (a full disk): observers are then
@@ -435,6 +445,20 @@ class Subscription:
             self.caught_up += 1
         else:
             self._queue.append(event)
+        if self._waiting:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _offer_many(self, events: list[StepLog]) -> None:
+        if self._behind or StepLog.TYPE in self._skip:
+            return
+        room = self._max - len(self._queue)
+        if room >= len(events):
+            self._queue.extend(events)
+        else:
+            self._queue.extend(events[:max(0, room)])
+            self._behind = True
+            self.caught_up += 1
         if self._waiting:
             with self._cond:
                 self._cond.notify_all()

@@ -312,6 +312,10 @@ class NodeEvents:
     def step_line(self, job_key: str, step: StepResult, line: str) -> None:
         self.add(("line", step.index, line))
 
+    def step_lines(self, job_key: str, step: StepResult, lines: list[str]) -> None:
+        for line in lines:
+            self.add(("line", step.index, line))
+
     def step_finished(self, job_key: str, step: StepResult) -> None:
         self.add(("finish", _snapshot(step)))
 
