@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import env_without_color, process_alive
+from conftest import env_without_color, kill_processes, process_alive
 
 pytest.importorskip("ray", reason="ray is not installed: the Ray dispatcher cannot be tested")
 
@@ -75,6 +75,9 @@ def _marked(prefix: str) -> list[int]:
 
 
 def _kill_marked(prefix: str) -> None:
+    # Ray's agents rename themselves (setproctitle) over their environment, which can lose the
+    # mark: those are found by the files they hold below the node's folder, and their children.
+    kill_processes(prefix.rstrip(os.sep), f"{MARK}={prefix.rstrip(os.sep)}")
     for _ in range(5):  # a process may start while the others are being killed
         pids = _marked(prefix)
         if not pids:
