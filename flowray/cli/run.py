@@ -39,6 +39,19 @@ from flowray.spec.diagnostics import FlowError
 # ----------------------------------------------------------------------------- run
 
 
+def _start_failure(exc: FlowError | StartError) -> NoReturn:
+    """Why a run could not start, as the CLI says it (exit 2)."""
+    if isinstance(exc, RunInputError):
+        _input_failure(exc)
+    if isinstance(exc, PlanInvalid):
+        _fail(exc.message)
+    if isinstance(exc, FlowError):
+        _print_diagnostics(exc)
+        sys.exit(EXIT_INVALID)
+    _fail(str(exc))
+    raise AssertionError
+
+
 def _input_failure(exc: RunInputError) -> NoReturn:
     if exc.reason == "required":
         _fail(f"input '{exc.input}' is required by this flow (--input {exc.input}=VALUE)")
@@ -175,15 +188,8 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         handle = start(flow_path, prepared=prepared, secrets=secret_values, env=env,
                        event=event, backend=backend, fail_fast=fail_fast, grace=grace,
                        cpus=cpus, gpus=gpu_ids, trigger="cli")
-    except RunInputError as exc:
-        _input_failure(exc)
-    except PlanInvalid as exc:
-        _fail(exc.message)
-    except FlowError as exc:
-        _print_diagnostics(exc)
-        sys.exit(EXIT_INVALID)
-    except StartError as exc:
-        _fail(str(exc))
+    except (FlowError, StartError) as exc:
+        _start_failure(exc)
     sys.exit(_watch(handle, as_json=as_json, events=events, quiet=quiet,
                     show_backend=backend is not None))
 
@@ -311,15 +317,8 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
         prepared = prepare(flow_path, workdir=workspace, inputs=raw_inputs, jobs=jobs,
                            matrix=matrix_filter, offline=True if offline else None,
                            on_action_event=lambda line: click.echo(line, err=True))
-    except RunInputError as exc:
-        _input_failure(exc)
-    except PlanInvalid as exc:
-        _fail(exc.message)
-    except FlowError as exc:
-        _print_diagnostics(exc)
-        sys.exit(EXIT_INVALID)
-    except StartError as exc:
-        _fail(str(exc))
+    except (FlowError, StartError) as exc:
+        _start_failure(exc)
     color = _stderr_color()
     for w in prepared.warnings:
         click.echo(click.style(w, fg="yellow") if color else w, err=True)
