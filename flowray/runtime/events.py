@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import IO, Any, ClassVar, TypeVar
 
@@ -37,16 +36,60 @@ DEFAULT_LATENCY = 0.005
 _LOG_FLUSH_SECONDS = 0.2
 
 
-@dataclass(slots=True)
-class Event:
+_NEW_DICT: Any = object()  # a field's default: a new {} for each event
+_NEW_LIST: Any = object()  # ... a new []
+_BASE = ("seq", "time", "run")
+
+
+class _EventType(type):
+    """Makes each event class: slots from its annotated fields, their defaults, and
+    ``NAMES``, without generating code (a dataclass per event type cost ~1 ms of every
+    start-up each)."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> _EventType:
+        own = [n for n, t in ns.get("__annotations__", {}).items()
+               if not str(t).startswith("ClassVar") and n not in _BASE]
+        defaults = {n: ns.pop(n) for n in own if n in ns}
+        ns["__slots__"] = tuple(own) if bases else _BASE
+        cls = super().__new__(mcs, name, bases, ns)
+        inherited: tuple[str, ...] = getattr(cls, "NAMES", ())
+        cls.NAMES = (*inherited, *own)  # type: ignore[attr-defined]
+        cls._DEFAULTS = {**getattr(cls, "_DEFAULTS", {}), **defaults}  # type: ignore[attr-defined]
+        return cls
+
+
+class Event(metaclass=_EventType):
     """What every event has: its place in the run's stream and when it happened."""
 
     TYPE: ClassVar[str] = ""
     NAMES: ClassVar[tuple[str, ...]] = ()  # the fields after seq, time, run
+    _DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     seq: int
     time: str  # ISO 8601, UTC, milliseconds
     run: str
+
+    def __init__(self, seq: int, time: str, run: str, *args: Any, **values: Any) -> None:
+        self.seq = seq
+        self.time = time
+        self.run = run
+        names = self.NAMES
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes {len(names)} fields, not {len(args)}")
+        for name, value in zip(names, args, strict=False):
+            setattr(self, name, value)
+        for name in names[len(args):]:
+            if name in values:
+                value = values.pop(name)
+            else:
+                value = self._DEFAULTS[name]
+                if value is _NEW_DICT:
+                    value = {}
+                elif value is _NEW_LIST:
+                    value = []
+            setattr(self, name, value)
+        if values:
+            raise TypeError(f"{type(self).__name__} has no field {next(iter(values))!r}")
 
     @property
     def type(self) -> str:
@@ -62,37 +105,38 @@ class Event:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), default=str, separators=(",", ":"))
 
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "type")
+        return f"{type(self).__name__}({fields})"
 
-@dataclass(slots=True)
+
 class RunStarted(Event):
-    TYPE: ClassVar[str] = "run.started"
+    TYPE = "run.started"
     flow: str = ""
     file: str = ""
     trigger: str = "manual"
-    inputs: dict[str, Any] = field(default_factory=dict)  # secrets masked
+    inputs: dict[str, Any] = _NEW_DICT  # secrets masked
     workspace: str = ""
     backend: str = "local"  # local, ray (embedded) or the Ray address
     hosts: int = 1  # how many hosts jobs may land on
     pid: int = 0
     host: str = ""
-    actions: dict[str, str] = field(default_factory=dict)  # git action -> commit
+    actions: dict[str, str] = _NEW_DICT  # git action -> commit
     started: float = 0.0
 
 
-@dataclass(slots=True)
 class JobQueued(Event):
-    TYPE: ClassVar[str] = "job.queued"
+    TYPE = "job.queued"
     job: str = ""  # the key: the job id, or id.N for a matrix cell
     id: str = ""
     name: str = ""
     matrix: dict[str, Any] | None = None
-    needs: list[str] = field(default_factory=list)
-    resources: dict[str, Any] = field(default_factory=dict)
+    needs: list[str] = _NEW_LIST
+    resources: dict[str, Any] = _NEW_DICT
 
 
-@dataclass(slots=True)
 class JobStarted(Event):
-    TYPE: ClassVar[str] = "job.started"
+    TYPE = "job.started"
     job: str = ""
     node: str = ""
     host: str = ""
@@ -101,9 +145,8 @@ class JobStarted(Event):
     started: float = 0.0
 
 
-@dataclass(slots=True)
 class StepStarted(Event):
-    TYPE: ClassVar[str] = "step.started"
+    TYPE = "step.started"
     job: str = ""
     step: int = 0  # index in the job
     name: str = ""
@@ -116,24 +159,34 @@ class StepStarted(Event):
     started: float | None = None
 
 
-@dataclass(slots=True)
 class StepLog(Event):
-    TYPE: ClassVar[str] = "step.log"
+    TYPE = "step.log"
     job: str = ""
     step: int = 0
     stream: str = "stdout"
     line: str = ""  # masked
     rank: int | None = None
 
+    def __init__(self, seq: int, time: str, run: str, job: str = "", step: int = 0,
+                 stream: str = "stdout", line: str = "", rank: int | None = None) -> None:
+        # Written out: a step may print 100,000 lines a second.
+        self.seq = seq
+        self.time = time
+        self.run = run
+        self.job = job
+        self.step = step
+        self.stream = stream
+        self.line = line
+        self.rank = rank
 
-@dataclass(slots=True)
+
 class StepFinished(Event):
-    TYPE: ClassVar[str] = "step.finished"
+    TYPE = "step.finished"
     job: str = ""
     step: int = 0
     status: str = ""
     exit_code: int | None = None
-    outputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = _NEW_DICT
     key: str = ""
     id: str | None = None
     name: str = ""
@@ -147,12 +200,11 @@ class StepFinished(Event):
     rank: int | None = None
 
 
-@dataclass(slots=True)
 class JobRetrying(Event):
     """An attempt of a job ended and the job runs again: after a failure (``retries``) or
     because its node was lost (status ``lost``)."""
 
-    TYPE: ClassVar[str] = "job.retrying"
+    TYPE = "job.retrying"
     job: str = ""
     attempt: int = 1  # the attempt that ended
     status: str = ""  # failure or lost
@@ -163,43 +215,40 @@ class JobRetrying(Event):
     lost_attempts: int = 0  # attempts lost with their node so far (this one included)
     started: float | None = None
     ended: float | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    ranks: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = _NEW_LIST
+    ranks: list[dict[str, Any]] = _NEW_LIST
 
 
-@dataclass(slots=True)
 class JobFinished(Event):
-    TYPE: ClassVar[str] = "job.finished"
+    TYPE = "job.finished"
     job: str = ""
     status: str = ""
     attempt: int = 0
-    outputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = _NEW_DICT
     reports: dict[str, Any] | None = None
     name: str = ""
     error: str | None = None
     node: str = ""
     started: float | None = None
     ended: float | None = None
-    artifacts: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    ranks: list[dict[str, Any]] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[str] = _NEW_LIST
+    warnings: list[str] = _NEW_LIST
+    ranks: list[dict[str, Any]] = _NEW_LIST
+    steps: list[dict[str, Any]] = _NEW_LIST
     lost_attempts: int = 0
 
 
-@dataclass(slots=True)
 class RunNotice(Event):
     """Something the run wants a person to know that is no status change (a job waiting for
     nodes, a log that cannot be written)."""
 
-    TYPE: ClassVar[str] = "run.notice"
+    TYPE = "run.notice"
     message: str = ""
     job: str | None = None
 
 
-@dataclass(slots=True)
 class RunFinished(Event):
-    TYPE: ClassVar[str] = "run.finished"
+    TYPE = "run.finished"
     status: str = ""
     exit_code: int = 0
     cancel_reason: str | None = None
@@ -211,8 +260,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (RunStarted, JobQueued, JobStarted, StepStarted, StepLog, StepFinished,
                 JobRetrying, JobFinished, RunNotice, RunFinished)
 }
-for _cls in EVENT_TYPES.values():
-    _cls.NAMES = tuple(f.name for f in fields(_cls) if f.name not in ("seq", "time", "run"))
 
 E = TypeVar("E", bound=Event)
 
