@@ -50,10 +50,9 @@ def _flow_file(flow: str | os.PathLike[str], workspace: str) -> str:
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, hashlib.sha256(text.encode()).hexdigest()[:16] + ".yaml")
     if not os.path.exists(path):
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        from flowray.store.fs import write_bytes_atomic
+
+        write_bytes_atomic(path, text.encode())
     return path
 
 

@@ -301,18 +301,11 @@ class Coordinator:
                       log=step.log, started=step.started)
 
     def step_lines(self, job_key: str, step: StepResult, lines: list[str]) -> None:
-        if job_key in self.states:
-            self.bus.emit_logs(job_key, step.index, lines)
-        else:
-            key, rank = self._split(job_key)
-            self.bus.emit_logs(key, step.index, lines, rank)
+        key, rank = self._split(job_key)
+        self.bus.emit_logs(key, step.index, lines, rank)
 
     def step_line(self, job_key: str, step: StepResult, line: str) -> None:
-        if job_key in self.states:
-            self.bus.emit_log(job_key, step.index, line)
-        else:
-            key, rank = self._split(job_key)
-            self.bus.emit_log(key, step.index, line, rank)
+        self.step_lines(job_key, step, [line])
 
     def step_finished(self, job_key: str, step: StepResult) -> None:
         key, rank = self._split(job_key)

@@ -294,10 +294,6 @@ class _Clock:
         return self._text
 
 
-def _now_iso() -> str:
-    return _Clock().now()
-
-
 class EventBus:
     """Numbers a run's events, appends them to ``events.jsonl`` and offers them to observers.
 
@@ -330,13 +326,10 @@ class EventBus:
     def last_seq(self) -> int:
         return self._seq
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def emit(self, cls: type[E], **values: Any) -> E | None:
-        """Make, record and offer one event; None once the bus is closed."""
-        if self._mask is not None and cls is not StepLog:
+        """Make, record and offer one event; None once the bus is closed. (``step.log``
+        events go through :meth:`emit_logs`.)"""
+        if self._mask is not None:
             values = self._mask(values)
         with self._lock:
             if self._closed:
@@ -347,24 +340,19 @@ class EventBus:
             if fh is not None:
                 try:
                     fh.write(event.to_json() + "\n")
-                    if cls is not StepLog or time.monotonic() - self._flushed > \
-                            _LOG_FLUSH_SECONDS:
-                        fh.flush()
-                        self._flushed = time.monotonic()
+                    fh.flush()
+                    self._flushed = time.monotonic()
                 except (OSError, ValueError) as exc:
                     self._file_failed(exc)
             for sub in self._subs:
                 sub._offer(event)
         return event
 
-    def emit_log(self, job: str, step: int, line: str, rank: int | None = None) -> None:
-        """``emit(StepLog, ...)``, made cheap: a step may print 100,000 lines a second."""
-        self.emit_logs(job, step, [line], rank)
-
     def emit_logs(self, job: str, step: int, lines: list[str],
                   rank: int | None = None) -> None:
         """One ``step.log`` event for each of ``lines`` (what one read of a step's output
-        held): one lock, one time and one write for all of them."""
+        held): one lock, one time and one write for all of them, since a step may print
+        100,000 lines a second. The lines are masked already (by the step runner)."""
         if not lines:
             return
         with self._lock:

@@ -24,7 +24,6 @@ Compatibility:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, TypeVar
@@ -32,14 +31,14 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from flowray.spec.diagnostics import format_path
+from flowray.spec.diagnostics import describe, format_path
 from flowray.status import Status
 from flowray.store.records import (
     RECORD_FILE,
     RECORD_SCHEMA,
     RecordError,
     read_record,
-    runs_dir,
+    run_folders,
 )
 
 __all__ = [
@@ -242,23 +241,6 @@ def _shown(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return json.dumps(text) if "'" in text or "\n" in text else f"'{text}'"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 _NOUNS = {
     "string_type": "a string",
     "int_type": "an integer",
@@ -275,7 +257,7 @@ def _problem(err: Any) -> str:
     loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
     path = format_path(loc) or "(record)"
     kind = err["type"]
-    got = _describe(err.get("input"))
+    got = describe(err.get("input"), json=True)
     ctx = err.get("ctx") or {}
     if kind == "missing":
         message = "missing (a required key)"
@@ -303,9 +285,10 @@ def validate_record(data: Any, run_path: str, model: type[R] = RunRecord) -> R: 
     run_id = os.path.basename(os.path.normpath(run_path))
     where = _shown(os.path.join(run_path, RECORD_FILE))
     if not isinstance(data, dict):
+        got = describe(data, json=True)
         raise RecordShapeError(
-            f"run {run_id}: {where} is not a run record: expected an object, got "
-            f"{_describe(data)}", [f"(record): expected an object, got {_describe(data)}"])
+            f"run {run_id}: {where} is not a run record: expected an object, got {got}",
+            [f"(record): expected an object, got {got}"])
     schema = data.get("schema")
     if isinstance(schema, int) and not isinstance(schema, bool) and schema > RECORD_SCHEMA:
         raise RecordError(
@@ -334,13 +317,7 @@ def iter_records(workspace: str) -> Iterator[tuple[str, RunHeader | RecordError]
     """The runs of ``workspace``, newest first: each run folder with its record (its jobs not
     checked), or the error that tells why it cannot be read. Folders without a record yet
     (a run that is starting) are left out."""
-    base = runs_dir(workspace)
-    try:
-        names = sorted(os.listdir(base), reverse=True)
-    except FileNotFoundError:
-        return
-    for name in names:
-        path = os.path.join(base, name)
+    for path in run_folders(workspace):
         if not os.path.isfile(os.path.join(path, RECORD_FILE)):
             continue
         try:

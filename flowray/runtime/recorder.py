@@ -47,18 +47,15 @@ def _job_entry(event: JobQueued) -> dict[str, Any]:
 
 
 def _step_entry(event: StepStarted | StepFinished) -> dict[str, Any]:
-    finished = isinstance(event, StepFinished)
-    return {
+    entry = {
         "index": event.step, "key": event.key, "id": event.id, "name": event.name,
-        "status": event.status if isinstance(event, StepFinished) else "running",
-        "outcome": event.outcome if isinstance(event, StepFinished) else None,
-        "exit_code": event.exit_code if isinstance(event, StepFinished) else None,
-        "started": event.started, "ended": event.ended if isinstance(event, StepFinished)
-        else None,
-        "outputs": event.outputs if finished else {},  # type: ignore[union-attr]
-        "log": event.log, "error": event.error if isinstance(event, StepFinished) else None,
-        "kind": event.kind,
+        "status": "running", "outcome": None, "exit_code": None, "started": event.started,
+        "ended": None, "outputs": {}, "log": event.log, "error": None, "kind": event.kind,
     }
+    if isinstance(event, StepFinished):
+        entry.update(status=event.status, outcome=event.outcome, exit_code=event.exit_code,
+                     ended=event.ended, outputs=event.outputs, error=event.error)
+    return entry
 
 
 class RecordFolder:

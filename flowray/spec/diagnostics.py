@@ -7,6 +7,7 @@ paying for the validation machinery.
 from __future__ import annotations
 
 import difflib
+import json as _json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -139,8 +140,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def describe(value: object, *, limit: int = 40) -> str:
-    """A short rendering of a YAML value for messages: ``'text'``, ``3``, ``true``, ``a list``."""
+def describe(value: object, *, limit: int = 40, json: bool = False) -> str:
+    """A short rendering of a YAML value for messages: ``'text'``, ``3``, ``true``, ``a list``.
+
+    ``json``: in JSON's words (``an array``, ``an object``; a string that needs quoting in
+    JSON's quotes), for messages about JSON files."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -149,9 +153,11 @@ def describe(value: object, *, limit: int = 40) -> str:
         return repr(value)
     if isinstance(value, str):
         text = value if len(value) <= limit else value[: limit - 3] + "..."
-        return repr(text) if "'" in text or "\n" in text else f"'{text}'"
+        if "'" in text or "\n" in text:
+            return _json.dumps(text) if json else repr(text)
+        return f"'{text}'"
     if isinstance(value, list):
-        return "a list"
+        return "an array" if json else "a list"
     if isinstance(value, dict):
-        return "a map"
+        return "an object" if json else "a map"
     return type(value).__name__

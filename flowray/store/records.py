@@ -52,15 +52,21 @@ class RunSummary:
         return self.ended - self.started
 
 
-def iter_runs(workspace: str) -> Iterator[RunSummary]:
-    """Runs of this workspace, newest first."""
+def run_folders(workspace: str) -> Iterator[str]:
+    """The run folders of this workspace, newest first."""
     base = runs_dir(workspace)
     try:
         names = sorted(os.listdir(base), reverse=True)
     except FileNotFoundError:
         return
     for name in names:
-        path = os.path.join(base, name)
+        yield os.path.join(base, name)
+
+
+def iter_runs(workspace: str) -> Iterator[RunSummary]:
+    """Runs of this workspace, newest first."""
+    for path in run_folders(workspace):
+        name = os.path.basename(path)
         try:
             rec = read_record(path)
         except RecordError:
