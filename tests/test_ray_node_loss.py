@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import env_without_color, kill_processes, process_alive
+from conftest import env_without_color, free_ports, kill_processes, process_alive
 
 pytest.importorskip("ray", reason="ray is not installed: the Ray dispatcher cannot be tested")
 
@@ -44,17 +43,6 @@ pytestmark = pytest.mark.timeout(300)
 
 
 # ----------------------------------------------------------------------------- the cluster
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _marked(prefix: str) -> list[int]:
@@ -135,7 +123,7 @@ class LocalCluster:
         assert exe, "the `ray` command is not installed"
         # Every port chosen free: two nodes on one machine must not share Ray's defaults.
         agent_http, agent_grpc, runtime_env, metrics, node_manager, object_manager = \
-            _free_ports(6)
+            free_ports(6)
         cmd = [exe, "start", "--node-ip-address", "127.0.0.1", "--temp-dir", node.temp_dir,
                "--dashboard-agent-listen-port", str(agent_http),
                "--dashboard-agent-grpc-port", str(agent_grpc),
@@ -152,7 +140,7 @@ class LocalCluster:
         return None if proc.returncode == 0 else (proc.stdout + proc.stderr)[-3000:]
 
     def start_head(self) -> None:
-        gcs, client = _free_ports(2)
+        gcs, client = free_ports(2)
         self.port = gcs
         self._start("head", ["--head", "--port", str(gcs), "--num-cpus", "0",
                              "--include-dashboard", "false",

@@ -12,7 +12,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from conftest import (
     Outcome,
     Workspace,
     env_without_color,
+    free_ports,
     kill_processes,
     process_alive,
     processes_of,
@@ -80,17 +80,6 @@ jobs:
 class Head:
     url: str  # the dashboard
     temp_dir: str  # --temp-dir, and the value of MARK in every process of this head
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _marked(temp_dir: str) -> list[int]:
@@ -153,7 +142,7 @@ def _launch_head(mode: str, token: str = "") -> tuple[Head, subprocess.Popen[str
     if token:
         env["RAY_AUTH_TOKEN"] = token
     (gcs, dashboard, client, agent_http, agent_grpc, runtime_env, metrics, node_manager,
-     object_manager) = _free_ports(9)
+     object_manager) = free_ports(9)
     head.url = f"http://127.0.0.1:{dashboard}"
     args = [
         found, "start", "--head", "--node-ip-address", "127.0.0.1",
@@ -489,7 +478,7 @@ def test_unknown_submission_id(head: Head, ws: Workspace) -> None:
 
 def test_nothing_answers_at_the_address(ws: Workspace) -> None:
     ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     out = ws.cli("submit", "flow.yaml", "--address", f"http://127.0.0.1:{port}")
     assert out.exit_code == 2
     assert out.stderr == (
