@@ -107,12 +107,12 @@ class LocalPool:
             result = JobResult(Status.FAILURE, [], {}, started, time.time(),
                                f"internal error in flowray: {exc!r}")
         finally:
-            result.node = result.node or self.host
             with self._lock:
                 self.free_cpus += cpus
                 if gpus:
                     self.free_gpus.extend(gpus)
                 self._supervisors.pop(request.key, None)
+        result.node = result.node or self.host
         done(result)
 
     def cancel(self) -> None:

@@ -32,7 +32,7 @@ from flowray.cli.common import (
     read_env_file,
 )
 from flowray.cli.view import Console
-from flowray.runtime.api import Run, local_gpus
+from flowray.runtime.api import Prepared, Run, local_gpus
 from flowray.runtime.errors import PlanInvalid, RunInputError, StartError
 from flowray.spec.diagnostics import FlowError
 
@@ -50,6 +50,26 @@ def _start_failure(exc: FlowError | StartError) -> NoReturn:
         sys.exit(EXIT_INVALID)
     _fail(str(exc))
     raise AssertionError
+
+
+def _prepared(flow_path: str, workspace: str, *, inputs: dict[str, str],
+              jobs: Sequence[str], matrix: dict[str, str], offline: bool,
+              use_cache: bool) -> Prepared:
+    """The flow loaded, checked and planned for run and submit, its warnings shown; or the
+    reason it cannot run (exit 2)."""
+    from flowray.runtime.api import prepare
+
+    try:
+        prepared = prepare(flow_path, workdir=workspace, inputs=inputs, jobs=jobs,
+                           matrix=matrix, offline=True if offline else None,
+                           use_cache=use_cache,
+                           on_action_event=lambda line: click.echo(line, err=True))
+    except (FlowError, StartError) as exc:
+        _start_failure(exc)
+    color = _stderr_color()
+    for w in prepared.warnings:
+        click.echo(click.style(w, fg="yellow") if color else w, err=True)
+    return prepared
 
 
 def _input_failure(exc: RunInputError) -> NoReturn:
@@ -153,7 +173,7 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         gpus: str | None, grace: float | None, no_cache: bool, offline: bool, use_ray: bool,
         address: str | None, submit_bundle: str | None) -> None:
     """Run a flow on this machine, or with --ray/--address on Ray."""
-    from flowray.runtime.api import prepare, start
+    from flowray.runtime.api import start
 
     workspace = os.path.abspath(workdir or os.getcwd())
     if not os.path.isdir(workspace):
@@ -171,14 +191,9 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         _fail("--grace must be 0 or more")
     gpu_ids = [g for g in gpus.split(",") if g.strip()] if gpus is not None else None
     backend = address or ("ray" if use_ray else None)
-    color = _stderr_color()
+    prepared = _prepared(flow_path, workspace, inputs=raw_inputs, jobs=jobs,
+                         matrix=matrix_filter, offline=offline, use_cache=not no_cache)
     try:
-        prepared = prepare(flow_path, workdir=workspace, inputs=raw_inputs, jobs=jobs,
-                           matrix=matrix_filter, offline=True if offline else None,
-                           use_cache=not no_cache,
-                           on_action_event=lambda line: click.echo(line, err=True))
-        for w in prepared.warnings:
-            click.echo(click.style(w, fg="yellow") if color else w, err=True)
         if dry_run:
             if backend is None:
                 local_gpus(prepared, gpu_ids)
@@ -295,7 +310,6 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
     )
     from flowray.execute.process import DEFAULT_GRACE_SECONDS
     from flowray.plan.flowcache import local_action_dirs
-    from flowray.runtime.api import prepare
     from flowray.spec.files import action_file
 
     with _jobs_errors():
@@ -313,15 +327,8 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
     secret_values, env, event = _run_values(secrets, secret_file, env_file, event_file, {})
     raw_inputs = _pairs(inputs, "--input")
     matrix_filter = _pairs(matrix, "--matrix", sep=":")
-    try:
-        prepared = prepare(flow_path, workdir=workspace, inputs=raw_inputs, jobs=jobs,
-                           matrix=matrix_filter, offline=True if offline else None,
-                           on_action_event=lambda line: click.echo(line, err=True))
-    except (FlowError, StartError) as exc:
-        _start_failure(exc)
-    color = _stderr_color()
-    for w in prepared.warnings:
-        click.echo(click.style(w, fg="yellow") if color else w, err=True)
+    prepared = _prepared(flow_path, workspace, inputs=raw_inputs, jobs=jobs,
+                         matrix=matrix_filter, offline=offline, use_cache=True)
     flow = prepared.cached.data
 
     run_args: list[str] = []
