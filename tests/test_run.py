@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,15 +11,18 @@ from conftest import Workspace
 
 
 def test_hello_example_runs_and_passes_outputs_between_jobs(ws: Workspace) -> None:
+    # A copy of the examples, so that the run's record is kept in the test's workspace and
+    # not in the repository.
     repo = Path(__file__).resolve().parent.parent
-    out = ws.cli("run", str(repo / "examples" / "hello.yaml"), "--workdir", str(repo))
+    shutil.copytree(repo / "examples", ws.root / "examples")
+    out = ws.cli("run", "examples/hello.yaml")
     out.assert_success()
     assert "add/2 | 10 + 20 = 30" in out.stdout
     assert "hello, flowray" in out.stdout
-    rec = json.loads((Path(repo) / ".flowray" / "runs").joinpath(
-        sorted(os.listdir(repo / ".flowray" / "runs"))[-1], "record.json").read_text())
+    rec = ws.record()
     assert rec["jobs"]["add"]["outputs"] == {"sum": 30}
     assert rec["status"] == "success"
+    assert not (repo / ".flowray" / "runs" / rec["id"]).exists()
 
 
 def test_steps_run_in_order_jobs_in_parallel_and_exit_zero(ws: Workspace) -> None:
