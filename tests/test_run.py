@@ -704,12 +704,54 @@ def test_inputs_typed_by_manual_trigger(ws: Workspace) -> None:
 
 def test_bad_arguments_exit_2(ws: Workspace) -> None:
     flow = ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
-    out = ws.run(flow, "--secret", "NOVALUE")
+    out = ws.run(flow, "--secret", "FLOWRAY_TEST_UNSET_NAME")
     assert out.exit_code == 2
-    assert out.stderr == "error: --secret 'NOVALUE' is not KEY=VALUE\n"
+    assert out.stderr == (
+        "error: --secret FLOWRAY_TEST_UNSET_NAME: the environment variable "
+        "FLOWRAY_TEST_UNSET_NAME is not set (give --secret FLOWRAY_TEST_UNSET_NAME=VALUE, set "
+        "FLOWRAY_TEST_UNSET_NAME, or use --secret-file)\n")
+    unclosed = ws.write("bad.env", "OK=1\nKEY=\"starts here\nand never ends\n")
+    out = ws.run(flow, "--secret-file", str(unclosed))
+    assert out.exit_code == 2
+    assert out.stderr == (f"error: {unclosed}:2: --secret-file: the value of KEY opens a \" "
+                          "quote that is never closed\n")
+    pasted = ws.write("pasted.env", "OK=1\nhunter2-pasted-without-a-name\n")
+    out = ws.run(flow, "--secret-file", str(pasted))
+    assert out.exit_code == 2
+    assert out.stderr == f"error: {pasted}:2: --secret-file line is not KEY=VALUE\n"
     missing = ws.run(flow, "--env-file", "nope.env")
     assert missing.exit_code == 2
     assert missing.stderr == "error: --env-file 'nope.env': No such file or directory\n"
+
+
+def test_multi_line_secrets_from_a_file_and_from_the_environment(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PEM key and a JSON service-account file reach the step whole, from a dotenv-style
+    --secret-file (quotes spanning lines) and from --secret NAME (the environment variable)."""
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\nAQEFAASCBKcwggSjAgEAAoIB\n" \
+        "-----END PRIVATE KEY-----"
+    account = '{"type": "service_account",\n  "private_key_id": "k-123-\\"quoted\\""}'
+    ws.write("secrets.env", f'PEM="{pem}"\nACCOUNT=\'{account}\'\n')
+    monkeypatch.setenv("FROM_ENV", "line one\nline two")
+    flow = ws.flow("""
+        name: multi
+        jobs:
+          j:
+            steps:
+              - env:
+                  PEM: ${{ secrets.PEM }}
+                  ACCOUNT: ${{ secrets.ACCOUNT }}
+                  FROM_ENV: ${{ secrets.FROM_ENV }}
+                run: |
+                  printf '%s' "$PEM" > pem.out
+                  printf '%s' "$ACCOUNT" > account.out
+                  printf '%s' "$FROM_ENV" > env.out
+    """)
+    out = ws.run(flow, "--secret-file", "secrets.env", "--secret", "FROM_ENV")
+    out.assert_success()
+    assert (ws.root / "pem.out").read_text() == pem
+    assert (ws.root / "account.out").read_text() == account
+    assert (ws.root / "env.out").read_text() == "line one\nline two"
 
 
 def test_runs_status_and_logs_read_the_record(ws: Workspace) -> None:

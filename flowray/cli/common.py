@@ -40,28 +40,76 @@ def _pairs(values: Sequence[str], what: str, sep: str = "=") -> dict[str, str]:
     return out
 
 
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "$": "$"}
+
+
 def read_env_file(path: str, what: str) -> dict[str, str]:
-    """``KEY=VALUE`` lines; ``#`` comments, blank lines, ``export`` and quotes allowed."""
+    """``KEY=VALUE`` lines as dotenv files have them: ``#`` comments, blank lines and an
+    ``export`` prefix allowed; a value in single quotes is literal, one in double quotes knows
+    the escapes ``\\n \\r \\t \\\\ \\" \\$``; either kind of quotes may span lines (a PEM
+    key, a JSON service-account file)."""
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
-    except OSError as exc:
-        _fail(f"{what} '{path}': {exc.strerror or exc}")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{what} '{path}': {getattr(exc, 'strerror', None) or exc}")
         raise AssertionError from exc
     out: dict[str, str] = {}
-    for n, line in enumerate(lines, 1):
+    n = 0
+    while n < len(lines):
+        line = lines[n]
+        n += 1
         text = line.strip()
         if not text or text.startswith("#"):
             continue
         text = text.removeprefix("export ").strip()
         key, found, value = text.partition("=")
-        if not found or not key.strip():
-            _fail(f"{path}:{n}: {what} line is not KEY=VALUE: {line!r}")
+        key = key.strip()
+        if not found or not key:
+            # never echo the line: it may hold a secret
+            _fail(f"{path}:{n}: {what} line is not KEY=VALUE")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key.strip()] = value
+        if value[:1] in ("'", '"') and (len(value) == 1 or value[0] not in value[1:]):
+            # an opening quote closed on a later line: a multi-line value
+            quote, first = value[0], n
+            body = value[1:]
+            while not _closes(body, quote):
+                if n >= len(lines):
+                    _fail(f"{path}:{first}: {what}: the value of {key} opens a {quote} quote "
+                          "that is never closed")
+                body += "\n" + lines[n]
+                n += 1
+            body = body.rstrip()[:-1]
+            value = body if quote == "'" else _unescape(body)
+        elif len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1] if value[0] == "'" else _unescape(value[1:-1])
+        out[key] = value
     return out
+
+
+def _closes(body: str, quote: str) -> bool:
+    """Whether ``body`` (after an opening quote) ends with its closing quote."""
+    body = body.rstrip()
+    if not body.endswith(quote):
+        return False
+    if quote == "'":
+        return True
+    backslashes = len(body) - 1 - len(body[:-1].rstrip("\\"))
+    return backslashes % 2 == 0
+
+
+def _unescape(body: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body) and body[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[body[i + 1]])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def _read_submit_bundle(path: str) -> dict[str, Any]:

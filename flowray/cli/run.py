@@ -79,6 +79,24 @@ def _input_failure(exc: RunInputError) -> NoReturn:
     raise AssertionError
 
 
+def _secret_pairs(values: Sequence[str]) -> dict[str, str]:
+    """``--secret NAME=VALUE``, or ``--secret NAME``: the value of the environment variable
+    NAME (which keeps the value off flowray's own command line, and may span lines)."""
+    out: dict[str, str] = {}
+    for item in values:
+        name, found, value = item.partition("=")
+        name = name.strip()
+        if not name:
+            _fail("--secret needs NAME or NAME=VALUE")
+        if not found:
+            if name not in os.environ:
+                _fail(f"--secret {name}: the environment variable {name} is not set "
+                      f"(give --secret {name}=VALUE, set {name}, or use --secret-file)")
+            value = os.environ[name]
+        out[name] = value
+    return out
+
+
 def _run_values(secrets: Sequence[str], secret_files: Sequence[str], env_files: Sequence[str],
                 event_file: str | None, bundle: dict[str, Any]
                 ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
@@ -87,7 +105,7 @@ def _run_values(secrets: Sequence[str], secret_files: Sequence[str], env_files: 
     secret_values: dict[str, str] = dict(bundle.get("secrets", {}))
     for f in secret_files:
         secret_values.update(read_env_file(f, "--secret-file"))
-    secret_values.update(_pairs(secrets, "--secret"))
+    secret_values.update(_secret_pairs(secrets))
     env: dict[str, str] = dict(bundle.get("env", {}))
     for f in env_files:
         env.update(read_env_file(f, "--env-file"))
@@ -111,10 +129,13 @@ def _run_input_options(*, submit: bool) -> Callable[[F], F]:
     options = [
         click.option("--input", "-i", "inputs", multiple=True, metavar="KEY=VALUE",
                      help="A run input, read as ${{ inputs.KEY }}."),
-        click.option("--secret", "-s", "secrets", multiple=True, metavar="NAME=VALUE",
-                     help="A secret; shipped in a private file, never on the job's command line."
+        click.option("--secret", "-s", "secrets", multiple=True, metavar="NAME[=VALUE]",
+                     help="A secret; shipped in a private file, never on the job's command line;"
+                     " NAME alone reads the environment variable NAME."
                      if submit else
-                     "A secret, read as ${{ secrets.NAME }}; masked as *** everywhere."),
+                     "A secret, read as ${{ secrets.NAME }}; masked as *** everywhere. NAME "
+                     "alone reads the environment variable NAME (keeps the value off this "
+                     "command line)."),
         click.option("--secret-file", type=click.Path(dir_okay=False), multiple=True,
                      help=f"A file of NAME=VALUE secret lines{here}."),
         click.option("--env-file", type=click.Path(dir_okay=False), multiple=True,
