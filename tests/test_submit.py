@@ -407,7 +407,7 @@ def test_invalid_or_missing_flow_is_refused_before_anything_is_shipped(
 def test_files_the_run_needs_must_be_shipped(head: Head, ws: Workspace) -> None:
     _greet_workspace(ws)
     ws.write("actions/.gitignore", "greet/\n")
-    out = ws.cli("submit", "flow.yaml", "--address", head.url)
+    out = ws.cli("submit", "flow.yaml", "--address", head.url, "-s", "TOKEN=x")
     assert (out.exit_code, out.stderr.splitlines()[-1]) == (
         2, "error: 'actions/greet/action-datatorch.yaml' would not be shipped: the workspace's "
            ".gitignore or .rayignore (or flowray, for .flowray/ and .git/) leaves it out, and "

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
@@ -32,8 +32,8 @@ from flowray.cli.common import (
     read_env_file,
 )
 from flowray.cli.view import Console
-from flowray.runtime.api import Prepared, Run, local_gpus
-from flowray.runtime.errors import PlanInvalid, RunInputError, StartError
+from flowray.runtime.api import Prepared, Run, check_secrets, local_gpus
+from flowray.runtime.errors import PlanInvalid, RunInputError, SecretsMissing, StartError
 from flowray.spec.diagnostics import FlowError
 
 # ----------------------------------------------------------------------------- run
@@ -43,6 +43,16 @@ def _start_failure(exc: FlowError | StartError) -> NoReturn:
     """Why a run could not start, as the CLI says it (exit 2)."""
     if isinstance(exc, RunInputError):
         _input_failure(exc)
+    if isinstance(exc, SecretsMissing):
+        _print_diagnostics(exc)
+        names = exc.names
+        if len(names) == 1:
+            _fail(f"secret '{names[0]}' is not given: pass --secret {names[0]} with "
+                  f"{names[0]} in the environment, --secret {names[0]}=VALUE, or a line "
+                  f"{names[0]}=VALUE in a --secret-file")
+        listed = ", ".join(f"'{n}'" for n in names)
+        _fail(f"secrets {listed} are not given: pass --secret NAME (from the environment) or "
+              f"--secret NAME=VALUE for each, or lines NAME=VALUE in a --secret-file")
     if isinstance(exc, PlanInvalid):
         _fail(exc.message)
     if isinstance(exc, FlowError):
@@ -54,9 +64,9 @@ def _start_failure(exc: FlowError | StartError) -> NoReturn:
 
 def _prepared(flow_path: str, workspace: str, *, inputs: dict[str, str],
               jobs: Sequence[str], matrix: dict[str, str], offline: bool,
-              use_cache: bool) -> Prepared:
-    """The flow loaded, checked and planned for run and submit, its warnings shown; or the
-    reason it cannot run (exit 2)."""
+              use_cache: bool, secrets: Collection[str]) -> Prepared:
+    """The flow loaded, checked and planned for run and submit, with the ``secrets`` it
+    reads given, its warnings shown; or the reason it cannot run (exit 2)."""
     from flowray.runtime.api import prepare
 
     try:
@@ -64,11 +74,14 @@ def _prepared(flow_path: str, workspace: str, *, inputs: dict[str, str],
                            matrix=matrix, offline=True if offline else None,
                            use_cache=use_cache,
                            on_action_event=lambda line: click.echo(line, err=True))
+        secret_warnings = check_secrets(prepared, secrets)
     except (FlowError, StartError) as exc:
         _start_failure(exc)
     color = _stderr_color()
     for w in prepared.warnings:
         click.echo(click.style(w, fg="yellow") if color else w, err=True)
+    for d in secret_warnings:
+        click.echo(d.format(color=color), err=True)
     return prepared
 
 
@@ -213,7 +226,8 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
     gpu_ids = [g for g in gpus.split(",") if g.strip()] if gpus is not None else None
     backend = address or ("ray" if use_ray else None)
     prepared = _prepared(flow_path, workspace, inputs=raw_inputs, jobs=jobs,
-                         matrix=matrix_filter, offline=offline, use_cache=not no_cache)
+                         matrix=matrix_filter, offline=offline, use_cache=not no_cache,
+                         secrets=list(secret_values))
     try:
         if dry_run:
             if backend is None:
@@ -349,7 +363,8 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
     raw_inputs = _pairs(inputs, "--input")
     matrix_filter = _pairs(matrix, "--matrix", sep=":")
     prepared = _prepared(flow_path, workspace, inputs=raw_inputs, jobs=jobs,
-                         matrix=matrix_filter, offline=offline, use_cache=True)
+                         matrix=matrix_filter, offline=offline, use_cache=True,
+                         secrets=list(secret_values))
     flow = prepared.cached.data
 
     run_args: list[str] = []

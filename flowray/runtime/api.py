@@ -15,11 +15,11 @@ import hashlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flowray.runtime.errors import PlanInvalid, RunInputError, StartError
+from flowray.runtime.errors import PlanInvalid, RunInputError, SecretsMissing, StartError
 from flowray.spec.diagnostics import Diagnostic, FlowError
 from flowray.status import Status
 
@@ -145,7 +145,9 @@ def prepare(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = "
 
 def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file: str = ""
                       ) -> dict[str, Any]:
-    """Apply the types and defaults that ``triggers.manual.inputs`` declares, if any."""
+    """Apply the types and defaults that ``triggers.manual.inputs`` declares, if any; when it
+    declares some, an input it does not declare is refused (a misspelt name would otherwise
+    be ignored)."""
     triggers = flow.get("triggers")
     manual = triggers.get("manual") if isinstance(triggers, dict) else None
     declared = manual.get("inputs") if isinstance(manual, dict) else None
@@ -153,6 +155,15 @@ def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file:
         return dict(given)
     from flowray.spec.inputs import InputError, coerce_input
 
+    unknown = [name for name in given if name not in declared]
+    if unknown:
+        from flowray.spec.diagnostics import did_you_mean
+
+        name = unknown[0]
+        hint = did_you_mean(name, [str(d) for d in declared])
+        raise RunInputError(name, f"input '{name}' is not declared by this flow{hint} "
+                            f"(declared in triggers.manual.inputs: {', '.join(declared)})",
+                            reason="unknown", flow_file=flow_file)
     out: dict[str, Any] = {}
     for name, spec in declared.items():
         spec = spec if isinstance(spec, dict) else {}
@@ -171,9 +182,21 @@ def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file:
             out[name] = coerce_input(name, full, value)  # type: ignore[arg-type]
         except InputError as exc:
             raise RunInputError(name, str(exc), reason="type", flow_file=flow_file) from exc
-    for name, value in given.items():
-        out.setdefault(name, value)
     return out
+
+
+def check_secrets(prepared: Prepared, secrets: Collection[str]) -> list[Diagnostic]:
+    """The reads of secrets not in ``secrets`` (names) by the jobs the run would run: raises
+    :class:`SecretsMissing` where one is read outside an ``if:``-guarded job or step, and
+    returns warnings for the guarded ones (the condition may skip them)."""
+    from flowray.spec.secret_refs import missing_secrets
+
+    found = missing_secrets(prepared.flow_path, prepared.flow, secrets,
+                            jobs={j.job_id for j in prepared.plan.jobs})
+    names = [name for name, d in found if d.severity == "error"]
+    if names:
+        raise SecretsMissing(list(dict.fromkeys(names)), [d for _, d in found])
+    return [d for _, d in found]
 
 
 def _step_actions(prepared: Prepared) -> dict[str, dict[int, StepAction]]:
@@ -391,7 +414,8 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     ``cpus``/``gpus`` size the local pool (or the embedded Ray).
 
     Raises :class:`~flowray.spec.FlowError` (an invalid flow, with its diagnostics),
-    :class:`RunInputError` and :class:`StartError` before anything runs.
+    :class:`RunInputError`, :class:`SecretsMissing` (a secret the flow reads is not in
+    ``secrets``; see :func:`check_secrets`) and :class:`StartError` before anything runs.
     """
     from flowray.execute.process import DEFAULT_GRACE_SECONDS
     from flowray.plan.actions import ActionTable
@@ -407,6 +431,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
         prepared = prepare(flow, workdir=workdir, inputs=inputs, jobs=jobs or (),
                            matrix=matrix, offline=offline, use_cache=use_cache,
                            on_action_event=on_action_event)
+    secret_warnings = check_secrets(prepared, list(secrets or {}))
     workspace = prepared.workspace
     on_ray = backend not in (None, "local")
     gpu_ids = None if on_ray else local_gpus(prepared, gpus)
@@ -479,7 +504,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
                 cluster.close()
 
     return Run(coordinator, writer=writer, cleanup=cleanup, summary=summary,
-               warnings=list(prepared.warnings))
+               warnings=[*prepared.warnings, *(d.format() for d in secret_warnings)])
 
 
 def _forget_run(workspace: str, run_id: str) -> None:

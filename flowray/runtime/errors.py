@@ -21,8 +21,8 @@ class PlanInvalid(FlowError):
 
 
 class RunInputError(FlowError):
-    """A run input is missing or has the wrong type. ``input`` names it; ``reason`` is
-    ``required`` or ``type``; ``message`` says what is wrong."""
+    """A run input is missing, unknown or has the wrong type. ``input`` names it; ``reason``
+    is ``required``, ``unknown`` or ``type``; ``message`` says what is wrong."""
 
     def __init__(self, name: str, message: str, *, reason: str, flow_file: str = "") -> None:
         self.input = name
@@ -30,3 +30,12 @@ class RunInputError(FlowError):
         self.message = message
         super().__init__([Diagnostic(file=flow_file, line=0, col=0,
                                      path=f"triggers.manual.inputs.{name}", message=message)])
+
+
+class SecretsMissing(FlowError):
+    """Secrets the flow reads (outside an ``if:``) were not given. ``names``: each secret
+    once, as the flow writes it; the diagnostics say where each is read."""
+
+    def __init__(self, names: list[str], diagnostics: list[Diagnostic]) -> None:
+        self.names = names
+        super().__init__(diagnostics)

@@ -70,6 +70,12 @@ def _read(file: str) -> tuple[bytes, Parsed]:
         raise FlowError([exc.diagnostic]) from None
 
 
+def read_document(file: str) -> Parsed:
+    """A flow or action file's data with the positions of its keys and values; raises
+    FlowError when it cannot be read or parsed."""
+    return _read(file)[1]
+
+
 def _not_a_map(file: str, parsed: Parsed, what: str, keys: str) -> Diagnostic:
     if parsed.data is None:
         return Diagnostic(file, 0, 0, "", f"the file is empty ({what} needs {keys})")
@@ -108,7 +114,8 @@ def load_flow(
         raise FlowError([_not_a_map(file, parsed, "a flow", "'name' and 'jobs'")])
     positions = parsed.positions
     if git_action is not None:
-        git_action.prefetch(git_refs_in(data))  # one round of parallel resolves, not one a step
+        # one round of parallel resolves, not one a step
+        git_action.prefetch(git_refs_in(data, workspace or _cwd()))
     diagnostics = [*parsed.problems, *python_name_keys(data, FLOW_SHAPES, positions, file)]
     model: Flow | None = None
     try:

@@ -57,6 +57,69 @@ _EXTRA_KEYS: dict[type[BaseModel], tuple[str, ...]] = {
 }
 _RENAMED = {"timeout": "timeout-minutes", "with": "inputs"}
 
+# Keys of neighbouring tools (GitHub Actions and act, GitLab CI, Drone/Woodpecker, Azure
+# Pipelines, Buildkite) -> (the tool, flowray's key for the same thing or None, what to do).
+_GHA = "GitHub Actions"
+_NO_PERMISSIONS = "steps run with the rights of the user that runs flowray"
+_FOREIGN_KEYS: dict[type[BaseModel], dict[str, tuple[str, str | None, str]]] = {
+    Flow: {
+        "on": (_GHA, "triggers", ""),
+        "run-name": (_GHA, None, "a run is named by the flow's 'name' and its run id"),
+        "timeout-minutes": (_GHA, None, "set it on a job or a step"),
+        "defaults": (_GHA, None, "set 'shell' on each step, 'working-directory' on a job or "
+                                 "step"),
+        "permissions": (_GHA, None, _NO_PERMISSIONS),
+        "concurrency": (_GHA, None, "flowray's service reads it under 'triggers' "
+                                    "(triggers.concurrency)"),
+        "stages": ("GitLab CI", None, "jobs run in parallel unless 'needs' orders them"),
+        "trigger": ("Azure Pipelines", "triggers", ""),
+    },
+    Job: {
+        "runs-on": (_GHA, None, "a job runs where its 'resources' (cpus, gpus, memory, "
+                                "accelerator, labels) fit, on this machine or on Ray"),
+        "with": (_GHA, None, "'with' (or 'inputs') gives an action its inputs and belongs to "
+                             "a step with 'action'; a job's environment is 'env'"),
+        "uses": (_GHA, None, "there are no reusable flows: a step runs an action with "
+                             "'action'"),
+        "services": (_GHA, None, "start a service in a step (e.g. `docker run -d`)"),
+        "environment": (_GHA, None, "set values with 'env'"),
+        "permissions": (_GHA, None, _NO_PERMISSIONS),
+        "concurrency": (_GHA, None, "flowray's service reads it under the flow's 'triggers'"),
+        "defaults": (_GHA, None, "set 'shell' on each step, 'working-directory' on the job"),
+        "depends_on": ("Drone/Woodpecker", "needs", ""),
+        "dependsOn": ("Azure Pipelines", "needs", ""),
+        "image": ("GitLab CI", "container", ""),
+        "script": ("GitLab CI", None, "a job has 'steps', each with 'run'"),
+        "stage": ("GitLab CI", None, "order jobs with 'needs'"),
+        "variables": ("GitLab CI", "env", ""),
+        "matrix": ("GitLab CI", None, "a matrix goes under 'strategy' (strategy.matrix)"),
+    },
+    Step: {
+        "uses": (_GHA, "action", ""),
+        "script": ("Azure Pipelines", "run", ""),
+        "bash": ("Azure Pipelines", "run", ""),
+        "commands": ("Drone/Woodpecker", "run", ""),
+        "command": ("Buildkite", "run", ""),
+        "needs": ("GitLab CI", None, "'needs' orders jobs; a job's steps run in order"),
+        "runs-on": (_GHA, None, "a job runs where its 'resources' fit"),
+        "strategy": (_GHA, None, "'strategy' (a matrix) belongs to a job"),
+    },
+}
+
+
+def foreign_key_message(model: type[BaseModel], key: str) -> str | None:
+    """The message for ``key``, a key another tool uses where flowray has ``model``: its
+    flowray equivalent (``did you mean``), or what to do instead; None for other keys."""
+    found = _FOREIGN_KEYS.get(model, {}).get(key)
+    if found is None:
+        return None
+    tool, ours, instead = found
+    if ours is not None:
+        return f"unknown key '{key}' (did you mean '{ours}'? '{key}' is a key of {tool}; " \
+               f"flowray's is '{ours}')"
+    return f"unknown key '{key}' (a key of {tool}): {instead}"
+
+
 _TYPE_NOUNS = {
     "string_type": "a string",
     "bool_type": "a boolean",
@@ -261,6 +324,10 @@ class _Converter:
         if kind == "extra_forbidden":
             model = model_at(path[:-1], self.shapes)
             key = str(path[-1]) if path else ""
+            foreign = foreign_key_message(model, key) if model is not None else None
+            if foreign is not None:
+                self.add(path, foreign)
+                return
             hint = did_you_mean(key, allowed_keys(model)) if model is not None else ""
             self.add(path, f"unknown key '{key}'{hint}")
             return

@@ -49,6 +49,10 @@ CONTEXTS = (
     "machine",
 )
 
+# What ``steps.<id>`` and ``needs.<job>`` hold.
+STEP_PROPERTIES = ("outputs", "outcome", "conclusion")
+NEEDS_PROPERTIES = ("outputs", "result")
+
 # owner/repo, an optional sub-folder, an optional @ref
 _GIT_ACTION = re.compile(
     r"^(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)(?P<sub>/[^@\s]+)?(?:@(?P<ref>.*))?$"
@@ -69,8 +73,10 @@ class GitActionLoader(Protocol):
         """Resolve all the flow's git actions at once, before they are checked one by one."""
 
 
-def git_refs_in(data: Any) -> list[Any]:
-    """The git action references in a raw flow document (before validation), each once."""
+def git_refs_in(data: Any, workspace: str | None = None) -> list[Any]:
+    """The git action references in a raw flow document (before validation), each once;
+    with ``workspace``, not an untagged ``a/b`` that is an action folder there (reported as
+    a local action written without './')."""
     found: list[Any] = []
     jobs = data.get("jobs") if isinstance(data, dict) else None
     for job in jobs.values() if isinstance(jobs, dict) else ():
@@ -80,7 +86,9 @@ def git_refs_in(data: Any) -> list[Any]:
             git = isinstance(ref, dict) or (
                 isinstance(ref, str) and not ref.startswith(("./", "docker://"))
             )
-            if git and ref not in found:
+            if git and ref not in found and not (
+                workspace and isinstance(ref, str) and _local_action_folder(workspace, ref)
+            ):
                 found.append(ref)
     return found
 
@@ -378,11 +386,21 @@ class FlowChecker:
             return None
         m = _GIT_ACTION.match(ref)
         if m is None or any(p in (".", "..") for p in m.group("repo").split("/")):
+            hint = self.local_folder_hint(ref)
             self.report(
                 path,
                 f"invalid action {describe(ref)}: expected './path' (a local action), "
-                "'owner/repo@tag' or 'docker://image'",
+                f"'owner/repo@tag' or 'docker://image'{hint}",
             )
+            return None
+        local = _local_action_folder(self.workspace, ref)
+        if local is not None:
+            # 'folder/action' (no tag) that is a folder here: almost surely a local action
+            # written without './', which would otherwise be fetched from GitHub.
+            self.report(path, f"'{ref}' is a folder of the workspace with an action file, but "
+                        f"without './' it names a git repository (did you mean './{local}'? "
+                        f"a local action starts with './'; write '{ref}@TAG' for the "
+                        "repository)")
             return None
         git_ref = m.group("ref")
         problem = git_ref_problem(git_ref) if git_ref is not None else None
@@ -424,7 +442,7 @@ class FlowChecker:
     def load_local(self, folder: str) -> tuple[ActionData | None, str | None]:
         shown = self.display(folder)
         if not os.path.isdir(folder):
-            return None, f"not found: there is no folder '{shown}'"
+            return None, f"not found: there is no folder '{shown}'{self.near_folder(folder)}"
         if find_action_file(folder) is None:
             expected = os.path.join(shown, ACTION_FILES[0])
             return None, f"has no action file: expected '{expected}' (or .yml)"
@@ -434,6 +452,28 @@ class FlowChecker:
             return None, f"is invalid (see the errors in '{shown}')"
         return action, None
 
+    def near_folder(self, folder: str) -> str:
+        """`` (did you mean './x'?)`` for a folder next to the missing ``folder`` whose name
+        is close to its own, or ``""``."""
+        parent = os.path.dirname(folder)
+        try:
+            siblings = [e.name for e in os.scandir(parent)
+                        if e.is_dir() and not e.name.startswith(".")]
+        except OSError:
+            return ""
+        hint = did_you_mean(os.path.basename(folder), siblings)
+        if not hint:
+            return ""
+        near = os.path.join(parent, hint.split("'")[1])
+        rel = os.path.relpath(near, self.workspace)
+        return "" if rel.startswith("..") else f" (did you mean './{rel}'?)"
+
+    def local_folder_hint(self, ref: str) -> str:
+        """For a bare ``x`` or ``owner/repo`` that names a workspace folder with an action
+        file: `` (did you mean './x'?)``, since local actions are written with './'."""
+        rel = _local_action_folder(self.workspace, ref)
+        return f" (did you mean './{rel}'? a local action starts with './')" if rel else ""
+
     def check_inputs(
         self, action: ActionData, given: dict[str, Any], base: KeyPath, with_key: str
     ) -> None:
@@ -442,9 +482,11 @@ class FlowChecker:
         for key in given:
             if key not in declared:
                 listed = ", ".join(declared) or "none"
+                hint = did_you_mean(key, declared)
                 self.report(
                     (*base, with_key, key),
-                    f"input '{key}' is not declared by action '{name}' (declared: {listed})",
+                    f"input '{key}' is not declared by action '{name}'{hint} "
+                    f"(declared: {listed})",
                     severity="warning",
                 )
         for key, spec in declared.items():
@@ -535,14 +577,16 @@ class FlowChecker:
         first = rest[0] if rest else None
         if not isinstance(first, str):
             return None  # the whole context, an index, or a computed key
+        second = rest[1] if len(rest) > 1 else None
         if name == "steps":
-            return self.step_problem(first, scope)
+            return self.step_problem(first, scope) or _property_problem(
+                "step", first, second, STEP_PROPERTIES)
         if name == "needs":
             if scope.needs is None:
                 return "'needs' cannot be read at flow level (it belongs to a job)"
             wanted = {n.lower() for n in scope.needs}
             if first.lower() in wanted:
-                return None
+                return _property_problem("job", first, second, NEEDS_PROPERTIES)
             listed = ", ".join(scope.needs) or "none"
             if first in self.jobs:
                 return f"job '{first}' is not in this job's needs (needs: {listed})"
@@ -592,6 +636,27 @@ class FlowChecker:
         if not isinstance(steps, list):
             return []
         return [s["id"] for s in steps if isinstance(s, dict) and isinstance(s.get("id"), str)]
+
+
+def _local_action_folder(workspace: str, ref: str) -> str | None:
+    """``ref`` (without a tag) as a folder of ``workspace`` that holds an action file, or
+    None."""
+    if "@" in ref or ref.startswith(("./", "/")):
+        return None
+    folder = os.path.normpath(os.path.join(workspace, ref))
+    rel = os.path.relpath(folder, workspace)
+    if rel.startswith("..") or not os.path.isdir(folder) or find_action_file(folder) is None:
+        return None
+    return rel
+
+
+def _property_problem(kind: str, name: str, prop: str | int | None,
+                      known: tuple[str, ...]) -> str | None:
+    """``steps.<id>.<prop>`` / ``needs.<job>.<prop>``: one of ``known``, or a problem."""
+    if not isinstance(prop, str) or prop.lower() in known:
+        return None
+    hint = did_you_mean(prop, known) or f" (a {kind} has {', '.join(known)})"
+    return f"unknown property '{prop}' of {kind} '{name}'{hint}"
 
 
 def _has_template(value: Any) -> bool:
