@@ -1,13 +1,25 @@
-"""What a job leaves behind: artifact files copied into the run record, JUnit report counts."""
+"""What a job leaves behind: artifact files copied into the run record, JUnit report counts.
+
+Globs are matched by walking the job's folder without following symbolic links to folders (a
+link loop, or a link to ``/``, is never walked), and never below a ``.flowray`` folder (the run
+records). A link to a file is collected only when it points inside the folder. Only files that
+this job attempt created or changed count (their inode change time is at or after the attempt's
+start): files left by earlier runs, earlier attempts or jobs that ran before are not collected.
+"""
 
 from __future__ import annotations
 
-import glob
 import os
+import re
 import shutil
+import stat
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
+
+RECORDS_FOLDER = ".flowray"  # never matched nor walked into
+_MAGIC = re.compile(r"[*?[]")
 
 
 @dataclass
@@ -32,84 +44,246 @@ class ReportCounts:
         return ", ".join(parts)
 
 
-def _matches(base: str, patterns: list[str]) -> list[str]:
-    found: list[str] = []
-    for pattern in patterns:
-        full = os.path.join(base, pattern)
-        for path in sorted(glob.glob(full, recursive=True)):
-            if path not in found:
-                found.append(path)
-    return found
+def attempt_stamp(folder: str) -> int:
+    """The time a job attempt starts, on the clock the file system stamps files with (a file
+    created and removed in ``folder``), in nanoseconds; the system clock if it cannot write."""
+    path = os.path.join(folder, f".attempt-stamp-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        import time
+
+        return time.time_ns()
+    try:
+        return os.fstat(fd).st_ctime_ns
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
-def collect_artifacts(base: str, patterns: list[str], dest: str) -> tuple[list[str], list[str]]:
-    """Copy files matching ``patterns`` (relative to ``base``) below ``dest``.
+def _segment_regex(segment: str) -> str:
+    out = []
+    i = 0
+    while i < len(segment):
+        c = segment[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = segment.find("]", i + 2 if segment[i + 1:i + 2] in ("!", "]") else i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = segment[i + 1:end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    regex = "".join(out)
+    if not segment.startswith("."):
+        regex = "(?!\\.)" + regex  # as glob: * and ? do not match a leading dot
+    return regex
 
-    Returns (paths copied, relative to ``base``; problems). A pattern may not reach outside
-    ``base``.
-    """
+
+_NAME = "(?!\\.)[^/]+"  # one path part that is not hidden
+
+
+def _pattern_regex(segments: list[str]) -> re.Pattern[str]:
+    """A glob as a regular expression over ``/``-separated relative paths (``**``: any number
+    of folders, hidden ones left out, as ``glob.glob(recursive=True)``)."""
+    regex = ""
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == "**":
+            regex += f"(?:{_NAME}(?:/{_NAME})*)?" if last else f"(?:{_NAME}/)*"
+        else:
+            regex += _segment_regex(seg) + ("" if last else "/")
+    return re.compile(regex + "\\Z")
+
+
+class _Walker:
+    """Matches globs below ``root`` without leaving it."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.realpath(root)
+
+    def inside(self, real: str) -> bool:
+        return (real == self.root or real.startswith(self.root + os.sep)) and \
+            RECORDS_FOLDER not in os.path.relpath(real, self.root).split(os.sep)
+
+    def entries(self, rel_dir: str) -> Iterator[tuple[str, bool]]:
+        """(path relative to root, is a real folder) of everything below ``rel_dir``, links
+        to folders not followed, ``.flowray`` left out."""
+        top = os.path.join(self.root, rel_dir) if rel_dir else self.root
+        for here, dirs, files in os.walk(top, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if d != RECORDS_FOLDER)
+            base = os.path.relpath(here, self.root)
+            base = "" if base == "." else base
+            for d in dirs:
+                yield os.path.join(base, d), True
+            for f in sorted(files):
+                yield os.path.join(base, f), False
+
+    def match(self, pattern: str) -> tuple[list[str], str | None]:
+        """Paths (relative to root) that ``pattern`` matches; a problem when it leaves root."""
+        norm = os.path.normpath(pattern)
+        if os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
+            return [], "is outside the workspace"
+        segments = [] if norm == "." else norm.split(os.sep)
+        literal: list[str] = []
+        for seg in segments:
+            if _MAGIC.search(seg):
+                break
+            literal.append(seg)
+        prefix = os.path.join(*literal) if literal else ""
+        if RECORDS_FOLDER in literal:
+            return [], None
+        if len(literal) == len(segments):  # no wildcard: the path itself
+            full = os.path.join(self.root, prefix) if prefix else self.root
+            return ([prefix or "."] if os.path.lexists(full) else []), None
+        start = os.path.join(self.root, prefix) if prefix else self.root
+        if os.path.islink(start) or not os.path.isdir(start) or \
+                not self.inside(os.path.realpath(start)):
+            return [], None
+        regex = _pattern_regex(segments)
+        return [rel for rel, _ in self.entries(prefix) if regex.match(rel)], None
+
+    def files(self, rel: str) -> Iterator[tuple[str, str | None]]:
+        """The files a match stands for: (path relative to root, None) to take, or (path,
+        why not) to leave. A folder stands for the files below it."""
+        full = os.path.join(self.root, rel) if rel != "." else self.root
+        if os.path.islink(full):
+            real = os.path.realpath(full)
+            if not self.inside(real):
+                yield rel, "is a link to outside the workspace"
+            elif os.path.isdir(real):
+                yield rel, "is a link to a folder (links are not followed)"
+            elif os.path.isfile(real):
+                yield rel, None
+            return
+        if os.path.isdir(full):
+            for sub, is_dir in self.entries("" if rel == "." else rel):
+                if not is_dir:
+                    yield from self.files(sub)
+            return
+        yield rel, None
+
+
+def _fresh(path: str, since: int | None) -> bool:
+    if since is None:
+        return True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_ctime_ns >= since
+
+
+def collect_artifacts(base: str, patterns: list[str], dest: str, *,
+                      since: int | None = None) -> tuple[list[str], list[str]]:
+    """Copy the files matching ``patterns`` (relative to ``base``) below ``dest``, each at
+    its path relative to ``base``; with ``since``, only those changed at or after it
+    (:func:`attempt_stamp`). Returns (paths copied, relative to ``base``; problems)."""
+    walker = _Walker(base)
     copied: list[str] = []
     problems: list[str] = []
-    root = os.path.realpath(base)
     for pattern in patterns:
-        if not _matches(base, [pattern]):
+        matches, problem = walker.match(pattern)
+        if problem:
+            problems.append(f"artifacts: '{pattern}' {problem}; not collected")
+            continue
+        taken = 0
+        for match in matches:
+            for rel, why in walker.files(match):
+                if why is not None:
+                    problems.append(f"artifacts: '{rel}' {why}; not collected")
+                    continue
+                full = os.path.join(walker.root, rel)
+                if rel in copied or not _fresh(full, since):
+                    continue
+                target = os.path.join(dest, rel)
+                try:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    shutil.copy2(full, target)
+                except OSError as exc:
+                    problems.append(f"artifacts: cannot copy '{rel}': {exc.strerror or exc}")
+                    continue
+                copied.append(rel)
+                taken += 1
+        if not taken and not matches:
             problems.append(f"artifacts: nothing matches '{pattern}'")
-    for path in _matches(base, patterns):
-        real = os.path.realpath(path)
-        if not (real == root or real.startswith(root + os.sep)):
-            problems.append(f"artifacts: '{path}' is outside the workspace; not collected")
-            continue
-        rel = os.path.relpath(real, root)
-        target = os.path.join(dest, rel)
-        try:
-            if os.path.isdir(real):
-                shutil.copytree(real, target, dirs_exist_ok=True)
-            else:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                shutil.copy2(real, target)
-        except OSError as exc:
-            problems.append(f"artifacts: cannot copy '{rel}': {exc.strerror or exc}")
-            continue
-        copied.append(rel)
+        elif not taken and since is not None and not any(
+                p.startswith(f"artifacts: '{pattern}'") for p in problems):
+            problems.append(f"artifacts: nothing this job wrote matches '{pattern}' "
+                            "(older files are not collected)")
     return copied, problems
 
 
-def read_reports(base: str, patterns: list[str]) -> tuple[ReportCounts, list[str]]:
-    """Sum the test counts of the JUnit XML files matching ``patterns``."""
+def read_reports(base: str, patterns: list[str], *,
+                 since: int | None = None) -> tuple[ReportCounts, list[str]]:
+    """Sum the test counts of the JUnit XML files matching ``patterns`` (with ``since``, only
+    those written at or after it)."""
+    walker = _Walker(base)
     counts = ReportCounts()
-    problems: list[str] = [
-        f"reports: nothing matches '{p}'" for p in patterns if not _matches(base, [p])
-    ]
-    for path in _matches(base, patterns):
-        if os.path.isdir(path):
+    problems: list[str] = []
+    seen: set[str] = set()
+    for pattern in patterns:
+        matches, problem = walker.match(pattern)
+        if problem:
+            problems.append(f"reports: '{pattern}' {problem}; not read")
             continue
-        rel = os.path.relpath(path, base)
-        try:
-            root = ET.parse(path).getroot()
-        except (ET.ParseError, OSError) as exc:
-            problems.append(f"reports: '{rel}' is not JUnit XML: {exc}")
-            continue
-        suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-        if root.tag not in ("testsuite", "testsuites"):
-            problems.append(f"reports: '{rel}' is not JUnit XML (root <{root.tag}>)")
-            continue
-        counts.files += 1
-        for suite in suites:
-            if suite.find("testsuite") is not None:
-                continue  # counted through its children
-            cases = suite.findall("testcase")
-            if cases:
-                counts.tests += len(cases)
-                for case in cases:
-                    if case.find("failure") is not None:
-                        counts.failures += 1
-                    elif case.find("error") is not None:
-                        counts.errors += 1
-                    elif case.find("skipped") is not None:
-                        counts.skipped += 1
-            else:
-                counts.tests += int(suite.get("tests", 0) or 0)
-                counts.failures += int(suite.get("failures", 0) or 0)
-                counts.errors += int(suite.get("errors", 0) or 0)
-                counts.skipped += int(suite.get("skipped", 0) or 0)
+        if not matches:
+            problems.append(f"reports: nothing matches '{pattern}'")
+        for match in matches:
+            for rel, why in walker.files(match):
+                if why is not None:
+                    problems.append(f"reports: '{rel}' {why}; not read")
+                    continue
+                full = os.path.join(walker.root, rel)
+                if rel in seen or not _fresh(full, since):
+                    continue
+                seen.add(rel)
+                _count(full, rel, counts, problems)
     return counts, problems
+
+
+def _count(path: str, rel: str, counts: ReportCounts, problems: list[str]) -> None:
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        problems.append(f"reports: '{rel}' is not JUnit XML: {exc}")
+        return
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    if root.tag not in ("testsuite", "testsuites"):
+        problems.append(f"reports: '{rel}' is not JUnit XML (root <{root.tag}>)")
+        return
+    counts.files += 1
+    for suite in suites:
+        if suite.find("testsuite") is not None:
+            continue  # counted through its children
+        cases = suite.findall("testcase")
+        if cases:
+            counts.tests += len(cases)
+            for case in cases:
+                if case.find("failure") is not None:
+                    counts.failures += 1
+                elif case.find("error") is not None:
+                    counts.errors += 1
+                elif case.find("skipped") is not None:
+                    counts.skipped += 1
+        else:
+            counts.tests += _int(suite.get("tests"))
+            counts.failures += _int(suite.get("failures"))
+            counts.errors += _int(suite.get("errors"))
+            counts.skipped += _int(suite.get("skipped"))
+
+
+def _int(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0

@@ -17,7 +17,6 @@ Dockerfile actions are built once per action commit and found again by their tag
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import hashlib
 import os
@@ -26,14 +25,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from flowray.execute.process import ProcessOutcome, ProcessSupervisor, read_done
+from flowray.execute.process import LineSplitter, ProcessOutcome, ProcessSupervisor, read_done
 from flowray.execute.step_request import ContainerRun
 from flowray.spec.types import ActionData
 
 RUN_LABEL = "flowray.run"
 JOB_LABEL = "flowray.job"
 PULL_POLICIES = ("if-not-present", "always", "never")
-_CHUNK_LINE_LIMIT = 1 << 20  # a "line" longer than this is cut into pieces
 _HELP = ("start one (as root: `dockerd &`, or `sudo systemctl start docker`), or set "
          "DOCKER_HOST to an engine that runs (e.g. unix:///var/run/docker.sock or tcp://host:2375)")
 
@@ -239,24 +237,12 @@ def _create(run: ContainerRun) -> Any:
 
 def _stream(container: Any, on_line: Callable[[str], None]) -> None:
     """Every line the container prints (stdout and stderr, as they come), until it ends."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     done = read_done(on_line)
-    pending = ""
+    lines = LineSplitter(on_line)
     for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-        pending += decoder.decode(chunk)
-        while True:
-            cut = pending.find("\n")
-            if cut < 0:
-                if len(pending) > _CHUNK_LINE_LIMIT:
-                    on_line(pending[:_CHUNK_LINE_LIMIT])
-                    pending = pending[_CHUNK_LINE_LIMIT:]
-                break
-            on_line(pending[:cut].rstrip("\r"))
-            pending = pending[cut + 1:]
+        lines.feed(chunk)
         done()
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        on_line(pending.rstrip("\r"))
+    lines.close()
     done()
 
 

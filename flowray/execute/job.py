@@ -111,6 +111,8 @@ class JobRequest:
     job: JobData
     contexts: dict[str, Any]  # everything but steps/variable/env
     env: dict[str, str] = field(repr=False)  # process environment before flow/job/step env
+    # The --env-file values (also in ``env``): a container step gets them, not the rest of env.
+    env_file: dict[str, str] = field(default_factory=dict, repr=False)
     flow_env: dict[str, str] = field(default_factory=dict)
     workspace: str = "."
     run_dir: str = "."  # the run record folder; step logs go below it
@@ -173,8 +175,13 @@ def input_env_name(name: str) -> str:
 _RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK")
 
 
-def _passed_in(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith("FLOWRAY_") or k in _RANK_VARIABLES}
+def _passed_in(req: JobRequest) -> dict[str, str]:
+    """What a container step gets of the job's base environment: flowray's variables and the
+    ``--env-file`` values."""
+    env = req.env
+    passed = {k: v for k, v in env.items() if k.startswith("FLOWRAY_") or k in _RANK_VARIABLES}
+    passed.update(req.env_file)
+    return passed
 
 
 def _safe_name(text: str) -> str:
@@ -208,6 +215,7 @@ class JobRunner:
         self.pgids: list[int] = []
         self.output_bytes = 0  # all outputs of the job so far, capped at MAX_OUTPUT_BYTES
         self._step_start_bytes = 0
+        self._since: int | None = None  # when the attempt started (artifacts, reports)
         job = request.job
         os.makedirs(os.path.join(request.run_dir, "outputs"), exist_ok=True)
         self.log_dir = os.path.join("logs", _safe_name(request.key))
@@ -258,6 +266,11 @@ class JobRunner:
 
     def run(self) -> JobResult:
         started = time.time()
+        if self.req.job["artifacts"] or self.req.job["reports"]:
+            from flowray.execute.artifacts import attempt_stamp
+
+            # Files this attempt writes from now on are its artifacts and reports.
+            self._since = attempt_stamp(self.req.run_dir)
         deadline = None if self.req.timeout is None else time.monotonic() + self.req.timeout
         base_ctx = self._contexts({})
         error: str | None = None
@@ -344,8 +357,9 @@ class JobRunner:
             return [], None, []
         from flowray.execute.artifacts import collect_artifacts, read_reports
 
+        ctx = self._contexts(env)
         try:
-            base = self._directory(self._contexts(env))
+            base = self._directory(ctx)
         except expr.ExprError as exc:
             return [], None, [f"working-directory: {exc}"]
         warnings: list[str] = []
@@ -355,16 +369,29 @@ class JobRunner:
             dest_rel = os.path.join("artifacts", _safe_name(self.req.key))
             if self.req.rank:  # other ranks of a multi-node job keep theirs apart
                 dest_rel += f".rank{self.req.rank}"
-            files, problems = collect_artifacts(
-                base, job["artifacts"], os.path.join(self.req.run_dir, dest_rel)
-            )
+            patterns, problems = self._globs("artifacts", ctx)
+            files, more = collect_artifacts(
+                base, patterns, os.path.join(self.req.run_dir, dest_rel), since=self._since)
             copied = [os.path.join(dest_rel, f) for f in files]
-            warnings += problems
+            warnings += problems + more
         if job["reports"]:
-            counts, problems = read_reports(base, job["reports"])
+            patterns, problems = self._globs("reports", ctx)
+            counts, more = read_reports(base, patterns, since=self._since)
             reports = counts.to_record()
-            warnings += problems
+            warnings += problems + more
         return copied, reports, warnings
+
+    def _globs(self, key: str, ctx: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """The job's ``artifacts`` or ``reports`` globs, ``${{ }}`` rendered (a matrix cell's
+        own file names); a glob that cannot be rendered is left out with a warning."""
+        out: list[str] = []
+        problems: list[str] = []
+        for glob in self.req.job[key]:  # type: ignore[literal-required]
+            try:
+                out.append(expr.to_text(expr.render(glob, ctx)) if "${{" in glob else glob)
+            except expr.ExprError as exc:
+                problems.append(f"{key}: '{glob}': {exc}")
+        return out, problems
 
     def _run_step(
         self, step: StepData, result: StepResult, job_env: dict[str, str], remaining: float | None
@@ -495,7 +522,7 @@ class JobRunner:
 
                 try:
                     container = job_container_run(job_container, argv, cwd,
-                                                  {**_passed_in(req.env), **own}, req, ctx)
+                                                  {**_passed_in(req), **own}, req, ctx)
                 except (ValueError, ContainerError) as exc:
                     raise _StepFailed(f"container: {exc}") from exc
         else:
@@ -503,7 +530,7 @@ class JobRunner:
                 step, result.index, ctx, own, cwd)
             own.update(action_env)
             if container is not None:
-                container.env.update(_passed_in(req.env))
+                container.env.update(_passed_in(req))
                 container.env.update(own)
         if req.gpus is not None:
             own["CUDA_VISIBLE_DEVICES"] = ",".join(req.gpus)
@@ -621,6 +648,8 @@ class JobRunner:
 
         with open(log_path, "w", encoding="utf-8", errors="replace") as log:
             batch: list[str] = []
+            long_line = False  # pieces of a line longer than MAX_LINE_BYTES are coming
+            held = ""  # the unmasked end of the last piece (it may begin a secret)
 
             def flush() -> None:
                 # The lines of one read of the output go out as one batch of events.
@@ -629,8 +658,22 @@ class JobRunner:
                     batch.clear()
                     events.step_lines(key, result, lines)
 
+            def part(piece: str) -> None:
+                # A piece of a very long line: into the log file as it comes; the events get
+                # the line's beginning once, cut (the reader keeps no more than one piece).
+                nonlocal long_line, held
+                if not long_line:
+                    long_line = True
+                    batch.append(_shown(masker.text(piece) if masker else piece))
+                text, held = masker.text_part(held + piece) if masker else (piece, "")
+                log.write(text)
+
             def on_line(line: str) -> None:
-                nonlocal overflow
+                nonlocal overflow, long_line, held
+                if long_line:  # the last piece of a long line
+                    log.write((masker.text(held + line) if masker else line) + "\n")
+                    long_line, held = False, ""
+                    return
                 if line.startswith("::"):
                     parsed = parse_output_line(line)
                     if parsed is not None:
@@ -647,9 +690,10 @@ class JobRunner:
                 if masker:
                     line = masker.text(line)
                 log.write(line + "\n")
-                batch.append(line)
+                batch.append(_shown(line))
 
             on_line.flush = flush  # type: ignore[attr-defined]  # the reader calls it per read
+            on_line.part = part  # type: ignore[attr-defined]  # pieces of a too long line
 
             try:
                 if isinstance(request, ContainerRun):
@@ -740,6 +784,18 @@ class JobRunner:
                     result.error = f"action '{action['name']}': output {what}"
                     return True
         return False
+
+
+# A line of output longer than this (characters) reaches the events (the terminal, `--events`,
+# events.jsonl) cut to this length with CUT_MARK; the step's log file keeps it whole.
+MAX_SHOWN_LINE = 64 * 1024
+CUT_MARK = " [... line cut at {n} characters; the whole line is in the step's log file]"
+
+
+def _shown(line: str) -> str:
+    if len(line) <= MAX_SHOWN_LINE:
+        return line
+    return line[:MAX_SHOWN_LINE] + CUT_MARK.format(n=MAX_SHOWN_LINE)
 
 
 _OUTPUT_CAP_ERROR = f"the job's outputs are larger than {MAX_OUTPUT_BYTES // 1024} KiB"

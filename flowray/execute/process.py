@@ -282,7 +282,12 @@ class ProcessSupervisor:
             threading.Thread(target=stop_groups, args=([pgid],),
                              kwargs={"grace": self.grace}, daemon=True).start()
         try:
-            _pump(child, child.fd, on_line)
+            if _pump(child, child.fd, on_line):
+                # The main process is gone but a background child still holds the step's
+                # output: the step ends here, and so do the processes that would go on
+                # writing into a pipe nobody reads (those that let go of it live on until
+                # the job ends).
+                stop_pids(pipe_holders(child.fd), grace=self.grace)
             os.close(child.fd)
             code = child.wait()
         except BaseException:
@@ -401,40 +406,155 @@ def read_done(on_line: Callable[[str], None]) -> Callable[[], None]:
     return flush if flush is not None else (lambda: None)
 
 
-def _pump(proc: _Child, fd: int, on_line: Callable[[str], None]) -> None:
+# A line longer than this (bytes) is handed on in pieces of this size (UTF-8 characters kept
+# whole), so a step that prints without a newline holds at most this much of flowray's memory.
+MAX_LINE_BYTES = 1 << 20
+# After the step's main process exited, output still coming from a background child that holds
+# the pipe is read for at most this long; then the step ends.
+_DRAIN_SECONDS = 0.5
+
+
+def _char_cut(data: bytes | bytearray, limit: int) -> int:
+    """Where to cut ``data`` at most ``limit`` bytes in without splitting a UTF-8 character."""
+    cut = limit
+    for back in range(4):
+        if cut - back <= 0:
+            break
+        if data[cut - back] & 0xC0 != 0x80:  # not a continuation byte: a character starts here
+            return cut - back
+    return cut
+
+
+class LineSplitter:
+    """Splits a step's output into lines for ``on_line`` (without the newline).
+
+    A line longer than :data:`MAX_LINE_BYTES` is not held whole: its pieces go to
+    ``on_line.part`` as they come (each a continuation of the same line) and its last piece to
+    ``on_line``, which so learns that the line ended. Without a ``part`` attribute each piece is
+    handed to ``on_line`` as a line of its own.
+    """
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self.on_line = on_line
+        self.part: Callable[[str], None] = getattr(on_line, "part", None) or on_line
+        self.pending = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self.pending += data
+            self._spill()
+            return
+        if self.pending:
+            data = bytes(self.pending) + data
+            cut += len(self.pending)
+            self.pending = bytearray()
+        self.pending += data[cut + 1:]
+        on_line = self.on_line
+        for raw in data[:cut].split(b"\n"):
+            if len(raw) > MAX_LINE_BYTES:
+                self._long(raw)
+            else:
+                on_line(raw.decode("utf-8", "replace").removesuffix("\r"))
+        self._spill()
+
+    def _spill(self) -> None:
+        while len(self.pending) > MAX_LINE_BYTES:
+            n = _char_cut(self.pending, MAX_LINE_BYTES)
+            self.part(bytes(self.pending[:n]).decode("utf-8", "replace"))
+            del self.pending[:n]
+
+    def _long(self, raw: bytes) -> None:
+        while len(raw) > MAX_LINE_BYTES:
+            n = _char_cut(raw, MAX_LINE_BYTES)
+            self.part(raw[:n].decode("utf-8", "replace"))
+            raw = raw[n:]
+        self.on_line(raw.decode("utf-8", "replace").removesuffix("\r"))
+
+    def close(self) -> None:
+        """The output ended: hand on what is left of an unfinished last line."""
+        if self.pending:
+            rest, self.pending = bytes(self.pending), bytearray()
+            self.on_line(rest.decode("utf-8", "replace").removesuffix("\r"))
+
+
+def _pump(proc: _Child, fd: int, on_line: Callable[[str], None]) -> bool:
+    """Read the step's output until its end, or until the main process exited and what a
+    background child still writes was drained for :data:`_DRAIN_SECONDS`. True in that case:
+    somebody else still holds the pipe."""
     done = read_done(on_line)
+    lines = LineSplitter(on_line)
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    pending = bytearray()
     main_exited_at: float | None = None
+    next_check = time.monotonic() + _IDLE_CHECK_SECONDS
+    held = False
     while True:
-        if not poller.poll(_IDLE_CHECK_SECONDS * 1000):
-            # Quiet pipe: if the main process is gone, a background child holds the pipe open.
-            # Stop reading after a short drain; the job's cleanup stops that child later.
-            if proc.poll() is not None:
-                if main_exited_at is None:
-                    main_exited_at = time.monotonic()
-                else:
-                    break
-            continue
+        ready = poller.poll(_IDLE_CHECK_SECONDS * 1000)
+        now = time.monotonic()
+        if not ready or now >= next_check:
+            # Is the main process gone while the pipe stays open (a background child holds
+            # it)? Checked when the pipe is quiet, and now and then while it is busy.
+            next_check = now + _IDLE_CHECK_SECONDS
+            if main_exited_at is None:
+                if proc.poll() is not None:
+                    main_exited_at = now
+            elif not ready or now - main_exited_at >= _DRAIN_SECONDS:
+                held = True
+                break
+            if not ready:
+                continue
         data = os.read(fd, _READ_SIZE)
         if not data:
             break
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            pending += data
-            continue
-        if pending:
-            data = bytes(pending) + data
-            cut += len(pending)
-            pending = bytearray()
-        pending += data[cut + 1 :]
-        for raw in data[:cut].split(b"\n"):
-            on_line(raw.decode("utf-8", "replace").removesuffix("\r"))
+        lines.feed(data)
         done()
-    if pending:
-        on_line(bytes(pending).decode("utf-8", "replace").removesuffix("\r"))
+    lines.close()
     done()
+    return held
+
+
+def pipe_holders(fd: int) -> list[int]:
+    """The processes (other than this one) that hold the other end of the pipe ``fd``."""
+    try:
+        link = f"pipe:[{os.fstat(fd).st_ino}]"
+    except OSError:
+        return []
+    me = os.getpid()
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for name in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{name}") == link:
+                    found.append(int(entry))
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def stop_pids(pids: Iterable[int], *, grace: float) -> None:
+    """SIGTERM ``pids``, wait up to ``grace`` for them to end, SIGKILL what is left."""
+    pids = list(pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _any_alive(pids):
+        time.sleep(0.02)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def run_processes(run_id: str, job_key: str | None = None) -> list[int]:
@@ -462,15 +582,6 @@ def sweep_run_processes(run_id: str, *, grace: float = DEFAULT_GRACE_SECONDS,
     """Stop every process left from run ``run_id`` (or from its job ``job_key``): SIGTERM,
     ``grace``, SIGKILL. Returns count."""
     pids = run_processes(run_id, job_key)
-    if not pids:
-        return 0
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _any_alive(pids):
-        time.sleep(0.02)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+    if pids:
+        stop_pids(pids, grace=grace)
     return len(pids)

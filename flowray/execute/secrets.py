@@ -30,6 +30,7 @@ class Masker:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._longest = 0
         for v in values:
             self.add(v)
 
@@ -42,6 +43,7 @@ class Masker:
             if not new:
                 return
             self._values |= new
+            self._longest = max(self._longest, *(len(v) for v in new))
             # Longest first, so a secret that contains another is masked whole.
             ordered = sorted(self._values, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
@@ -54,6 +56,19 @@ class Masker:
         if pattern is None:
             return text
         return pattern.sub(MASK, text)
+
+    def text_part(self, text: str) -> tuple[str, str]:
+        """Mask a piece of a line that goes on in a later piece: (the masked piece, a tail
+        held back unmasked, to be put before the next piece). The tail is what could be the
+        start of a secret that the next piece completes, so no secret is split unmasked."""
+        pattern = self._pattern
+        if pattern is None:
+            return text, ""
+        cut = max(0, len(text) - (self._longest - 1))
+        for match in pattern.finditer(text):
+            if match.start() < cut < match.end():
+                cut = match.end()  # later matches start after this one
+        return pattern.sub(MASK, text[:cut]), text[cut:]
 
     def data(self, value: Any) -> Any:
         """``value`` with secrets masked in every string inside it (lists, dicts)."""

@@ -483,6 +483,7 @@ class Coordinator:
             job=plan.data,
             contexts=self._contexts(state),
             env=self.base_env,
+            env_file=self.opts.env,
             flow_env=self.flow["env"],
             workspace=self.opts.workspace,
             run_dir=self.run_dir,
