@@ -289,7 +289,7 @@ def test_errors_carry_data_and_nothing_runs(ws: Workspace) -> None:
     assert "nope" in plan.value.message
     with pytest.raises(flowray.StartError) as bad:
         flowray.start("flow.yaml", workdir=ws.root, inputs={"epochs": 1}, cpus=0)
-    assert str(bad.value) == "cpus must be more than 0"
+    assert str(bad.value) == "cpus must be more than 0, got 0"
     ws.flow("name: broken\njobs:\n  a:\n    stepz: []\n", name="broken.yaml")
     with pytest.raises(flowray.FlowError) as invalid:
         flowray.start("broken.yaml", workdir=ws.root)

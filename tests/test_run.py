@@ -961,7 +961,8 @@ def test_outputs_are_capped_per_job_including_the_output_file(ws: Workspace) -> 
     steps = ws.record()["jobs"]["j"]["steps"]
     assert steps[0]["status"] == "success" and len(steps[0]["outputs"]["big"]) == 600000
     assert steps[1]["status"] == "failure" and steps[1]["outputs"] == {}
-    assert steps[1]["error"] == "the job's outputs are larger than 1024 KiB"
+    assert steps[1]["error"] == ("the job's outputs are larger than 1 MiB (1048576 bytes: its "
+                                 "steps' ::name:: lines and $FLOWRAY_OUTPUT files together)")
     # the step that overflowed lost its outputs; a later cleanup step is not blamed for it
     assert steps[2]["status"] == "success" and steps[2]["outputs"] == {"small": "1"}
 

@@ -21,13 +21,13 @@ from flowray.actions.names import scrub, split_credentials, strip_credentials
 
 
 def _timeout_from_env() -> float:
-    """FLOWRAY_GIT_TIMEOUT seconds (default 600); a value that is not a positive number is
-    ignored rather than stopping every git operation."""
+    """FLOWRAY_GIT_TIMEOUT seconds (default 600); a value that is not a number of seconds more
+    than 0 and at most a day is ignored rather than stopping every git operation."""
     try:
         value = float(os.environ.get("FLOWRAY_GIT_TIMEOUT", "600"))
     except ValueError:
         return 600.0
-    return value if value > 0 else 600.0
+    return value if 0 < value <= 86_400 else 600.0  # NaN and infinity too
 
 
 _TIMEOUT_S = _timeout_from_env()

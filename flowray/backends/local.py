@@ -13,6 +13,7 @@ from flowray.execute.job import ActionLoader, JobRequest, JobResult, run_job
 from flowray.execute.process import DEFAULT_GRACE_SECONDS, ProcessSupervisor, stop_groups
 from flowray.execute.secrets import Masker
 from flowray.plan.plan import JobPlan
+from flowray.spec.limits import MAX_GPUS
 from flowray.spec.types import ResourcesData
 from flowray.status import Status
 
@@ -21,14 +22,22 @@ def detect_gpus() -> list[str]:
     """GPU ids this machine offers to jobs.
 
     ``FLOWRAY_GPUS`` (``0,1,2`` or a count) wins; then an inherited ``CUDA_VISIBLE_DEVICES``;
-    then the NVIDIA driver's ``/proc/driver/nvidia/gpus``.
+    then the NVIDIA driver's ``/proc/driver/nvidia/gpus``. Raises ValueError when
+    ``FLOWRAY_GPUS`` asks for more than ``MAX_GPUS``.
     """
     forced = os.environ.get("FLOWRAY_GPUS")
     if forced is not None:
         forced = forced.strip()
-        if forced.isdigit():
+        if forced.isascii() and forced.isdigit():
+            if len(forced) > 6 or int(forced) > MAX_GPUS:
+                shown = forced if len(forced) <= 20 else f"a number of {len(forced)} digits"
+                raise ValueError(f"FLOWRAY_GPUS={shown}: more GPUs than the limit of {MAX_GPUS}")
             return [str(i) for i in range(int(forced))]
-        return [g.strip() for g in forced.split(",") if g.strip()]
+        ids = [g.strip() for g in forced.split(",") if g.strip()]
+        if len(ids) > MAX_GPUS:
+            raise ValueError(f"FLOWRAY_GPUS names {len(ids)} GPUs, more than the limit of "
+                             f"{MAX_GPUS}")
+        return ids
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]

@@ -13,11 +13,13 @@ from flowray.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
     _actions_config,
+    _fail,
     _fmt_time,
     _lazy_pinner,
     _print_diagnostics,
     _size,
 )
+from flowray.spec.limits import MAX_AGE_DAYS, number_problem
 
 
 @main.group()
@@ -95,6 +97,14 @@ def actions_prune(workdir: str | None, older_than: float | None) -> None:
     """Remove cached actions (all, or those unused for --older-than DAYS)."""
     from flowray.actions import ActionCache
 
+    if older_than is not None:
+        problem = number_problem(older_than, low=0, high=MAX_AGE_DAYS)
+        if problem:
+            _fail(f"--older-than {problem}")
+    if older_than is not None:
+        problem = number_problem(older_than, low=0, high=MAX_AGE_DAYS)
+        if problem:
+            _fail(f"--older-than {problem}")
     config = _actions_config(os.path.abspath(workdir or os.getcwd()))
     removed = ActionCache(config.cache_dir).prune(
         older_than=None if older_than is None else older_than * 86400

@@ -21,6 +21,7 @@ from flowray.cli.common import (
     _jobs_errors,
     _remote,
 )
+from flowray.spec.limits import MAX_CANCEL_WAIT_SECONDS, number_problem
 from flowray.status import Status
 
 if TYPE_CHECKING:
@@ -285,8 +286,10 @@ def cancel(run_ref: str, workdir: str | None, address: str | None,
     Ctrl-C: every step gets SIGTERM, then SIGKILL after the grace period. With --address, Ray
     stops the submitted run the same way.
     """
-    if wait_s is not None and wait_s < 0:
-        _fail("--wait must be 0 or more")
+    if wait_s is not None:
+        problem = number_problem(wait_s, low=0, high=MAX_CANCEL_WAIT_SECONDS)
+        if problem:
+            _fail(f"--wait {problem}")
     if address:
         _cancel_remote(address, run_ref, 60.0 if wait_s is None else wait_s)
     else:

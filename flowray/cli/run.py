@@ -32,7 +32,7 @@ from flowray.cli.common import (
     read_env_file,
 )
 from flowray.cli.view import Console
-from flowray.runtime.api import Prepared, Run, check_secrets, local_gpus
+from flowray.runtime.api import Prepared, Run, check_run_numbers, check_secrets, local_gpus
 from flowray.runtime.errors import PlanInvalid, RunInputError, SecretsMissing, StartError
 from flowray.spec.diagnostics import FlowError
 
@@ -219,11 +219,7 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
                                             bundle)
     matrix_filter = _pairs(matrix, "--matrix", sep=":")
     raw_inputs = _pairs(inputs, "--input")
-    if cpus is not None and cpus <= 0:
-        _fail("--cpus must be more than 0")
-    if grace is not None and grace < 0:
-        _fail("--grace must be 0 or more")
-    gpu_ids = [g for g in gpus.split(",") if g.strip()] if gpus is not None else None
+    cpus, grace, gpu_ids = _run_numbers(cpus, grace, gpus)
     backend = address or ("ray" if use_ray else None)
     prepared = _prepared(flow_path, workspace, inputs=raw_inputs, jobs=jobs,
                          matrix=matrix_filter, offline=offline, use_cache=not no_cache,
@@ -242,6 +238,17 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         _start_failure(exc)
     sys.exit(_watch(handle, as_json=as_json, events=events, quiet=quiet,
                     show_backend=backend is not None))
+
+
+def _run_numbers(cpus: float | None, grace: float | None, gpus: str | None
+                 ) -> tuple[float | None, float | None, list[str] | None]:
+    """--cpus, --grace and --gpus checked (finite, in range: docs/flow-syntax.md, "Limits");
+    exit 2 with the option's name otherwise."""
+    try:
+        return check_run_numbers(cpus, grace, gpus)
+    except StartError as exc:
+        _fail(f"--{exc}")
+        raise  # not reached: _fail exits
 
 
 def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
@@ -356,8 +363,7 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
     if flow_file == os.pardir or flow_file.startswith(os.pardir + os.sep):
         _fail(f"the flow file '{flow_path}' is not in the workspace {workspace}, which is "
               f"what is shipped: move it there or give the workspace with -C")
-    if grace is not None and grace < 0:
-        _fail("--grace must be 0 or more")
+    grace = _run_numbers(None, grace, None)[1]
     # Everything that can be checked here is checked before anything is shipped.
     secret_values, env, event = _run_values(secrets, secret_file, env_file, event_file, {})
     raw_inputs = _pairs(inputs, "--input")

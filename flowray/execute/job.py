@@ -216,6 +216,7 @@ class JobRunner:
         self.output_bytes = 0  # all outputs of the job so far, capped at MAX_OUTPUT_BYTES
         self._step_start_bytes = 0
         self._since: int | None = None  # when the attempt started (artifacts, reports)
+        self._stdout_overflow = False  # the step's `::name::` lines passed the cap
         job = request.job
         os.makedirs(os.path.join(request.run_dir, "outputs"), exist_ok=True)
         self.log_dir = os.path.join("logs", _safe_name(request.key))
@@ -682,7 +683,7 @@ class JobRunner:
                             flush()  # lines before the mask went out as they were
                             masker.add(str(value))
                             return
-                        self.output_bytes += len(line)
+                        self.output_bytes += len(line.encode("utf-8", "surrogatepass"))
                         if self.output_bytes > MAX_OUTPUT_BYTES:
                             overflow = True
                         else:
@@ -704,6 +705,7 @@ class JobRunner:
                     outcome = self.supervisor.run(request, on_line)
             finally:
                 flush()
+        self._stdout_overflow = overflow
         if outcome.pgid:
             self.pgids.append(outcome.pgid)
         return outcome
@@ -721,15 +723,18 @@ class JobRunner:
         result.started = outcome.started
         result.exit_code = outcome.exit_code
         status = Status.SUCCESS if outcome.exit_code == 0 and not result.error else Status.FAILURE
+        # Read no more of the file than the job's allowance (and one byte to see it is over).
+        allowance = max(MAX_OUTPUT_BYTES - self.output_bytes, 0)
         try:
-            with open(output_file, encoding="utf-8", errors="replace") as fh:
-                text = fh.read(MAX_OUTPUT_BYTES + 1 - self.output_bytes)
-                self.output_bytes += len(text)
+            with open(output_file, "rb") as fh:
+                raw = fh.read(allowance + 1)
         except FileNotFoundError:
-            text = ""
+            raw = b""
         else:
             os.unlink(output_file)
-        if self.output_bytes > MAX_OUTPUT_BYTES:
+        self.output_bytes += len(raw)
+        text = raw.decode("utf-8", "replace")
+        if self._stdout_overflow or self.output_bytes > MAX_OUTPUT_BYTES:
             # This step's outputs do not fit: it fails and they are dropped, so later steps
             # (an `if: always()` cleanup, say) still have the job's remaining allowance.
             result.error = _OUTPUT_CAP_ERROR
@@ -798,7 +803,10 @@ def _shown(line: str) -> str:
     return line[:MAX_SHOWN_LINE] + CUT_MARK.format(n=MAX_SHOWN_LINE)
 
 
-_OUTPUT_CAP_ERROR = f"the job's outputs are larger than {MAX_OUTPUT_BYTES // 1024} KiB"
+_OUTPUT_CAP_ERROR = (
+    f"the job's outputs are larger than {MAX_OUTPUT_BYTES // 2**20} MiB ({MAX_OUTPUT_BYTES} "
+    "bytes: its steps' ::name:: lines and $FLOWRAY_OUTPUT files together)"
+)
 
 
 def _minutes(seconds: float | None) -> str:

@@ -21,12 +21,32 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from flowray.spec.limits import MAX_GRACE_SECONDS
+
 # How long a step's processes get between SIGTERM and SIGKILL when stopped.
 DEFAULT_GRACE_SECONDS = 5.0
 # How long the reader waits without output before checking whether the step's main process
 # exited while a background child still holds the output pipe.
 _IDLE_CHECK_SECONDS = 0.25
 _READ_SIZE = 1 << 16
+# The watchdog never sleeps longer than this at once (a far deadline is reached in steps), so no
+# deadline, however far, is a wait the clock functions refuse.
+_WATCH_STEP_SECONDS = 3600.0
+
+
+def _seconds(value: float | None) -> float | None:
+    """A timeout or grace as a usable number of seconds: None (no limit) for None, NaN or
+    +infinity, 0 for a negative one. Inputs are checked where they come in (flow, options);
+    this keeps one bad value that got through from breaking the watchdog."""
+    if value is None or value != value or value == float("inf"):
+        return None
+    return max(float(value), 0.0)
+
+
+def _grace(value: float) -> float:
+    """Seconds to wait between SIGTERM and SIGKILL: at most MAX_GRACE_SECONDS."""
+    seconds = _seconds(value)
+    return MAX_GRACE_SECONDS if seconds is None else min(seconds, MAX_GRACE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -137,7 +157,7 @@ def stop_groups(pgids: Iterable[int], *, grace: float = DEFAULT_GRACE_SECONDS) -
     for pid in tree - set(pgids):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
+    deadline = time.monotonic() + _grace(grace)
     while time.monotonic() < deadline:
         if not any(_group_alive(g) for g in pgids) and not _any_alive(tree - set(pgids)):
             return
@@ -183,7 +203,8 @@ class ProcessSupervisor:
 
     def _register(self, pgid: int, timeout: float | None) -> None:
         with self._lock:
-            deadline = None if timeout is None else time.monotonic() + timeout
+            seconds = _seconds(timeout)
+            deadline = None if seconds is None else time.monotonic() + seconds
             self._live[pgid] = deadline
             if deadline is not None:
                 if self._watchdog is None:
@@ -217,7 +238,8 @@ class ProcessSupervisor:
                     elif nearest is None or deadline < nearest:
                         nearest = deadline
                 if not expired:
-                    self._wake.wait(None if nearest is None else nearest - now)
+                    wait = None if nearest is None else min(nearest - now, _WATCH_STEP_SECONDS)
+                    self._wake.wait(wait)
                     continue
             for pgid in expired:
                 threading.Thread(
@@ -549,7 +571,7 @@ def stop_pids(pids: Iterable[int], *, grace: float) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
+    deadline = time.monotonic() + _grace(grace)
     while time.monotonic() < deadline and _any_alive(pids):
         time.sleep(0.02)
     for pid in pids:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flowray.spec.files import action_file
+from flowray.spec.files import MAX_FILE_BYTES, action_file
 from flowray.spec.types import ActionData, FlowData
 from flowray.store.fs import write_json_atomic
 
@@ -103,9 +103,11 @@ def load_flow_cached(
 
     try:
         with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except (OSError, ValueError):  # ValueError: a NUL in the path
         raw = None
+    if raw is not None and len(raw) > MAX_FILE_BYTES:
+        raw = None  # too large: the loader says so
     entry_path = None
     if raw is not None and use_cache:
         key = hashlib.sha256(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowray.plan.graph import topological_order
-from flowray.spec.matrix import expand_matrix
+from flowray.spec.matrix import MatrixTooLarge, expand_matrix
 from flowray.spec.types import FlowData, JobData
 
 
@@ -128,7 +128,10 @@ def build_plan(
         display = data["name"] or job_id
         strategy = data["strategy"]
         has_matrix = bool(strategy and strategy["matrix"])
-        cells = expand_matrix(strategy["matrix"]) if strategy and has_matrix else []
+        try:
+            cells = expand_matrix(strategy["matrix"]) if strategy and has_matrix else []
+        except MatrixTooLarge as exc:  # validation reports it first; a plan never expands it
+            raise PlanError(f"job '{job_id}': {exc}") from None
         if has_matrix and not cells:
             raise PlanError(f"job '{job_id}': its matrix has no cells left after 'exclude'")
         if not has_matrix:

@@ -233,11 +233,45 @@ def _step_actions(prepared: Prepared) -> dict[str, dict[int, StepAction]]:
     return out
 
 
+def check_run_numbers(cpus: Any, grace: Any, gpus: Any
+                      ) -> tuple[float | None, float | None, list[str] | None]:
+    """``cpus``, ``grace`` and ``gpus`` of a run as checked values; raises StartError naming
+    the first that is not a finite number in range (or a list of GPU ids)."""
+    from flowray.spec.limits import MAX_CPUS, MAX_GPUS, MAX_GRACE_SECONDS, number_problem
+
+    if cpus is not None:
+        problem = number_problem(cpus, low=0, high=MAX_CPUS, low_open=True)
+        if problem:
+            raise StartError(f"cpus {problem}")
+    if grace is not None:
+        problem = number_problem(grace, low=0, high=MAX_GRACE_SECONDS)
+        if problem:
+            raise StartError(f"grace {problem}")
+    ids: list[str] | None = None
+    if gpus is not None:
+        if isinstance(gpus, str):
+            gpus = [g.strip() for g in gpus.split(",") if g.strip()]
+        if not isinstance(gpus, Sequence) or not all(isinstance(g, str) for g in gpus):
+            raise StartError(f"gpus must be a list of GPU ids (text, such as ['0', '1']), got "
+                             f"{type(gpus).__name__}")
+        if len(gpus) > MAX_GPUS:
+            raise StartError(f"gpus names {len(gpus)} GPUs, more than the limit of {MAX_GPUS}")
+        bad = next((g for g in gpus if not g or "," in g or "\0" in g or g != g.strip()), None)
+        if bad is not None:
+            raise StartError(f"gpus: {bad!r} is not a GPU id")
+        ids = list(gpus)
+    return (None if cpus is None else float(cpus), None if grace is None else float(grace),
+            ids)
+
+
 def local_gpus(prepared: Prepared, gpus: Sequence[str] | None) -> list[str]:
     """The GPU ids the local pool hands out; refuses jobs this machine cannot run."""
     from flowray.backends.local import detect_gpus, multi_node_refusal
 
-    ids = list(gpus) if gpus is not None else detect_gpus()
+    try:
+        ids = list(gpus) if gpus is not None else detect_gpus()
+    except ValueError as exc:  # FLOWRAY_GPUS that names no GPUs, or too many
+        raise StartError(str(exc)) from None
     for j in prepared.plan.jobs:
         if j.data["resources"]["nodes"] > 1:
             raise StartError(multi_node_refusal(j.key, j.data["resources"]))
@@ -362,6 +396,11 @@ class Run:
 
     def wait_record(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The final record as a plain dict (None if ``timeout`` passed first)."""
+        if timeout is not None:
+            if timeout != timeout:
+                raise ValueError("timeout must be a number of seconds or None, got nan")
+            if timeout == float("inf"):
+                timeout = None
         if not self._done.wait(timeout):
             return None
         if self._error is not None and not isinstance(self._error, Exception):
@@ -385,7 +424,14 @@ class Run:
 
     def cancel(self, grace: float | None = None, *, reason: str = "cancelled") -> None:
         """Stop the run: every step gets SIGTERM, then SIGKILL after ``grace`` seconds (the
-        run's own grace when None). Returns at once; :meth:`wait` for the end."""
+        run's own grace when None). Returns at once; :meth:`wait` for the end. Raises
+        ValueError when ``grace`` is not a number of seconds from 0 to 3600."""
+        if grace is not None:
+            from flowray.spec.limits import MAX_GRACE_SECONDS, number_problem
+
+            problem = number_problem(grace, low=0, high=MAX_GRACE_SECONDS)
+            if problem:
+                raise ValueError(f"grace {problem}")
         self._coordinator.cancel(reason, grace=grace)
 
     def __repr__(self) -> str:
@@ -421,12 +467,17 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     from flowray.plan.actions import ActionTable
     from flowray.runtime.coordinator import Coordinator, RunOptions
     from flowray.runtime.recorder import RecordWriter
+    from flowray.spec.validate import env_problem
     from flowray.store.records import new_run_id
 
-    if cpus is not None and cpus <= 0:
-        raise StartError("cpus must be more than 0")
-    if grace is not None and grace < 0:
-        raise StartError("grace must be 0 or more")
+    cpus, grace, gpus = check_run_numbers(cpus, grace, gpus)
+    for name, value in (env or {}).items():
+        problem = env_problem(name, value)
+        if not isinstance(name, str) or not isinstance(value, str):
+            problem = (f"env must map names to text, got {type(name).__name__} -> "
+                       f"{type(value).__name__}")
+        if problem:
+            raise StartError(f"env: {problem}")
     if prepared is None:
         prepared = prepare(flow, workdir=workdir, inputs=inputs, jobs=jobs or (),
                            matrix=matrix, offline=offline, use_cache=use_cache,

@@ -110,7 +110,7 @@ class RunResult:
 
 def _lost_retries() -> int:
     text = os.environ.get("FLOWRAY_LOST_RETRIES", "")
-    return int(text) if text.isdigit() else _LOST_RETRIES
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else _LOST_RETRIES
 
 
 def _retry_backoff() -> float:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 
+# The largest flow or action file read (docs/flow-syntax.md, "Limits"); larger ones are refused
+# before they are parsed. The limits on what a file holds are in yamlpos.py.
+MAX_FILE_BYTES = 4 * 2**20
+
 # The action file a folder must hold when a reference's ``file:`` does not say otherwise.
 ACTION_FILES = ("action-datatorch.yaml", "action-datatorch.yml")
 

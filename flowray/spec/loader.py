@@ -16,7 +16,7 @@ from flowray.spec.diagnostics import (
     format_path,
     sort_diagnostics,
 )
-from flowray.spec.files import ACTION_FILES, find_action_file
+from flowray.spec.files import ACTION_FILES, MAX_FILE_BYTES, find_action_file
 from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
 from flowray.spec.model_errors import (
     ACTION_SHAPES,
@@ -26,7 +26,7 @@ from flowray.spec.model_errors import (
 )
 from flowray.spec.models import Action, Flow
 from flowray.spec.types import ActionData, FlowData, InputSpecData
-from flowray.spec.validate import FlowChecker, GitActionLoader, git_refs_in
+from flowray.spec.validate import FlowChecker, GitActionLoader, env_problem, git_refs_in
 from flowray.spec.yamlpos import Parsed, Positions, YamlError, offset_col, parse_json, parse_yaml
 
 EXTENSIONS = (".yml", ".yaml", ".json")
@@ -44,7 +44,7 @@ def _read(file: str) -> tuple[bytes, Parsed]:
     """The bytes of ``file`` and its data with positions; raises FlowError."""
     try:
         with open(file, "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(MAX_FILE_BYTES + 1)  # no more than that is ever read
     except FileNotFoundError:
         raise FlowError([Diagnostic(file, 0, 0, "", "file not found")]) from None
     except IsADirectoryError:
@@ -54,6 +54,13 @@ def _read(file: str) -> tuple[bytes, Parsed]:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise FlowError([Diagnostic(file, 0, 0, "", f"cannot read the file: {reason}")]) from None
+    except ValueError:  # a NUL character in the path
+        raise FlowError([Diagnostic(file.replace("\0", "\\0"), 0, 0, "",
+                                    "not a valid file name (it holds a NUL character)")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        message = (f"the file is too large (more than {MAX_FILE_BYTES // 2**20} MiB; "
+                   "flow and action files are limited to that size)")
+        raise FlowError([Diagnostic(file, 0, 0, "", message)])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -225,6 +232,11 @@ def _check_action(
             except InputError as exc:
                 report(("inputs", name, "default"), f"bad default: {exc}")
     runs = data.get("runs")
+    if isinstance(runs, dict) and isinstance(runs.get("env"), dict):
+        for key, value in runs["env"].items():
+            problem = env_problem(key, value)
+            if problem:
+                report(("runs", "env", key), problem)
     if isinstance(runs, dict):
         entry = {"python": "main", "node": "main", "script": "script"}.get(str(runs.get("using")))
         target = runs.get(entry) if entry else None

@@ -4,8 +4,31 @@ the plan (one job per cell)."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+import math
+from collections.abc import Hashable, Mapping
 from typing import Any
+
+# The most cells one job's matrix may have (docs/flow-syntax.md, "Limits"); the product of the
+# axes is counted before anything is expanded.
+MAX_MATRIX_CELLS = 10_000
+
+
+class MatrixTooLarge(ValueError):
+    """A matrix with more cells than :data:`MAX_MATRIX_CELLS`; ``count`` is how many."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        shown = f"{count:,}" if count < 10**30 else f"about 10^{len(str(count)) - 1}"
+        super().__init__(
+            f"the matrix has {shown} cells, more than the limit of {MAX_MATRIX_CELLS:,} "
+            "(one job per cell): use fewer axes or values"
+        )
+
+
+def matrix_size(matrix: Mapping[str, Any]) -> int:
+    """The number of cells of the axes' product (before ``exclude`` and ``include``)."""
+    axes = [v for k, v in matrix.items() if k not in ("include", "exclude")]
+    return math.prod(len(v) for v in axes) if axes else 0
 
 
 def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -13,33 +36,68 @@ def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     An ``include`` entry extends every product cell it can join without changing an original
     axis value; one that joins no cell becomes a cell of its own (which later entries do not
-    extend).
+    extend). Raises :class:`MatrixTooLarge` (before expanding) past ``MAX_MATRIX_CELLS``.
     """
     axes = {k: v for k, v in matrix.items() if k not in ("include", "exclude")}
     include = list(matrix.get("include") or [])
     exclude = list(matrix.get("exclude") or [])
+    size = matrix_size(matrix)
+    if size > MAX_MATRIX_CELLS:
+        raise MatrixTooLarge(size)
     cells: list[dict[str, Any]] = []
     if axes:
         keys = list(axes)
         cells = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
-    cells = [c for c in cells if not any(_matches(c, ex) for ex in exclude)]
+    cells = _exclude(cells, exclude, list(axes))
     # Only the product's cells are candidates to extend; cells an include created are not.
-    originals = [dict(c) for c in cells]
     product_cells = list(cells)
+    index: dict[tuple[str, ...], dict[tuple[Hashable, ...], list[int]]] = {}
     for entry in include:
-        joined = False
-        for cell, original in zip(product_cells, originals, strict=True):
-            if all(original.get(k, _MISSING) in (_MISSING, v) for k, v in entry.items()
-                   if k in axes):
-                cell.update(entry)
-                joined = True
-        if not joined:
+        on = tuple(k for k in axes if k in entry)  # the axes this entry names, in axis order
+        if on not in index:
+            by_values: dict[tuple[Hashable, ...], list[int]] = {}
+            for i, cell in enumerate(product_cells):  # each cell's original axis values
+                by_values.setdefault(tuple(_frozen(cell[k]) for k in on), []).append(i)
+            index[on] = by_values
+        matching = index[on].get(tuple(_frozen(entry[k]) for k in on), [])
+        for i in matching:
+            product_cells[i].update(entry)
+        if not matching:
+            if len(cells) >= MAX_MATRIX_CELLS:
+                raise MatrixTooLarge(len(cells) + 1)
             cells.append(dict(entry))
     return cells
 
 
-_MISSING = object()
+def _exclude(
+    cells: list[dict[str, Any]], exclude: list[Mapping[str, Any]], axes: list[str]
+) -> list[dict[str, Any]]:
+    """``cells`` without those an ``exclude`` entry matches: an entry matches a cell when each
+    of its keys is an axis with the entry's value. Entries are hashed by the axes they name, so
+    the cost is one lookup per cell and set of axes, not one comparison per cell and entry."""
+    groups: dict[tuple[str, ...], set[tuple[Hashable, ...]]] = {}
+    for entry in exclude:
+        if not entry or any(k not in axes for k in entry):
+            # An empty entry matches every cell; one naming a key that is no axis, none.
+            if not entry:
+                return []
+            continue
+        on = tuple(k for k in axes if k in entry)
+        groups.setdefault(on, set()).add(tuple(_frozen(entry[k]) for k in on))
+    if not groups:
+        return cells
+    return [
+        c for c in cells
+        if not any(tuple(_frozen(c[k]) for k in on) in values for on, values in groups.items())
+    ]
 
 
-def _matches(cell: Mapping[str, Any], pattern: Mapping[str, Any]) -> bool:
-    return all(k in cell and cell[k] == v for k, v in pattern.items())
+def _frozen(value: Any) -> Hashable:
+    """A hashable stand-in for ``value`` that is equal to another's exactly when the values are
+    equal (``==``): maps become frozensets of their items, lists tuples."""
+    if isinstance(value, dict):
+        return ("map", frozenset((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("list", tuple(_frozen(v) for v in value))
+    frozen: Hashable = value  # a scalar of a YAML or JSON document
+    return frozen

@@ -24,6 +24,16 @@ from pydantic import (
 )
 
 from flowray.expr import to_text
+from flowray.spec.limits import (
+    MAX_CPUS,
+    MAX_GPUS,
+    MAX_LABEL_AMOUNT,
+    MAX_MEMORY_BYTES,
+    MAX_NODES,
+    MAX_PARALLEL,
+    MAX_RETRIES,
+    MAX_TIMEOUT_MINUTES,
+)
 from flowray.spec.units import parse_memory
 
 JOB_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
@@ -31,6 +41,8 @@ STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 INPUT_TYPES = ("string", "integer", "float", "boolean", "array", "object")
 
 Scalar = StrictStr | StrictBool | StrictInt | StrictFloat
+# Minutes of a job's or a step's timeout: finite, more than 0, at most 30 days.
+Minutes = Annotated[StrictFloat, Field(gt=0, le=MAX_TIMEOUT_MINUTES, allow_inf_nan=False)]
 
 
 def env_to_text(value: object) -> str:
@@ -80,27 +92,31 @@ class ContainerSpec(_Model):
 class Resources(_Model):
     """What one job (each node of it, for a multi-node job) takes from the machine or cluster."""
 
-    cpus: Annotated[StrictFloat, Field(gt=0)] = Field(
+    cpus: Annotated[StrictFloat, Field(gt=0, le=MAX_CPUS, allow_inf_nan=False)] = Field(
         default=1.0, description="CPU slots the job takes"
     )
-    gpus: Annotated[StrictInt, Field(ge=0)] | None = Field(
+    gpus: Annotated[StrictInt, Field(ge=0, le=MAX_GPUS)] | None = Field(
         default=None,
         description="unset: no pinning; 0: no GPU visible; N: N GPUs pinned",
     )
     memory: StrictStr | StrictInt | None = Field(default=None, description="e.g. 8GiB or bytes")
     accelerator: StrictStr | None = Field(default=None, description="accelerator type, e.g. H100")
-    labels: dict[StrictStr, Annotated[StrictFloat, Field(ge=0)]] = Field(
+    labels: dict[
+        StrictStr, Annotated[StrictFloat, Field(ge=0, le=MAX_LABEL_AMOUNT, allow_inf_nan=False)]
+    ] = Field(
         default_factory=dict, description="custom Ray resources and the amount of each"
     )
-    nodes: Annotated[StrictInt, Field(ge=1)] = Field(
+    nodes: Annotated[StrictInt, Field(ge=1, le=MAX_NODES)] = Field(
         default=1, description="nodes of a multi-node gang"
     )
 
     @field_validator("memory", mode="after")
     @classmethod
     def _memory(cls, v: str | int | None) -> str | int | None:
-        if isinstance(v, str):
-            parse_memory(v)
+        amount = parse_memory(v) if isinstance(v, str) else v
+        if amount is not None and not 0 < amount <= MAX_MEMORY_BYTES:
+            shown = repr(v) if len(repr(v)) <= 40 else "more"
+            raise ValueError(f"memory must be more than 0 and at most 1 EiB, got {shown}")
         return v
 
 
@@ -116,7 +132,7 @@ class Strategy(_Model):
         alias="fail-fast",
         description="cancel the job's other matrix cells when one fails",
     )
-    max_parallel: Annotated[StrictInt, Field(ge=1)] | None = Field(
+    max_parallel: Annotated[StrictInt, Field(ge=1, le=MAX_PARALLEL)] | None = Field(
         default=None, alias="max-parallel", description="most matrix cells running at once"
     )
 
@@ -152,7 +168,7 @@ class Step(_Model):
     if_: Condition | None = Field(
         default=None, alias="if", description="run the step only when this expression is true"
     )
-    timeout: Annotated[StrictFloat, Field(gt=0)] | None = Field(
+    timeout: Minutes | None = Field(
         default=None, description="minutes (alias: timeout-minutes)"
     )
     continue_on_error: StrictBool | StrictStr = Field(
@@ -205,10 +221,10 @@ class Job(_Model):
     )
     resources: Resources = Field(default_factory=Resources, description="CPUs, GPUs, memory")
     strategy: Strategy | None = Field(default=None, description="matrix fan-out")
-    timeout: Annotated[StrictFloat, Field(gt=0)] | None = Field(
+    timeout: Minutes | None = Field(
         default=None, description="minutes (alias: timeout-minutes)"
     )
-    retries: Annotated[StrictInt, Field(ge=0)] = Field(
+    retries: Annotated[StrictInt, Field(ge=0, le=MAX_RETRIES)] = Field(
         default=0, description="retries after a failure, with backoff"
     )
     continue_on_error: StrictBool = Field(

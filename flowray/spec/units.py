@@ -34,4 +34,7 @@ def parse_memory(text: str | int) -> int:
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
     if not m or m.group(2).lower() not in _MEMORY_UNITS:
         raise ValueError(f"'{text}' is not a memory amount (examples: 512MiB, 8GiB, 2G, 1000000)")
-    return int(float(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()])
+    number = m.group(1)
+    if len(number) > 30:  # more than any machine has; float() would make it infinite
+        raise ValueError(f"'{text[:40]}...' is not a memory amount (too many digits)")
+    return int(float(number) * _MEMORY_UNITS[m.group(2).lower()])

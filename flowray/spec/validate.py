@@ -27,7 +27,7 @@ from flowray.spec.diagnostics import (
 from flowray.spec.files import ACTION_FILES, find_action_file
 from flowray.spec.graph import find_cycle
 from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
-from flowray.spec.matrix import expand_matrix
+from flowray.spec.matrix import MatrixTooLarge, expand_matrix
 from flowray.spec.shells import is_posix_shell, untrusted_templates
 from flowray.spec.types import ActionData, InputSpecData
 from flowray.spec.yamlpos import Positions
@@ -91,6 +91,22 @@ def git_refs_in(data: Any, workspace: str | None = None) -> list[Any]:
             ):
                 found.append(ref)
     return found
+
+
+def env_problem(name: object, value: object = None) -> str | None:
+    """Why ``name`` (with ``value``) cannot be put in a process's environment, or None."""
+    if not isinstance(name, str):
+        return None  # the model reports it
+    if not name:
+        return "an environment variable name must not be empty"
+    shown = describe(name, limit=_SHOWN)
+    if "=" in name:
+        return f"environment variable name {shown} must not contain '='"
+    if "\0" in name:
+        return f"environment variable name {shown} must not contain a NUL character"
+    if isinstance(value, str) and "\0" in value:
+        return f"the value of environment variable {shown} must not contain a NUL character"
+    return None
 
 
 def _shown(source: str) -> str:
@@ -168,6 +184,7 @@ class FlowChecker:
         env = self.data.get("env")
         if isinstance(env, dict):
             scope = Scope("flow", variables=self.variables)
+            self.check_env_names(env, ("env",))
             for key, value in env.items():
                 self.check_value(value, ("env", key), scope)
         for job_id, job in self.jobs.items():
@@ -266,8 +283,12 @@ class FlowChecker:
         self.check_condition(job.get("if"), (*base, "if"), scope)
         env = job.get("env")
         if isinstance(env, dict):
+            self.check_env_names(env, (*base, "env"))
             for key, value in env.items():
                 self.check_value(value, (*base, "env", key), scope)
+        container = job.get("container")
+        if isinstance(container, dict) and isinstance(container.get("env"), dict):
+            self.check_env_names(container["env"], (*base, "container", "env"))
         outputs = job.get("outputs")
         if isinstance(outputs, dict):
             out_scope = replace(scope, where="outputs")
@@ -302,6 +323,7 @@ class FlowChecker:
         self.check_shell(step.get("shell"), (*base, "shell"))
         env = step.get("env")
         if isinstance(env, dict):
+            self.check_env_names(env, (*base, "env"))
             for key, value in env.items():
                 self.check_value(value, (*base, "env", key), scope)
         with_key = "with" if "with" in step else "inputs"
@@ -312,6 +334,12 @@ class FlowChecker:
         action = self.check_action_ref(step.get("action"), (*base, "action"))
         if action is not None:
             self.check_inputs(action, given if isinstance(given, dict) else {}, base, with_key)
+
+    def check_env_names(self, env: dict[str, Any], base: KeyPath) -> None:
+        for key, value in env.items():
+            problem = env_problem(key, value)
+            if problem:
+                self.report((*base, key), problem)
 
     def check_run_safety(self, step: dict[str, Any], base: KeyPath) -> None:
         """Untrusted data cannot be passed safely into the script of a non-POSIX shell."""
@@ -346,7 +374,12 @@ class FlowChecker:
             )
             if not ok:
                 return  # a malformed matrix is reported by the model
-        if not expand_matrix(matrix):
+        try:
+            cells = expand_matrix(matrix)
+        except MatrixTooLarge as exc:
+            self.report((*base, "strategy", "matrix"), f"job '{base[-1]}': {exc}")
+            return
+        if not cells:
             self.report((*base, "strategy", "matrix"),
                         "the matrix has no cells left after 'exclude'")
 

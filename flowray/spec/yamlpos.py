@@ -29,8 +29,12 @@ try:
 except AttributeError:  # PyYAML built without libyaml
     _Parser = yaml.SafeLoader
 
+# Limits on what one flow or action file may hold (docs/flow-syntax.md, "Limits"); the file's
+# size (MAX_FILE_BYTES, in files.py) is checked by the loader. These are checked while it is
+# read, so an alias bomb ("billion laughs") stops at the alias that crosses a limit.
 MAX_DEPTH = 128
-MAX_VALUES = 250_000
+MAX_VALUES = 250_000  # keys and values, aliases expanded
+MAX_TEXT_CHARS = 8 * 2**20  # characters of keys and scalar values, aliases expanded
 _TOO_DEEP = f"the document is nested too deeply (more than {MAX_DEPTH} levels)"
 
 _T = "tag:yaml.org,2002:"
@@ -131,6 +135,7 @@ class _Anchor:
     entries: list[tuple[KeyPath, str, Pos]]  # relative to the anchored node
     text: str | None  # the source text, when the anchored node is a scalar
     complete: bool = True
+    chars: int = 0  # characters of text in the node, its aliases expanded
 
 
 @dataclass
@@ -140,6 +145,7 @@ class _Frame:
     anchor: str | None
     first_entry: int  # index in the entry list where this node's entries start
     pos: Pos
+    first_chars: int = 0  # the builder's text count when this node started
     items: list[Any] = field(default_factory=list)
     explicit: dict[str, Any] = field(default_factory=dict)
     merged: dict[str, Any] = field(default_factory=dict)
@@ -168,6 +174,7 @@ class _Builder:
         self.root: Any = None
         self.have_root = False
         self.documents = 0
+        self.chars = 0  # characters of keys and scalar values so far, aliases expanded
 
     # -- errors
 
@@ -201,6 +208,17 @@ class _Builder:
                 limit=True,
             )
 
+    def count_text(self, chars: int, pos: Pos, alias: str | None = None) -> None:
+        self.chars += chars
+        if self.chars > MAX_TEXT_CHARS:
+            limit = f"{MAX_TEXT_CHARS // 2**20} MiB of text"
+            if alias is None:
+                message = f"the document is too large (more than {limit}, aliases expanded)"
+            else:
+                message = (f"alias '*{alias}' makes the document too large: expanding it "
+                           f"passes the limit of {limit} (aliases expanded)")
+            raise self.fatal(pos, message, limit=True)
+
     # -- events
 
     def feed(self, event: Any) -> None:
@@ -223,15 +241,17 @@ class _Builder:
     def scalar(self, event: Any) -> None:
         pos = _mark(event.start_mark)
         path = self.child_path()
+        text = str(event.value)
+        self.count_text(len(text), pos)
         if path is None:
-            self.key(str(event.value), pos, event)
+            self.key(text, pos, event)
             if event.anchor is not None:
-                self.anchors[event.anchor] = _Anchor(str(event.value), [], str(event.value))
+                self.anchors[event.anchor] = _Anchor(text, [], text, chars=len(text))
             return
         value = self.construct(event, pos, path)
         self.record(path, "v", pos)
         if event.anchor is not None:
-            self.anchors[event.anchor] = _Anchor(value, [((), "v", pos)], str(event.value))
+            self.anchors[event.anchor] = _Anchor(value, [((), "v", pos)], text, chars=len(text))
         self.add(value, path, pos)
 
     def alias(self, event: Any) -> None:
@@ -242,11 +262,19 @@ class _Builder:
         if not anchor.complete:
             raise self.fatal(pos, f"alias '*{event.anchor}' is used inside its own anchor")
         path = self.child_path()
+        self.count_text(anchor.chars, pos, event.anchor)
         if path is None:
             if anchor.text is None:
                 raise self.fatal(pos, "a mapping key must be a plain value, not a list or a map")
             self.key(anchor.text, pos, None)
             return
+        if len(self.entries) + len(anchor.entries) > MAX_VALUES:
+            raise self.fatal(
+                pos,
+                f"alias '*{event.anchor}' makes the document too large: expanding it passes "
+                f"the limit of {MAX_VALUES} values (aliases expanded)",
+                limit=True,
+            )
         for rel, kind, where in anchor.entries:
             # the alias itself stands where the anchored value would
             self.record((*path, *rel), kind, pos if not rel else where)
@@ -263,7 +291,7 @@ class _Builder:
         if tag not in (None, "!", _MAP if is_map else _SEQ):
             self.problem(pos, path, f"unsupported YAML tag '{_short_tag(tag)}'")
         self.record(path, "v", pos)
-        frame = _Frame(path, is_map, event.anchor, len(self.entries) - 1, pos)
+        frame = _Frame(path, is_map, event.anchor, len(self.entries) - 1, pos, self.chars)
         if event.anchor is not None:
             self.anchors[event.anchor] = _Anchor(None, [], None, complete=False)
         self.stack.append(frame)
@@ -274,7 +302,9 @@ class _Builder:
         if frame.anchor is not None:
             cut = len(frame.path)
             rel = [(p[cut:], k, w) for p, k, w in self.entries[frame.first_entry :]]
-            self.anchors[frame.anchor] = _Anchor(value, rel, None)
+            self.anchors[frame.anchor] = _Anchor(
+                value, rel, None, chars=self.chars - frame.first_chars
+            )
         self.add(value, frame.path, frame.pos)
 
     def key(self, text: str, pos: Pos, event: Any) -> None:
@@ -440,6 +470,16 @@ def parse_yaml(text: str, file: str) -> Parsed:
     return builder.finish()
 
 
+def _long_number(text: str, reason: str) -> Pos:
+    """Where the first number with more digits than Python converts starts, or (0, 0)."""
+    m = re.search(r"limit \((\d+)\)", reason)
+    longest = int(m.group(1)) if m else 4300
+    for found in re.finditer(rf"\d{{{longest + 1},}}", text):
+        before = text[: found.start()]
+        return (before.count("\n") + 1, offset_col(before))
+    return (0, 0)
+
+
 def parse_json(text: str, file: str) -> Parsed:
     """``text`` read as JSON; positions come from reading it again as YAML (JSON is YAML)."""
     try:
@@ -448,9 +488,12 @@ def parse_json(text: str, file: str) -> Parsed:
         problem = Diagnostic(file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")
         raise YamlError(problem) from None
     except RecursionError:
+        parse_yaml(text, file)  # says where the nesting passes MAX_DEPTH (JSON is YAML)
         raise YamlError(Diagnostic(file, 0, 0, "", _TOO_DEEP), limit=True) from None
-    except ValueError:  # an integer with more digits than Python converts
-        raise YamlError(Diagnostic(file, 0, 0, "", "invalid JSON: a number is too long")) from None
+    except ValueError as exc:  # an integer with more digits than Python converts
+        line, col = _long_number(text, str(exc))
+        problem = Diagnostic(file, line, col, "", "invalid JSON: a number is too long")
+        raise YamlError(problem) from None
     try:
         as_yaml = parse_yaml(text, file)
     except YamlError as exc:

@@ -64,6 +64,8 @@ def ship_limit() -> int:
         mb = float(text) if text else DEFAULT_LIMIT_MB
     except ValueError:
         mb = DEFAULT_LIMIT_MB
+    if not 0 <= mb <= 2**30:  # NaN, infinity and nonsense too: the default
+        mb = DEFAULT_LIMIT_MB
     return int(mb * 2**20)
 
 
