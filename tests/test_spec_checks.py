@@ -164,7 +164,7 @@ def test_unknown_context_and_other_contexts() -> None:
               - run: >-
                   echo ${{ stpes.a }} ${{ inputs.x }} ${{ event.y }} ${{ env.Z }}
                   ${{ secrets.T }} ${{ job.id }} ${{ run.id }} ${{ flow.name }} ${{ runner.os }}
-                  ${{ machine.x }} ${{ variable.k }} ${{ variables.lr }} ${{ Github.sha }}
+                  ${{ machine.version }} ${{ variable.k }} ${{ variables.lr }} ${{ Github.sha }}
     """
     assert errors(text) == (
         "flow.yaml:6:14: jobs.a.steps[0].run: unknown context 'stpes' (did you mean 'steps'?) "

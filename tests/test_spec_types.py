@@ -33,6 +33,8 @@ CASES: list[tuple[type[BaseModel], Any, dict[str, Any]]] = [
     (models.Runs, types.RunsData, {"using": "cmd", "command": "echo"}),
     (models.InputSpec, types.InputSpecData, {}),
     (models.OutputSpec, types.OutputSpecData, {}),
+    (models.EnvSpec, types.EnvSpecData, {}),
+    (models.Branding, types.BrandingData, {}),
 ]
 
 

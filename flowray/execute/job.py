@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from flowray import expr
+from flowray.execute.contexts import (
+    action_context,
+    machine_contexts,
+    step_context,
+)
 from flowray.execute.outputs import (
     ADD_MASK,
     MAX_OUTPUT_BYTES,
@@ -211,6 +216,14 @@ class JobRunner:
         self.load_action = load_action
         self.steps_ctx: dict[str, Any] = {}
         self.variable_ctx: dict[str, Any] = {}
+        # The machine this job runs on (on a Ray node, the node's facts and folders).
+        request.contexts = {
+            **request.contexts,
+            **machine_contexts(request.env, request.contexts.get("runner")),
+        }
+        # The step being run, and its action (or the last one run, as DataTorch's docs say).
+        self.step_ctx: dict[str, Any] = {}
+        self.action_ctx: dict[str, Any] = {}
         self.failed = False
         self.pgids: list[int] = []
         self.output_bytes = 0  # all outputs of the job so far, capped at MAX_OUTPUT_BYTES
@@ -255,6 +268,8 @@ class JobRunner:
         ctx["steps"] = self.steps_ctx
         ctx["variable"] = self.variable_ctx
         ctx["env"] = env
+        ctx["step"] = self.step_ctx
+        ctx["action"] = self.action_ctx
         return ctx
 
     def _render_env(self, raw: Mapping[str, str], ctx: Mapping[str, Any]) -> dict[str, str]:
@@ -398,6 +413,7 @@ class JobRunner:
         self, step: StepData, result: StepResult, job_env: dict[str, str], remaining: float | None
     ) -> None:
         env_ctx = job_env
+        self.step_ctx = step_context(step, result.key, result.name)
         try:
             step_env = {**job_env, **self._render_env(step["env"], self._contexts(job_env))}
             env_ctx = step_env
@@ -408,6 +424,7 @@ class JobRunner:
                     result.name = self.masker.text(
                         expr.to_text(expr.render(step["name"], ctx))
                     )
+                self.step_ctx["name"] = result.name
             should_run = expr.evaluate_condition(
                 step["if_"], ctx, failed=self.failed, cancelled=self.supervisor.cancelled
             )
@@ -576,25 +593,38 @@ class JobRunner:
                 raise _StepFailed(str(exc)) from exc
         else:
             raise _StepFailed(f"action {ref!r} was not pinned before the run")
-        inputs = self._action_inputs(step, action, ctx)
+        self.action_ctx = action_context(action, ref, path)
+        ctx = {**ctx, "action": self.action_ctx}
+        inputs, action_ctx = self._action_inputs(step, action, ctx)
         env: dict[str, str] = {"FLOWRAY_ACTION_PATH": path}
+        for name, spec in action["env"].items():
+            # Declared variables with a default get it when the step's environment lacks them.
+            if spec["default"] is not None and name not in own and name not in self.req.env:
+                env[name] = expr.to_text(spec["default"])
         env.update(action["runs"]["env"])
         for name, value in inputs.items():
             env[input_env_name(name)] = expr.to_text(value)
         runs = action["runs"]
         using = runs["using"]
         payload = json.dumps(inputs)
+
+        def entry(value: str | None) -> str:
+            # DataTorch renders the entry file's name too (``main: ${{ input.script }}``).
+            text = value or ""
+            if "${{" in text:
+                text = expr.to_text(expr.render(text, action_ctx))
+            return os.path.join(path, text)
+
         if using == "python":
-            argv = [python, os.path.join(path, runs["main"] or ""), payload]
+            argv = [python, entry(runs["main"]), payload]
         elif using == "node":
-            argv = ["node", os.path.join(path, runs["main"] or ""), payload]
+            argv = ["node", entry(runs["main"]), payload]
         elif using == "script":
-            script = os.path.join(path, runs["script"] or "")
+            script = entry(runs["script"])
             if not os.path.isfile(script):
                 raise _StepFailed(f"action '{action['name']}': script '{runs['script']}' not found")
             argv = [script] if os.access(script, os.X_OK) else ["bash", script]
         elif using == "cmd":
-            action_ctx = {**ctx, "inputs": inputs}
             command, extra = render_script(runs["command"] or "", action_ctx, posix=True)
             env.update(extra)
             argv, _ = shell_command(None, command, "")
@@ -602,7 +632,7 @@ class JobRunner:
             from flowray.execute.container import ContainerError, action_run
 
             try:
-                run = action_run(action, path, {**ctx, "inputs": inputs}, cwd, self.req,
+                run = action_run(action, path, action_ctx, cwd, self.req,
                                  key=f"{path}@{pinned.pin.sha if pinned and pinned.pin else ''}")
             except (ValueError, expr.ExprError, ContainerError) as exc:
                 raise _StepFailed(f"action '{action['name']}': {exc}") from exc
@@ -615,16 +645,36 @@ class JobRunner:
 
     def _action_inputs(
         self, step: StepData, action: ActionData, ctx: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The step's inputs, typed, and the contexts of the action file's templates: the
+        step's plus its own inputs as ``input``/``inputs``/``variable`` (DataTorch's names).
+        Given values come first; defaults are rendered in the order the action declares them
+        and see the inputs resolved before them."""
         from flowray.spec.inputs import InputError, coerce_input
 
         given = expr.render(step["inputs"], ctx, failed=self.failed) if step["inputs"] else {}
         out: dict[str, Any] = {}
-        for name, spec in action["inputs"].items():
+        action_ctx = {**ctx, "input": out, "inputs": out, "variable": out}
+        declared = action["inputs"]
+        for name, spec in declared.items():
             if name in given:
-                value = given[name]
-            elif spec["default"] is not None:
-                value = expr.render(spec["default"], ctx)
+                try:
+                    out[name] = coerce_input(name, spec, given[name])
+                except InputError as exc:
+                    raise _StepFailed(f"action '{action['name']}': {exc}") from exc
+        for name, value in given.items():
+            if name not in declared:
+                out[name] = value  # undeclared: validation warned; pass it on as given
+        for name, spec in declared.items():
+            if name in given:
+                continue
+            if spec["default"] is not None:
+                try:
+                    value = expr.render(spec["default"], action_ctx)
+                except expr.ExprError as exc:
+                    raise _StepFailed(
+                        f"action '{action['name']}': default of input '{name}': {exc}"
+                    ) from exc
             elif spec["required"]:
                 raise _StepFailed(f"action '{action['name']}': required input '{name}' is missing")
             else:
@@ -633,10 +683,11 @@ class JobRunner:
                 out[name] = coerce_input(name, spec, value)
             except InputError as exc:
                 raise _StepFailed(f"action '{action['name']}': {exc}") from exc
-        for name, value in given.items():
-            if name not in out:
-                out[name] = value  # undeclared: validation warned; pass it on as given
-        return out
+        # In the order the action declares them, then the undeclared ones.
+        ordered = {name: out[name] for name in declared if name in out}
+        ordered.update((k, v) for k, v in out.items() if k not in ordered)
+        action_ctx.update(input=ordered, inputs=ordered, variable=ordered)
+        return ordered, action_ctx
 
     def _execute(self, request: StepRequest, result: StepResult) -> ProcessOutcome:
         key = self.req.key

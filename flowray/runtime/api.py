@@ -145,13 +145,13 @@ def prepare(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = "
 
 def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file: str = ""
                       ) -> dict[str, Any]:
-    """Apply the types and defaults that ``triggers.manual.inputs`` declares, if any; when it
-    declares some, an input it does not declare is refused (a misspelt name would otherwise
-    be ignored)."""
-    triggers = flow.get("triggers")
-    manual = triggers.get("manual") if isinstance(triggers, dict) else None
-    declared = manual.get("inputs") if isinstance(manual, dict) else None
-    if not isinstance(declared, dict):
+    """Apply the types and defaults that ``triggers.manual`` declares (its ``inputs``, and
+    DataTorch's ``form``, a JSON Schema), if any; when it declares some, an input it does not
+    declare is refused (a misspelt name would otherwise be ignored)."""
+    from flowray.spec.triggers import manual_inputs
+
+    declared = manual_inputs(flow)
+    if not declared:
         return dict(given)
     from flowray.spec.inputs import InputError, coerce_input
 
@@ -165,10 +165,7 @@ def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file:
                             f"(declared in triggers.manual.inputs: {', '.join(declared)})",
                             reason="unknown", flow_file=flow_file)
     out: dict[str, Any] = {}
-    for name, spec in declared.items():
-        spec = spec if isinstance(spec, dict) else {}
-        full = {"type": spec.get("type", "string"), "required": bool(spec.get("required")),
-                "default": spec.get("default"), "description": spec.get("description")}
+    for name, full in declared.items():
         if name in given:
             value: Any = given[name]
         elif full["default"] is not None:

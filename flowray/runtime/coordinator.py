@@ -25,6 +25,7 @@ from typing import Any
 
 from flowray import expr
 from flowray.backends import Dispatcher
+from flowray.execute.contexts import machine_contexts
 from flowray.execute.job import (
     JobRequest,
     JobResult,
@@ -48,7 +49,7 @@ from flowray.runtime.events import (
     StepStarted,
 )
 from flowray.status import Status
-from flowray.store.records import new_run_id, runs_dir
+from flowray.store.records import new_run_id, next_run_number, runs_dir
 
 # Seconds before retry n (1-based) of a failed job: base * 2**(n-1), at most _RETRY_MAX; the
 # base is FLOWRAY_RETRY_BACKOFF (default 1 s).
@@ -135,6 +136,36 @@ def runner_context(gpus: int) -> dict[str, Any]:
     }
 
 
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""
+
+
+# Keys whose names in flowray's validated data differ from the file's.
+_WRITTEN = {"if_": "if", "continue_on_error": "continue-on-error",
+            "working_directory": "working-directory", "fail_fast": "fail-fast",
+            "max_parallel": "max-parallel", "schema_": "$schema"}
+
+
+def flow_as_written(value: Any) -> Any:
+    """The validated flow with the file's key names and without the keys left unset (null,
+    empty): DataTorch's ``run.config``."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if item is None or item == {} or item == []:
+                continue
+            out[_WRITTEN.get(key, key)] = flow_as_written(item)
+        return out
+    if isinstance(value, list):
+        return [flow_as_written(v) for v in value]
+    return value
+
+
 def _condition_node(source: str) -> expr.Node:
     parts = expr.find_templates(source)
     if len(parts) == 1 and source.strip() == source[parts[0].start : parts[0].end].strip():
@@ -185,16 +216,23 @@ class Coordinator:
         self.started = time.time()
         self.gpu_count = gpu_count
         self.base_env = {**os.environ, **options.env}
+        name = self.flow["name"]
+        number = next_run_number(options.workspace, name)
         self._static = {
             "variables": self.flow["variables"],
             "inputs": options.inputs,
             "event": options.event,
             "secrets": options.secrets,
-            "run": {"id": self.run_id, "workspace": options.workspace},
-            "flow": {"name": self.flow["name"], "file": options.flow_path},
-            "runner": runner_context(gpu_count),
+            "run": {"id": self.run_id, "workspace": options.workspace,
+                    "name": f"{name} #{number}", "config": flow_as_written(self.flow),
+                    "runNumber": number},
+            "flow": {"name": name, "file": options.flow_path},
+            # DataTorch's name for the flow; flows are known by their name here.
+            "pipeline": {"id": name, "name": name, "projectId": self.flow.get("project"),
+                         "creatorId": _user(), "lastRunNumber": number},
+            # This machine's facts and folders; a job's own are those of where it runs.
+            **machine_contexts(os.environ, runner_context(gpu_count)),
         }
-        self._static["machine"] = self._static["runner"]
         self.dispatcher = dispatcher_factory(self)
 
     # ------------------------------------------------------------------------- public

@@ -26,7 +26,13 @@ from flowray.spec.model_errors import (
 )
 from flowray.spec.models import Action, Flow
 from flowray.spec.types import ActionData, FlowData, InputSpecData
-from flowray.spec.validate import FlowChecker, GitActionLoader, env_problem, git_refs_in
+from flowray.spec.validate import (
+    FlowChecker,
+    GitActionLoader,
+    action_template_problems,
+    env_problem,
+    git_refs_in,
+)
 from flowray.spec.yamlpos import Parsed, Positions, YamlError, offset_col, parse_json, parse_yaml
 
 EXTENSIONS = (".yml", ".yaml", ".json")
@@ -231,6 +237,9 @@ def _check_action(
                 coerce_input(name, as_input, default)
             except InputError as exc:
                 report(("inputs", name, "default"), f"bad default: {exc}")
+    for path, message in action_template_problems(data):
+        line, col = positions.value(path)
+        out.append(Diagnostic(file, line, col, format_path(path), message))
     runs = data.get("runs")
     if isinstance(runs, dict) and isinstance(runs.get("env"), dict):
         for key, value in runs["env"].items():

@@ -20,7 +20,9 @@ from flowray.spec.diagnostics import Diagnostic, KeyPath, describe, did_you_mean
 from flowray.spec.models import (
     Action,
     ActionRef,
+    Branding,
     ContainerSpec,
+    EnvSpec,
     Flow,
     InputSpec,
     Job,
@@ -48,6 +50,8 @@ ACTION_SHAPES: tuple[Shape, ...] = (
     (("inputs", "*"), InputSpec),
     (("outputs", "*"), OutputSpec),
     (("runs",), Runs),
+    (("env", "*"), EnvSpec),
+    (("branding",), Branding),
 )
 
 # Keys a model's "before" validator renames, and the field each becomes.

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -272,7 +273,13 @@ class Job(_Model):
 class Flow(_Model):
     """A flow file: named jobs, run in parallel unless ``needs`` orders them."""
 
+    schema_: StrictStr | None = Field(
+        default=None, alias="$schema", description="JSON Schema URL of the file (DataTorch)"
+    )
     name: StrictStr = Field(min_length=1, description="unique among a project's flows")
+    project: StrictStr | None = Field(
+        default=None, description="the project the flow belongs to (pipeline.projectId)"
+    )
     description: StrictStr | None = Field(default=None, description="what the flow does")
     jobs: dict[Annotated[StrictStr, Field(pattern=JOB_ID_PATTERN)], Job] = Field(
         min_length=1, description="jobs by id"
@@ -282,7 +289,8 @@ class Flow(_Model):
         default_factory=dict, description="values for templates: variables.<name>"
     )
     triggers: dict[StrictStr, Any] | list[Any] | None = Field(
-        default=None, description="manual, schedule, webhook, flow; ignored by 'flowray run'"
+        default=None,
+        description="manual, schedule, webhook, flow, annotatorButton; ignored by 'flowray run'",
     )
 
 
@@ -343,12 +351,46 @@ class Runs(_Model):
 
 
 
+class EnvSpec(_Model):
+    """One environment variable an action declares (``env:`` of an action file)."""
+
+    description: StrictStr | None = Field(default=None, description="what the variable is for")
+    required: StrictBool = Field(
+        default=True, description="validation warns when it is set nowhere (and has no default)"
+    )
+    default: Scalar | None = Field(default=None, description="used when the variable is unset")
+
+
+def _env_specs(value: Any) -> Any:
+    # `NAME: text` is short for `NAME: {description: text}`; `NAME:` (null) declares it bare.
+    if isinstance(value, dict):
+        return {k: ({"description": v} if isinstance(v, str) else {} if v is None else v)
+                for k, v in value.items()}
+    return value
+
+
+class Branding(_Model):
+    """How DataTorch shows an action in its catalogue (kept, not used by flowray)."""
+
+    icon: StrictStr | None = Field(default=None, description="icon name")
+    color: StrictStr | None = Field(default=None, description="colour name")
+
+
 class Action(_Model):
     """An action file (``action-datatorch.yaml``)."""
 
+    schema_: StrictStr | None = Field(
+        default=None, alias="$schema", description="JSON Schema URL of the file (DataTorch)"
+    )
     name: StrictStr = Field(min_length=1, description="display name of the action")
     description: StrictStr | None = Field(default=None, description="what the action does")
     author: StrictStr | None = Field(default=None, description="who wrote it")
+    branding: Branding | None = Field(default=None, description="icon and colour (DataTorch)")
+    env: Annotated[dict[StrictStr, EnvSpec], BeforeValidator(_env_specs)] = Field(
+        default_factory=dict,
+        description="environment variables the action reads: NAME: description, or a map "
+        "with description/required/default",
+    )
     inputs: dict[StrictStr, InputSpec] = Field(default_factory=dict, description="inputs by name")
     outputs: dict[StrictStr, OutputSpec] = Field(
         default_factory=dict, description="outputs by name"

@@ -72,7 +72,9 @@ class JobData(TypedDict):
 
 
 class FlowData(TypedDict):
+    schema_: str | None
     name: str
+    project: str | None
     description: str | None
     jobs: dict[str, JobData]
     env: dict[str, str]
@@ -104,10 +106,24 @@ class RunsData(TypedDict):
     env: dict[str, str]
 
 
+class EnvSpecData(TypedDict):
+    description: str | None
+    required: bool
+    default: str | bool | int | float | None
+
+
+class BrandingData(TypedDict):
+    icon: str | None
+    color: str | None
+
+
 class ActionData(TypedDict):
+    schema_: str | None
     name: str
     description: str | None
     author: str | None
+    branding: BrandingData | None
+    env: dict[str, EnvSpecData]
     inputs: dict[str, InputSpecData]
     outputs: dict[str, OutputSpecData]
     runs: RunsData

@@ -29,6 +29,7 @@ from flowray.spec.graph import find_cycle
 from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
 from flowray.spec.matrix import MatrixTooLarge, expand_matrix
 from flowray.spec.shells import is_posix_shell, untrusted_templates
+from flowray.spec.triggers import form_inputs
 from flowray.spec.types import ActionData, InputSpecData
 from flowray.spec.yamlpos import Positions
 
@@ -46,8 +47,42 @@ CONTEXTS = (
     "run",
     "flow",
     "runner",
+    "agent",
     "machine",
+    "python",
+    "pipeline",
+    "step",
+    "action",
+    "directory",
 )
+# Inside an action file: what a step sees, and the step's own inputs as ``input``/``inputs`` (and
+# ``variable``, DataTorch's older name for them).
+ACTION_CONTEXTS = (*(c for c in CONTEXTS if c not in ("steps", "needs", "matrix")), "input")
+# Contexts whose keys are fixed: a key not listed is a mistake (``directory.tmp``).
+_RUNNER_KEYS = ("id", "directory", "name", "os", "arch", "version", "temp", "cpus", "gpus")
+CONTEXT_KEYS: dict[str, tuple[str, ...]] = {
+    "runner": _RUNNER_KEYS,
+    "agent": _RUNNER_KEYS,
+    "machine": _RUNNER_KEYS,
+    "python": ("version", "implementation", "executable"),
+    "pipeline": ("id", "name", "projectId", "creatorId", "lastRunNumber"),
+    "run": ("id", "name", "config", "runNumber", "workspace"),
+    "step": ("id", "name"),
+    "action": ("name", "version", "tag", "directory", "description"),
+    "directory": ("runner", "agent", "actions", "logs", "temp"),
+}
+# Contexts that belong to one step: read in a step's values (or an action file), not before.
+STEP_CONTEXTS = ("step", "action")
+
+
+def context_key_problem(context: str, first: str) -> str | None:
+    """Why ``<context>.<first>`` names nothing, for the contexts whose keys are fixed."""
+    keys = CONTEXT_KEYS.get(context)
+    if keys is None or first.lower() in {k.lower() for k in keys}:
+        return None
+    hint = did_you_mean(first, keys) or f" (keys: {', '.join(keys)})"
+    return f"unknown key '{first}' of context '{context}'{hint}"
+
 
 # What ``steps.<id>`` and ``needs.<job>`` hold.
 STEP_PROPERTIES = ("outputs", "outcome", "conclusion")
@@ -194,10 +229,39 @@ class FlowChecker:
         return self.out
 
     def check_manual_inputs(self) -> None:
-        """``triggers.manual.inputs``: typed like action inputs (``flowray run --input``)."""
+        """``triggers.manual``: ``inputs`` typed like action inputs (``flowray run --input``),
+        DataTorch's ``role`` and ``form`` (a JSON Schema read as typed inputs); DataTorch's
+        ``annotatorButton`` trigger never fires here (a warning)."""
         triggers = self.data.get("triggers")
+        if isinstance(triggers, dict) and "annotatorButton" in triggers:
+            self.report(
+                ("triggers", "annotatorButton"),
+                "'annotatorButton' is a DataTorch platform trigger (a button in its annotator); "
+                "flowray accepts it but it never starts this flow",
+                severity="warning",
+            )
         manual = triggers.get("manual") if isinstance(triggers, dict) else None
-        inputs = manual.get("inputs") if isinstance(manual, dict) else None
+        if not isinstance(manual, dict):
+            return
+        role = manual.get("role")
+        if "role" in manual and not isinstance(role, str):
+            self.report(("triggers", "manual", "role"),
+                        f"expected a role name (text), got {describe(role)}")
+        form = manual.get("form")
+        if "form" in manual:
+            fbase = ("triggers", "manual", "form")
+            if not isinstance(form, dict):
+                self.report(fbase, f"expected a JSON Schema map, got {describe(form)}")
+            else:
+                props = form.get("properties")
+                if "properties" in form and not isinstance(props, dict):
+                    self.report((*fbase, "properties"), f"expected a map, got {describe(props)}")
+                for name, spec, rel, problem in form_inputs(form):
+                    if problem is not None:
+                        self.report((*fbase, *rel), problem)
+                    else:
+                        self.check_input_default(name, spec, (*fbase, *rel, "default"))
+        inputs = manual.get("inputs")
         if not isinstance(inputs, dict):
             return
         base = ("triggers", "manual", "inputs")
@@ -214,16 +278,20 @@ class FlowChecker:
                     f"expected one of {', '.join(INPUT_TYPES)}, got {describe(kind)}{hint}",
                 )
                 continue
-            default = spec.get("default")
-            if default is None or _has_template(default):
-                continue
-            as_input: InputSpecData = {
-                "type": kind, "required": False, "default": None, "description": None
-            }
-            try:
-                coerce_input(str(name), as_input, default)
-            except InputError as exc:
-                self.report((*base, name, "default"), f"bad default: {exc}")
+            self.check_input_default(str(name), spec, (*base, name, "default"))
+
+    def check_input_default(self, name: str, spec: Mapping[str, Any], path: KeyPath) -> None:
+        default = spec.get("default")
+        if default is None or _has_template(default):
+            return
+        as_input: InputSpecData = {
+            "type": spec.get("type", "string"), "required": False, "default": None,
+            "description": None,
+        }
+        try:
+            coerce_input(name, as_input, default)
+        except InputError as exc:
+            self.report(path, f"bad default: {exc}")
 
     def job_needs(self, job: Mapping[str, Any]) -> Iterator[tuple[str, KeyPath]]:
         needs = job.get("needs")
@@ -334,6 +402,34 @@ class FlowChecker:
         action = self.check_action_ref(step.get("action"), (*base, "action"))
         if action is not None:
             self.check_inputs(action, given if isinstance(given, dict) else {}, base, with_key)
+            self.check_action_env(action, step, base, scope)
+
+    def check_action_env(
+        self, action: ActionData, step: dict[str, Any], base: KeyPath, scope: Scope
+    ) -> None:
+        """The environment variables an action declares (``env:`` of its file): a warning for
+        each required one that is set nowhere (flow, job or step ``env``, the action's own
+        ``runs.env``, or flowray's environment now) and has no default."""
+        declared = action.get("env") or {}
+        if not declared:
+            return
+        job = self.jobs.get(scope.job_id or "")
+        have: set[str] = set(os.environ) | set(action["runs"]["env"])
+        for env in (self.data.get("env"), job.get("env") if isinstance(job, dict) else None,
+                    step.get("env")):
+            if isinstance(env, dict):
+                have.update(str(k) for k in env)
+        for name, spec in declared.items():
+            if name in have or not spec["required"] or spec["default"] is not None:
+                continue
+            what = f" ({spec['description'].strip()})" if spec["description"] else ""
+            self.report(
+                (*base, "action"),
+                f"action '{action['name']}' reads environment variable '{name}'{what}, which "
+                "is not set: give it in the step's, job's or flow's 'env:' (or flowray's "
+                "environment)",
+                severity="warning",
+            )
 
     def check_env_names(self, env: dict[str, Any], base: KeyPath) -> None:
         for key, value in env.items():
@@ -607,9 +703,14 @@ class FlowChecker:
         name = context.lower()
         if name not in CONTEXTS:
             return f"unknown context '{context}'{did_you_mean(name, CONTEXTS)}"
+        if name in STEP_CONTEXTS and scope.where != "step":
+            return f"'{context}' belongs to a step and cannot be read here"
         first = rest[0] if rest else None
         if not isinstance(first, str):
             return None  # the whole context, an index, or a computed key
+        problem = context_key_problem(name, first)
+        if problem:
+            return problem
         second = rest[1] if len(rest) > 1 else None
         if name == "steps":
             return self.step_problem(first, scope) or _property_problem(
@@ -700,3 +801,61 @@ def _has_template(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_template(v) for v in value)
     return False
+
+
+def action_template_problems(data: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
+    """Templates of an action file that cannot render: bad syntax, unknown contexts or keys.
+
+    An action file's templates (input defaults, ``runs`` values) see what the step sees, plus
+    the step's own inputs as ``input.<k>`` (also ``inputs.<k>`` and ``variable.<k>``)."""
+    found: list[tuple[KeyPath, Any]] = []
+    inputs = data.get("inputs")
+    if isinstance(inputs, dict):
+        for name, spec in inputs.items():
+            if isinstance(spec, dict) and "default" in spec:
+                found.append((("inputs", name, "default"), spec["default"]))
+    runs = data.get("runs")
+    if isinstance(runs, dict):
+        for key, value in runs.items():
+            if key != "using":
+                found.append((("runs", key), value))
+    out: list[tuple[KeyPath, str]] = []
+
+    def walk(value: Any, path: KeyPath) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, (*path, k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, (*path, i))
+        elif isinstance(value, str) and "${{" in value:
+            try:
+                parts = find_templates(value)
+            except ExprSyntaxError as exc:
+                out.append((path, f"invalid template: {exc.message}"))
+                return
+            for part in parts:
+                try:
+                    node = parse(part.source)
+                except ExprError as exc:
+                    out.append((path, f"invalid expression: {exc.message}"))
+                    continue
+                except RecursionError:
+                    out.append((path, f"expression nested too deeply: {_shown(part.source)}"))
+                    continue
+                for ref in references(node):
+                    name = ref.context.lower()
+                    first = ref.path[0] if ref.path else None
+                    if name not in ACTION_CONTEXTS:
+                        hint = did_you_mean(name, ACTION_CONTEXTS)
+                        problem: str | None = f"unknown context '{ref.context}'{hint}"
+                    elif isinstance(first, str):
+                        problem = context_key_problem(name, first)
+                    else:
+                        problem = None
+                    if problem:
+                        out.append((path, f"{problem} in {_shown(part.source)}"))
+
+    for path, value in found:
+        walk(value, path)
+    return out

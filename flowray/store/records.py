@@ -128,3 +128,31 @@ def find_run(workspace: str, ref: str) -> str:
     if not hits:
         raise RecordError(f"no run '{ref}' (see 'flowray runs')")
     raise RecordError(f"'{ref}' matches {len(hits)} runs: {', '.join(hits[:5])}")
+
+
+RUN_NUMBERS_FILE = "run-numbers.json"
+
+
+def next_run_number(workspace: str, flow: str) -> int:
+    """The number of a new run of flow ``flow`` in this workspace: 1, 2, ... (DataTorch's
+    ``run.runNumber``). Kept in ``.flowray/run-numbers.json``, under a lock, so runs that start
+    at once get different numbers."""
+    import fcntl
+
+    base = os.path.dirname(runs_dir(workspace))
+    os.makedirs(base, exist_ok=True)
+    path = os.path.join(base, RUN_NUMBERS_FILE)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                numbers = json.load(fh)
+        except (OSError, ValueError):
+            numbers = {}
+        if not isinstance(numbers, dict):
+            numbers = {}
+        last = numbers.get(flow)
+        number = (last if isinstance(last, int) and not isinstance(last, bool) else 0) + 1
+        numbers[flow] = number
+        write_json_atomic(path, numbers)
+    return number

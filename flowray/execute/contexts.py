@@ -1,0 +1,120 @@
+"""The template contexts that describe the machine a job runs on (DataTorch's ``agent``,
+``runner``, ``machine``, ``python`` and ``directory``) and the step and action being run.
+
+They are built where the job runs: on a Ray node they are the node's own facts and folders, not
+the coordinator's. The folders are real and writable: ``<runner>`` is flowray's folder on this
+machine (``$FLOWRAY_RUNNER_DIR``, else ``$XDG_CACHE_HOME/flowray``, else ``~/.cache/flowray``),
+with ``logs/`` and ``temp/`` below it; ``actions`` is the git action cache.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from flowray.spec.types import ActionData, StepData
+
+_IMPLEMENTATIONS = {"cpython": "CPython", "pypy": "PyPy", "graalpy": "GraalVM",
+                    "ironpython": "IronPython", "jython": "Jython"}
+
+
+def runner_dir() -> str:
+    """flowray's folder on this machine (DataTorch's runner/agent directory)."""
+    explicit = os.environ.get("FLOWRAY_RUNNER_DIR")
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "flowray")
+
+
+def _actions_dir() -> str:
+    from flowray.actions.config import default_cache_dir
+
+    explicit = os.environ.get("FLOWRAY_CACHE_DIR")
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    return default_cache_dir()
+
+
+@lru_cache(maxsize=8)
+def _machine(node_id: str, home: str, actions: str) -> tuple[dict[str, Any], dict[str, Any],
+                                                              dict[str, Any]]:
+    uname = os.uname()
+    directories = {
+        "runner": home,
+        "agent": home,
+        "actions": actions,
+        "logs": os.path.join(home, "logs"),
+        "temp": os.path.join(home, "temp"),
+    }
+    for folder in directories.values():
+        os.makedirs(folder, exist_ok=True)
+    runner = {
+        "id": node_id or uname.nodename,
+        "directory": home,
+        "name": uname.nodename,
+        "os": uname.sysname,
+        "arch": uname.machine,
+        "version": uname.version,
+        "temp": os.environ.get("TMPDIR") or "/tmp",
+        "cpus": os.cpu_count() or 1,
+    }
+    python = {
+        "version": sys.version.split()[0],
+        "implementation": _IMPLEMENTATIONS.get(sys.implementation.name,
+                                               sys.implementation.name),
+        "executable": sys.executable,
+    }
+    return runner, python, directories
+
+
+def machine_contexts(env: Mapping[str, str], runner: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any]:
+    """``runner``/``agent``/``machine``, ``python`` and ``directory`` of this machine.
+
+    ``runner``: the run's own runner context (its ``gpus`` is the run's, kept); ``env``: the
+    job's process environment (on a Ray node it names the node, ``FLOWRAY_NODE_ID``)."""
+    facts, python, directories = _machine(env.get("FLOWRAY_NODE_ID", ""), runner_dir(),
+                                          _actions_dir())
+    merged = {**(runner or {}), **facts}
+    return {
+        "runner": merged,
+        "agent": merged,
+        "machine": merged,
+        "python": dict(python),
+        "directory": dict(directories),
+    }
+
+
+def step_context(step: StepData, key: str, name: str) -> dict[str, Any]:
+    """``step``: the step's id (its position when it has none, as ``FLOWRAY_STEP_ID``) and
+    its name."""
+    return {"id": step["id"] or key, "name": name}
+
+
+def action_tag(ref: Any) -> str | None:
+    """The tag a step's action names: ``owner/repo@tag`` or ``{tag: ...}``; ``latest`` when a
+    git action names none (as DataTorch); None for a local or container action."""
+    if isinstance(ref, dict):
+        tag = ref.get("tag")
+        return tag if isinstance(tag, str) else "latest"
+    if not isinstance(ref, str) or ref.startswith(("./", "docker://")):
+        return None
+    _, at, tag = ref.partition("@")
+    return tag if at and tag else "latest"
+
+
+def action_context(action: ActionData, ref: Any, path: str) -> dict[str, Any]:
+    """``action``: the step's action (its file's name and description, the tag the step asked
+    for, and the folder it runs from)."""
+    tag = action_tag(ref)
+    return {
+        "name": action["name"],
+        "version": tag,
+        "tag": tag,
+        "directory": path,
+        "description": action["description"] or "",
+    }
