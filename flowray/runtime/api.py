@@ -48,11 +48,13 @@ def _flow_file(flow: str | os.PathLike[str], workspace: str) -> str:
         return text
     folder = os.path.join(workspace, ".flowray", "flows")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, hashlib.sha256(text.encode()).hexdigest()[:16] + ".yaml")
+    # surrogatepass: text that is not valid Unicode is kept as the loader's "not UTF-8" error
+    raw = text.encode("utf-8", "surrogatepass")
+    path = os.path.join(folder, hashlib.sha256(raw).hexdigest()[:16] + ".yaml")
     if not os.path.exists(path):
         from flowray.store.fs import write_bytes_atomic
 
-        write_bytes_atomic(path, text.encode())
+        write_bytes_atomic(path, raw)
     return path
 
 
@@ -469,10 +471,10 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
 
     cpus, grace, gpus = check_run_numbers(cpus, grace, gpus)
     for name, value in (env or {}).items():
-        problem = env_problem(name, value)
         if not isinstance(name, str) or not isinstance(value, str):
-            problem = (f"env must map names to text, got {type(name).__name__} -> "
-                       f"{type(value).__name__}")
+            raise StartError(f"env must map names to text, got {type(name).__name__} -> "
+                             f"{type(value).__name__}")
+        problem = env_problem(name, value)
         if problem:
             raise StartError(f"env: {problem}")
     if prepared is None:

@@ -125,7 +125,7 @@ def format_path(path: Sequence[PathPart]) -> str:
         elif _PLAIN_KEY.match(part):
             out += f".{part}" if out else part
         else:
-            escaped = part.replace("\\", "\\\\").replace('"', '\\"')
+            escaped = _json.dumps(part, ensure_ascii=False)[1:-1]  # control characters too
             out += f'["{escaped}"]'
     return out
 
@@ -153,7 +153,7 @@ def describe(value: object, *, limit: int = 40, json: bool = False) -> str:
         return repr(value)
     if isinstance(value, str):
         text = value if len(value) <= limit else value[: limit - 3] + "..."
-        if "'" in text or "\n" in text:
+        if "'" in text or not text.isprintable():  # a newline, a NUL...
             return _json.dumps(text) if json else repr(text)
         return f"'{text}'"
     if isinstance(value, list):
