@@ -24,6 +24,7 @@ from flowray.execute.contexts import (
     machine_contexts,
     step_context,
 )
+from flowray.execute.launch import Launch
 from flowray.execute.outputs import (
     ADD_MASK,
     MAX_OUTPUT_BYTES,
@@ -32,7 +33,7 @@ from flowray.execute.outputs import (
     parse_output_line,
 )
 from flowray.execute.process import ProcessOutcome, ProcessRequest, ProcessSupervisor, stop_groups
-from flowray.execute.secrets import Masker
+from flowray.execute.secrets import MIN_LENGTH, Masker
 from flowray.execute.shell import ShellTemplateError, render_script, shell_command
 from flowray.execute.step_request import ContainerRun, StepRequest
 from flowray.spec.types import ActionData, InputSpecData, JobData, StepData
@@ -230,6 +231,7 @@ class JobRunner:
         self._step_start_bytes = 0
         self._since: int | None = None  # when the attempt started (artifacts, reports)
         self._stdout_overflow = False  # the step's `::name::` lines passed the cap
+        self._launch: Launch | None = None  # a python/node step's inputs file, while it runs
         job = request.job
         os.makedirs(os.path.join(request.run_dir, "outputs"), exist_ok=True)
         self.log_dir = os.path.join("logs", _safe_name(request.key))
@@ -297,7 +299,7 @@ class JobRunner:
                 **self._render_env(self.req.job["env"], self._contexts(flow_env)),
             }
         except expr.ExprError as exc:
-            error = f"env: {exc}"
+            error = self.masker.message(f"env: {exc}")
             for r in self.results:
                 r.status = Status.SKIPPED
             return JobResult(Status.FAILURE, self.results, {}, started, time.time(), error)
@@ -347,8 +349,10 @@ class JobRunner:
                 error = f"the job timed out after {_minutes(self.req.timeout)}"
         else:
             status = Status.SUCCESS
-        return JobResult(status, self.results, outputs, started, time.time(), error,
-                         artifacts=artifacts, reports=reports, warnings=warnings)
+        masked = self.masker.message
+        return JobResult(status, self.results, outputs, started, time.time(),
+                         masked(error) if error else None, artifacts=artifacts,
+                         reports=reports, warnings=[masked(w) for w in warnings])
 
     def _output_file(self, result: StepResult) -> str:
         """The step's ``$FLOWRAY_OUTPUT`` (read here whatever the step's environment says)."""
@@ -441,23 +445,28 @@ class JobRunner:
             self.events.step_finished(self.req.key, result)
             return
         try:
-            request, action = self._build(step, result, step_env, ctx, remaining)
-        except (_StepFailed, expr.ExprError, ShellTemplateError) as exc:
-            self._finish_without_process(result, step, str(exc), ctx=ctx)
-            return
-        if action is not None:
-            result.kind = action["runs"]["using"]
-        result.status = Status.RUNNING
-        result.started = time.time()
-        self.events.step_started(self.req.key, result)
-        outcome = self._execute(request, result)
+            try:
+                request, action = self._build(step, result, step_env, ctx, remaining)
+            except (_StepFailed, expr.ExprError, ShellTemplateError) as exc:
+                self._finish_without_process(result, step, str(exc), ctx=ctx)
+                return
+            if action is not None:
+                result.kind = action["runs"]["using"]
+            result.status = Status.RUNNING
+            result.started = time.time()
+            self.events.step_started(self.req.key, result)
+            outcome = self._execute(request, result)
+        finally:
+            if self._launch is not None:  # the step's private inputs file goes
+                self._launch.close()
+                self._launch = None
         self._collect(step, result, outcome, self._output_file(result), action, env_ctx)
 
     def _finish_without_process(
         self, result: StepResult, step: StepData, error: str, *, ctx: Mapping[str, Any] | None
     ) -> None:
         result.started = result.ended = time.time()
-        result.error = self.masker.text(error)
+        result.error = error
         self._conclude(step, result, Status.FAILURE, ctx)
         self.events.step_started(self.req.key, result)
         self.events.step_finished(self.req.key, result)
@@ -466,6 +475,8 @@ class JobRunner:
         self, step: StepData, result: StepResult, outcome: Status, ctx: Mapping[str, Any] | None
     ) -> None:
         result.outcome = outcome
+        if result.error:  # messages may quote a value (bad JSON, a wrong input type)
+            result.error = self.masker.message(result.error)
         status = outcome
         if outcome is Status.FAILURE and not self.supervisor.cancelled:
             coe = step["continue_on_error"]
@@ -606,19 +617,23 @@ class JobRunner:
             env[input_env_name(name)] = expr.to_text(value)
         runs = action["runs"]
         using = runs["using"]
-        payload = json.dumps(inputs)
-
         def entry(value: str | None) -> str:
             # DataTorch renders the entry file's name too (``main: ${{ input.script }}``).
             text = value or ""
             if "${{" in text:
                 text = expr.to_text(expr.render(text, action_ctx))
+                if self.masker.text(text) != text:  # it lands on the command line
+                    raise _StepFailed(f"action '{action['name']}': the name of its entry file "
+                                      "would put a secret on the command line")
             return os.path.join(path, text)
 
-        if using == "python":
-            argv = [python, entry(runs["main"]), payload]
-        elif using == "node":
-            argv = ["node", entry(runs["main"]), payload]
+        if using in ("python", "node"):
+            # The inputs as one JSON argument, put into the argument vector inside the
+            # interpreter from a private file: never on the process's real command line.
+            self._launch = Launch(using, python if using == "python" else "node",
+                                  entry(runs["main"]), json.dumps(inputs))
+            argv = self._launch.argv
+            env.update(self._launch.env)
         elif using == "script":
             script = entry(runs["script"])
             if not os.path.isfile(script):
@@ -732,7 +747,13 @@ class JobRunner:
                         name, value = parsed
                         if name == ADD_MASK:
                             flush()  # lines before the mask went out as they were
-                            masker.add(str(value))
+                            if masker.add(str(value)):
+                                return
+                            line = (f"flowray: warning: ::add-mask:: value of "
+                                    f"{len(str(value).strip())} characters is not masked "
+                                    f"(values shorter than {MIN_LENGTH} characters never are)")
+                            log.write(line + "\n")
+                            batch.append(line)
                             return
                         self.output_bytes += len(line.encode("utf-8", "surrogatepass"))
                         if self.output_bytes > MAX_OUTPUT_BYTES:

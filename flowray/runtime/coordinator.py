@@ -34,7 +34,7 @@ from flowray.execute.job import (
     step_display_name,
 )
 from flowray.execute.process import DEFAULT_GRACE_SECONDS, sweep_run_processes
-from flowray.execute.secrets import Masker
+from flowray.execute.secrets import MIN_LENGTH, Masker
 from flowray.plan.plan import JobPlan, Plan
 from flowray.runtime.events import (
     EventBus,
@@ -189,9 +189,12 @@ class Coordinator:
         self.run_id = options.run_id or new_run_id()
         self.run_dir = os.path.join(runs_dir(options.workspace), self.run_id)
         self.masker = Masker(options.secrets.values())
+        # Secrets too short to mask (masking `o` would mask every `o`): the run says so.
+        self._unmasked = sorted(name for name, value in options.secrets.items()
+                                if 0 < len(value.strip()) < MIN_LENGTH)
         os.makedirs(self.run_dir, exist_ok=True)
         self.bus = bus if bus is not None else EventBus(self.run_id, self.run_dir,
-                                                        mask=self.masker.data)
+                                                        mask=self.masker.event_fields)
         self.states = {j.key: JobState(j) for j in plan.jobs}
         # Incremental scheduling state, so each pass costs what changed, not the whole flow.
         self._open = len(self.states)
@@ -272,6 +275,9 @@ class Coordinator:
             hosts=opts.hosts, pid=os.getpid(), host=socket.gethostname(),
             actions=opts.action_commits, started=self.started,
         )
+        for name in self._unmasked:
+            self.bus.emit(RunNotice, message=f"secret '{name}' is shorter than {MIN_LENGTH} "
+                          "characters, so it is not masked in logs and outputs")
         for key, state in self.states.items():
             p = state.plan
             self.bus.emit(JobQueued, job=key, id=p.job_id, name=p.name, matrix=p.matrix,

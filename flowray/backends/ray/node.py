@@ -387,10 +387,12 @@ class _NodeMasker(Masker):
         super().__init__(values)
         self._events = events
 
-    def add(self, value: str) -> None:
-        super().add(value)
+    def add(self, value: str) -> bool:
+        if not super().add(value):
+            return False
         if self._events is not None and value.strip("\r\n"):
             self._events.add(("mask", value))
+        return True
 
 
 def _snapshot(step: StepResult) -> StepResult:
