@@ -590,6 +590,7 @@ class JobRunner:
                 run = image_step_run(ref[len("docker://"):], given, cwd, self.req)
             except (ValueError, ContainerError) as exc:
                 raise _StepFailed(str(exc)) from exc
+            self._no_secret_on_command_line(run, "the step's 'args'/'entrypoint'")
             return None, [], inputs_env, run
         pinned = self.req.step_actions.get(index)
         python = sys.executable
@@ -651,12 +652,23 @@ class JobRunner:
                                  key=f"{path}@{pinned.pin.sha if pinned and pinned.pin else ''}")
             except (ValueError, expr.ExprError, ContainerError) as exc:
                 raise _StepFailed(f"action '{action['name']}': {exc}") from exc
+            self._no_secret_on_command_line(run, f"action '{action['name']}': its 'args'")
             return action, [], env, run
         else:
             raise _StepFailed(
                 f"action '{action['name']}' uses '{using}', which this flowray version cannot run"
             )
         return action, argv, env, None
+
+    def _no_secret_on_command_line(self, run: ContainerRun, what: str) -> None:
+        """A container's command line is visible to every user of the host (``ps``): a
+        secret must reach it through its environment (``INPUT_<NAME>``) instead."""
+        words = [*(run.entrypoint or []), *(run.command or [])]
+        if self.masker and any(self.masker.text(w) != w for w in words):
+            raise _StepFailed(
+                f"{what} would put a secret on the container's command line, where every "
+                "user of the machine can read it; read it from the environment instead "
+                "(each input is also INPUT_<NAME>)")
 
     def _action_inputs(
         self, step: StepData, action: ActionData, ctx: dict[str, Any]
