@@ -4,11 +4,24 @@ no Python traceback reaches the user."""
 
 from __future__ import annotations
 
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
 import pytest
-from conftest import Outcome, Workspace
+from conftest import Outcome, Workspace, free_ports
 
 import flowray
+from flowray.cli import main
+from flowray.cli.common import _table
+from flowray.cli.view import Console
 from flowray.runtime.errors import RunInputError, SecretsMissing
+from flowray.runtime.events import Event, StepFinished, StepLog, StepStarted
 
 
 def _no_traceback(out: Outcome) -> None:
@@ -254,3 +267,216 @@ def test_local_action_paths_and_inputs_get_did_you_mean(ws: Workspace) -> None:
         "the repository)\n"
         "flow.yaml:9:9: jobs.a.steps[3].action: local action './nowhere/greet' not found: "
         "there is no folder 'nowhere/greet'\n"))
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def _help_problems() -> list[str]:
+    """Options without help text, and arguments the command's help does not explain."""
+    problems = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        doc = cmd.help or ""
+        if not doc.strip():
+            problems.append(f"{path}: no help text")
+        for param in cmd.params:
+            if isinstance(param, click.Option):
+                if not param.hidden and not (param.help or "").strip():
+                    problems.append(f"{path} {'/'.join(param.opts)}: no help text")
+            else:
+                metavar = param.make_metavar(click.Context(cmd))
+                word = re.split(r"[\[\]./{|}]+", metavar.strip("[]. "))[0]
+                if not word or word not in doc:
+                    problems.append(f"{path} {metavar}: not explained in the command's help")
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}")
+
+    walk(main, "flowray")
+    return problems
+
+
+def test_every_option_and_argument_of_every_command_has_help() -> None:
+    assert _help_problems() == []
+
+
+def test_the_help_walk_finds_an_option_without_help() -> None:
+    @main.command("zz-undocumented")
+    @click.argument("thing")
+    @click.option("--bare", is_flag=True)
+    def undocumented(thing: str, bare: bool) -> None:
+        """Has a docstring that does not name its argument."""
+
+    try:
+        assert _help_problems() == [
+            "flowray zz-undocumented THING: not explained in the command's help",
+            "flowray zz-undocumented --bare: no help text"]
+    finally:
+        del main.commands["zz-undocumented"]
+
+
+def _event(kind: type[Event], **fields: object) -> Event:
+    return kind(0, "", "r1", **fields)
+
+
+def test_a_silent_step_is_said_to_be_still_running() -> None:
+    now = [100.0]
+    out = io.StringIO()
+    console = Console(out, color=False, heartbeat=30, clock=lambda: now[0])
+    console.show(_event(StepStarted, job="train", step=0, key="fit", name="fit"))
+    console.show(_event(StepStarted, job="test", step=1, key="2", name="check"))
+
+    def at(t: float) -> None:
+        now[0] = 100.0 + t
+        console.tick()
+
+    at(10)
+    console.show(_event(StepLog, job="test", step=1, line="still here"))
+    at(30)  # train/fit silent for 30s; test/2 printed 20s ago
+    at(31)
+    at(45)
+    at(60)  # both silent for 30s since their last line
+    console.show(_event(StepFinished, job="train", step=0, status="success", key="fit"))
+    at(200)  # train/fit ended: no more lines for it
+    assert out.getvalue() == (
+        "train/fit ▶ fit\n"
+        "test/2 ▶ check\n"
+        "test/2 | still here\n"
+        "train/fit … still running after 30s\n"
+        "test/2 … still running after 45s\n"
+        "train/fit … still running after 1m00s\n"
+        "test/2 … still running after 3m20s\n")
+
+
+def test_no_still_running_lines_when_quiet_or_switched_off() -> None:
+    now = [0.0]
+    for quiet, heartbeat in ((True, 1.0), (False, None)):
+        out = io.StringIO()
+        console = Console(out, color=False, quiet=quiet, heartbeat=heartbeat,
+                          clock=lambda: now[0])
+        console.show(_event(StepStarted, job="a", step=0, key="s", name="s"))
+        now[0] += 1000.0
+        console.tick()
+        assert "still running" not in out.getvalue()
+
+
+def test_flowray_run_says_a_silent_step_is_alive(ws: Workspace) -> None:
+    flow = ws.flow("""
+        name: slow
+        jobs:
+          a:
+            steps:
+              - id: wait
+                run: echo begun; sleep 1.5
+    """)
+    env = {**os.environ, "FLOWRAY_HEARTBEAT": "0.3"}
+    done = subprocess.run([sys.executable, "-m", "flowray", "run", flow], cwd=ws.root, env=env,
+                          capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["a/wait ▶ wait", "a/wait | begun"]
+    alive = [line for line in lines if "still running" in line]
+    assert alive and all(re.fullmatch(r"a/wait … still running after \ds", x) for x in alive)
+    assert lines[2:2 + len(alive)] == alive
+    events = subprocess.run([sys.executable, "-m", "flowray", "run", flow, "--events"],
+                            cwd=ws.root, env=env, capture_output=True, text=True, check=False)
+    assert events.returncode == 0 and "still running" not in events.stdout
+    bad = subprocess.run([sys.executable, "-m", "flowray", "run", flow], cwd=ws.root,
+                         env={**env, "FLOWRAY_HEARTBEAT": "soon"}, capture_output=True,
+                         text=True, check=False)
+    assert (bad.returncode, bad.stdout, bad.stderr) == (
+        2, "", "error: FLOWRAY_HEARTBEAT must be a number of seconds, got 'soon'\n")
+
+
+def test_status_and_logs_of_a_running_run(ws: Workspace) -> None:
+    flow = ws.flow("""
+        name: slow
+        jobs:
+          a:
+            steps:
+              - id: wait
+                run: |
+                  echo begun
+                  while [ ! -e go ]; do sleep 0.05; done
+                  echo ended
+    """)
+    run = flowray.start(flow, workdir=ws.root)
+    try:
+        log = Path(run.run_dir) / "logs" / "a" / "01-wait.log"
+        deadline = time.monotonic() + 60
+        while not (log.exists() and log.read_text() == "begun\n"):
+            assert time.monotonic() < deadline, "the step's first line never reached its log"
+            time.sleep(0.05)
+        while ws.record(run.id)["jobs"].get("a", {}).get("steps", [{}])[0].get(
+                "status") != "running":
+            assert time.monotonic() < deadline, "the record never showed the step running"
+            time.sleep(0.05)
+        status = ws.cli("status", run.id)
+        assert status.exit_code == 0, status
+        assert re.fullmatch(
+            rf"run {run.id}  flow slow  running  \d+\.\d\ds so far\n"
+            r"  a +running +\d+\.\d\ds\n"
+            r"    wait +running +\d+\.\d\ds\n", status.stdout), status.stdout
+        logs = ws.cli("logs", run.id)
+        assert (logs.exit_code, logs.stdout) == (0, "==> a/wait (running) <==\nbegun\n")
+        assert ws.cli("logs", run.id, "a/wait").stdout == "begun\n"
+    finally:
+        (ws.root / "go").touch()
+        run.wait(timeout=60)
+    status = ws.cli("status", run.id)
+    assert re.match(rf"run {run.id}  flow slow  success  exit 0  \d+\.\d\ds\n", status.stdout)
+
+
+def test_list_fits_the_terminal_width(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    flow = ws.flow("name: a-flow-with-a-rather-long-name-indeed\n"
+                   "jobs: {a: {steps: [{run: 'true'}]}}\n")
+    ws.run(flow).assert_success()
+    rid = ws.record()["id"]
+    monkeypatch.setenv("COLUMNS", "200")
+    wide = ws.cli("list").stdout.splitlines()
+    assert wide[0].split() == ["RUN", "STATUS", "STARTED", "TOOK", "FLOW"]
+    monkeypatch.setenv("COLUMNS", "60")  # STARTED and TOOK are left out, FLOW is cut
+    narrow = ws.cli("list").assert_success().stdout
+    assert narrow == (
+        "RUN                     STATUS   FLOW\n"
+        f"{rid}  success  a-flow-with-a-rather-lon...\n")
+    monkeypatch.delenv("COLUMNS")
+    piped = ws.cli("list").stdout  # not a terminal, no COLUMNS: nothing is cut
+    assert piped.splitlines()[1].endswith("  a-flow-with-a-rather-long-name-indeed")
+
+
+def test_tables_drop_optional_columns_then_cut_the_last() -> None:
+    header = ["REPOSITORY", "COMMIT", "SIZE", "LAST USED", "TAGS"]
+    rows = [["acme/add", "0123456789ab", "1.2 KiB", "2026-12-01 10:00:00", "v1, v1.2, main"]]
+    full = _table(header, rows, right=[2], optional=[3, 2])
+    assert full == [
+        "REPOSITORY  COMMIT           SIZE  LAST USED            TAGS",
+        "acme/add    0123456789ab  1.2 KiB  2026-12-01 10:00:00  v1, v1.2, main"]
+    assert _table(header, rows, right=[2], optional=[3, 2], width=50) == [
+        "REPOSITORY  COMMIT           SIZE  TAGS",
+        "acme/add    0123456789ab  1.2 KiB  v1, v1.2, main"]
+    assert _table(header, rows, right=[2], optional=[3, 2], width=30) == [
+        "REPOSITORY  COMMIT        TAGS",
+        "acme/add    0123456789ab  v..."]
+
+
+def test_a_submitted_run_names_its_logs_on_the_cluster(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What `flowray submit` sets for the run it starts on the cluster (test_submit.py checks
+    # that it does); the run's closing line then names a command that works from there.
+    monkeypatch.setenv("FLOWRAY_SUBMISSION_ID", "flowray-x-12345678")
+    monkeypatch.setenv("FLOWRAY_SUBMITTED_TO", "http://head:8265")
+    out = ws.run(ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")).assert_success()
+    assert out.stdout.splitlines()[-1].endswith(
+        "; logs: flowray logs flowray-x-12345678 --address http://head:8265")
+
+
+def test_run_on_ray_says_where_it_connects(ws: Workspace) -> None:
+    pytest.importorskip("ray", reason="the Ray backend needs the ray package")
+    (port,) = free_ports(1)  # nothing listens there
+    flow = ws.flow("name: x\njobs: {a: {steps: [{run: 'true'}]}}\n")
+    out = ws.run(flow, "--address", f"127.0.0.1:{port}")
+    _refused(out, f"connecting to the Ray cluster at 127.0.0.1:{port}...\n"
+                  f"error: no Ray cluster answers at 127.0.0.1:{port}: Connection refused\n")

@@ -14,6 +14,12 @@ from typing import Protocol
 from flowray.execute.job import JobEvents, JobRequest, JobResult
 from flowray.plan.plan import JobPlan
 
+# Set for the entrypoint of a run that `flowray submit` started: its submission id, and the
+# dashboard it was submitted to (as the submitter wrote it), for the commands its output
+# suggests.
+SUBMISSION_ENV = "FLOWRAY_SUBMISSION_ID"
+SUBMITTED_TO_ENV = "FLOWRAY_SUBMITTED_TO"
+
 
 class RunEvents(JobEvents, Protocol):
     """What a dispatcher reports (from any thread), besides each step's events.

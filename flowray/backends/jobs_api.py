@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from flowray.backends import SUBMISSION_ENV, SUBMITTED_TO_ENV
+
 # Ray's Jobs API statuses.
 PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED = (
     "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED")
@@ -384,7 +386,9 @@ class JobsApi:
             "excludes": list(SHIP_EXCLUDES),
             # Ray SIGKILLs a stopped job's driver after this many seconds: leave flowray the
             # time to stop every step itself (SIGTERM, grace, SIGKILL).
-            "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(stop_wait_seconds(sub.grace))},
+            "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(stop_wait_seconds(sub.grace)),
+                         # so that the run's hints name the submission and this address
+                         SUBMISSION_ENV: sub.id, SUBMITTED_TO_ENV: self.address},
         }
         try:
             return str(self._client.submit_job(

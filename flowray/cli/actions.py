@@ -16,10 +16,15 @@ from flowray.cli.common import (
     _fail,
     _fmt_time,
     _lazy_pinner,
+    _out_width,
     _print_diagnostics,
     _size,
+    _table,
 )
 from flowray.spec.limits import MAX_AGE_DAYS, number_problem
+
+_CONFIG_HELP = ("The workspace whose flowray.toml says where the action cache is (default: "
+                "the current directory).")
 
 
 @main.group()
@@ -28,11 +33,14 @@ def actions() -> None:
 
 
 @actions.command("fetch")
-@click.argument("flows", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.argument("flows", nargs=-1, required=True, type=click.Path(dir_okay=False),
+                metavar="FLOW...")
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help="The workspace: './' actions and flowray.toml are found there (default: "
+                   "the current directory).")
 def actions_fetch(flows: tuple[str, ...], workdir: str | None) -> None:
-    """Resolve and fetch every git action the flows use, and make the requirements
-    environments of their python actions (for later --offline runs)."""
+    """Resolve and fetch every git action the flow files FLOW... use, and make the
+    requirements environments of their python actions (for later --offline runs)."""
     from flowray.actions import ActionError, ensure_venv
     from flowray.plan.pins import LazyGitActions
     from flowray.plan.plan import git_refs_of
@@ -67,8 +75,10 @@ def actions_fetch(flows: tuple[str, ...], workdir: str | None) -> None:
 
 
 @actions.command("list")
-@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help=_CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the entries as a JSON array instead of a table.")
 def actions_list(workdir: str | None, as_json: bool) -> None:
     """List cached actions: repository, commit, size, tags, last use."""
     from flowray.actions import ActionCache
@@ -83,14 +93,16 @@ def actions_list(workdir: str | None, as_json: bool) -> None:
     if not entries:
         click.echo(f"no actions cached in {config.cache_dir}")
         return
-    click.echo(f"{'REPOSITORY':<36} {'COMMIT':<12} {'SIZE':>9}  {'LAST USED':<19}  TAGS")
-    for e in entries:
-        click.echo(f"{e.repo:<36} {e.sha[:12]:<12} {_size(e.size):>9}  "
-                   f"{_fmt_time(e.last_used):<19}  {', '.join(e.tags)}")
+    rows = [[e.repo, e.sha[:12], _size(e.size), _fmt_time(e.last_used), ", ".join(e.tags)]
+            for e in entries]
+    for line in _table(["REPOSITORY", "COMMIT", "SIZE", "LAST USED", "TAGS"], rows, right=[2],
+                       optional=[3, 2], width=_out_width()):
+        click.echo(line)
 
 
 @actions.command("prune")
-@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help=_CONFIG_HELP)
 @click.option("--older-than", type=float, default=None, metavar="DAYS",
               help="Remove only entries unused for this many days (default: remove all).")
 def actions_prune(workdir: str | None, older_than: float | None) -> None:

@@ -164,6 +164,48 @@ def _actions_config(workspace: str, offline: bool | None = None) -> Any:
         _fail(str(exc))
 
 
+def _out_width() -> int | None:
+    """How wide stdout's lines may be: ``COLUMNS`` when set, else the terminal's width when
+    stdout is a terminal; None (no limit) when it goes to a file or a pipe, so that what a
+    script reads is never cut."""
+    import shutil
+
+    if os.environ.get("COLUMNS", "").strip().isdigit() or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = (),
+           optional: Sequence[int] = (), width: int | None = None) -> list[str]:
+    """Rows as columns two spaces apart (those in ``right`` right-aligned), the header first.
+    Where ``width`` is given and the table is wider, the ``optional`` columns are left out
+    (in that order) until it fits, and then the last column is cut to fit, ending in '...'."""
+    keep = list(range(len(header)))
+    table = [list(header), *(list(r) for r in rows)]
+
+    def widths() -> dict[int, int]:
+        return {i: max(len(r[i]) for r in table) for i in keep}
+
+    def total() -> int:
+        w = widths()
+        return sum(w[i] for i in keep[:-1]) + 2 * (len(keep) - 1) + w[keep[-1]]
+
+    for i in optional:
+        if width is None or total() <= width:
+            break
+        keep.remove(i)
+    w = widths()
+    lines = []
+    for r in table:
+        cells = [r[i].rjust(w[i]) if i in right else r[i].ljust(w[i]) for i in keep[:-1]]
+        last = r[keep[-1]]
+        line = "  ".join([*cells, last.rjust(w[keep[-1]]) if keep[-1] in right else last])
+        if width is not None and len(line) > width:
+            line = line[: max(width - 3, 0)] + "..."
+        lines.append(line)
+    return lines
+
+
 def _size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):

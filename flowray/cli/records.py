@@ -19,7 +19,9 @@ from flowray.cli.common import (
     _fmt_dur,
     _fmt_time,
     _jobs_errors,
+    _out_width,
     _remote,
+    _table,
 )
 from flowray.spec.limits import MAX_CANCEL_WAIT_SECONDS, number_problem
 from flowray.status import Status
@@ -27,14 +29,19 @@ from flowray.status import Status
 if TYPE_CHECKING:
     from flowray.runtime.record import JobRecord, RunRecord, StepRecord
 
+_WORKDIR_HELP = ("The workspace whose runs (.flowray/runs/) to read (default: the current "
+                 "directory).")
 _ADDRESS_HELP = ("A Ray cluster's dashboard, http://HEAD:8265: the runs submitted there "
                  "(default: the runs recorded in this workspace).")
 
 
 @main.command()
-@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
-@click.option("--limit", "-n", type=int, default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help=_WORKDIR_HELP)
+@click.option("--limit", "-n", type=int, default=20, show_default=True,
+              help="List at most this many runs (the newest).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the runs as a JSON array instead of a table.")
 @click.option("--address", default=None, metavar="URL", help=_ADDRESS_HELP)
 @click.option("--all", "every_job", is_flag=True,
               help="With --address: every Ray job, not only those flowray submitted.")
@@ -65,10 +72,11 @@ def runs(workdir: str | None, limit: int, as_json: bool, address: str | None,
     if not items:
         click.echo("no runs yet")
         return
-    click.echo(f"{'RUN':<24} {'STATUS':<10} {'STARTED':<20} {'TOOK':>8}  FLOW")
-    for r in items:
-        click.echo(f"{r['id']:<24} {r['status']:<10} {_fmt_time(r['started']):<20} "
-                   f"{_fmt_dur(r['started'], r['ended']):>8}  {r['flow'] or '?'}")
+    rows = [[r["id"], r["status"], _fmt_time(r["started"]), _fmt_dur(r["started"], r["ended"]),
+             r["flow"] or "?"] for r in items]
+    for line in _table(["RUN", "STATUS", "STARTED", "TOOK", "FLOW"], rows, right=[3],
+                       optional=[2, 3], width=_out_width()):
+        click.echo(line)
 
 
 main.add_command(runs, name="list")
@@ -84,12 +92,12 @@ def _list_remote(address: str, limit: int, as_json: bool, every_job: bool) -> No
     if not items:
         click.echo(f"no runs submitted to {api.address} yet")
         return
-    width = max(24, *(len(r.id) for r in items))
-    click.echo(f"{'ID':<{width}} {'STATUS':<10} {'STARTED':<20} {'TOOK':>8}  FLOW")
-    for r in items:
-        flow = r.flow or ("-" if r.flowray else f"(not flowray: {r.entrypoint})")
-        click.echo(f"{r.id:<{width}} {r.status:<10} {_fmt_time(r.started):<20} "
-                   f"{_fmt_dur(r.started, r.ended):>8}  {flow}")
+    rows = [[r.id, r.status, _fmt_time(r.started), _fmt_dur(r.started, r.ended),
+             r.flow or ("-" if r.flowray else f"(not flowray: {r.entrypoint})")]
+            for r in items]
+    for line in _table(["ID", "STATUS", "STARTED", "TOOK", "FLOW"], rows, right=[3],
+                       optional=[2, 3], width=_out_width()):
+        click.echo(line)
 
 
 def _load_run(workdir: str | None, ref: str) -> tuple[str, dict[str, Any]]:
@@ -121,8 +129,10 @@ def _load_checked_run(workdir: str | None, ref: str
 
 @main.command()
 @click.argument("run_ref", metavar="[RUN]", default="last")
-@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help=_WORKDIR_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run record (or the submitted run, with --address) as JSON.")
 @click.option("--address", default=None, metavar="URL",
               help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
 def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None) -> None:
@@ -134,8 +144,11 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
     if as_json:
         click.echo(json.dumps(raw, indent=2))  # as recorded, keys this flowray ignores included
         return
-    click.echo(f"run {rec.id}  flow {rec.flow.name}  {rec.status.value}"
-               f"  exit {rec.exit_code}  {_fmt_dur(rec.started, rec.ended)}")
+    # A run still going has no exit code yet: its time so far instead.
+    code = "" if rec.exit_code is None else f"  exit {rec.exit_code}"
+    took = _took(rec.started, rec.ended, rec.status)
+    so_far = " so far" if rec.status is Status.RUNNING and rec.started else ""
+    click.echo(f"run {rec.id}  flow {rec.flow.name}  {rec.status.value}{code}  {took}{so_far}")
     for key, job in rec.jobs.items():
         attempts = f"  attempts {job.attempts}" if job.attempts > 1 else ""
         err = f"  ({job.error})" if job.error else ""
@@ -143,7 +156,7 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
         on_ray = rec.backend not in (None, "local")
         node = f"  on {job.node}" if job.node and on_ray and not job.ranks else ""
         click.echo(f"  {key:<24} {job.status.value:<10} "
-                   f"{_fmt_dur(job.started, job.ended):>8}{attempts}{node}{err}")
+                   f"{_took(job.started, job.ended, job.status):>8}{attempts}{node}{err}")
         for prev in job.previous_attempts:
             where = f" on {prev.node}" if prev.node else ""
             why = f" ({prev.error})" if prev.error else ""
@@ -155,11 +168,17 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
             code = "" if step.exit_code is None else f"  exit {step.exit_code}"
             serr = f"  ({step.error})" if step.error else ""
             click.echo(f"    {step.key:<22} {step.status.value:<10} "
-                       f"{_fmt_dur(step.started, step.ended):>8}{code}{serr}")
+                       f"{_took(step.started, step.ended, step.status):>8}{code}{serr}")
             if step.outputs:
                 click.echo(f"      outputs: {json.dumps(step.outputs)}")
         if job.outputs:
             click.echo(f"    outputs: {json.dumps(job.outputs)}")
+
+
+def _took(started: float | None, ended: float | None, status: Status) -> str:
+    """How long something took, or while it runs, how long it has been running."""
+    running = status is Status.RUNNING and not ended
+    return _fmt_dur(started, time.time() if running else ended)
 
 
 def _status_text(status: Status | str) -> str:
@@ -187,14 +206,17 @@ def _status_remote(address: str, ref: str, as_json: bool) -> None:
 @main.command()
 @click.argument("run_ref", metavar="RUN")
 @click.argument("target", metavar="[JOB[/STEP]]", required=False)
-@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help=_WORKDIR_HELP)
 @click.option("--address", default=None, metavar="URL",
               help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
 @click.option("--follow", "-f", is_flag=True,
               help="With --address: go on printing the log as it grows, until the run ends.")
 def logs(run_ref: str, target: str | None, workdir: str | None, address: str | None,
          follow: bool) -> None:
-    """Print the logs of a run, one job, or one step (RUN: id, prefix or 'last')."""
+    """Print the logs of a run, one job, or one step (RUN: id, prefix or 'last'; JOB or
+    JOB/STEP: a job key and a step id or number, e.g. train/fit). The logs of a step still
+    running are what it printed so far."""
     if address:
         _logs_remote(address, run_ref, target, follow)
         return
@@ -273,7 +295,8 @@ def _logs_remote(address: str, ref: str, target: str | None, follow: bool) -> No
 
 @main.command()
 @click.argument("run_ref", metavar="RUN")
-@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None)
+@click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
+              help=_WORKDIR_HELP)
 @click.option("--address", default=None, metavar="URL",
               help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
 @click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",

@@ -206,7 +206,8 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         as_json: bool, events: bool, quiet: bool, fail_fast: bool, cpus: float | None,
         gpus: str | None, grace: float | None, no_cache: bool, offline: bool, use_ray: bool,
         address: str | None, submit_bundle: str | None) -> None:
-    """Run a flow on this machine, or with --ray/--address on Ray."""
+    """Run the flow in FLOW (a .yaml, .yml or .json file) on this machine, or with
+    --ray/--address on Ray."""
     from flowray.runtime.api import start
 
     workspace = os.path.abspath(workdir or os.getcwd())
@@ -214,6 +215,7 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         _fail(f"--workdir '{workdir}' is not a directory")
     if as_json and events:
         _fail("--json and --events both print to stdout: choose one")
+    heartbeat = None if events else _heartbeat((sys.stderr if as_json else sys.stdout).isatty())
     bundle = _read_submit_bundle(submit_bundle) if submit_bundle else {}
     secret_values, env, event = _run_values(secrets, secret_file, env_file, event_file,
                                             bundle)
@@ -231,13 +233,41 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
             for line in prepared.describe():
                 click.echo(line)
             sys.exit(EXIT_OK)
+        if backend is not None:
+            # Ray can take many seconds to start or answer: say what is going on.
+            click.echo("starting Ray (local)..." if backend == "ray" else
+                       f"connecting to the Ray cluster at {backend}...", err=True)
         handle = start(flow_path, prepared=prepared, secrets=secret_values, env=env,
                        event=event, backend=backend, fail_fast=fail_fast, grace=grace,
                        cpus=cpus, gpus=gpu_ids, trigger="cli")
     except (FlowError, StartError) as exc:
         _start_failure(exc)
     sys.exit(_watch(handle, as_json=as_json, events=events, quiet=quiet,
-                    show_backend=backend is not None))
+                    show_backend=backend is not None, heartbeat=heartbeat))
+
+
+def _submitted_logs_hint() -> str | None:
+    """In a run that `flowray submit` started: the command that shows its log from where it
+    was submitted (the run's own record stays on the cluster's head)."""
+    from flowray.backends import SUBMISSION_ENV, SUBMITTED_TO_ENV
+
+    sid, url = os.environ.get(SUBMISSION_ENV), os.environ.get(SUBMITTED_TO_ENV)
+    return f"flowray logs {sid} --address {url}" if sid and url else None
+
+
+def _heartbeat(tty: bool) -> float | None:
+    """Seconds of silence after which a running step gets a "still running" line:
+    ``FLOWRAY_HEARTBEAT`` (0 turns them off), else 15 on a terminal and 60 in a file or a
+    pipe (a CI log gets a line a minute, not a flood)."""
+    value = os.environ.get("FLOWRAY_HEARTBEAT", "").strip()
+    if value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            _fail(f"FLOWRAY_HEARTBEAT must be a number of seconds, got '{value}'")
+            raise AssertionError from None
+        return seconds if seconds > 0 and math.isfinite(seconds) else None
+    return 15.0 if tty else 60.0
 
 
 def _run_numbers(cpus: float | None, grace: float | None, gpus: str | None
@@ -252,11 +282,12 @@ def _run_numbers(cpus: float | None, grace: float | None, gpus: str | None
 
 
 def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
-           show_backend: bool) -> int:
+           show_backend: bool, heartbeat: float | None) -> int:
     """Show the run (terminal view, or its events as JSON lines) until it ends; Ctrl-C and
     SIGTERM cancel it through its handle. The run's exit code."""
     console = Console(sys.stderr if as_json else sys.stdout, quiet=quiet,
-                      color=None if not os.environ.get("NO_COLOR") else False)
+                      color=None if not os.environ.get("NO_COLOR") else False,
+                      heartbeat=heartbeat, logs_hint=_submitted_logs_hint())
     if show_backend and not quiet:
         click.echo(handle.summary, err=True)
     interrupted = {"n": 0}
@@ -289,11 +320,13 @@ def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
                 if event is None:
                     if sub.done:
                         break
+                    console.tick()
                     continue
                 if events:
                     out.write(event.to_json() + "\n")
                 else:
                     console.show(event)
+                    console.tick()
             if events:
                 out.flush()
         except BrokenPipeError:
@@ -342,8 +375,8 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
            event_file: str | None, matrix: tuple[str, ...], jobs: tuple[str, ...],
            workdir: str | None, quiet: bool, fail_fast: bool, grace: float | None,
            offline: bool, no_wait: bool, python: str) -> None:
-    """Run a flow on a Ray cluster through its Jobs API: ship the workspace, stream the
-    logs, exit with the run's exit code. Ctrl-C stops the run on the cluster."""
+    """Run the flow in FLOW on a Ray cluster through its Jobs API: ship the workspace, stream
+    the logs, exit with the run's exit code. Ctrl-C stops the run on the cluster."""
     from flowray.backends.jobs_api import (
         JobsApiError,
         Submission,
@@ -445,7 +478,8 @@ def _follow_submitted(api: Any, sid: str, grace: float) -> int:
                        f"`flowray status {sid} --address {api.address}`)", err=True)
         return EXIT_INTERRUPTED
     took = _fmt_dur(run.started, run.ended)
-    click.echo(f"run {sid} {run.status} (exit {run.exit_code}) in {took}", err=True)
+    click.echo(f"run {sid} {run.status} (exit {run.exit_code}) in {took}; logs: flowray logs "
+               f"{sid} --address {api.address}", err=True)
     missing = api.missing_flowray(run)  # the cluster's Python has no flowray
     if missing is not None:
         click.echo(f"error: {missing}", err=True)

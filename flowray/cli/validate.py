@@ -21,13 +21,14 @@ from flowray.cli.common import (
 
 
 @main.command()
-@click.argument("flows", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("flows", nargs=-1, required=True, type=click.Path(dir_okay=False),
+                metavar="FLOW...")
 @click.option("--workdir", "-C", type=click.Path(file_okay=False), default=None,
               help="Workspace that local actions ('./path') are relative to (default: here).")
 @click.option("--offline", is_flag=True,
               help="Check git actions from the action cache only (also FLOWRAY_OFFLINE=1).")
 def validate(flows: tuple[str, ...], workdir: str | None, offline: bool) -> None:
-    """Check flow files; report every error as file:line:col: key.path: message.
+    """Check the flow files FLOW...; report every error as file:line:col: key.path: message.
 
     Git actions are fetched (or taken from the action cache) so that their action files and
     the inputs steps give them are checked too.
@@ -55,10 +56,10 @@ def validate(flows: tuple[str, ...], workdir: str | None, offline: bool) -> None
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["flow", "action", "record"]))
+@click.argument("kind", type=click.Choice(["flow", "action", "record"]), metavar="KIND")
 def schema(kind: str) -> None:
-    """Print the JSON Schema of flow or action files (for editors), or of run records
-    (.flowray/runs/<run id>/record.json)."""
+    """Print the JSON Schema of KIND: flow or action (files, for editors), or record (run
+    records, .flowray/runs/<run id>/record.json)."""
     if kind == "record":
         from flowray.runtime.record import record_schema
 

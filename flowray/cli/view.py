@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import TextIO
 
 from flowray.runtime.events import (
@@ -39,11 +41,19 @@ class Console:
     and the summary."""
 
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
-                 color: bool | None = None) -> None:
+                 color: bool | None = None, heartbeat: float | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 logs_hint: str | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
         self.quiet = quiet
         isatty = getattr(self.stream, "isatty", None)
         self.color = bool(isatty and isatty()) if color is None else color
+        # A step silent for `heartbeat` seconds gets a "still running" line (see tick).
+        self.heartbeat = heartbeat if heartbeat and not quiet else None
+        self._clock = clock
+        self._running: dict[tuple[str, int | None, int], list[float]] = {}  # [start, last]
+        self._next_tick = 0.0
+        self.logs_hint = logs_hint  # the command that shows the logs (default: flowray logs ID)
         # Re-entrant: a signal handler (Ctrl-C) may print while the main thread is writing.
         self._lock = threading.RLock()
         self._job_color: dict[str, str] = {}
@@ -95,8 +105,27 @@ class Console:
 
     # ------------------------------------------------------------------------- events
 
+    def tick(self) -> None:
+        """Say that a step is alive when it printed nothing for ``heartbeat`` seconds
+        (``job/step … still running after 1m30s``), then again every ``heartbeat`` seconds
+        while it stays silent. Cheap enough to call after every event."""
+        if self.heartbeat is None or not self._running:
+            return
+        now = self._clock()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + min(1.0, self.heartbeat)
+        for (job, rank, step), times in list(self._running.items()):
+            if now - times[1] >= self.heartbeat:
+                times[1] = now
+                key = self._keys.get((job, rank, step), str(step + 1))
+                said = f"… still running after {_elapsed(now - times[0])}"
+                self.write(f"{self._prefix(job, rank, key)} {self._paint(said, '90')}\n")
+
     def show(self, event: Event) -> None:
         """Print what ``event`` means to a person (many events print nothing)."""
+        if self.heartbeat is not None:
+            self._track(event)
         if isinstance(event, StepLog):
             if not self.quiet:
                 self.write(f"{self._prefix(event.job, event.rank, self._step_key(event))}"
@@ -128,7 +157,22 @@ class Console:
             took = event.ended - self._started if self._started else 0.0
             parts = ", ".join(f"{n} {s}" for s, n in sorted(self._counts.items()))
             self.info(f"run {event.run} {event.status} in {took:.2f}s ({parts}); "
-                      f"logs: flowray logs {event.run}")
+                      f"logs: {self.logs_hint or 'flowray logs ' + event.run}")
+
+    def _track(self, event: Event) -> None:
+        """Keep when each running step started and last printed (for :meth:`tick`)."""
+        if isinstance(event, StepLog):
+            times = self._running.get((event.job, event.rank, event.step))
+            if times is not None:
+                times[1] = self._clock()
+        elif isinstance(event, StepStarted):
+            now = self._clock()
+            self._running[(event.job, event.rank, event.step)] = [now, now]
+        elif isinstance(event, StepFinished):
+            self._running.pop((event.job, event.rank, event.step), None)
+        elif isinstance(event, JobFinished | JobRetrying):
+            for k in [k for k in self._running if k[0] == event.job]:
+                del self._running[k]
 
     def _step_key(self, event: StepLog) -> str:
         return self._keys.get((event.job, event.rank, event.step), str(event.step + 1))
@@ -184,3 +228,13 @@ class Console:
         detail = f": {event.error}" if event.error else ""
         self.write(self._paint(f"{mark} job {label} {event.status} in {seconds:.2f}s{detail}",
                                code) + "\n")
+
+
+def _elapsed(seconds: float) -> str:
+    """``45s``, ``2m05s``, ``1h02m``."""
+    n = int(seconds)
+    if n < 60:
+        return f"{n}s"
+    if n < 3600:
+        return f"{n // 60}m{n % 60:02d}s"
+    return f"{n // 3600}h{n % 3600 // 60:02d}m"

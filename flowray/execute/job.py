@@ -731,8 +731,10 @@ class JobRunner:
             held = ""  # the unmasked end of the last piece (it may begin a secret)
 
             def flush() -> None:
-                # The lines of one read of the output go out as one batch of events.
+                # The lines of one read of the output go out as one batch of events, and to
+                # the log file, so that `flowray logs` shows a running step's output so far.
                 if batch:
+                    log.flush()
                     lines = batch[:]
                     batch.clear()
                     events.step_lines(key, result, lines)
