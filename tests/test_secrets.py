@@ -344,3 +344,57 @@ def test_short_secrets_are_not_masked_and_say_so(ws: Workspace, value: str) -> N
     assert "a/1 | success\n" in out.stdout
     assert "! secret 'TINY' is shorter than 3 characters, so it is not masked in logs and " \
         "outputs\n" in out.stdout
+
+
+def test_secrets_on_ray_nodes_are_masked_and_off_command_lines(ws: Workspace) -> None:
+    """The same promises where jobs run as Ray tasks (an embedded Ray: the node's job runner,
+    its masker and the masks it sends back to the coordinator)."""
+    pytest.importorskip("ray", reason="ray is not installed: the Ray path cannot be tested")
+    import subprocess
+    import sys
+
+    from conftest import env_without_color
+
+    ws.write("scan.py", """
+        import os
+        hits = sum(b"R4yS3c" in open(f"/proc/{p}/cmdline", "rb").read()
+                   for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/cmdline"))
+        print("command lines holding it:", hits)
+    """)
+    ws.action("actions/py", """
+        name: Py
+        inputs: {token: {type: string}}
+        runs: {using: python, main: main.py}
+    """, main__py=("import datatorch, runpy\n"
+                   "print(datatorch.get_input('token'))\n"
+                   f"runpy.run_path({str(ws.root / 'scan.py')!r})\n"))
+    flow = ws.flow("""
+        name: ray-secrets
+        jobs:
+          j:
+            steps:
+              - env: {KEY: "${{ secrets.KEY }}"}
+                run: |
+                  echo "$KEY"
+                  V=$(echo eulav-c3Sy4R-emitnur | rev)  # made at run time
+                  echo "::add-mask::$V"
+                  echo "later $V"
+              - action: ./actions/py
+                with: {token: "${{ secrets.TOKEN }}"}
+    """)
+    secrets = secret_file(ws, {"KEY": PEM, "TOKEN": "token-R4yS3c"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowray", "run", flow, "--ray", "--cpus", "1",
+         "--secret-file", secrets],
+        cwd=ws.root, capture_output=True, text=True, env=env_without_color(), timeout=300)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "j/1 | ***\nj/1 | ***\nj/1 | ab\nj/1 | ***\nj/1 | ***\nj/1 | later ***\n" \
+        in proc.stdout
+    assert "j/2 | ***\nj/2 | command lines holding it: 0\n" in proc.stdout
+    text = proc.stdout + proc.stderr
+    for root, _, files in os.walk(ws.root / ".flowray"):
+        for f in files:
+            text += Path(root, f).read_text(errors="replace")
+    assert "R4yS3c" not in text
+    for line in PEM_LINES:
+        assert line not in text
