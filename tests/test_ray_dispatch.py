@@ -303,6 +303,8 @@ def test_embedded_ray_pins_the_gpus_it_was_given(ws: Workspace) -> None:
     stdout, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 0, (stdout, stderr)
     assert "embedded Ray: 1 node, 2 CPUs, 2 GPUs" in stderr
+    # said before the seconds Ray takes to start, then what it got
+    assert stderr.index("starting Ray (local)...\n") < stderr.index("embedded Ray: ")
     got = {(ws.root / f"gpu-{n}.txt").read_text().strip() for n in (1, 2)}
     assert got == {"5", "7"}
 

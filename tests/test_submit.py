@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -327,6 +328,11 @@ def test_failing_flow_exits_with_the_runs_code(head: Head, ws: Workspace) -> Non
     assert "bad/1 | about to fail" in out.stdout
     sid = next(x for x in out.stderr.splitlines() if x.startswith("submitted ")).split()[1]
     assert out.stderr.splitlines()[-1].startswith(f"run {sid} FAILED (exit 1) in ")
+    # Every command the output suggests works from here: it names the submission and address.
+    hint = f"; logs: flowray logs {sid} --address {head.url}"
+    assert out.stderr.splitlines()[-1].endswith(hint)
+    assert re.match(rf"run \S+ failure in [\d.]+s \(1 failure\){re.escape(hint)}$",
+                    out.stdout.splitlines()[-1]), out.stdout
     st = ws.cli("status", sid, "--address", head.url, "--json").assert_success().json()
     assert (st["status"], st["exit_code"], st["driver_exit_code"]) == ("FAILED", 1, 1)
 
