@@ -73,6 +73,13 @@ class PinnedAction:
     def short(self) -> str:
         return self.sha[:7]
 
+    @property
+    def identity(self) -> str:
+        """What the action's results depend on, as far as its code goes: the repository
+        (canonical URL, no credentials), the commit, the action's folder and file in it."""
+        ref = self.ref
+        return json.dumps([_repo_id(ref), self.sha, ref.subdir or "", ref.file or ""])
+
 
 @dataclass(frozen=True)
 class CacheEntry:

@@ -166,6 +166,8 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
             click.echo(f"    rank {rank.rank}: {rank.status.value} on {rank.node or '-'}{why}")
         for step in job.steps:
             code = "" if step.exit_code is None else f"  exit {step.exit_code}"
+            if step.cached:
+                code += "  cached"
             serr = f"  ({step.error})" if step.error else ""
             click.echo(f"    {step.key:<22} {step.status.value:<10} "
                        f"{_took(step.started, step.ended, step.status):>8}{code}{serr}")

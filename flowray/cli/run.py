@@ -188,7 +188,9 @@ def _run_input_options(*, submit: bool) -> Callable[[F], F]:
               help="GPU ids jobs may use, e.g. 0,1 (default: detected).")
 @click.option("--grace", type=float, default=None,
               help="Seconds between SIGTERM and SIGKILL when stopping steps (default 5).")
-@click.option("--no-cache", is_flag=True, help="Validate the flow again even if unchanged.")
+@click.option("--no-cache", is_flag=True,
+              help="Use no cache: validate the flow again even if unchanged, and run the "
+                   "steps whose action results are cached (what they give is cached anew).")
 @click.option("--offline", is_flag=True,
               help="Use git actions from the action cache only (also FLOWRAY_OFFLINE=1).")
 @click.option("--ray", "use_ray", is_flag=True,
@@ -366,6 +368,8 @@ def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
               help="Seconds between SIGTERM and SIGKILL when stopping steps (default 5).")
 @click.option("--offline", is_flag=True,
               help="Check git actions from this machine's action cache only.")
+@click.option("--no-cache", is_flag=True,
+              help="Use no cache, here and on the cluster (see `flowray run --no-cache`).")
 @click.option("--no-wait", "--detach", "no_wait", is_flag=True,
               help="Print the submission id and return; the run goes on on the cluster.")
 @click.option("--python", "python", default="python", show_default=True, metavar="CMD",
@@ -374,7 +378,7 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
            secrets: tuple[str, ...], secret_file: tuple[str, ...], env_file: tuple[str, ...],
            event_file: str | None, matrix: tuple[str, ...], jobs: tuple[str, ...],
            workdir: str | None, quiet: bool, fail_fast: bool, grace: float | None,
-           offline: bool, no_wait: bool, python: str) -> None:
+           offline: bool, no_cache: bool, no_wait: bool, python: str) -> None:
     """Run the flow in FLOW on a Ray cluster through its Jobs API: ship the workspace, stream
     the logs, exit with the run's exit code. Ctrl-C stops the run on the cluster."""
     from flowray.backends.jobs_api import (
@@ -402,7 +406,7 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
     raw_inputs = _pairs(inputs, "--input")
     matrix_filter = _pairs(matrix, "--matrix", sep=":")
     prepared = _prepared(flow_path, workspace, inputs=raw_inputs, jobs=jobs,
-                         matrix=matrix_filter, offline=offline, use_cache=True,
+                         matrix=matrix_filter, offline=offline, use_cache=not no_cache,
                          secrets=list(secret_values))
     flow = prepared.cached.data
 
@@ -419,6 +423,8 @@ def submit(flow_path: str, address: str | None, inputs: tuple[str, ...],
         run_args += ["--grace", f"{grace:g}"]
     if quiet:
         run_args.append("--quiet")
+    if no_cache:
+        run_args.append("--no-cache")
     carried = {k: v for k, v in (("secrets", secret_values), ("env", env), ("event", event))
                if v}
     needed = [os.path.relpath(action_file(folder), workspace)

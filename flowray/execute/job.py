@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flowray import expr
 from flowray.execute.contexts import (
@@ -38,6 +38,9 @@ from flowray.execute.shell import ShellTemplateError, render_script, shell_comma
 from flowray.execute.step_request import ContainerRun, StepRequest
 from flowray.spec.types import ActionData, InputSpecData, JobData, StepData
 from flowray.status import Status
+
+if TYPE_CHECKING:  # imported when a step uses the result cache
+    from flowray.execute.results import CachedResult, ResultCache
 
 ActionLoader = Callable[[str, "str | None"], ActionData]
 # Called before each step of a multi-node job with (step index, a step failed so far): waits
@@ -75,6 +78,7 @@ class StepResult:
     error: str | None = None
     # run, cmd, script, python, node or docker; "action" while a step's action is not loaded
     kind: str = "run"
+    cached: bool = False  # outputs from the action result cache; the action did not run
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -91,6 +95,7 @@ class StepResult:
             "log": self.log,
             "error": self.error,
             "kind": self.kind,
+            "cached": self.cached,
         }
 
 
@@ -106,6 +111,11 @@ class StepAction:
     # sent to a node itself.
     pin: Any = field(default=None, compare=False, repr=False)
     system_site_packages: bool = False  # how ``python``'s environment was made
+    # A git action: what the result cache keys it by (repository, commit, folder, file; no
+    # credentials), the commit, and owner/repo@tag for messages. None: never cached (local).
+    identity: str | None = None
+    sha: str = ""
+    shown: str = ""
 
 
 @dataclass
@@ -128,6 +138,9 @@ class JobRequest:
     attempt: int = 1
     step_actions: dict[int, StepAction] = field(default_factory=dict)  # by step index
     rank: int | None = None  # a multi-node job: this node's rank in the gang
+    # This node's action result cache folder; None: no result cache (steps always run).
+    result_cache: str | None = None
+    reuse_results: bool = True  # False (--no-cache): run cached steps, store what they give
 
 
 @dataclass
@@ -198,6 +211,15 @@ class _StepFailed(Exception):
     """A step could not be started; the message is shown as the step's error."""
 
 
+@dataclass(frozen=True)
+class _CacheUse:
+    """A step that uses the action result cache: the cache, its entry's key, the action."""
+
+    cache: ResultCache
+    key: str
+    action: StepAction
+
+
 class JobRunner:
     def __init__(
         self,
@@ -232,6 +254,8 @@ class JobRunner:
         self._since: int | None = None  # when the attempt started (artifacts, reports)
         self._stdout_overflow = False  # the step's `::name::` lines passed the cap
         self._launch: Launch | None = None  # a python/node step's inputs file, while it runs
+        self._outputs_masked = False  # the last step's outputs held a secret (never cached)
+        self.cache_warnings: list[str] = []  # the result cache could not be used or written
         job = request.job
         os.makedirs(os.path.join(request.run_dir, "outputs"), exist_ok=True)
         self.log_dir = os.path.join("logs", _safe_name(request.key))
@@ -341,6 +365,7 @@ class JobRunner:
                     error = f"outputs.{name}: {exc}"
                     self.failed = True
         artifacts, reports, warnings = self._leftovers(job_env)
+        warnings = [*self.cache_warnings, *warnings]
         if self.supervisor.cancelled:
             status = Status.CANCELLED
         elif self.failed or timed_out:
@@ -445,6 +470,15 @@ class JobRunner:
             self.events.step_finished(self.req.key, result)
             return
         try:
+            use = self._cache_use(step, result.index, ctx, step_env)
+        except (_StepFailed, expr.ExprError) as exc:
+            self._finish_without_process(result, step, str(exc), ctx=ctx)
+            return
+        if use is not None and self.req.reuse_results:
+            hit = use.cache.get(use.key)
+            if hit is not None and self._reuse(step, result, use, hit, ctx):
+                return
+        try:
             try:
                 request, action = self._build(step, result, step_env, ctx, remaining)
             except (_StepFailed, expr.ExprError, ShellTemplateError) as exc:
@@ -461,6 +495,93 @@ class JobRunner:
                 self._launch.close()
                 self._launch = None
         self._collect(step, result, outcome, self._output_file(result), action, env_ctx)
+        if use is not None:
+            self._store(result, use)
+
+    # ------------------------------------------------------------------------- result cache
+
+    def _cache_use(
+        self, step: StepData, index: int, ctx: dict[str, Any], env: Mapping[str, str]
+    ) -> _CacheUse | None:
+        """The result cache entry this step reads and writes, if it uses the cache: a git
+        action (pinned to a commit) whose step or action file says ``cache: true``, in a
+        single-node job, with a result cache folder on this node."""
+        root = self.req.result_cache
+        pinned = self.req.step_actions.get(index)
+        if root is None or pinned is None or pinned.identity is None or self.req.rank is not None:
+            return None
+        wanted = step.get("cache")
+        if wanted is None:
+            wanted = pinned.data.get("cache", False)
+        if not wanted:
+            return None
+        from flowray.execute.results import ResultCacheError, open_cache
+
+        # The inputs as the action would get them (its defaults may read `action`).
+        self.action_ctx = action_context(pinned.data, step["action"], pinned.path)
+        inputs, _ = self._action_inputs(step, pinned.data, {**ctx, "action": self.action_ctx})
+        material = {
+            "format": 1,
+            "action": pinned.identity,
+            "kind": pinned.data["runs"]["using"],
+            "inputs": inputs,
+            "env": dict(env),  # what the flow, job and step `env:` give it (not the process env)
+        }
+        cache = open_cache(root)
+        try:
+            key = cache.key_for(material)
+        except ResultCacheError as exc:
+            self._cache_warning(str(exc))
+            return None
+        return _CacheUse(cache, key, pinned)
+
+    def _reuse(self, step: StepData, result: StepResult, use: _CacheUse, hit: CachedResult,
+               ctx: Mapping[str, Any]) -> bool:
+        """Finish the step with the outputs ``hit`` holds, without running it; False when they
+        do not fit in what is left of the job's outputs allowance (then it runs)."""
+        outputs = self.masker.data(hit.outputs)
+        size = len(json.dumps(outputs, default=str))
+        if self.output_bytes + size > MAX_OUTPUT_BYTES:
+            return False
+        self.output_bytes += size
+        action = use.action
+        result.kind = action.data["runs"]["using"]
+        result.cached = True
+        result.status = Status.RUNNING
+        result.started = time.time()
+        self.events.step_started(self.req.key, result)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hit.created))
+        line = self.masker.text(
+            f"cached: outputs of {action.shown} ({action.sha[:7]}) from run {hit.run_id} "
+            f"({when}); the action did not run (--no-cache runs it)")
+        with open(os.path.join(self.req.run_dir, result.log or ""), "w",
+                  encoding="utf-8") as log:
+            log.write(line + "\n")
+        self.events.step_lines(self.req.key, result, [line])
+        result.outputs = outputs
+        self.variable_ctx.update(outputs)
+        result.ended = time.time()
+        self._conclude(step, result, Status.SUCCESS, ctx)
+        self.events.step_finished(self.req.key, result)
+        return True
+
+    def _store(self, result: StepResult, use: _CacheUse) -> None:
+        """Keep a successful step's outputs for later runs, unless they held a secret."""
+        if result.status is not Status.SUCCESS or result.outcome is not Status.SUCCESS \
+                or result.error or self._outputs_masked:
+            return
+        from flowray.execute.results import CachedResult
+
+        problem = use.cache.put(use.key, CachedResult(
+            dict(result.outputs), self.req.run_id, time.time(), use.action.shown,
+            use.action.sha))
+        if problem:
+            self._cache_warning(problem)
+
+    def _cache_warning(self, text: str) -> None:
+        text = self.masker.text(text)
+        if text not in self.cache_warnings:
+            self.cache_warnings.append(text)
 
     def _finish_without_process(
         self, result: StepResult, step: StepData, error: str, *, ctx: Mapping[str, Any] | None
@@ -836,8 +957,11 @@ class JobRunner:
                 status = Status.FAILURE
         if action is not None and action["outputs"] and self._type_outputs(result, action):
             status = Status.FAILURE
+        self._outputs_masked = False
         if result.outputs:
-            result.outputs = self.masker.data(result.outputs)
+            masked = self.masker.data(result.outputs)
+            self._outputs_masked = masked != result.outputs
+            result.outputs = masked
             self.variable_ctx.update(result.outputs)
         if outcome.error:
             result.error = outcome.error

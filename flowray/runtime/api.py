@@ -110,6 +110,7 @@ class Prepared:
     inputs: dict[str, Any]
     pinner: Callable[[], Any]
     warnings: list[str] = field(default_factory=list)
+    use_cache: bool = True  # False: validated again, and cached action results not reused
 
     @property
     def flow(self) -> Mapping[str, Any]:
@@ -142,7 +143,8 @@ def prepare(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = "
         raise PlanInvalid(path, str(exc)) from exc
     run_inputs = coerce_run_inputs(cached.data, dict(inputs or {}), path)
     return Prepared(flow_path=path, workspace=workspace, cached=cached, plan=plan,
-                    inputs=run_inputs, pinner=pinner, warnings=list(cached.warnings))
+                    inputs=run_inputs, pinner=pinner, warnings=list(cached.warnings),
+                    use_cache=use_cache)
 
 
 def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file: str = ""
@@ -226,9 +228,11 @@ def _step_actions(prepared: Prepared) -> dict[str, dict[int, StepAction]]:
                         )
                     except ActionError as exc:
                         raise StartError(str(exc)) from exc
+            pin = pinner().pins[g.key]
             out.setdefault(job_id, {})[i] = StepAction(
-                g.path, g.data, pythons[g.key], pin=pinner().pins[g.key],
-                system_site_packages=pinner().config.system_site_packages)
+                g.path, g.data, pythons[g.key], pin=pin,
+                system_site_packages=pinner().config.system_site_packages,
+                identity=pin.identity, sha=g.sha, shown=g.display)
     return out
 
 
@@ -494,6 +498,10 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
         step_actions=_step_actions(prepared),
         action_commits={g.display: g.sha for g in prepared.cached.git.values()},
         trigger=trigger, backend="local" if not on_ray else str(backend),
+        # Only git actions are cached: without them there is nothing to keep.
+        result_cache=os.path.join(prepared.pinner().config.cache_dir, "results")
+        if prepared.cached.git else None,
+        reuse_results=prepared.use_cache,
     )
     actions = ActionTable(prepared.cached.actions)
     hold = contextlib.ExitStack()

@@ -79,6 +79,9 @@ class RunOptions:
     trigger: str = "manual"  # what started the run (run.started's trigger)
     backend: str = "local"  # local, ray, or the Ray address
     hosts: int = 1  # how many hosts the backend's jobs may land on
+    # The action result cache folder of this machine (Ray nodes use their own); None: off.
+    result_cache: str | None = None
+    reuse_results: bool = True  # False (--no-cache): cached steps run (and refresh the cache)
 
 
 @dataclass
@@ -356,7 +359,7 @@ class Coordinator:
         self.bus.emit(
             StepFinished, job=key, step=step.index, status=step.status.value,
             exit_code=step.exit_code, outputs=step.outputs, key=step.key, id=step.id,
-            name=step.name, kind=step.kind,
+            name=step.name, kind=step.kind, cached=step.cached,
             outcome=step.outcome.value if step.outcome else None, error=step.error,
             log=step.log, started=step.started, ended=step.ended,
             attempt=self._attempt(key), rank=rank,
@@ -536,6 +539,8 @@ class Coordinator:
             timeout=None if timeout is None else timeout * 60,
             attempt=state.attempts,
             step_actions=self.opts.step_actions.get(plan.job_id, {}),
+            result_cache=self.opts.result_cache,
+            reuse_results=self.opts.reuse_results,
         )
 
     def _job_done(self, key: str, result: JobResult) -> None:

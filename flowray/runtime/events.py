@@ -198,6 +198,7 @@ class StepFinished(Event):
     ended: float | None = None
     attempt: int = 1
     rank: int | None = None
+    cached: bool = False  # outputs from the action result cache: the action did not run
 
 
 class JobRetrying(Event):

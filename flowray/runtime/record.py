@@ -15,9 +15,9 @@ Compatibility:
 - Keys this flowray does not know are ignored (a newer flowray may add keys without bumping
   ``schema``); keys every record has had since the first flowray are required, with their
   types. Keys added later (``pid``, ``host``, ``actions``, ``lost_attempts``, ``artifacts``,
-  ``reports``, ``warnings``, ``ranks``, ``trigger``, ``backend``, a step's ``kind``, an
-  attempt's ``node`` and ``ranks``) default to what is written when there is nothing to say
-  (``None`` where nothing is known: a step's ``kind``, ``pid``, ``trigger``...).
+  ``reports``, ``warnings``, ``ranks``, ``trigger``, ``backend``, a step's ``kind`` and
+  ``cached``, an attempt's ``node`` and ``ranks``) default to what is written when there is
+  nothing to say (``None`` where nothing is known: a step's ``kind``, ``pid``, ``trigger``...).
 - Values are checked strictly (a number is not a string, ``"3"`` is not an integer), except
   that an integer is a number.
 """
@@ -114,6 +114,9 @@ class StepRecord(_Record):
     kind: str | None = _f(
         "run, cmd, script, python, node or docker ('action': the step's action was not "
         "loaded); absent in records of older flowray", default=None)
+    cached: bool = _f(
+        "the outputs came from the action result cache and the action did not run (its "
+        "exit_code is null); absent (false) in records of older flowray", default=False)
 
 
 class RankRecord(_Record):

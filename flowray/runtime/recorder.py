@@ -54,7 +54,8 @@ def _step_entry(event: StepStarted | StepFinished) -> dict[str, Any]:
     }
     if isinstance(event, StepFinished):
         entry.update(status=event.status, outcome=event.outcome, exit_code=event.exit_code,
-                     ended=event.ended, outputs=event.outputs, error=event.error)
+                     ended=event.ended, outputs=event.outputs, error=event.error,
+                     cached=event.cached)
     return entry
 
 

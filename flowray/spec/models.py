@@ -181,6 +181,11 @@ class Step(_Model):
         default=None, alias="working-directory", description="directory the step runs in"
     )
     env: EnvMap = Field(default_factory=dict, description="environment of this step")
+    cache: StrictBool | None = Field(
+        default=None,
+        description="reuse the outputs of an earlier run of the same action commit with the "
+        "same inputs (overrides the action's cache; unset: the action's)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -202,6 +207,8 @@ class Step(_Model):
             raise ValueError("a step needs exactly one of 'action' or 'run'")
         if self.inputs and self.run is not None:
             raise ValueError("'inputs'/'with' belong to 'action' steps, not 'run' steps")
+        if self.cache is not None and self.run is not None:
+            raise ValueError("'cache' belongs to 'action' steps, not 'run' steps")
         return self
 
 
@@ -396,3 +403,8 @@ class Action(_Model):
         default_factory=dict, description="outputs by name"
     )
     runs: Runs = Field(description="how the action runs")
+    cache: StrictBool = Field(
+        default=False,
+        description="reuse the outputs of an earlier run of this commit with the same inputs "
+        "instead of running (git actions; see docs/actions.md)",
+    )

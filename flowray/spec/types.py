@@ -51,6 +51,7 @@ class StepData(TypedDict):
     continue_on_error: bool | str
     working_directory: str | None
     env: dict[str, str]
+    cache: bool | None
 
 
 class JobData(TypedDict):
@@ -127,3 +128,4 @@ class ActionData(TypedDict):
     inputs: dict[str, InputSpecData]
     outputs: dict[str, OutputSpecData]
     runs: RunsData
+    cache: bool

@@ -403,6 +403,14 @@ class FlowChecker:
         if action is not None:
             self.check_inputs(action, given if isinstance(given, dict) else {}, base, with_key)
             self.check_action_env(action, step, base, scope)
+        ref = step.get("action")
+        if step.get("cache") is True and isinstance(ref, str) and ref.startswith(
+                ("./", "docker://")):
+            what = "local actions have" if ref.startswith("./") else "docker:// steps have"
+            self.report((*base, "cache"),
+                        f"'cache: true' has no effect here: {what} no commit to key their "
+                        "results by, so the step always runs (git actions are cached)",
+                        severity="warning")
 
     def check_action_env(
         self, action: ActionData, step: dict[str, Any], base: KeyPath, scope: Scope

@@ -49,11 +49,19 @@ def _tmp_name(path: str) -> str:
     return f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``; the temporary file is removed if anything fails."""
+def write_bytes_atomic(path: str, data: bytes, *, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data``; the temporary file is removed if anything fails.
+    ``mode``: the new file's permissions from its creation on (e.g. ``0o600``), else the
+    umask's."""
     tmp = _tmp_name(path)
     try:
-        with open(tmp, "wb") as fh:
+        if mode is None:
+            fh = open(tmp, "wb")  # noqa: SIM115  # closed by the with below
+        else:
+            with contextlib.suppress(FileNotFoundError):  # a crashed writer's, other mode
+                os.unlink(tmp)
+            fh = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb")
+        with fh:
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:

@@ -199,9 +199,11 @@ def localize(request: JobRequest, shipment: Shipment, node_id: str) -> JobReques
     run_ctx = contexts.get("run")
     if isinstance(run_ctx, dict):  # ${{ run.workspace }} is the copy here
         contexts = {**contexts, "run": {**run_ctx, "workspace": workspace}}
+    # Outputs may name this node's files: each node keeps its own action results.
+    results = os.path.join(base, "results") if request.result_cache is not None else None
     return dataclasses.replace(request, workspace=workspace, run_dir=run_dir, env=env,
                                contexts=contexts,
-                               step_actions=actions)
+                               step_actions=actions, result_cache=results)
 
 
 # (run id, the action's coordinator path) -> (its path here, its requirements Python)
