@@ -165,6 +165,7 @@ def test_node_action_reads_process_argv(ws: Workspace) -> None:
         "const last = JSON.parse(process.argv[process.argv.length - 1]);\n"
         "const second = JSON.parse(process.argv[2]);\n"
         "console.log(`argc=${process.argv.length} main=${require.main === module}`);\n"
+        "console.log(`file left: ${require('fs').existsSync(process.env.FLOWRAY_INPUTS_FILE)}`);\n"
         "console.log(`::greeting::${JSON.stringify('hello, ' + last.who + second.who)}`);\n"))
     flow = ws.flow("""
         name: node
@@ -177,7 +178,7 @@ def test_node_action_reads_process_argv(ws: Workspace) -> None:
     """)
     out = ws.run(flow)
     out.assert_success()
-    assert "j/g | argc=3 main=true\n" in out.stdout
+    assert "j/g | argc=3 main=true\nj/g | file left: false\n" in out.stdout
     assert ws.record()["jobs"]["j"]["steps"][0]["outputs"] == {
         "greeting": "hello, it's \"me\"it's \"me\""}
 
@@ -265,7 +266,7 @@ def test_the_inputs_file_is_private_and_removed(ws: Workspace) -> None:
     """, main__py=(
         "import os, stat\n"
         "path = os.environ['FLOWRAY_INPUTS_FILE']\n"
-        "print('file', oct(stat.S_IMODE(os.stat(path).st_mode)),"
+        "print('file read and removed:', not os.path.exists(path),"
         " 'folder', oct(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode)))\n"
         "open('inputs-path.txt', 'w').write(path)\n"))
     flow = ws.flow("""
@@ -278,6 +279,22 @@ def test_the_inputs_file_is_private_and_removed(ws: Workspace) -> None:
     """)
     out = ws.run(flow, "--secret", "TOKEN=private-file-secret")
     out.assert_success()
-    assert "j/1 | file 0o600 folder 0o700\n" in out.stdout
+    assert "j/1 | file read and removed: True folder 0o700\n" in out.stdout
     path = Path((ws.root / "inputs-path.txt").read_text())
     assert not path.exists() and not path.parent.exists()
+
+
+def test_the_launch_folder_and_file_are_private(tmp_path: Path) -> None:
+    from flowray.execute.launch import INPUTS_ENV, Launch
+
+    launch = Launch("node", "node", str(tmp_path / "main.js"), '{"token": "x"}')
+    inputs = Path(launch.env[INPUTS_ENV])
+    try:
+        assert inputs.read_text() == '{"token": "x"}'
+        assert inputs.stat().st_mode & 0o777 == 0o600
+        assert inputs.parent.stat().st_mode & 0o777 == 0o700
+        assert launch.argv == ["node", "--require", str(inputs.parent / "preload.cjs"),
+                               str(tmp_path / "main.js")]
+    finally:
+        launch.close()
+    assert not inputs.parent.exists()

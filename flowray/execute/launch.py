@@ -6,7 +6,8 @@ DataTorch actions read their inputs as one JSON object from their arguments (``s
 the command line would show every input, secrets included, to every user of the machine
 (``/proc/<pid>/cmdline``, ``ps``). Instead the JSON goes into a file only the user can read
 (0600, in a private folder removed when the step ends), and a small launcher puts it into the
-argument vector inside the interpreter before the action's main file runs:
+argument vector inside the interpreter before the action's main file runs, and removes the
+file once read (the folder goes when the step ends, whatever happened):
 
 - python: ``python -c <launcher> <main file>``. The launcher sets ``sys.argv`` to ``[<main
   file>, <inputs JSON>]`` and ``sys.path[0]`` to the main file's folder, then runs the main
@@ -31,6 +32,10 @@ main = sys.argv[1]
 sys.path[0] = os.path.dirname(os.path.realpath(main))
 with open(os.environ['FLOWRAY_INPUTS_FILE'], encoding='utf-8') as f:
     sys.argv = [main, f.read()]
+try:
+    os.unlink(f.name)  # read once: gone before the action's own code runs
+except OSError:
+    pass
 import importlib.util
 if importlib.util.find_spec('datatorch') is None:
     import types
@@ -72,8 +77,12 @@ runpy.run_path(main, run_name='__main__')
 
 NODE_PRELOAD = """\
 'use strict';
+const fs = require('fs');
 const file = process.env.FLOWRAY_INPUTS_FILE;
-if (file) process.argv.push(require('fs').readFileSync(file, 'utf8'));
+if (file) {
+  process.argv.push(fs.readFileSync(file, 'utf8'));
+  try { fs.unlinkSync(file); } catch (e) { /* read once: gone before the action's code */ }
+}
 """
 
 
