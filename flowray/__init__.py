@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from flowray.runtime.api import Run, prepare, start, validate
-    from flowray.runtime.errors import PlanInvalid, RunInputError, StartError
+    from flowray.runtime.errors import PlanInvalid, RunInputError, SecretsMissing, StartError
     from flowray.runtime.events import Event
     from flowray.runtime.queries import events, record, runs
     from flowray.runtime.record import RunRecord
@@ -38,6 +38,7 @@ _LAZY = {
     "validate": "flowray.runtime.api",
     "PlanInvalid": "flowray.runtime.errors",
     "RunInputError": "flowray.runtime.errors",
+    "SecretsMissing": "flowray.runtime.errors",
     "StartError": "flowray.runtime.errors",
     "RecordError": "flowray.store.records",
     "Event": "flowray.runtime.events",
@@ -52,8 +53,8 @@ _LAZY = {
 
 __all__ = [
     "Diagnostic", "Event", "FlowError", "PlanInvalid", "RecordError", "Run", "RunInputError",
-    "RunRecord", "StartError", "Status", "__version__", "events", "prepare", "record", "runs",
-    "start", "validate",
+    "RunRecord", "SecretsMissing", "StartError", "Status", "__version__", "events", "prepare",
+    "record", "runs", "start", "validate",
 ]
 
 

@@ -20,7 +20,7 @@ import flowray
 from flowray.cli import main
 from flowray.cli.common import _table
 from flowray.cli.view import Console
-from flowray.runtime.errors import RunInputError, SecretsMissing
+from flowray.runtime.errors import RunInputError
 from flowray.runtime.events import Event, StepFinished, StepLog, StepStarted
 
 
@@ -177,8 +177,9 @@ def test_given_secrets_and_unselected_jobs_are_not_reported(ws: Workspace) -> No
 
 def test_the_api_refuses_a_run_without_its_secrets(ws: Workspace) -> None:
     flow = ws.flow(_SECRETS_FLOW)
-    with pytest.raises(SecretsMissing) as info:
+    with pytest.raises(flowray.SecretsMissing) as info:
         flowray.start(flow, workdir=ws.root, secrets={"OTHER_KEY": "1"})
+    assert isinstance(info.value, flowray.FlowError)
     assert info.value.names == ["TOKEN"]
     assert [d.format() for d in info.value.errors] == [
         "flow.yaml:7:18: jobs.deploy.steps[0].env.TOKEN: secret 'TOKEN' is not given"]
