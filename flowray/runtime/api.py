@@ -470,7 +470,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     from flowray.plan.actions import ActionTable
     from flowray.runtime.coordinator import Coordinator, RunOptions
     from flowray.runtime.recorder import RecordWriter
-    from flowray.spec.validate import env_problem
+    from flowray.spec.envnames import env_problem
     from flowray.store.records import new_run_id
 
     cpus, grace, gpus = check_run_numbers(cpus, grace, gpus)

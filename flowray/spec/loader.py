@@ -16,6 +16,7 @@ from flowray.spec.diagnostics import (
     format_path,
     sort_diagnostics,
 )
+from flowray.spec.envnames import env_problem
 from flowray.spec.files import ACTION_FILES, MAX_FILE_BYTES, find_action_file
 from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
 from flowray.spec.model_errors import (
@@ -30,7 +31,6 @@ from flowray.spec.validate import (
     FlowChecker,
     GitActionLoader,
     action_template_problems,
-    env_problem,
     git_refs_in,
 )
 from flowray.spec.yamlpos import Parsed, Positions, YamlError, offset_col, parse_json, parse_yaml

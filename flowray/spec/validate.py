@@ -24,6 +24,7 @@ from flowray.spec.diagnostics import (
     did_you_mean,
     format_path,
 )
+from flowray.spec.envnames import env_problem
 from flowray.spec.files import ACTION_FILES, find_action_file
 from flowray.spec.graph import find_cycle
 from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
@@ -126,22 +127,6 @@ def git_refs_in(data: Any, workspace: str | None = None) -> list[Any]:
             ):
                 found.append(ref)
     return found
-
-
-def env_problem(name: object, value: object = None) -> str | None:
-    """Why ``name`` (with ``value``) cannot be put in a process's environment, or None."""
-    if not isinstance(name, str):
-        return None  # the model reports it
-    if not name:
-        return "an environment variable name must not be empty"
-    shown = describe(name, limit=_SHOWN)
-    if "=" in name:
-        return f"environment variable name {shown} must not contain '='"
-    if "\0" in name:
-        return f"environment variable name {shown} must not contain a NUL character"
-    if isinstance(value, str) and "\0" in value:
-        return f"the value of environment variable {shown} must not contain a NUL character"
-    return None
 
 
 def _shown(source: str) -> str:
