@@ -237,6 +237,7 @@ def test_a_secret_is_never_put_on_a_container_command_line(ws: Workspace) -> Non
 
 def test_masker_forms() -> None:
     m = Masker(["line-one-value\nxy\nline-two-value", "it's \"quoted\" \\ é"])
+    assert m.text("+ T='it'\\''s \"quoted\" \\ é'") == "+ T='***'"  # bash -x
     assert m.text("line-two-value") == "***"
     assert m.text("xy") == "xy"  # too short a line to mask alone
     assert m.text(json.dumps("it's \"quoted\" \\ é")) == '"***"'
@@ -314,6 +315,10 @@ def test_no_secret_value_ever_appears(ws: Workspace, secret: str) -> None:
                   echo "$S"
                   printf %s "$S" | base64 -w0; echo
                   echo "::plain::$S"
+              - name: kept script
+                shell: bash {0}
+                env: {S: "${{ secrets.S }}"}
+                run: printf '%s\\n' "${{ secrets.S }}" "$S"
               - id: py
                 action: ./actions/echo
                 with: {value: "${{ secrets.S }}"}

@@ -39,8 +39,10 @@ _ELLIPSES = ("...", "\u2026")
 
 
 def _escaped(value: str) -> set[str]:
-    """How ``value`` reads inside a Python ``repr`` or a JSON string."""
+    """How ``value`` reads inside a Python ``repr``, a JSON string, or a shell's single quotes
+    (``set -x`` traces)."""
     return {
+        value.replace("'", "'\\''"),
         repr(value)[1:-1],
         repr('"' + value)[2:-1],  # inside single quotes, with ' escaped
         json.dumps(value)[1:-1],
