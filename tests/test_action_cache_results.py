@@ -366,3 +366,32 @@ def test_keys_are_keyed_hashes_private_to_each_cache(tmp_path: Path) -> None:
     assert ResultCache(str(tmp_path / "one")).key_for(material) == one.key_for(material)
     key_file = tmp_path / "one" / "key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and len(key_file.read_bytes()) == 32
+
+
+def test_cache_takes_a_boolean_in_the_flow_and_the_action_file(ws: Workspace) -> None:
+    ws.action("act", "name: L\ncache: maybe\nruns: {using: cmd, command: echo}\n")
+    flow = ws.flow('name: x\njobs:\n  j:\n    steps:\n      - action: ./act\n        cache: "yes"\n')
+    out = ws.cli("validate", flow)
+    assert out.exit_code == 2, out
+    assert "flow.yaml:6:9: jobs.j.steps[0].cache: expected true or false, got 'yes'" \
+        in out.stderr
+    assert "act/action-datatorch.yaml:2:1: cache: expected true or false, got 'maybe'" \
+        in out.stderr
+
+
+def test_runs_at_once_share_the_cache_safely(ws: Workspace, forge: Forge,
+                                             tmp_path: Path) -> None:
+    import flowray
+
+    _publish(forge)
+    flow = ws.flow(FLOW)
+    runs = [flowray.start(flow, workdir=ws.root) for _ in range(3)]  # all going at once
+    records = [r.wait() for r in runs]
+    assert [r.status.value for r in records] == ["success"] * 3
+    assert all(r.jobs["j"].steps[0].outputs == {"sum": 3} for r in records)
+    started = len(_starts(ws))
+    assert 1 <= started <= 3  # each run that missed started it; none saw half an entry
+    assert len(_entries(tmp_path)) == 1
+    assert list((_results(tmp_path) / "entries").glob("*.tmp")) == []
+    later = flowray.start(flow, workdir=ws.root).wait()
+    assert later.jobs["j"].steps[0].cached is True and len(_starts(ws)) == started

@@ -8,6 +8,7 @@ output are under test) as a subprocess.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -421,3 +422,46 @@ def test_runs_of_one_process_share_its_ray_connection(ws: Workspace,
         assert ray.is_initialized()
     finally:
         ray.shutdown()
+
+
+def test_action_results_are_cached_on_the_node_that_ran_the_step(
+    ws: Workspace, cluster: RayTestCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cache: true` on Ray: the node keeps the result (in its FLOWRAY_NODE_DIR, not the
+    coordinator's action cache), and a second run on that node does not start the action."""
+    from gitfixtures import Forge
+
+    root = tmp_path / "forge" / "repos"
+    root.mkdir(parents=True)
+    monkeypatch.setenv("FLOWRAY_ACTIONS_BASE", f"file://{root}")
+    monkeypatch.setenv("FLOWRAY_CACHE_DIR", str(tmp_path / "action-cache"))
+    sha = Forge(root).publish("acme/mark", {
+        "action-datatorch.yaml": "name: Mark\ncache: true\ninputs: {n: {type: integer}}\n"
+                                 "outputs: {twice: {type: integer}}\n"
+                                 "runs: {using: cmd, command: 'echo \"$INPUT_N\" >> \"$MARK\"; "
+                                 "echo \"::twice::$((INPUT_N * 2))\"'}\n",
+    }, "v1")
+    _flow(ws, """
+        name: cached-on-ray
+        jobs:
+          j:
+            resources: {labels: {ssd: 1}}   # the T4 node, not the coordinator's
+            steps:
+              - id: mark
+                action: acme/mark@v1
+                with: {n: 21}
+                env: {MARK: "@OUT@/marks.txt"}
+              - run: echo "twice is ${{ steps.mark.outputs.twice }}"
+    """)
+    ws.run("flow.yaml", "--address", cluster.address).assert_success()
+    again = ws.run("flow.yaml", "--address", cluster.address)
+    again.assert_success()
+    assert _lines(ws, "marks.txt") == ["21"]  # started once
+    assert "j/2 | twice is 42" in again.stdout
+    assert f"j/mark | cached: outputs of acme/mark@v1 ({sha[:7]}) from run " in again.stdout
+    run = sorted((ws.root / ".flowray" / "runs").iterdir())[-1]
+    step = json.loads((run / "record.json").read_text())["jobs"]["j"]["steps"][0]
+    assert (step["cached"], step["outputs"]) == (True, {"twice": 42})
+    assert not (tmp_path / "action-cache" / "results").exists()  # kept on the node
+    node_results = Path(os.environ["FLOWRAY_NODE_DIR"]) / cluster.t4[:16] / "results"
+    assert len(list((node_results / "entries").glob("*.json"))) == 1
