@@ -243,6 +243,7 @@ def test_local_action_paths_and_inputs_get_did_you_mean(ws: Workspace) -> None:
         runs: {using: cmd, command: echo hi}
     """)
     ws.write("actions/other/README", "not an action\n")
+    ws.action("tool", "name: tool\nruns: {using: cmd, command: echo tool}\n")
     flow = ws.flow("""
         name: x
         jobs:
@@ -253,6 +254,7 @@ def test_local_action_paths_and_inputs_get_did_you_mean(ws: Workspace) -> None:
                 with: {woh: me, loud: true}
               - action: actions/greet
               - action: ./nowhere/greet
+              - action: tool
     """)
     out = ws.cli("validate", flow)
     _refused(out, (
@@ -267,7 +269,10 @@ def test_local_action_paths_and_inputs_get_did_you_mean(ws: Workspace) -> None:
         "'./actions/greet'? a local action starts with './'; write 'actions/greet@TAG' for "
         "the repository)\n"
         "flow.yaml:9:9: jobs.a.steps[3].action: local action './nowhere/greet' not found: "
-        "there is no folder 'nowhere/greet'\n"))
+        "there is no folder 'nowhere/greet'\n"
+        "flow.yaml:10:9: jobs.a.steps[4].action: invalid action 'tool': expected './path' (a "
+        "local action), 'owner/repo@tag' or 'docker://image' (did you mean './tool'? a local "
+        "action starts with './')\n"))
 
 
 # ----------------------------------------------------------------------------- progress

@@ -130,14 +130,20 @@ def format_path(path: Sequence[PathPart]) -> str:
     return out
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` closest to ``word`` (ignoring case if need be), or None."""
     options = [c for c in choices if c]
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if not close:
         lowered = {c.lower(): c for c in options}
         close = [lowered[m] for m in difflib.get_close_matches(word.lower(), list(lowered), n=1)]
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
+    near = closest(word, choices)
+    return f" (did you mean '{near}'?)" if near is not None else ""
 
 
 def describe(value: object, *, limit: int = 40, json: bool = False) -> str:

@@ -20,6 +20,7 @@ from flowray.spec.diagnostics import (
     Diagnostic,
     KeyPath,
     Severity,
+    closest,
     describe,
     did_you_mean,
     format_path,
@@ -583,11 +584,10 @@ class FlowChecker:
                         if e.is_dir() and not e.name.startswith(".")]
         except OSError:
             return ""
-        hint = did_you_mean(os.path.basename(folder), siblings)
-        if not hint:
+        near = closest(os.path.basename(folder), siblings)
+        if near is None:
             return ""
-        near = os.path.join(parent, hint.split("'")[1])
-        rel = os.path.relpath(near, self.workspace)
+        rel = os.path.relpath(os.path.join(parent, near), self.workspace)
         return "" if rel.startswith("..") else f" (did you mean './{rel}'?)"
 
     def local_folder_hint(self, ref: str) -> str:

@@ -547,6 +547,7 @@ class RayDispatcher:
         if sub is None:
             return  # a job already reported (its task lost, then retried by Ray)
         sink = self.events
+        logged = False
         for event in events:
             kind = event[0]
             if kind == "line":
@@ -555,6 +556,7 @@ class RayDispatcher:
                     sink.step_line(sub.label, step, event[2])
                     if sub.remote:
                         self._log_line(sub, event[1], event[2])
+                        logged = True
             elif kind == "start":
                 sub.steps[event[1].index] = event[1]
                 sink.step_started(sub.label, event[1])
@@ -570,6 +572,8 @@ class RayDispatcher:
             elif kind == "mask":
                 self.masker.add(event[1])
                 self._masks.append(event[1])
+        if logged:
+            self._flush_logs(sub)  # `flowray logs` shows a running step's output so far
         if result is not None:
             self._finish(token, result)
 
@@ -604,6 +608,12 @@ class RayDispatcher:
                     fh.write(line + "\n")
                 except (OSError, ValueError):  # full disk, or closed by close()
                     sub.logs.pop(index, None)
+
+    def _flush_logs(self, sub: _Submitted) -> None:
+        with self._log_lock:
+            for fh in sub.logs.values():
+                with contextlib.suppress(OSError, ValueError):
+                    fh.flush()
 
     def _close_logs(self, sub: _Submitted) -> None:
         with self._log_lock:
