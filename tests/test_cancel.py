@@ -171,8 +171,9 @@ def test_cancel_a_run_of_another_host_or_whose_process_is_gone(ws: Workspace) ->
     assert (out.exit_code, out.stderr) == (
         1, f"error: run 20260101-000000-aaaaaa runs on host 'elsewhere', not on this one "
            f"('{socket.gethostname()}'): run `flowray cancel 20260101-000000-aaaaaa` there\n")
-    lost = ("error: run {} is recorded as running, but its process is gone: the run was lost "
-            "(stopped before it could record its end); there is nothing to cancel\n")
+    lost = ("error: run {} was lost: the flowray process that ran it ended before the run "
+            "did: it was killed (SIGKILL?) or crashed, so the run could not finish its record. "
+            "Its record now says failure; there is nothing left to cancel\n")
     # no control channel at all (the process died and its FIFO is gone)
     _write_record(ws, "20260101-000001-bbbbbb", host=socket.gethostname())
     out = ws.cli("cancel", "last")
@@ -184,6 +185,7 @@ def test_cancel_a_run_of_another_host_or_whose_process_is_gone(ws: Workspace) ->
     assert (out.exit_code, out.stderr) == (1, lost.format("20260101-000002-cccccc"))
     record = json.loads((ws.root / ".flowray/runs/20260101-000002-cccccc/record.json")
                         .read_text())
-    assert record["status"] == "running"  # nothing marked
+    assert record["status"] == "failure"  # settled, saying why
+    assert record["error"].startswith("the flowray process that ran it ended before the run")
     out = ws.cli("cancel", "nope")
     assert (out.exit_code, out.stderr) == (2, "error: no run 'nope' (see 'flowray runs')\n")

@@ -8,13 +8,20 @@ Everything here is real: processes, files, signals, a tmpfs where one can be mou
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from conftest import Workspace, env_without_color, process_alive
+import pytest
+from conftest import Workspace, env_without_color, kill_processes, process_alive, wait_for
 
+import flowray
 from flowray.execute.process import MAX_LINE_BYTES
 
 # ----------------------------------------------------------------------------- item 10
@@ -257,3 +264,306 @@ def test_a_file_left_by_an_earlier_run_is_not_an_artifact(ws: Workspace) -> None
     assert job["reports"]["tests"] == 0
     assert ("artifacts: nothing this job wrote matches 'out/old.txt' (older files are not "
             "collected)") in job["warnings"]
+
+
+# ----------------------------------------------------------------------------- item 13
+
+KILLED_FLOW = """
+name: killme
+jobs:
+  j:
+    steps:
+      - run: |
+          # a grandchild in a session of its own, and the step itself
+          setsid sleep 300 &
+          echo $! > grandchild.pid
+          echo $$ > step.pid
+          sleep 300
+  later:
+    needs: j
+    steps:
+      - run: touch should-not-run
+"""
+
+
+def _start_run(root: Path) -> subprocess.Popen[bytes]:
+    (root / "flow.yaml").write_text(KILLED_FLOW)
+    proc = subprocess.Popen([sys.executable, "-m", "flowray", "run", "flow.yaml"], cwd=root,
+                            env=env_without_color(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for(root / "grandchild.pid")
+        wait_for(root / "step.pid")
+    except AssertionError:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"the run did not start its step:\n{out!r}\n{err!r}") from None
+    return proc
+
+
+def _settled(root: Path, timeout: float = 60.0) -> dict[str, Any]:
+    """The run's record once it no longer says running (as written on disk, not settled by
+    this reader)."""
+    record = next((root / ".flowray" / "runs").iterdir()) / "record.json"
+    deadline = time.monotonic() + timeout
+    while True:
+        rec: dict[str, Any] = json.loads(record.read_text())
+        if rec["status"] != "running" or time.monotonic() > deadline:
+            return rec
+        time.sleep(0.1)
+
+
+def _gone(pid: int, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not process_alive(pid)
+
+
+def test_sigkill_of_flowray_run_stops_its_steps_and_fails_the_record(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    root.mkdir()
+    proc = _start_run(root)
+    pids = [int((root / name).read_text()) for name in ("grandchild.pid", "step.pid")]
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        rec = _settled(root)  # the watchdog did it: nothing else read the record
+        assert rec["status"] == "failure" and rec["exit_code"] == 1, rec
+        assert rec["error"].startswith(f"the flowray process that ran it (pid {proc.pid} on ")
+        assert "ended before the run did: it was killed (SIGKILL?) or crashed" in rec["error"]
+        assert rec["jobs"]["j"]["status"] == "failure"
+        assert rec["jobs"]["later"]["status"] == "cancelled"
+        for pid in pids:
+            assert _gone(pid), f"step process {pid} outlived its run"
+        assert not (root / "should-not-run").exists()
+    finally:
+        kill_processes(str(root), f"FLOWRAY_RUN_ID={rec_id(root)}")
+    shown = subprocess.run([sys.executable, "-m", "flowray", "status", "last"], cwd=root,
+                           env=env_without_color(), capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "  failure  exit 1" in shown.stdout.splitlines()[0]
+    assert "  error: the flowray process that ran it (pid" in shown.stdout
+
+
+def rec_id(root: Path) -> str:
+    return next((root / ".flowray" / "runs").iterdir()).name
+
+
+def test_sighup_stops_the_run_like_sigterm(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    root.mkdir()
+    proc = _start_run(root)
+    pids = [int((root / name).read_text()) for name in ("grandchild.pid", "step.pid")]
+    try:
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (out, err)
+        assert b"SIGHUP: stopping every step" in out + err
+        assert b"Traceback" not in out + err
+        rec = _settled(root)
+        assert rec["status"] == "cancelled" and rec["cancel_reason"] == "interrupted by SIGHUP"
+        for pid in pids:
+            assert _gone(pid)
+    finally:
+        kill_processes(str(root), f"FLOWRAY_RUN_ID={rec_id(root)}")
+
+
+def _lost_run(ws: Workspace) -> tuple[str, Path]:
+    """A run recorded as running whose process is gone and left no watchdog (both killed at
+    once): its control channel has no reader. A sleeper carries its run id."""
+    ws.flow("""
+        name: ok
+        jobs:
+          j:
+            steps:
+              - run: echo fine
+    """)
+    ws.run("flow.yaml").assert_success()
+    run = next((ws.root / ".flowray" / "runs").iterdir())
+    rec = json.loads((run / "record.json").read_text())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    rec.update(status="running", exit_code=None, ended=None, pid=dead.pid)
+    rec["jobs"]["j"].update(status="running", ended=None)
+    (run / "record.json").write_text(json.dumps(rec))
+    os.mkfifo(run / "control", 0o600)
+    return rec["id"], run
+
+
+def test_a_lost_run_is_shown_and_stored_as_failure_by_every_reader(ws: Workspace) -> None:
+    run_id, run = _lost_run(ws)
+    listed = ws.cli("runs")
+    assert listed.exit_code == 0, listed
+    assert f"{run_id}   failure" in listed.stdout
+    stored = json.loads((run / "record.json").read_text())
+    assert stored["status"] == "failure" and stored["jobs"]["j"]["status"] == "failure"
+    assert "ended before the run did" in stored["error"]
+    assert flowray.record(run_id, ws.root).status == "failure"
+    assert flowray.record(run_id, ws.root).error == stored["error"]
+    assert [r.status for r in flowray.runs(ws.root)] == ["failure"]
+
+
+def test_cancel_of_a_lost_run_stops_what_it_left_and_fixes_the_record(ws: Workspace) -> None:
+    run_id, run = _lost_run(ws)
+    left = subprocess.Popen(["sleep", "300"], env={**os.environ, "FLOWRAY_RUN_ID": run_id},
+                            start_new_session=True)
+    try:
+        out = ws.cli("cancel", run_id)
+        assert out.exit_code == 1, out
+        assert out.stderr.startswith(f"error: run {run_id} was lost: the flowray process that "
+                                     f"ran it (pid ")
+        assert "its 1 remaining process were stopped. Its record now says failure; there is " \
+            "nothing left to cancel" in out.stderr
+        left.wait(timeout=30)
+        assert json.loads((run / "record.json").read_text())["status"] == "failure"
+    finally:
+        left.kill()
+        left.wait()
+
+
+# ----------------------------------------------------------------------------- item 14
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs (needs root and a kernel that lets this process mount)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here to fill it up: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        kill_processes(str(where), f"FLOWRAY_TEST_DISK={where}")
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def test_a_full_disk_fails_the_run_saying_so_and_leaves_no_temp_files(
+        small_disk: Path) -> None:
+    (small_disk / "flow.yaml").write_text("""
+name: full
+jobs:
+  j:
+    steps:
+      - run: for i in $(seq 100000); do echo "line $i of output that fills the disk up"; done
+      - run: echo never
+  k:
+    needs: j
+    steps:
+      - run: echo never
+""")
+    done = subprocess.run([sys.executable, "-m", "flowray", "run", "flow.yaml", "-q"],
+                          cwd=small_disk, capture_output=True, text=True,
+                          env={**env_without_color(), "FLOWRAY_TEST_DISK": str(small_disk)})
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stdout + done.stderr
+    assert ("j/1 ✗ failure: cannot write the step's log logs/j/01-1.log: the disk is full "
+            "(No space left on device)") in done.stdout
+    run = next((small_disk / ".flowray" / "runs").iterdir())
+    rec = json.loads((run / "record.json").read_text())  # the final record was written
+    assert rec["status"] == "failure" and rec["exit_code"] == 1
+    assert rec["jobs"]["j"]["steps"][0]["error"] == (
+        "cannot write the step's log logs/j/01-1.log: the disk is full (No space left on device)")
+    assert rec["jobs"]["k"]["status"] == "skipped"
+    assert "the disk is full" in rec["error"]
+    leftovers = [p.name for p in small_disk.rglob("*")
+                 if p.name.endswith(".tmp") or (p.name.startswith(".") and p.name != ".flowray")]
+    assert leftovers == []  # no temporary files, no room kept aside (.reserve)
+
+
+# ----------------------------------------------------------------------------- item 16
+
+BAD_RECORDS = {
+    "not-json": b"not json",
+    "a-list": b"[1, 2]",
+    "missing-keys": b'{"id": "x"}',
+    "wrong-types": b'{"id": 5, "status": 7, "flow": "x", "started": "now", "jobs": []}',
+    "wrong-job": b'{"id": "a", "flow": {"name": "n", "file": "f"}, "status": "success",'
+                 b' "started": 1.0, "jobs": {"j": 5}}',
+    "truncated": b'{"schema": 1, "id": "20990101-000006-aaaaaa", "flow": {"name": "n", "fi',
+    "deep": b"[" * 100_000 + b"]" * 100_000,
+    "not-utf8": b'{"id": "\xff\xfe"}',
+}
+
+
+def _bad_runs(ws: Workspace) -> list[str]:
+    ws.flow("""
+        name: healthy
+        jobs:
+          j:
+            steps:
+              - run: echo fine
+    """)
+    ws.run("flow.yaml").assert_success()
+    ids = []
+    for n, (name, data) in enumerate(BAD_RECORDS.items()):
+        run_id = f"20990101-0000{n:02d}-{name}"
+        folder = ws.root / ".flowray" / "runs" / run_id
+        (folder / "logs" / "j").mkdir(parents=True)
+        (folder / "record.json").write_bytes(data)
+        ids.append(run_id)
+    huge = ws.root / ".flowray" / "runs" / "20990101-000099-huge"
+    huge.mkdir()
+    with open(huge / "record.json", "wb") as fh:
+        fh.truncate(300 << 20)  # sparse: larger than flowray reads
+    ids.append(huge.name)
+    return ids
+
+
+def test_records_of_the_wrong_shape_do_not_hide_the_healthy_runs(ws: Workspace) -> None:
+    ids = _bad_runs(ws)
+    listed = ws.cli("runs")
+    assert listed.exit_code == 0, listed
+    assert "Traceback" not in listed.stdout + listed.stderr
+    assert "success" in listed.stdout and "healthy" in listed.stdout
+    for run_id in ids:
+        assert f"{run_id:<24} unreadable" in listed.stdout
+    as_json = ws.cli("runs", "--json")
+    assert as_json.exit_code == 0, as_json
+    assert [r.flow for r in flowray.runs(ws.root)] == ["healthy"]
+
+
+def test_status_and_logs_of_a_bad_record_say_what_is_wrong(ws: Workspace) -> None:
+    ids = _bad_runs(ws)
+    for run_id in ids:
+        for command in ("status", "logs"):
+            out = ws.cli(command, run_id)
+            assert out.exit_code == 2, (command, run_id, out)
+            assert out.stderr.startswith("error: "), out
+            assert run_id in out.stderr
+            assert "Traceback" not in out.stdout + out.stderr
+        with pytest.raises(flowray.RecordError, match=run_id):
+            flowray.record(run_id, ws.root)
+    assert "is not JSON (cut short, or damaged)" in ws.cli("status", ids[0]).stderr
+    assert "is 300 MiB, more than flowray reads (256 MiB)" in ws.cli("status", ids[-1]).stderr
+    assert "nested too deeply" in ws.cli("status", "20990101-000006").stderr
+
+
+def test_a_record_that_cannot_be_opened_is_named(ws: Workspace) -> None:
+    ws.flow("""
+        name: healthy
+        jobs:
+          j:
+            steps:
+              - run: echo fine
+    """)
+    ws.run("flow.yaml").assert_success()
+    run = next((ws.root / ".flowray" / "runs").iterdir())
+    record = run / "record.json"
+    if os.geteuid() == 0:
+        # root reads files whatever their mode: a folder in its place cannot be read either.
+        record.unlink()
+        record.mkdir()
+        why = "Is a directory"
+    else:
+        record.chmod(0)
+        why = "Permission denied"
+    out = ws.cli("status", "last")
+    assert out.exit_code == 2, out
+    assert out.stderr == f"error: cannot read the record of run at {run}: {why}\n"
+    listed = ws.cli("runs")
+    assert listed.exit_code == 0 and "Traceback" not in listed.stdout + listed.stderr
+    assert flowray.runs(ws.root) == []

@@ -223,7 +223,8 @@ def test_a_record_that_is_not_an_object_or_not_json(ran: Workspace) -> None:
     (_run_dir(ran) / "record.json").write_text('{"id": ')
     out = ran.cli("logs", run_id)
     assert out.exit_code == 2
-    assert out.stderr.startswith(f"error: cannot read the record of run at {_run_dir(ran)}: ")
+    assert out.stderr.startswith(f"error: the record of run at {_run_dir(ran)} is not JSON (cut "
+                                 f"short, or damaged): ")
 
 
 def test_a_record_of_a_newer_flowray_is_refused(ran: Workspace) -> None:
@@ -292,8 +293,8 @@ def test_runs_lists_the_others_when_one_record_is_bad(ws: Workspace) -> None:
         ["20000101-000001-bad111", "unreadable"], ["20000101-000000-bad000", "unreadable"]]
     assert lines[1].endswith("  fine") and lines[-1].endswith("  ?")
     assert out.stderr == (
-        f"warning: cannot read the record of run at {broken}: Expecting property name "
-        f"enclosed in double quotes: line 1 column 2 (char 1)\n"
+        f"warning: the record of run at {broken} is not JSON (cut short, or damaged): "
+        f"Expecting property name enclosed in double quotes: line 1 column 2 (char 1)\n"
         f"warning: run 20000101-000000-bad000: .flowray/runs/20000101-000000-bad000/"
         f"record.json is not a run record this flowray can read:\n"
         f"  flow: expected an object, got 'fine'\n"
@@ -305,7 +306,7 @@ def test_runs_lists_the_others_when_one_record_is_bad(ws: Workspace) -> None:
     listed = ws.cli("runs", "--json", "-n", "3").assert_success().json()
     assert [(r["id"], r["status"]) for r in listed] == [
         (good[0], "success"), (good[1], "success"), ("20000101-000001-bad111", "unreadable")]
-    assert listed[2]["error"].startswith("cannot read the record of run at ")
+    assert listed[2]["error"].startswith("the record of run at ")
 
 
 def test_import_flowray_and_flowray_run_leave_the_record_model_out(ws: Workspace) -> None:

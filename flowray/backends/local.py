@@ -16,6 +16,7 @@ from flowray.plan.plan import JobPlan
 from flowray.spec.limits import MAX_GPUS
 from flowray.spec.types import ResourcesData
 from flowray.status import Status
+from flowray.store.fs import os_error_text
 
 
 def detect_gpus() -> list[str]:
@@ -112,6 +113,8 @@ class LocalPool:
         try:
             result = run_job(request, supervisor=supervisor, events=self.events,
                              masker=self.masker, load_action=self.load_action)
+        except OSError as exc:  # its log folder cannot be made: a full disk
+            result = JobResult(Status.FAILURE, [], {}, started, time.time(), os_error_text(exc))
         except Exception as exc:  # a bug must fail the job, not hang the run
             result = JobResult(Status.FAILURE, [], {}, started, time.time(),
                                f"internal error in flowray: {exc!r}")

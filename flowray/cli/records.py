@@ -100,12 +100,13 @@ def _list_remote(address: str, limit: int, as_json: bool, every_job: bool) -> No
         click.echo(line)
 
 
-def _load_run(workdir: str | None, ref: str) -> tuple[str, dict[str, Any]]:
+def _load_run(workdir: str | None, ref: str, *, settle: bool = True
+              ) -> tuple[str, dict[str, Any]]:
     from flowray.store.records import RecordError, find_run, read_record
 
     try:
         path = find_run(os.path.abspath(workdir or os.getcwd()), ref)
-        return path, read_record(path)
+        return path, read_record(path, settle=settle)
     except RecordError as exc:
         _fail(str(exc))
         raise AssertionError from exc
@@ -149,6 +150,8 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
     took = _took(rec.started, rec.ended, rec.status)
     so_far = " so far" if rec.status is Status.RUNNING and rec.started else ""
     click.echo(f"run {rec.id}  flow {rec.flow.name}  {rec.status.value}{code}  {took}{so_far}")
+    if rec.error:
+        click.echo(f"  error: {rec.error}")
     for key, job in rec.jobs.items():
         attempts = f"  attempts {job.attempts}" if job.attempts > 1 else ""
         err = f"  ({job.error})" if job.error else ""
@@ -338,6 +341,21 @@ def _cancel_remote(address: str, ref: str, wait_s: float) -> None:
     click.echo(f"run {run.id} {run.status}")
 
 
+def _lost(path: str, rec: dict[str, Any]) -> None:
+    """The run's process is gone: stop what its steps left, settle the record, say so."""
+    from flowray.execute.process import sweep_run_processes
+    from flowray.store.records import lost_reason, settle_lost
+
+    run_id = rec.get("id") or os.path.basename(path)
+    stopped = sweep_run_processes(str(run_id), grace=2.0) if isinstance(run_id, str) else 0
+    reason = lost_reason(rec)
+    if stopped:
+        reason += f"; its {stopped} remaining process{'es' if stopped != 1 else ''} were stopped"
+    settle_lost(path, rec, reason)
+    _fail(f"run {run_id} was lost: {reason}. Its record now says failure; there is nothing "
+          f"left to cancel", EXIT_FAILED)
+
+
 def _cancel_local(workdir: str | None, ref: str, wait_s: float) -> None:
     """Ask a run of this workspace to stop through its control channel (a FIFO in its run
     folder that the run's process reads), then wait for its record to say it ended."""
@@ -346,7 +364,7 @@ def _cancel_local(workdir: str | None, ref: str, wait_s: float) -> None:
     from flowray.runtime.control import CONTROL_FILE, ChannelGone, send_cancel
     from flowray.store.records import RecordError, read_record
 
-    path, rec = _load_run(workdir, ref)
+    path, rec = _load_run(workdir, ref, settle=False)
     run_id, state = rec.get("id", ref), rec.get("status")
     if state != "running":
         _fail(f"run {run_id} already ended: {state}", EXIT_FAILED)
@@ -354,12 +372,10 @@ def _cancel_local(workdir: str | None, ref: str, wait_s: float) -> None:
     if host and host != here:
         _fail(f"run {run_id} runs on host '{host}', not on this one ('{here}'): run "
               f"`flowray cancel {run_id}` there", EXIT_FAILED)
-    lost = (f"run {run_id} is recorded as running, but its process is gone: the run was lost "
-            f"(stopped before it could record its end); there is nothing to cancel")
     try:
         send_cancel(path, "cancelled with flowray cancel")
     except ChannelGone:
-        _fail(lost, EXIT_FAILED)
+        _lost(path, rec)
     except PermissionError:
         _fail(f"not allowed to cancel run {run_id}: it was started by another user",
               EXIT_FAILED)
@@ -382,8 +398,7 @@ def _cancel_local(workdir: str | None, ref: str, wait_s: float) -> None:
             with contextlib.suppress(RecordError):
                 state = read_record(path).get("status")
             if state == "running":
-                _fail(f"the process of run {run_id} ended without recording the run's end: "
-                      f"the run was lost", EXIT_FAILED)
+                _lost(path, read_record(path, settle=False))
             break
         if time.monotonic() >= deadline:
             _fail(f"run {run_id} did not stop within {wait_s:g}s (its process is still "

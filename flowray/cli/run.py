@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -299,13 +300,16 @@ def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
         interrupted["n"] += 1
         name = signal.Signals(signum).name
         if interrupted["n"] == 1:
-            console.error(f"{name}: stopping every step (SIGTERM, then SIGKILL after "
-                          f"{grace:g}s)...")
+            with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) takes no output
+                console.error(f"{name}: stopping every step (SIGTERM, then SIGKILL after "
+                              f"{grace:g}s)...")
         handle.cancel(reason=f"interrupted by {name}")
 
     in_main = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
-        if in_main else {}
+    # SIGHUP (the terminal was closed) stops the run like SIGTERM: its steps run in sessions of
+    # their own and would not get it.
+    old = {s: signal.signal(s, on_signal)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} if in_main else {}
     try:
         # Room for a second of a very chatty step before the view reads from the file.
         sub = handle.events(maxsize=100_000,
@@ -331,9 +335,12 @@ def _watch(handle: Run, *, as_json: bool, events: bool, quiet: bool,
                     console.tick()
             if events:
                 out.flush()
-        except BrokenPipeError:
-            # Whoever read the output went away (`| head`): stop the run rather than leave
-            # its steps without a watcher; the record still tells how it ended.
+        except OSError as exc:
+            # Whoever read the output went away (`| head`, EPIPE; a closed terminal, EIO):
+            # stop the run rather than leave its steps without a watcher; the record still
+            # tells how it ended.
+            if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EIO:
+                raise
             sub.close()
             handle.cancel(reason="the output of `flowray run` was closed")
             with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ collects outputs and reports events.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -38,6 +39,7 @@ from flowray.execute.shell import ShellTemplateError, render_script, shell_comma
 from flowray.execute.step_request import ContainerRun, StepRequest
 from flowray.spec.types import ActionData, InputSpecData, JobData, StepData
 from flowray.status import Status
+from flowray.store.fs import os_error_text
 
 if TYPE_CHECKING:  # imported when a step uses the result cache
     from flowray.execute.results import CachedResult, ResultCache
@@ -484,12 +486,19 @@ class JobRunner:
             except (_StepFailed, expr.ExprError, ShellTemplateError) as exc:
                 self._finish_without_process(result, step, str(exc), ctx=ctx)
                 return
+            except OSError as exc:  # its script file cannot be written: a full disk
+                self._finish_without_process(result, step, os_error_text(exc), ctx=ctx)
+                return
             if action is not None:
                 result.kind = action["runs"]["using"]
             result.status = Status.RUNNING
             result.started = time.time()
             self.events.step_started(self.req.key, result)
-            outcome = self._execute(request, result)
+            try:
+                outcome = self._execute(request, result)
+            except OSError as exc:  # the step's log cannot be opened: a full disk
+                now = time.time()
+                outcome = ProcessOutcome(None, now, now, error=os_error_text(exc))
         finally:
             if self._launch is not None:  # the step's private inputs file goes
                 self._launch.close()
@@ -846,7 +855,17 @@ class JobRunner:
         overflow = False
         self._step_start_bytes = self.output_bytes
 
-        with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+        log_error: list[OSError] = []  # the first write to the log that failed
+
+        def write(text: str) -> None:
+            if not log_error:
+                try:
+                    log.write(text)
+                except OSError as exc:  # a full disk: the step goes on, then fails saying so
+                    log_error.append(exc)
+
+        log = open(log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+        try:
             batch: list[str] = []
             long_line = False  # pieces of a line longer than MAX_LINE_BYTES are coming
             held = ""  # the unmasked end of the last piece (it may begin a secret)
@@ -868,12 +887,12 @@ class JobRunner:
                     long_line = True
                     batch.append(_shown(masker.text(piece) if masker else piece))
                 text, held = masker.text_part(held + piece) if masker else (piece, "")
-                log.write(text)
+                write(text)
 
             def on_line(line: str) -> None:
                 nonlocal overflow, long_line, held
                 if long_line:  # the last piece of a long line
-                    log.write((masker.text(held + line) if masker else line) + "\n")
+                    write((masker.text(held + line) if masker else line) + "\n")
                     long_line, held = False, ""
                     return
                 if line.startswith("::"):
@@ -887,7 +906,7 @@ class JobRunner:
                             line = (f"flowray: warning: ::add-mask:: value of "
                                     f"{len(str(value).strip())} characters is not masked "
                                     f"(values shorter than {MIN_LENGTH} characters never are)")
-                            log.write(line + "\n")
+                            write(line + "\n")
                             batch.append(line)
                             return
                         self.output_bytes += len(line.encode("utf-8", "surrogatepass"))
@@ -897,7 +916,7 @@ class JobRunner:
                             outputs[name] = value
                 if masker:
                     line = masker.text(line)
-                log.write(line + "\n")
+                write(line + "\n")
                 batch.append(_shown(line))
 
             on_line.flush = flush  # type: ignore[attr-defined]  # the reader calls it per read
@@ -912,9 +931,20 @@ class JobRunner:
                     outcome = self.supervisor.run(request, on_line)
             finally:
                 flush()
+        finally:
+            try:
+                log.close()
+            except OSError as exc:  # what was left in its buffer could not be written
+                if not log_error:
+                    log_error.append(exc)
+                with contextlib.suppress(OSError):
+                    log.close()
         self._stdout_overflow = overflow
         if outcome.pgid:
             self.pgids.append(outcome.pgid)
+        if log_error and outcome.error is None:
+            outcome = dataclasses.replace(outcome, error=os_error_text(
+                log_error[0], f"the step's log {result.log}"))
         return outcome
 
     def _collect(

@@ -330,6 +330,11 @@ class Run:
                 self.run_dir, lambda reason: self.cancel(reason=reason))
         except OSError:
             self._control = None  # no FIFOs here: `flowray cancel` says it cannot reach it
+        from flowray.runtime.watchdog import Watchdog
+
+        # Should this process die before the run ends, the watchdog stops the run's steps and
+        # marks its record failed.
+        self._watchdog = Watchdog(self.run_dir, self.id, coordinator.opts.grace)
         # run.started (and so the first record.json) only once the channel is there, so that
         # a `flowray cancel` that finds the run always finds its channel.
         coordinator.start_events()
@@ -359,9 +364,15 @@ class Run:
                 self._cleanup()
             finally:
                 self._coordinator.bus.close()
+                self._writer.join()
+                if self._writer.record.get("status") == "failure" and \
+                        self._status is Status.SUCCESS:  # its files could not be written
+                    self._status, self._exit_code = Status.FAILURE, 1
+                # Only once the final record is written: a reader that finds the channel
+                # gone while the record says running takes the run for lost.
                 if self._control is not None:
                     self._control.close()
-                self._writer.join()
+                self._watchdog.done()
                 self._done.set()
                 with _LIVE_LOCK:
                     _LIVE.discard(self)
@@ -546,8 +557,9 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
             _forget_run(workspace, run_id)
             raise StartError(f"cannot start the run on {summary}: "
                              f"{type(exc).__name__}: {exc}") from exc
-        writer = RecordWriter(coordinator.bus.subscribe(skip=("step.log",)),
-                              coordinator.run_dir)
+        bus = coordinator.bus
+        writer = RecordWriter(bus.subscribe(skip=("step.log",)), coordinator.run_dir,
+                              file_error=lambda: bus.file_error)
     except BaseException:
         hold.close()
         if cluster is not None:

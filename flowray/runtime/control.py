@@ -16,7 +16,8 @@ import select
 import threading
 from collections.abc import Callable
 
-CONTROL_FILE = "control"
+from flowray.store.records import CONTROL_FILE as CONTROL_FILE  # the FIFO's name
+
 _MAX_LINE = 4096
 
 

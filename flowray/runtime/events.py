@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import IO, Any, ClassVar, TypeVar
 
+from flowray.store.fs import os_error_text
+
 EVENTS_FILE = "events.jsonl"
 _DECODER = json.JSONDecoder()
 _READ_CHUNK = 1 << 20  # bytes a reader catching up from the file takes at a time
@@ -321,7 +323,7 @@ class EventBus:
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             self._fh = None
-            self.file_error = f"cannot write {self.path}: {exc.strerror or exc}"
+            self.file_error = os_error_text(exc, self.path)
 
     @property
     def last_seq(self) -> int:
@@ -389,7 +391,8 @@ class EventBus:
     def _file_failed(self, exc: Exception) -> None:
         """(Holding the lock.) The file cannot be written (a full disk): observers are then
         never let fall behind (they would have nothing to catch up from)."""
-        self.file_error = f"cannot write {self.path}: {getattr(exc, 'strerror', None) or exc}"
+        self.file_error = os_error_text(exc, self.path) if isinstance(exc, OSError) else \
+            f"cannot write {self.path}: {exc}"
         if self._fh is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._fh.close()
@@ -429,7 +432,7 @@ class EventBus:
                 try:
                     self._fh.close()
                 except OSError as exc:
-                    self.file_error = f"cannot write {self.path}: {exc.strerror or exc}"
+                    self.file_error = os_error_text(exc, self.path)
                 self._fh = None
             for sub in self._subs:
                 sub._end()

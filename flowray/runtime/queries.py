@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from flowray.store.records import RunSummary, find_run, iter_runs
+from flowray.store.records import RecordError, RunSummary, find_run
 
 if TYPE_CHECKING:
     from flowray.runtime.events import Event
@@ -16,11 +16,16 @@ if TYPE_CHECKING:
 def runs(workdir: str | os.PathLike[str] = ".", *, limit: int | None = None
          ) -> list[RunSummary]:
     """The runs recorded in ``workdir``, newest first (id, flow, status, times, folder)."""
+    from flowray.runtime.record import iter_records
+
     out: list[RunSummary] = []
-    for summary in iter_runs(os.path.abspath(os.fspath(workdir))):
+    for path, header in iter_records(os.path.abspath(os.fspath(workdir))):
         if limit is not None and len(out) >= limit:
             break
-        out.append(summary)
+        if isinstance(header, RecordError):
+            continue  # as `flowray runs` shows it: unreadable
+        out.append(RunSummary(id=header.id, flow=header.flow.name, status=header.status.value,
+                              started=header.started, ended=header.ended, path=path))
     return out
 
 

@@ -206,6 +206,8 @@ class _RunFields(_Record):
     actions: dict[str, str] = _f("the commit each git action (owner/repo@ref) ran at",
                                  default_factory=dict)
     cancel_reason: str | None = _f("why the run was stopped")
+    error: str | None = _f("why the run failed when its jobs do not tell: its process was "
+                           "gone before it ended, the disk was full", default=None)
     trigger: str | None = _f("what started the run (manual, ...)", default=None)
     backend: str | None = _f("where jobs ran: local, ray (embedded) or a Ray address",
                              default=None)

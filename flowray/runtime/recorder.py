@@ -11,9 +11,11 @@ stream with its own thread: it rewrites the record at most every 0.5 s while the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flowray.runtime.events import (
@@ -28,6 +30,7 @@ from flowray.runtime.events import (
     StepStarted,
     Subscription,
 )
+from flowray.store.fs import disk_full, os_error_text
 from flowray.store.records import RECORD_FILE, RECORD_SCHEMA, write_json_atomic
 
 # The record is rewritten at most this often while a run goes on (and always at the end).
@@ -126,7 +129,8 @@ class RecordFolder:
                 "workspace": event.workspace, "pid": event.pid, "host": event.host,
                 "status": "running", "exit_code": None, "started": event.started,
                 "ended": None, "inputs": event.inputs, "actions": event.actions,
-                "cancel_reason": None, "trigger": event.trigger, "backend": event.backend,
+                "cancel_reason": None, "error": None, "trigger": event.trigger,
+                "backend": event.backend,
             })
             rec["jobs"] = jobs_before
         elif isinstance(event, RunFinished):
@@ -143,10 +147,14 @@ class RecordWriter:
     """The observer that keeps ``record.json`` up to date; :meth:`join` waits for the final
     record (written when ``run.finished`` arrives)."""
 
-    def __init__(self, subscription: Subscription, run_dir: str) -> None:
+    def __init__(self, subscription: Subscription, run_dir: str, *,
+                 file_error: Callable[[], str | None] = lambda: None) -> None:
         self.path = os.path.join(run_dir, RECORD_FILE)
         self.folder = RecordFolder()
         self.error: str | None = None
+        self._file_error = file_error  # why events.jsonl could not be written, if it could not
+        self._full = False  # a write failed on a full disk
+        self._reserve = _make_reserve(run_dir)
         self._sub = subscription
         self._every = _RECORD_INTERVAL
         self._thread = threading.Thread(target=self._loop, name="flowray-record", daemon=True)
@@ -188,10 +196,65 @@ class RecordWriter:
         finally:
             sub.close()
         if "id" in folder.record:
+            events_error = self._file_error()
+            if self._full or (events_error is not None and "the disk is full" in events_error):
+                # The run's own files could not be kept: it failed, whatever its jobs did.
+                rec = folder.record
+                rec["error"] = rec.get("error") or self.error or events_error
+                if rec.get("status") == "success":
+                    rec["status"], rec["exit_code"] = "failure", 1
             self._write()
+            if self.error is None:
+                self.error = events_error
+        self._free_reserve()
 
     def _write(self) -> None:
+        for _ in range(2):
+            try:
+                write_json_atomic(self.path, self.folder.record)
+                return
+            except OSError as exc:  # a full disk: the run goes on; the error is kept
+                self.error = os_error_text(exc, f"the run record {self.path}")
+                if not disk_full(exc):
+                    return
+                self._full = True
+                if not self._free_reserve():
+                    return
+                # The room kept aside is free now: the record, at least, is written.
+
+    def _free_reserve(self) -> bool:
+        """Remove the room kept aside for the record; False if there was none."""
+        path, self._reserve = self._reserve, None
+        if path is None:
+            return False
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return True
+
+
+# Room kept aside in the run folder while the run goes on (a file of zeros), freed for the run
+# record when the disk fills up: the record can still say how the run ended.
+RESERVE_FILE = ".reserve"
+_RESERVE_BYTES = 256 * 1024
+
+
+def _make_reserve(run_dir: str) -> str | None:
+    path = os.path.join(run_dir, RESERVE_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        return None
+    try:
         try:
-            write_json_atomic(self.path, self.folder.record)
-        except OSError as exc:  # a full disk: the run goes on; the error is kept
-            self.error = f"cannot write the run record {self.path}: {exc.strerror or exc}"
+            os.posix_fallocate(fd, 0, _RESERVE_BYTES)
+        except OSError as exc:
+            if disk_full(exc):
+                raise
+            os.write(fd, bytes(_RESERVE_BYTES))  # a file system without fallocate
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return None
+    os.close(fd)
+    return path

@@ -15,6 +15,7 @@ nodes (workspaces, artifacts).
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -32,13 +33,35 @@ _CHUNK = 1 << 16
 __all__ = [
     "ArchiveTooLarge",
     "TreeError",
+    "disk_full",
     "make_read_only",
+    "os_error_text",
     "pack",
     "remove_tree",
     "unpack",
     "write_bytes_atomic",
     "write_json_atomic",
 ]
+
+
+# ----------------------------------------------------------------------------- errors
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says that the disk (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in _FULL
+
+
+def os_error_text(exc: OSError, what: str | None = None) -> str:
+    """``exc`` in words for a person: ``cannot write WHAT: the disk is full (No space left on
+    device)``; ``what`` defaults to the file the error names."""
+    name = what or (str(exc.filename) if exc.filename is not None else None)
+    reason = exc.strerror or str(exc)
+    if exc.errno in _FULL:
+        reason = f"the disk is full ({reason})"
+    return f"cannot write {name}: {reason}" if name else reason
 
 
 # ----------------------------------------------------------------------------- atomic writes

@@ -8,8 +8,11 @@ events and written atomically as the run goes), ``events.jsonl`` (every event, i
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +21,9 @@ from typing import Any
 from flowray.store.fs import write_json_atomic as write_json_atomic  # records are written so
 
 RECORD_FILE = "record.json"
+# The run's control channel (runtime/control.py): a FIFO the run's process holds open while it
+# runs. Opening it for writing fails with ENXIO once nobody reads it: the process is gone.
+CONTROL_FILE = "control"
 # The version of record.json's format (its "schema" key); flowray.runtime.record reads it.
 RECORD_SCHEMA = 1
 
@@ -63,33 +69,137 @@ def run_folders(workspace: str) -> Iterator[str]:
         yield os.path.join(base, name)
 
 
+def _time(value: Any) -> float | bool | None:
+    """A time of a record (a number or null); False for anything else."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    return False
+
+
 def iter_runs(workspace: str) -> Iterator[RunSummary]:
-    """Runs of this workspace, newest first."""
+    """Runs of this workspace, newest first; runs whose record cannot be read, or whose
+    header is of the wrong shape, are left out."""
     for path in run_folders(workspace):
         name = os.path.basename(path)
         try:
             rec = read_record(path)
         except RecordError:
             continue
+        run_id, flow, status = rec.get("id", name), rec.get("flow"), rec.get("status")
+        started, ended = _time(rec.get("started")), _time(rec.get("ended"))
+        if not isinstance(run_id, str) or not isinstance(flow, dict) or \
+                not isinstance(status, str) or started is False or ended is False:
+            continue
+        flow_name = flow.get("name")
         yield RunSummary(
-            id=rec.get("id", name),
-            flow=rec.get("flow", {}).get("name", "?"),
-            status=rec.get("status", "?"),
-            started=rec.get("started"),
-            ended=rec.get("ended"),
+            id=run_id,
+            flow=flow_name if isinstance(flow_name, str) else "?",
+            status=status,
+            started=started,
+            ended=ended,
             path=path,
         )
 
 
-def read_record(run_path: str) -> dict[str, Any]:
+# A record.json larger than this is not read (a run of 10,000 jobs writes about 10 MiB).
+MAX_RECORD_BYTES = 256 << 20
+
+
+def read_record(run_path: str, *, settle: bool = True) -> dict[str, Any]:
+    """The record of the run folder ``run_path``, as written. A record that says ``running``
+    while the process running it is gone is settled first (:func:`settle_lost`): it is read,
+    and stored, as a failure that says why; ``settle=False`` reads it as it is."""
     try:
-        with open(os.path.join(run_path, RECORD_FILE), encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise RecordError(f"cannot read the record of run at {run_path}: {exc}") from exc
+        with open(os.path.join(run_path, RECORD_FILE), "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_RECORD_BYTES:
+                raise RecordError(
+                    f"cannot read the record of run at {run_path}: it is {size >> 20} MiB, more "
+                    f"than flowray reads ({MAX_RECORD_BYTES >> 20} MiB)")
+            data = json.loads(fh.read())
+    except OSError as exc:
+        raise RecordError(f"cannot read the record of run at {run_path}: "
+                          f"{exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise RecordError(f"the record of run at {run_path} is not JSON: not UTF-8 text"
+                          ) from None
+    except ValueError as exc:
+        raise RecordError(f"the record of run at {run_path} is not JSON (cut short, or "
+                          f"damaged): {exc}") from None
+    except RecursionError:
+        raise RecordError(f"the record of run at {run_path} is not a run record: nested too "
+                          f"deeply") from None
     if not isinstance(data, dict):
         raise RecordError(f"the record at {run_path} is not a run record")
+    if settle and data.get("status") == "running" and owner_gone(run_path, data):
+        settle_lost(run_path, data, lost_reason(data))
     return data
+
+
+def owner_gone(run_path: str, data: dict[str, Any]) -> bool:
+    """Whether the process that runs the run of ``run_path`` is gone (False when it cannot be
+    told: the run is on another host, or another user's)."""
+    host = data.get("host")
+    if isinstance(host, str) and host and host != socket.gethostname():
+        return False
+    try:
+        fd = os.open(os.path.join(run_path, CONTROL_FILE), os.O_WRONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        pass  # removed at the run's end, or never made (no FIFOs here): ask for the pid
+    except OSError as exc:
+        return exc.errno == errno.ENXIO  # nobody reads it
+    else:
+        os.close(fd)
+        return False
+    pid = data.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def lost_reason(data: dict[str, Any]) -> str:
+    pid, host = data.get("pid"), data.get("host")
+    who = "the flowray process that ran it"
+    if isinstance(pid, int):
+        who += f" (pid {pid}" + (f" on {host})" if isinstance(host, str) and host else ")")
+    return (f"{who} ended before the run did: it was killed (SIGKILL?) or crashed, so the run "
+            f"could not finish its record")
+
+
+def settle_lost(run_path: str, data: dict[str, Any], reason: str, *,
+                ended: float | None = None) -> None:
+    """Mark the record ``data`` of a run whose process is gone as failed with ``reason``
+    (unfinished jobs and steps too), and store it; in place. Best effort: a record that cannot
+    be written (read-only, a full disk) is still returned settled. ``ended``: when the
+    process died, if known (else the run's last write)."""
+    for name in ("events.jsonl", RECORD_FILE) if ended is None else ():  # last sign of life
+        with contextlib.suppress(OSError):
+            mtime = os.path.getmtime(os.path.join(run_path, name))
+            ended = mtime if ended is None else max(ended, mtime)
+    data["status"] = "failure"
+    data["exit_code"] = 1
+    data["ended"] = ended if ended is not None else time.time()
+    data["error"] = reason
+    jobs = data.get("jobs")
+    for job in jobs.values() if isinstance(jobs, dict) else ():
+        if not isinstance(job, dict) or job.get("status") not in ("running", "queued"):
+            continue
+        job["error"] = "the run's process was gone" if job["status"] == "running" else \
+            "not run: the run's process was gone"
+        job["status"] = "failure" if job["status"] == "running" else "cancelled"
+        job["ended"] = data["ended"]
+        for step in job.get("steps") or ():
+            if isinstance(step, dict) and step.get("status") in ("running", "queued"):
+                step["status"] = "failure" if step["status"] == "running" else "cancelled"
+                step["error"] = step.get("error") or "the run's process was gone"
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        write_json_atomic(os.path.join(run_path, RECORD_FILE), data)
 
 
 def _newest(base: str, names: list[str]) -> str:
