@@ -298,3 +298,25 @@ def test_the_launch_folder_and_file_are_private(tmp_path: Path) -> None:
     finally:
         launch.close()
     assert not inputs.parent.exists()
+
+
+def test_a_missing_main_file_is_a_clear_step_error(ws: Workspace) -> None:
+    ws.action("actions/pick", """
+        name: Pick
+        inputs: {script: {type: string}}
+        runs: {using: python, main: "${{ input.script }}"}
+    """, real__py="print('real ran')\n")
+    flow = ws.flow("""
+        name: pick
+        jobs:
+          j:
+            steps:
+              - action: ./actions/pick
+                with: {script: real.py}
+              - action: ./actions/pick
+                with: {script: nope.py}
+    """)
+    out = ws.run(flow)
+    assert out.exit_code == 1, out
+    assert "j/1 | real ran\n" in out.stdout
+    assert "j/2 ✗ failure: action 'Pick': main file 'nope.py' not found\n" in out.stdout

@@ -761,8 +761,12 @@ class JobRunner:
         if using in ("python", "node"):
             # The inputs as one JSON argument, put into the argument vector inside the
             # interpreter from a private file: never on the process's real command line.
-            self._launch = Launch(using, python if using == "python" else "node",
-                                  entry(runs["main"]), json.dumps(inputs))
+            main = entry(runs["main"])
+            if not os.path.isfile(main):
+                raise _StepFailed(f"action '{action['name']}': main file "
+                                  f"'{os.path.relpath(main, path)}' not found")
+            self._launch = Launch(using, python if using == "python" else "node", main,
+                                  json.dumps(inputs))
             argv = self._launch.argv
             env.update(self._launch.env)
         elif using == "script":
