@@ -105,11 +105,11 @@ def test_an_input_the_flow_does_not_declare_is_refused(ws: Workspace) -> None:
     flow = ws.flow(_INPUTS_FLOW)
     out = ws.run(flow, "--input", "epoch=3", "--input", "model=m")
     _refused(out, "error: --input: input 'epoch' is not declared by this flow (did you mean "
-                  "'epochs'?) (declared in triggers.manual.inputs: epochs, model)\n")
+                  "'epochs'?) (declared by triggers.manual: epochs, model)\n")
     # The misspelt name is reported before the required input it hides.
     out = ws.run(flow, "--input", "modle=m")
     _refused(out, "error: --input: input 'modle' is not declared by this flow (did you mean "
-                  "'model'?) (declared in triggers.manual.inputs: epochs, model)\n")
+                  "'model'?) (declared by triggers.manual: epochs, model)\n")
     ws.run(flow, "--input", "model=m").assert_success()
     with pytest.raises(RunInputError) as info:
         flowray.prepare(flow, workdir=ws.root, inputs={"epoch": 3, "model": "m"})

@@ -166,7 +166,7 @@ def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file:
         name = unknown[0]
         hint = did_you_mean(name, [str(d) for d in declared])
         raise RunInputError(name, f"input '{name}' is not declared by this flow{hint} "
-                            f"(declared in triggers.manual.inputs: {', '.join(declared)})",
+                            f"(declared by triggers.manual: {', '.join(declared)})",
                             reason="unknown", flow_file=flow_file)
     out: dict[str, Any] = {}
     for name, full in declared.items():
