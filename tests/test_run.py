@@ -710,6 +710,11 @@ def test_bad_arguments_exit_2(ws: Workspace) -> None:
         "error: --secret FLOWRAY_TEST_UNSET_NAME: the environment variable "
         "FLOWRAY_TEST_UNSET_NAME is not set (give --secret FLOWRAY_TEST_UNSET_NAME=VALUE, set "
         "FLOWRAY_TEST_UNSET_NAME, or use --secret-file)\n")
+    out = ws.run(flow, "--secret", "hunter2-typed-without-a-name")
+    assert out.exit_code == 2
+    assert out.stderr == (
+        "error: --secret NAME: the environment variable NAME is not set (give --secret "
+        "NAME=VALUE, set NAME, or use --secret-file)\n")
     unclosed = ws.write("bad.env", "OK=1\nKEY=\"starts here\nand never ends\n")
     out = ws.run(flow, "--secret-file", str(unclosed))
     assert out.exit_code == 2

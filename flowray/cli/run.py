@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -93,6 +94,9 @@ def _input_failure(exc: RunInputError) -> NoReturn:
     raise AssertionError
 
 
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+
+
 def _secret_pairs(values: Sequence[str]) -> dict[str, str]:
     """``--secret NAME=VALUE``, or ``--secret NAME``: the value of the environment variable
     NAME (which keeps the value off flowray's own command line, and may span lines)."""
@@ -104,8 +108,11 @@ def _secret_pairs(values: Sequence[str]) -> dict[str, str]:
             _fail("--secret needs NAME or NAME=VALUE")
         if not found:
             if name not in os.environ:
-                _fail(f"--secret {name}: the environment variable {name} is not set "
-                      f"(give --secret {name}=VALUE, set {name}, or use --secret-file)")
+                # The word may be the secret itself, given without NAME=: it is named only
+                # when it looks like an environment variable's name.
+                shown = name if _ENV_NAME.fullmatch(name) else "NAME"
+                _fail(f"--secret {shown}: the environment variable {shown} is not set "
+                      f"(give --secret {shown}=VALUE, set {shown}, or use --secret-file)")
             value = os.environ[name]
         out[name] = value
     return out
