@@ -194,3 +194,25 @@ def test_object_form_without_file_or_git_runs(ws: Workspace, forge: Forge) -> No
         out = ws.run(flow)
         out.assert_success()
         assert "j/3 | sum 3" in out.stdout
+
+
+def test_an_action_file_validated_by_another_flowray_is_validated_again(
+    ws: Workspace, forge: Forge, tmp_path: Path
+) -> None:
+    """The validated action file kept in the cache entry is per validation code: one written
+    by an older flowray (without keys this one reads, such as `env`) is not read."""
+    import json
+
+    forge.publish("acme/add", {"action-datatorch.yaml": ADD_ACTION, "add.py": ADD_PY}, "v1")
+    flow = ws.flow(FLOW)
+    ws.run(flow).assert_success()
+    [kept] = (tmp_path / "action-cache" / "entries").glob("*/*/action.*.*.json")
+    which = kept.name.split(".")[1]
+    old = json.loads(kept.read_text())
+    for key in ("env", "cache", "branding", "schema_"):
+        old.pop(key, None)
+    (kept.parent / f"action.{which}.json").write_text(json.dumps(old))  # the older name
+    kept.unlink()
+    again = ws.run(flow, "--no-cache")
+    again.assert_success()
+    assert "add/3 | sum is 35" in again.stdout

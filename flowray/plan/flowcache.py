@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowray.spec.files import MAX_FILE_BYTES, action_file
+from flowray.spec.fingerprint import code_fingerprint
 from flowray.spec.types import ActionData, FlowData
 from flowray.store.fs import write_json_atomic
 
@@ -32,25 +33,6 @@ class CachedFlow:
     actions: dict[str, ActionData] = field(default_factory=dict)  # local action folder -> data
     hit: bool = False
     git: dict[str, GitAction] = field(default_factory=dict)  # ref key -> pinned git action
-
-
-def _code_fingerprint() -> str:
-    """The validation code: flowray's ``__init__.py`` (which holds its version) and every
-    module of ``spec`` and ``expr``, by size and modification time."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package
-    init = os.stat(os.path.join(here, "__init__.py"))
-    parts = [f"__init__.py:{init.st_mtime_ns}:{init.st_size}"]
-    for sub in ("spec", "expr"):
-        folder = os.path.join(here, sub)
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            continue
-        for name in names:
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(folder, name))
-                parts.append(f"{name}:{st.st_mtime_ns}:{st.st_size}")
-    return "|".join(parts)
 
 
 def _stat_key(path: str) -> list[int] | None:
@@ -111,7 +93,7 @@ def load_flow_cached(
     entry_path = None
     if raw is not None and use_cache:
         key = hashlib.sha256(
-            b"\0".join([raw, os.path.abspath(workspace).encode(), _code_fingerprint().encode()])
+            b"\0".join([raw, os.path.abspath(workspace).encode(), code_fingerprint().encode()])
         ).hexdigest()[:32]
         entry_path = os.path.join(workspace, ".flowray", "cache", "flows", f"{key}.json")
         cached = _read_entry(entry_path, get_pinner)

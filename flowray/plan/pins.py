@@ -26,6 +26,7 @@ from flowray.actions import (
     parse_ref,
 )
 from flowray.spec.diagnostics import Diagnostic
+from flowray.spec.fingerprint import code_fingerprint
 from flowray.spec.types import ActionData
 from flowray.store.fs import write_json_atomic
 
@@ -44,10 +45,12 @@ class GitAction:
 
 def _cached_data_file(pinned: PinnedAction) -> str:
     """Where the validated action file of ``pinned`` is kept: one per (sub-folder, file) of
-    the commit, since actions in several folders of one repository share the entry."""
+    the commit, since actions in several folders of one repository share the entry, and per
+    validation code: data another flowray validated may lack keys this one reads."""
     ref = pinned.ref
     which = hashlib.sha256(f"{ref.subdir or ''}\0{ref.file or ''}".encode()).hexdigest()[:16]
-    return os.path.join(pinned.entry_dir, f"action.{which}.json")
+    code = hashlib.sha256(code_fingerprint().encode()).hexdigest()[:12]
+    return os.path.join(pinned.entry_dir, f"action.{which}.{code}.json")
 
 
 class ActionPinner:
