@@ -153,9 +153,7 @@ def test_untrusted_values_never_become_shell_code(ws: Workspace) -> None:
                   echo "double ${{ steps.evil.outputs.payload }}"
                   echo 'single ${{ steps.evil.outputs.payload }}'
                   echo input ${{ inputs.name }}
-                  cat <<EOF
-                  heredoc ${{ steps.evil.outputs.payload }}
-                  EOF
+                  echo $'ansi ${{ steps.evil.outputs.payload }}'
     """)
     out = ws.run(flow, "--input", "name=$(touch pwned5)")
     out.assert_success()
@@ -165,7 +163,7 @@ def test_untrusted_values_never_become_shell_code(ws: Workspace) -> None:
     assert f"j/2 | double {payload}\n" in out.stdout
     assert f"j/2 | single {payload}\n" in out.stdout
     assert "j/2 | input $(touch pwned5)\n" in out.stdout
-    assert f"j/2 | heredoc {payload}\n" in out.stdout
+    assert f"j/2 | ansi {payload}\n" in out.stdout
 
 
 def test_matrix_values_are_spliced_as_commands(ws: Workspace) -> None:

@@ -37,6 +37,8 @@ from flowray.execute.process import ProcessOutcome, ProcessRequest, ProcessSuper
 from flowray.execute.secrets import MIN_LENGTH, Masker
 from flowray.execute.shell import ShellTemplateError, render_script, shell_command
 from flowray.execute.step_request import ContainerRun, StepRequest
+from flowray.spec.files import local_action_folder, outside_problem
+from flowray.spec.shells import ACTION_ADVICE, Trust, has_template
 from flowray.spec.types import ActionData, InputSpecData, JobData, StepData
 from flowray.status import Status
 from flowray.store.fs import os_error_text
@@ -667,7 +669,7 @@ class JobRunner:
             argv, posix = shell_command(shell, "", script_file, resolve=job_container is None)
             script, extra = render_script(
                 step["run"], ctx, posix=posix, failed=self.failed,
-                cancelled=self.supervisor.cancelled,
+                cancelled=self.supervisor.cancelled, trust=self._trust(),
             )
             argv, posix = shell_command(shell, script, script_file,
                                         resolve=job_container is None)
@@ -705,6 +707,12 @@ class JobRunner:
             return container, action
         return ProcessRequest(argv=argv, env=proc_env, cwd=cwd, timeout=timeout), action
 
+    def _trust(self) -> Trust:
+        """A matrix or ``variables`` with templates in it is not author-written."""
+        strategy = self.req.job["strategy"]
+        return Trust(matrix=not has_template(strategy["matrix"] if strategy else None),
+                     variables=not has_template(self.req.contexts.get("variables")))
+
     def _action_command(
         self, step: StepData, index: int, ctx: dict[str, Any], own: dict[str, str], cwd: str
     ) -> tuple[ActionData | None, list[str], dict[str, str], ContainerRun | None]:
@@ -728,7 +736,10 @@ class JobRunner:
             path, action = pinned.path, pinned.data
             python = pinned.python or python
         elif isinstance(ref, str) and ref.startswith("./"):
-            path = os.path.normpath(os.path.join(self.req.workspace, ref))
+            path = local_action_folder(self.req.workspace, ref)
+            outside = outside_problem(self.req.workspace, path)
+            if outside is not None:
+                raise _StepFailed(f"local action '{ref}' {outside}")
             try:
                 action = self.load_action(path, None)
             except Exception as exc:  # the loader's errors carry file:line:col
@@ -775,7 +786,8 @@ class JobRunner:
                 raise _StepFailed(f"action '{action['name']}': script '{runs['script']}' not found")
             argv = [script] if os.access(script, os.X_OK) else ["bash", script]
         elif using == "cmd":
-            command, extra = render_script(runs["command"] or "", action_ctx, posix=True)
+            command, extra = render_script(runs["command"] or "", action_ctx, posix=True,
+                                           trust=self._trust(), advice=ACTION_ADVICE)
             env.update(extra)
             argv, _ = shell_command(None, command, "")
         elif using == "docker":

@@ -1,117 +1,55 @@
 """Turning a ``run:`` script with ``${{ }}`` templates into a command, without shell injection.
 
-Templates that read only trusted contexts (those written by the flow's author: ``matrix``,
-``variables``, ``flow``, ``job``, ``run``, ``runner``) are spliced in as text, so
-``run: ${{ matrix.cmd }}`` runs a command from the matrix. Templates that read anything else
-(``inputs``, ``event``, step and job outputs, ``secrets``, and ``env``, whose values may come
-from any of those) are never spliced into the script: each value is put in an environment
-variable ``FLOWRAY_EXPR_<n>`` and the template is replaced by a reference to it, quoted to fit
-where it stands (unquoted, in double quotes, in single quotes, or in a here-document), so the
-value is data, never code. Shells that are not POSIX shells (``python``, custom commands) have
-no such quoting: there, a template reading untrusted data is refused.
+Templates that read only values the flow's author wrote literally (``matrix``, ``variables``,
+``flow.name``, ``job.id``...: see ``flowray.spec.shells``) are spliced in as text, so
+``run: ${{ matrix.cmd }}`` runs a command from the matrix. Any other template (``inputs``,
+``event``, ``secrets``, ``env``, step and job outputs, the machine's paths in ``run``,
+``runner``, ...) is never spliced into the script: its value is put in an environment variable
+``FLOWRAY_EXPR_<n>`` and the template is replaced by a reference to it, quoted to fit where it
+stands (unquoted, in double quotes, in single quotes, in ``$'...'``), which the shell reads as
+data. Where the shell would hand the value on as code (a here-document, arithmetic, ``eval``,
+``bash -c``...) or where the tokenizer cannot follow the script, the template is refused
+(:class:`ShellTemplateError`), and so it is in shells that are not POSIX shells (``python``,
+custom commands), which have no such quoting.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Mapping
 from typing import Any
 
 from flowray import expr
-from flowray.spec.shells import is_posix_shell, is_trusted
+from flowray.spec.shells import (
+    ANSI,
+    ARITH,
+    DOUBLE,
+    LITERAL,
+    REFUSED,
+    SENTINEL,
+    SINGLE,
+    STEP_ADVICE,
+    UNQUOTED,
+    Trust,
+    is_posix_shell,
+    is_trusted,
+    is_whole_number,
+    not_a_number,
+    refusal,
+    template_slots,
+)
 
-_NONE, _SINGLE, _DOUBLE, _ANSI = 0, 1, 2, 3
-_HEREDOC = re.compile(r"<<(-?)[ \t]*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
+_REFERENCE = {
+    UNQUOTED: '"${{{0}}}"',
+    DOUBLE: "${{{0}}}",
+    SINGLE: "'\"${{{0}}}\"'",
+    ANSI: "'\"${{{0}}}\"$'",
+    ARITH: "${{{0}}}",
+}
 
 
 class ShellTemplateError(ValueError):
     pass
-
-
-def _quote_states(script: str) -> list[int]:
-    """The quoting state before each character: 0 none, 1 '...', 2 "...", 3 $'...'.
-
-    Here-document bodies are reported as 4 (expanding) or 5 (quoted delimiter, literal).
-    """
-    states = [0] * (len(script) + 1)
-    state = _NONE
-    pending_heredocs: list[tuple[str, bool, bool]] = []  # (delimiter, strip tabs, literal)
-    i = 0
-    n = len(script)
-    while i < n:
-        c = script[i]
-        states[i] = state
-        if state == _NONE:
-            if c == "\\":
-                states[i + 1 : i + 2] = [state]
-                i += 2
-                continue
-            if c == "'":
-                state = _SINGLE
-            elif c == '"':
-                state = _DOUBLE
-            elif c == "$" and script.startswith("$'", i):
-                state = _ANSI
-                states[i + 1] = _NONE
-                i += 2
-                continue
-            elif c == "#" and (i == 0 or script[i - 1] in " \t\n;"):
-                j = script.find("\n", i)
-                j = n if j < 0 else j
-                for k in range(i, j):
-                    states[k] = _NONE
-                i = j
-                continue
-            elif c == "<" and script.startswith("<<", i) and not script.startswith("<<<", i):
-                m = _HEREDOC.match(script, i)
-                if m:
-                    pending_heredocs.append((m.group(3), m.group(1) == "-", bool(m.group(2))))
-                    for k in range(i, m.end()):
-                        states[k] = _NONE
-                    i = m.end()
-                    continue
-            elif c == "\n" and pending_heredocs:
-                i += 1
-                for delim, strip_tabs, literal in pending_heredocs:
-                    body_state = 5 if literal else 4
-                    while i < n:
-                        j = script.find("\n", i)
-                        j = n if j < 0 else j
-                        line = script[i:j]
-                        if (line.lstrip("\t") if strip_tabs else line) == delim:
-                            for k in range(i, min(j + 1, n)):
-                                states[k] = _NONE
-                            i = j + 1
-                            break
-                        for k in range(i, min(j + 1, n)):
-                            states[k] = body_state
-                        i = j + 1
-                pending_heredocs.clear()
-                continue
-        elif state == _SINGLE:
-            if c == "'":
-                state = _NONE
-        else:  # double quotes or $'...': a backslash escapes the next character
-            if c == "\\":
-                states[i + 1 : i + 2] = [state]
-                i += 2
-                continue
-            if c == ('"' if state == _DOUBLE else "'"):
-                state = _NONE
-        i += 1
-    states[n] = state
-    return states
-
-
-def _reference(var: str, state: int) -> str:
-    if state == _NONE:
-        return f'"${{{var}}}"'
-    if state in (_DOUBLE, 4):
-        return f"${{{var}}}"
-    if state in (_SINGLE, _ANSI):
-        return f"'\"${{{var}}}\"'"
-    raise AssertionError(state)
 
 
 def render_script(
@@ -121,23 +59,27 @@ def render_script(
     posix: bool,
     failed: bool = False,
     cancelled: bool = False,
+    trust: Trust = LITERAL,
+    advice: str = STEP_ADVICE,
 ) -> tuple[str, dict[str, str]]:
-    """The script with templates replaced, and the environment variables it now reads."""
+    """The script with templates replaced, and the environment variables it now reads.
+
+    Trusted templates are spliced in first, so the script is scanned as the shell will read
+    it; a refused template raises :class:`ShellTemplateError` (nothing has run)."""
     parts = expr.find_templates(script)
     if not parts:
         return script, {}
-    states = _quote_states(script) if posix else []
-    out: list[str] = []
-    env: dict[str, str] = {}
+    pieces: list[str] = []
+    untrusted: list[tuple[expr.TemplatePart, str]] = []
     last = 0
     for part in parts:
         node = expr.parse(part.source)
         value = expr.evaluate(node, contexts, failed=failed, cancelled=cancelled)
         text = expr.to_text(value)
-        out.append(script[last : part.start])
+        pieces.append(script[last:part.start])
         last = part.end
-        if is_trusted(node):
-            out.append(text)
+        if is_trusted(node, trust):
+            pieces.append(text)
             continue
         if not posix:
             raise ShellTemplateError(
@@ -145,20 +87,33 @@ def render_script(
                 "shell is not a POSIX shell, so it cannot be passed safely inside the script; "
                 "set it in the step's 'env:' and read the environment variable instead"
             )
-        state = states[part.start]
-        if state == 5:
-            # A quoted here-document is literal: the text cannot become code unless it holds
-            # a line that ends the document, so only single-line values may go in.
-            if "\n" in text:
-                raise ShellTemplateError(
-                    f"a multi-line value cannot go into a quoted here-document: {part.source}"
-                )
-            out.append(text)
-            continue
-        var = f"FLOWRAY_EXPR_{len(env)}"
+        pieces.append(SENTINEL)
+        untrusted.append((part, text))
+    pieces.append(script[last:])
+    body = "".join(pieces)
+    if not untrusted:
+        return body, {}
+    if body.count(SENTINEL) != len(untrusted):
+        raise ShellTemplateError(
+            "the script (with the values of its trusted templates) holds the character U+E000, "
+            "which flowray uses to place untrusted values; remove it"
+        )
+    slots = template_slots(body)
+    for (part, text), slot in zip(untrusted, slots, strict=True):
+        line = script.count("\n", 0, part.start) + 1
+        if slot.kind == REFUSED:
+            raise ShellTemplateError(refusal(part.source, slot, line, advice))
+        if slot.number and not is_whole_number(text):
+            raise ShellTemplateError(not_a_number(part.source, line))
+    out: list[str] = []
+    env: dict[str, str] = {}
+    chunks = body.split(SENTINEL)
+    for k, ((_, text), slot) in enumerate(zip(untrusted, slots, strict=True)):
+        var = f"FLOWRAY_EXPR_{k}"
         env[var] = text
-        out.append(_reference(var, state))
-    out.append(script[last:])
+        out.append(chunks[k])
+        out.append(_REFERENCE[slot.kind].format(var))
+    out.append(chunks[-1])
     return "".join(out), env
 
 

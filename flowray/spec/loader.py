@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
+from flowray.expr import ExprError
 from flowray.spec.diagnostics import (
     Diagnostic,
     FlowError,
@@ -26,6 +27,7 @@ from flowray.spec.model_errors import (
     validation_diagnostics,
 )
 from flowray.spec.models import Action, Flow
+from flowray.spec.shells import ACTION_ADVICE, script_problems
 from flowray.spec.types import ActionData, FlowData, InputSpecData
 from flowray.spec.validate import (
     FlowChecker,
@@ -257,4 +259,13 @@ def _check_action(
             and not os.path.isfile(os.path.join(folder, target))
         ):
             report(("runs", entry), f"'{target}' not found in the action folder {shown}")
+        command = runs.get("command")
+        if runs.get("using") == "cmd" and isinstance(command, str) and "${{" in command:
+            try:
+                problems = script_problems(command, advice=ACTION_ADVICE)
+            except ExprError:
+                problems = []  # the template's own error is reported when the step runs
+            for problem in problems:
+                line, col = positions.value(("runs", "command"))
+                out.append(Diagnostic(file, line, col, "runs.command", problem))
     return out

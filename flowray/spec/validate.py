@@ -26,11 +26,23 @@ from flowray.spec.diagnostics import (
     format_path,
 )
 from flowray.spec.envnames import env_problem
-from flowray.spec.files import ACTION_FILES, find_action_file
+from flowray.spec.files import (
+    ACTION_FILES,
+    find_action_file,
+    local_action_folder,
+    outside_problem,
+)
 from flowray.spec.graph import find_cycle
 from flowray.spec.inputs import INPUT_TYPES, InputError, coerce_input
 from flowray.spec.matrix import MatrixTooLarge, expand_matrix
-from flowray.spec.shells import is_posix_shell, untrusted_templates
+from flowray.spec.shells import (
+    LITERAL,
+    Trust,
+    has_template,
+    is_posix_shell,
+    script_problems,
+    untrusted_templates,
+)
 from flowray.spec.triggers import form_inputs
 from flowray.spec.types import ActionData, InputSpecData
 from flowray.spec.yamlpos import Positions
@@ -159,6 +171,7 @@ class Scope:
     needs: list[str] | None = None  # None at flow level
     matrix: list[str] | None = None  # None: the job has no matrix
     variables: list[str] = field(default_factory=list)
+    trust: Trust = LITERAL  # which author-written contexts hold only literals
 
 
 class FlowChecker:
@@ -331,6 +344,7 @@ class FlowChecker:
             needs=[n for n, _ in self.job_needs(job)],
             matrix=self.matrix_keys(job),
             variables=self.variables,
+            trust=self.trust(job),
         )
         for key in ("name", "working-directory"):
             self.check_value(job.get(key), (*base, key), scope)
@@ -354,6 +368,13 @@ class FlowChecker:
                 self.check_step(step, (*base, "steps", i), step_scope)
         self.check_matrix_cells(job, base)
 
+    def trust(self, job: Mapping[str, Any]) -> Trust:
+        """A matrix or ``variables`` with templates in it is not author-written."""
+        strategy = job.get("strategy")
+        matrix = strategy.get("matrix") if isinstance(strategy, dict) else None
+        return Trust(matrix=not has_template(matrix),
+                     variables=not has_template(self.data.get("variables")))
+
     def matrix_keys(self, job: Mapping[str, Any]) -> list[str] | None:
         strategy = job.get("strategy")
         matrix = strategy.get("matrix") if isinstance(strategy, dict) else None
@@ -370,7 +391,7 @@ class FlowChecker:
     def check_step(self, step: dict[str, Any], base: KeyPath, scope: Scope) -> None:
         for key in ("name", "run", "working-directory"):
             self.check_value(step.get(key), (*base, key), scope)
-        self.check_run_safety(step, base)
+        self.check_run_safety(step, base, scope.trust)
         # Both are evaluated as conditions: a bare expression or one whole template.
         self.check_condition(step.get("if"), (*base, "if"), scope)
         self.check_condition(step.get("continue-on-error"), (*base, "continue-on-error"), scope)
@@ -431,15 +452,24 @@ class FlowChecker:
             if problem:
                 self.report((*base, key), problem)
 
-    def check_run_safety(self, step: dict[str, Any], base: KeyPath) -> None:
-        """Untrusted data cannot be passed safely into the script of a non-POSIX shell."""
+    def check_run_safety(self, step: dict[str, Any], base: KeyPath, trust: Trust) -> None:
+        """Untrusted data cannot be passed safely into the script of a non-POSIX shell, nor
+        into the places of a POSIX shell script that hand it on as code."""
         run, shell = step.get("run"), step.get("shell")
-        if not isinstance(run, str) or "${{" not in run or not isinstance(shell, str):
+        if not isinstance(run, str) or "${{" not in run:
             return
-        if is_posix_shell(shell):
+        if shell is None or (isinstance(shell, str) and is_posix_shell(shell)):
+            try:
+                problems = script_problems(run, trust)
+            except ExprError:
+                return  # reported by check_value
+            for problem in problems:
+                self.report((*base, "run"), problem, at_value=True)
+            return
+        if not isinstance(shell, str):
             return
         try:
-            sources = untrusted_templates(run)
+            sources = untrusted_templates(run, trust)
         except ExprError:
             return  # reported by check_value
         for source in sources:
@@ -554,9 +584,10 @@ class FlowChecker:
     def local_action(self, ref: str, path: KeyPath) -> ActionData | None:
         """The action a ``./path`` names, loaded once per folder; every step that uses a
         broken one gets the same error."""
-        folder = os.path.normpath(os.path.join(self.workspace, ref))
+        folder = local_action_folder(self.workspace, ref)
         if folder not in self.actions:
-            self.actions[folder] = self.load_local(folder)
+            outside = outside_problem(self.workspace, folder)
+            self.actions[folder] = (None, outside) if outside else self.load_local(folder)
         action, problem = self.actions[folder]
         if problem is not None:
             self.report(path, f"local action '{ref}' {problem}")

@@ -57,6 +57,7 @@ from flowray.execute.job import (
 )
 from flowray.execute.secrets import Masker
 from flowray.plan.plan import JobPlan
+from flowray.spec.files import local_action_folder, outside_problem
 from flowray.spec.types import ActionData
 from flowray.status import Status
 
@@ -332,7 +333,9 @@ class RayDispatcher:
             for step in plan.data["steps"]:
                 ref = step["action"]
                 if isinstance(ref, str) and ref.startswith("./"):
-                    path = os.path.normpath(os.path.join(request.workspace, ref))
+                    path = local_action_folder(request.workspace, ref)
+                    if outside_problem(request.workspace, path) is not None:
+                        continue  # never read; the node refuses the step
                     # A broken action: the node reports the same error at the step.
                     with contextlib.suppress(Exception):
                         known[path] = self.load_action(path, None)
