@@ -103,6 +103,17 @@ def test_json_errors_have_a_line_and_column_even_deep_down(ws: Workspace) -> Non
                           "levels)\n")
 
 
+def test_json_that_yaml_cannot_read_still_has_positions(ws: Workspace) -> None:
+    # a key of more than 1024 characters is valid JSON but not a YAML simple key
+    flow = {"name": "t", "variables": {"k" * 2000: 1},
+            "jobs": {"a": {"steps": [{"run": "x", "timeout": -1}]}}}
+    ws.write("flow.json", json.dumps(flow, indent=2))
+    out = ws.cli("validate", "flow.json")
+    assert out.exit_code == 2
+    assert out.stderr == ("flow.json:11:11: jobs.a.steps[0].timeout: must be greater than 0, "
+                          "got -1\n")
+
+
 # ----------------------------------------------------------------------------- matrix
 
 

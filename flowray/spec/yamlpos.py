@@ -14,6 +14,7 @@ only ``true``/``false`` are booleans (``yes``, ``no``, ``on``, ``off`` stay text
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -480,6 +481,84 @@ def _long_number(text: str, reason: str) -> Pos:
     return (0, 0)
 
 
+_JSON_ATOM = re.compile(
+    r"-?(?:Infinity|[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)|true|false|null|NaN"
+)
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _skip(text: str, i: int) -> int:
+    """The offset of the first character from ``i`` on that is not JSON whitespace."""
+    while i < len(text) and text[i] in " \t\n\r":
+        i += 1
+    return i
+
+
+def _json_positions(text: str) -> Positions:
+    """Where each key and value of ``text`` (valid JSON) starts, read without recursion."""
+    starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def at(i: int) -> Pos:
+        line = bisect.bisect_right(starts, i)
+        return (line, offset_col(text[starts[line - 1] : i]))
+
+    keys: dict[KeyPath, Pos] = {}
+    values: dict[KeyPath, Pos] = {}
+    stack: list[tuple[KeyPath, bool, list[int]]] = []  # (path, is_map, [items so far])
+    i = _skip(text, 0)
+    path: KeyPath = ()
+    while True:
+        # a value starts at i, at `path`
+        values[path] = at(i)
+        c = text[i]
+        if c in "{[":
+            i = _skip(text, i + 1)
+            if text[i] in "}]":
+                i += 1
+            else:
+                stack.append((path, c == "{", [0]))
+                if c == "{":
+                    key_at = i
+                    key, i = _DECODER.raw_decode(text, i)
+                    i = _skip(text, i) + 1
+                    path = (*path, key)
+                    keys[path] = at(key_at)
+                else:
+                    path = (*path, 0)
+                i = _skip(text, i)
+                continue
+        elif c == '"':
+            i = _DECODER.raw_decode(text, i)[1]
+        else:
+            m = _JSON_ATOM.match(text, i)
+            if m is None:
+                raise ValueError(f"unexpected {c!r} at offset {i}")
+            i = m.end()
+        # after a value: the next item, or the end of containers
+        while True:
+            if not stack:
+                return Positions(keys, values)
+            i = _skip(text, i)
+            base, is_map, count = stack[-1]
+            if text[i] == ",":
+                i = _skip(text, i + 1)
+                count[0] += 1
+                if is_map:
+                    key_at = i
+                    key, i = _DECODER.raw_decode(text, i)
+                    i = _skip(text, i) + 1
+                    path = (*base, key)
+                    keys[path] = at(key_at)
+                    i = _skip(text, i)
+                else:
+                    path = (*base, count[0])
+                break
+            i += 1  # '}' or ']'
+            stack.pop()
+
+
 def parse_json(text: str, file: str) -> Parsed:
     """``text`` read as JSON; positions come from reading it again as YAML (JSON is YAML)."""
     try:
@@ -499,6 +578,11 @@ def parse_json(text: str, file: str) -> Parsed:
     except YamlError as exc:
         if exc.limit:
             raise
-        return Parsed(data, Positions(), [])  # valid JSON that PyYAML reads differently
+        # Valid JSON that PyYAML cannot read (a key over 1024 characters, say): positions
+        # from JSON's own grammar instead.
+        try:
+            return Parsed(data, _json_positions(text), [])
+        except (ValueError, IndexError):
+            return Parsed(data, Positions(), [])
     dupes = [p for p in as_yaml.problems if p.message.startswith("duplicate key")]
     return Parsed(data, as_yaml.positions, dupes)
