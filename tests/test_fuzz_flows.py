@@ -274,7 +274,8 @@ literals = st.one_of(
     st.sampled_from(["null", "true", "false", "NaN", "Infinity", "0", "-0", "1.5e-3", "0xff",
                      "0o17", "1e308", "1e999", "9" * 400, "0x" + "f" * 300, "''", "'it''s'",
                      "'{0}'", "'{'", "'}}'", "'[1, {\"a\": 2}]'", "'" + "[" * 3000 + "'",
-                     "'" + "9" * 5000 + "'", "'1e999'", "'\"\\ud800\"'"]),
+                     "'" + "9" * 5000 + "'", "'1e999'", "'\"\\ud800\"'", "success()", "always()",
+                     "failure()", "cancelled()", "nope()", "toJSON()", "format()"]),
     st.integers(-(10**20), 10**20).map(str),
     st.text(max_size=8).map(lambda s: "'" + s.replace("'", "''") + "'"),
 )
@@ -294,7 +295,7 @@ def _expressions() -> st.SearchStrategy[str]:
             inner.map(lambda e: f"({e})"),
             st.tuples(inner, st.sampled_from([".x", "[0]", ".*", "['k']", "[1e999]"])).map(
                 "".join),
-            st.tuples(st.sampled_from(FUNCTIONS), st.lists(inner, max_size=3)).map(
+            st.tuples(st.sampled_from(FUNCTIONS), st.lists(inner, min_size=1, max_size=3)).map(
                 lambda t: f"{t[0]}({', '.join(t[1])})"),
         )
 
