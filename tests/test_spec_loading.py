@@ -336,7 +336,7 @@ def test_anchors_aliases_and_merge_keys() -> None:
 def test_merge_keys_and_positions_of_merged_values() -> None:
     text = """
         name: x
-        defaults: &defaults
+        common: &defaults
           steps: [{run: echo}]
           neds: x
         jobs:
@@ -345,7 +345,7 @@ def test_merge_keys_and_positions_of_merged_values() -> None:
             env: {A: one}
     """
     assert errors(text) == (
-        "flow.yaml:2:1: defaults: unknown key 'defaults'\n"
+        "flow.yaml:2:1: common: unknown key 'common'\n"
         "flow.yaml:4:3: jobs.a.neds: unknown key 'neds' (did you mean 'needs'?)"
     )
 
