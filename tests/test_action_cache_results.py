@@ -316,7 +316,7 @@ def test_an_unwritable_cache_warns_and_the_step_still_runs(
     out = ws.run(flow)
     out.assert_success()
     assert "j/2 | sum is 3" in out.stdout
-    assert f"! job j: cannot use the action result cache in {results}:" in out.stdout
+    assert f"! job j: cannot use the action result cache in {results}: File exists" in out.stdout
     assert "Traceback" not in out.stdout + out.stderr
 
 
