@@ -147,6 +147,24 @@ def test_the_cell_limit_counts_the_product_and_the_cells_include_adds() -> None:
     assert grown.value.count == 10_001
 
 
+def test_include_entries_extending_every_cell_are_bounded(ws: Workspace) -> None:
+    """10,000 cells each extended by 26 entries: 260,000 values set, past the 250,000 the
+    entries may set (otherwise their work grows as entries x cells)."""
+    include = "".join(f"          - {{k{i}: {i}}}\n" for i in range(26))
+    ws.write("flow.yaml", "name: m\njobs:\n  t:\n    strategy:\n      matrix:\n"
+             + _axes(2, 100) + "        include:\n" + include
+             + "    steps:\n      - run: echo\n")
+    out = ws.cli("validate", "flow.yaml")
+    assert (out.exit_code, out.stderr) == (2, (
+        "flow.yaml:5:7: jobs.t.strategy.matrix: job 't': the matrix's 'include' entries set "
+        "more than 250,000 values in its cells (each key of an entry counts once in each cell "
+        "it extends): use fewer or smaller entries, or put values shared by every cell in 'env' "
+        "or 'variables'\n"))
+    cells = expand_matrix({"a": list(range(100)), "b": list(range(100)),
+                           "include": [{f"k{i}": i} for i in range(25)]})
+    assert len(cells) == 10_000 and cells[-1]["k24"] == 24
+
+
 def test_twenty_thousand_excludes_are_matched_by_hash(ws: Workspace) -> None:
     excludes = "".join(f"          - {{x: {i}, y: {i % 2}}}\n" for i in range(20_000))
     ws.write("flow.yaml", "name: m\njobs:\n  t:\n    strategy:\n      matrix:\n"

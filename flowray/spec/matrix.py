@@ -11,18 +11,22 @@ from typing import Any
 # The most cells one job's matrix may have (docs/flow-syntax.md, "Limits"); the product of the
 # axes is counted before anything is expanded.
 MAX_MATRIX_CELLS = 10_000
+# The most values `include` entries may put into cells, all cells together (each key an entry
+# sets in each cell it extends counts once): what bounds the work of many entries on many cells.
+MAX_INCLUDED_VALUES = 250_000
 
 
 class MatrixTooLarge(ValueError):
-    """A matrix with more cells than :data:`MAX_MATRIX_CELLS`; ``count`` is how many."""
+    """A matrix with more cells than :data:`MAX_MATRIX_CELLS` (``count`` is how many), or whose
+    ``include`` entries set more than :data:`MAX_INCLUDED_VALUES` values (``count`` is 0)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, message: str | None = None) -> None:
         self.count = count
         shown = f"{count:,}" if count < 10**30 else f"about 10^{len(str(count)) - 1}"
-        super().__init__(
+        super().__init__(message or (
             f"the matrix has {shown} cells, more than the limit of {MAX_MATRIX_CELLS:,} "
             "(one job per cell): use fewer axes or values"
-        )
+        ))
 
 
 def matrix_size(matrix: Mapping[str, Any]) -> int:
@@ -52,6 +56,7 @@ def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
     # Only the product's cells are candidates to extend; cells an include created are not.
     product_cells = list(cells)
     index: dict[tuple[str, ...], dict[tuple[Hashable, ...], list[int]]] = {}
+    included = 0  # values the entries set in product cells so far
     for entry in include:
         on = tuple(k for k in axes if k in entry)  # the axes this entry names, in axis order
         if on not in index:
@@ -60,6 +65,13 @@ def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
                 by_values.setdefault(tuple(_frozen(cell[k]) for k in on), []).append(i)
             index[on] = by_values
         matching = index[on].get(tuple(_frozen(entry[k]) for k in on), [])
+        included += len(matching) * len(entry)
+        if included > MAX_INCLUDED_VALUES:
+            raise MatrixTooLarge(0, (
+                f"the matrix's 'include' entries set more than {MAX_INCLUDED_VALUES:,} values "
+                "in its cells (each key of an entry counts once in each cell it extends): use "
+                "fewer or smaller entries, or put values shared by every cell in 'env' or "
+                "'variables'"))
         for i in matching:
             product_cells[i].update(entry)
         if not matching:
