@@ -246,7 +246,7 @@ env:
   DATATORCH_API_KEY: key of the DataTorch account the file belongs to
   DOWNLOAD_MODE:
     description: how to fetch
-    default: copy
+    required: false
 
 inputs:
   fileId:
@@ -281,7 +281,7 @@ inputs = json.loads(sys.argv[-1])
 os.makedirs(inputs["directory"], exist_ok=True)
 path = os.path.join(inputs["directory"], (inputs["name"] or inputs["fileId"]) + ".txt")
 with open(path, "w") as fh:
-    fh.write(os.environ["DOWNLOAD_MODE"] + " " + os.environ.get("DATATORCH_API_KEY", "-"))
+    fh.write(os.environ.get("DOWNLOAD_MODE", "copy") + " " + os.environ.get("DATATORCH_API_KEY", "-"))
 print("::path::" + json.dumps(path))
 print("overwrite is", json.dumps(inputs["overwrite"]))
 """
@@ -352,7 +352,7 @@ def test_action_with_cache_false_env_declarations_and_directory_temp_default(
             "environment variable 'DATATORCH_API_KEY' (key of the DataTorch account the file "
             "belongs to), which is not set: give it in the step's, job's or flow's 'env:' "
             "(or flowray's environment)") in warned.stderr
-    assert "DOWNLOAD_MODE" not in warned.stderr  # it has a default
+    assert "DOWNLOAD_MODE" not in warned.stderr  # not required
     out = ws.run(flow)
     out.assert_success()
     temp = tmp_path / "xdg-cache" / "flowray" / "temp" / "download-file"

@@ -750,10 +750,6 @@ class JobRunner:
         ctx = {**ctx, "action": self.action_ctx}
         inputs, action_ctx = self._action_inputs(step, action, ctx)
         env: dict[str, str] = {"FLOWRAY_ACTION_PATH": path}
-        for name, spec in action["env"].items():
-            # Declared variables with a default get it when the step's environment lacks them.
-            if spec["default"] is not None and name not in own and name not in self.req.env:
-                env[name] = expr.to_text(spec["default"])
         env.update(action["runs"]["env"])
         for name, value in inputs.items():
             env[input_env_name(name)] = expr.to_text(value)
@@ -782,9 +778,14 @@ class JobRunner:
             env.update(self._launch.env)
         elif using == "script":
             script = entry(runs["script"])
+            args: list[str] = []
+            if not os.path.isfile(script) and " " in (runs["script"] or ""):
+                # `script: run.sh --flag`: the file, then its arguments (as DataTorch).
+                script, args = _script_words(script, path)
             if not os.path.isfile(script):
                 raise _StepFailed(f"action '{action['name']}': script '{runs['script']}' not found")
             argv = [script] if os.access(script, os.X_OK) else ["bash", script]
+            argv += args
         elif using == "cmd":
             command, extra = render_script(runs["command"] or "", action_ctx, posix=True,
                                            trust=self._trust(), advice=ACTION_ADVICE)
@@ -851,6 +852,9 @@ class JobRunner:
             elif spec["required"]:
                 raise _StepFailed(f"action '{action['name']}': required input '{name}' is missing")
             else:
+                # Declared, optional, no value: null, as DataTorch gives it (actions read
+                # ``inputs["annotationId"]`` without a KeyError).
+                out[name] = None
                 continue
             try:
                 out[name] = coerce_input(name, spec, value)
@@ -1063,6 +1067,17 @@ _OUTPUT_CAP_ERROR = (
     f"the job's outputs are larger than {MAX_OUTPUT_BYTES // 2**20} MiB ({MAX_OUTPUT_BYTES} "
     "bytes: its steps' ::name:: lines and $FLOWRAY_OUTPUT files together)"
 )
+
+
+def _script_words(script: str, folder: str) -> tuple[str, list[str]]:
+    """``<folder>/run.sh --flag x``: the script's path and its arguments."""
+    import shlex
+
+    try:
+        words = shlex.split(os.path.relpath(script, folder))
+    except ValueError:
+        return script, []
+    return (os.path.join(folder, words[0]), words[1:]) if words else (script, [])
 
 
 def _minutes(seconds: float | None) -> str:

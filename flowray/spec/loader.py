@@ -257,6 +257,8 @@ def _check_action(
             and target
             and "${{" not in target
             and not os.path.isfile(os.path.join(folder, target))
+            # `script: run.sh --flag`: the file is the first word
+            and not (entry == "script" and os.path.isfile(os.path.join(folder, target.split()[0])))
         ):
             report(("runs", entry), f"'{target}' not found in the action folder {shown}")
         command = runs.get("command")

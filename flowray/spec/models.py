@@ -363,9 +363,8 @@ class EnvSpec(_Model):
 
     description: StrictStr | None = Field(default=None, description="what the variable is for")
     required: StrictBool = Field(
-        default=True, description="validation warns when it is set nowhere (and has no default)"
+        default=True, description="validation warns when it is set nowhere"
     )
-    default: Scalar | None = Field(default=None, description="used when the variable is unset")
 
 
 def _env_specs(value: Any) -> Any:
@@ -396,7 +395,7 @@ class Action(_Model):
     env: Annotated[dict[StrictStr, EnvSpec], BeforeValidator(_env_specs)] = Field(
         default_factory=dict,
         description="environment variables the action reads: NAME: description, or a map "
-        "with description/required/default",
+        "with description and required",
     )
     inputs: dict[StrictStr, InputSpec] = Field(default_factory=dict, description="inputs by name")
     outputs: dict[StrictStr, OutputSpec] = Field(

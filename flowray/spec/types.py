@@ -110,7 +110,6 @@ class RunsData(TypedDict):
 class EnvSpecData(TypedDict):
     description: str | None
     required: bool
-    default: str | bool | int | float | None
 
 
 class BrandingData(TypedDict):

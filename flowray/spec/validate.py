@@ -424,7 +424,7 @@ class FlowChecker:
     ) -> None:
         """The environment variables an action declares (``env:`` of its file): a warning for
         each required one that is set nowhere (flow, job or step ``env``, the action's own
-        ``runs.env``, or flowray's environment now) and has no default."""
+        ``runs.env``, or flowray's environment now)."""
         declared = action.get("env") or {}
         if not declared:
             return
@@ -435,7 +435,7 @@ class FlowChecker:
             if isinstance(env, dict):
                 have.update(str(k) for k in env)
         for name, spec in declared.items():
-            if name in have or not spec["required"] or spec["default"] is not None:
+            if name in have or not spec["required"]:
                 continue
             what = f" ({spec['description'].strip()})" if spec["description"] else ""
             self.report(
