@@ -357,6 +357,46 @@ def test_start_arguments_raise_start_error(ws: Workspace, kwargs: dict[str, Any]
     assert not (ws.root / "ran").exists()
 
 
+@pytest.mark.parametrize("value", [10**5000, b"bytes", object()],
+                         ids=["int-of-5001-digits", "bytes", "object"])
+def test_inputs_that_are_no_json_value_are_input_errors(ws: Workspace, value: Any) -> None:
+    ws.flow("name: n\njobs:\n  a:\n    steps:\n      - run: touch ran\n")
+    with pytest.raises(flowray.RunInputError) as info:
+        flowray.start("flow.yaml", workdir=ws.root, inputs={"n": value})
+    assert (info.value.input, info.value.reason) == ("n", "type")
+    assert info.value.message == ("input 'n' is not a JSON value (text, a number of at most 4300 "
+                                  "digits, true/false, null, or lists and maps of them)")
+    with pytest.raises(flowray.StartError) as event:
+        flowray.start("flow.yaml", workdir=ws.root, event={"n": value})
+    assert str(event.value).startswith("event must be a JSON value")
+    assert not (ws.root / "ran").exists()
+
+
+def test_typed_inputs_too_large_to_convert_are_input_errors(ws: Workspace) -> None:
+    ws.flow("""
+        name: n
+        triggers:
+          manual:
+            inputs:
+              i: {type: integer}
+              f: {type: float}
+        jobs:
+          a:
+            steps:
+              - run: echo
+    """)
+    with pytest.raises(flowray.RunInputError) as info:
+        flowray.start("flow.yaml", workdir=ws.root, inputs={"i": "9" * 5000})
+    assert info.value.message.startswith(
+        "input 'i' expects an integer of at most 4300 digits, got '999")
+    with pytest.raises(flowray.RunInputError) as big:
+        flowray.start("flow.yaml", workdir=ws.root, inputs={"f": 10**400})
+    assert big.value.message == ("input 'f' expects a number (this one is too large), got "
+                                 + "1" + "0" * 400)
+    out = ws.run("flow.yaml", "--input", "i=" + "9" * 5000)
+    assert out.exit_code == 2 and "expects an integer of at most 4300 digits" in out.stderr
+
+
 def test_run_wait_and_cancel_take_any_number(ws: Workspace) -> None:
     ws.flow("name: n\njobs:\n  a:\n    steps:\n      - run: echo hi\n")
     run = flowray.start("flow.yaml", workdir=ws.root)

@@ -242,9 +242,13 @@ class ProcessSupervisor:
                     self._wake.wait(wait)
                     continue
             for pgid in expired:
-                threading.Thread(
-                    target=stop_groups, args=([pgid],), kwargs={"grace": self.grace}, daemon=True
-                ).start()
+                try:
+                    threading.Thread(
+                        target=stop_groups, args=([pgid],), kwargs={"grace": self.grace},
+                        daemon=True,
+                    ).start()
+                except RuntimeError:  # no thread can be started now: stop it from here
+                    stop_groups([pgid], grace=self.grace)
 
     def mark_cancelled(self) -> list[int]:
         """Refuse new processes from now on; the process groups live now."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -154,6 +155,13 @@ def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file:
     declare is refused (a misspelt name would otherwise be ignored)."""
     from flowray.spec.triggers import manual_inputs
 
+    for name, given_value in given.items():
+        try:  # a run's inputs are kept in its record, and read by templates as JSON values
+            json.dumps(given_value)
+        except (TypeError, ValueError, RecursionError):
+            raise RunInputError(str(name), f"input '{name}' is not a JSON value (text, a number "
+                                "of at most 4300 digits, true/false, null, or lists and maps "
+                                "of them)", reason="type", flow_file=flow_file) from None
     declared = manual_inputs(flow)
     if not declared:
         return dict(given)
@@ -492,6 +500,11 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
         problem = env_problem(name, value)
         if problem:
             raise StartError(f"env: {problem}")
+    try:  # the event is kept in the record and read by templates as a JSON value
+        json.dumps(dict(event or {}))
+    except (TypeError, ValueError, RecursionError):
+        raise StartError("event must be a JSON value: a map of text, numbers (of at most 4300 "
+                         "digits), true/false, null, lists and maps") from None
     if prepared is None:
         prepared = prepare(flow, workdir=workdir, inputs=inputs, jobs=jobs or (),
                            matrix=matrix, offline=offline, use_cache=use_cache,

@@ -155,6 +155,8 @@ def describe(value: object, *, limit: int = 40, json: bool = False) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a very large integer" if value.bit_length() > 10_000 else repr(value)
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):

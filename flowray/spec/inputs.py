@@ -79,7 +79,10 @@ def _integer(name: str, value: Any) -> int:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
     if isinstance(value, str) and _INT.fullmatch(value.strip()):
-        return int(value.strip())
+        try:
+            return int(value.strip())
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise _fail(name, "an integer of at most 4300 digits", value) from None
     raise _fail(name, "an integer", value)
 
 
@@ -87,7 +90,10 @@ def _float(name: str, value: Any) -> float:
     if isinstance(value, bool):
         raise _fail(name, "a number", value)
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer past the largest float
+            raise _fail(name, "a number (this one is too large)", value) from None
     if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         return float(value.strip())
     raise _fail(name, "a number", value)
