@@ -573,3 +573,47 @@ def test_a_record_that_cannot_be_opened_is_named(ws: Workspace) -> None:
     listed = ws.cli("runs")
     assert listed.exit_code == 0 and "Traceback" not in listed.stdout + listed.stderr
     assert flowray.runs(ws.root) == []
+
+
+# ----------------------------------------------------------------------------- item 18
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import containerfixtures
+
+    monkeypatch.setenv("FLOWRAY_DOCKER_NETWORK", "none")  # the engine has no bridge here
+    monkeypatch.delenv("FLOWRAY_PULL", raising=False)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    return containerfixtures.engine()
+
+
+def test_env_file_values_reach_container_steps(ws: Workspace, engine: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from containerfixtures import IMAGE, left
+
+    monkeypatch.setenv("HOME_ON_HOST", "flowray's own environment stays out")
+
+    ws.write("vars.env", "FROM_FILE=file value\nOVERRIDDEN=from the file\n")
+    ws.flow(f"""
+        name: env-file
+        env: {{OVERRIDDEN: from the flow}}
+        jobs:
+          boxed:
+            container: {IMAGE}
+            steps:
+              - run: |
+                  echo "job container: $FROM_FILE / $OVERRIDDEN / ${{HOME_ON_HOST:-unset}}"
+          image:
+            steps:
+              - action: docker://{IMAGE}
+                with:
+                  entrypoint: sh
+                  args: >-
+                    -c 'echo "image step: $FROM_FILE / $OVERRIDDEN"'
+    """)
+    out = ws.run("flow.yaml", "--env-file", "vars.env")
+    out.assert_success()
+    assert "boxed/1 | job container: file value / from the flow / unset" in out.stdout
+    assert "image/1 | image step: file value / from the flow" in out.stdout
+    assert left(engine, ws.record()["id"]) == []
