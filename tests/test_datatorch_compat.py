@@ -241,7 +241,9 @@ description: Saves a file under the runner's temp folder.
 author: acme
 branding: {icon: download, color: blue}
 
-CACHE_LINE
+# As the public download-file action: it keeps its own cache.
+cache: false
+
 env:
   DATATORCH_API_KEY: key of the DataTorch account the file belongs to
   DOWNLOAD_MODE:
@@ -272,9 +274,6 @@ runs:
   using: python
   main: download_file.py
 """
-# As the public download-file action: it keeps its own cache (`cache:` lands with the action
-# result cache).
-DOWNLOAD_ACTION = DOWNLOAD_ACTION.replace("CACHE_LINE\n", "")
 DOWNLOAD_PY = """\
 import json, os, sys
 inputs = json.loads(sys.argv[-1])

@@ -76,6 +76,7 @@ name: Probe
 description: Reports its inputs and what it sees.
 author: flowray tests
 branding: {icon: search, color: green}
+cache: false
 env:
   PROBE_TOKEN: a token it would send
   PROBE_MODE: {description: how to probe, required: false}
@@ -213,6 +214,29 @@ runs:
   main: ${{ input.entry }}
 """
 
+COUNT = """\
+$schema: http://datatorch.io/schema/action.v1.json
+name: Counter
+description: Counts its runs (a file per tool in the runner's temp folder).
+cache: true
+inputs:
+  key: {type: string, default: k}
+  folder: {type: string, default: "${{ directory.temp }}"}
+runs:
+  using: python
+  main: count.py
+"""
+COUNT_PY = """\
+import json, os, sys
+inputs = json.loads(sys.argv[-1])
+tool = "flowray" if os.environ.get("FLOWRAY") else "datatorch"
+path = os.path.join(inputs["folder"], inputs["key"] + "." + tool)
+with open(path, "a") as fh:
+    fh.write("run\\n")
+with open(path) as fh:
+    print("::runs::" + json.dumps(len(fh.read().splitlines())))
+"""
+
 NODE = """\
 name: Node Probe
 inputs:
@@ -237,6 +261,7 @@ ACTIONS: dict[str, dict[str, str]] = {
     "entry": {"action-datatorch.yaml": ENTRY, "a.py": 'print(\'::which::"a"\')\n',
               "b.py": 'print(\'::which::"b"\')\n'},
     "node": {"action-datatorch.yaml": NODE, "index.js": NODE_JS},
+    "count": {"action-datatorch.yaml": COUNT, "count.py": COUNT_PY},
 }
 
 
@@ -511,6 +536,25 @@ CASES = [
         action: ACTION(probe)
         inputs: {n: "${{ steps.a.outputs.sum }}"}
     """),
+    Case("action-and-step-cache", """
+      - id: first
+        name: first
+        action: ACTION(count)
+        inputs: {key: cache-case}
+      - id: again
+        name: again
+        action: ACTION(count)
+        inputs: {key: cache-case}
+      - id: uncached
+        name: uncached
+        action: ACTION(count)
+        cache: false
+        inputs: {key: cache-case}
+      - id: other
+        name: other
+        action: ACTION(count)
+        inputs: {key: other-case}
+    """),
     Case("node-action", """
       - id: n
         name: n
@@ -684,3 +728,7 @@ def test_datatorch_and_flowray_agree_on_the_same_flows(
                                         str(runner), str(runner)]
     assert probe["act"] == f"Probe|{tag_of(0)}|{tag_of(0)}|Reports its inputs and what it sees."
     assert probe["own"] == "plain/3" and probe["actdir_is_mine"] is True
+    # The cache case: the second step reused the first's outputs, `cache: false` ran again.
+    cached = next(i for i, c in enumerate(CASES) if c.name == "action-and-step-cache")
+    assert [o for _, o in fr_results[tag_of(cached)]] == [
+        {"runs": 1}, {"runs": 1}, {"runs": 2}, {"runs": 1}]

@@ -95,7 +95,7 @@ def test_steps_outputs_and_needs_across_jobs(ws: Workspace, cluster: RayTestClus
               matrix:
                 k: [1, 2, 3]
             steps:
-              - run: echo "cell ${{ matrix.k }} got ${{ needs.make.outputs.n }} on $FLOWRAY_NODE_ID" > "@OUT@/use-${{ matrix.k }}.txt"
+              - run: echo "cell ${{ matrix.k }} got ${{ needs.make.outputs.n }} on $FLOWRAY_NODE_ID ${{ runner.id }}" > "@OUT@/use-${{ matrix.k }}.txt"
     """)
     out = ws.run("flow.yaml", "--address", cluster.address)
     out.assert_success()
@@ -104,6 +104,7 @@ def test_steps_outputs_and_needs_across_jobs(ws: Workspace, cluster: RayTestClus
     for k in (1, 2, 3):
         text = (_out(ws) / f"use-{k}.txt").read_text().split()
         assert text[:4] == ["cell", str(k), "got", "5"]
+        assert text[-1] == text[-2]  # runner.id is the node the job ran on, not the coordinator
         nodes.add(text[-1])
     assert nodes <= {cluster.head, cluster.gpu, cluster.t4}
     assert "make/count | ::n::5" in out.stdout  # step output reached the terminal
