@@ -8,6 +8,7 @@ Everything here is real: processes, files, signals, a tmpfs where one can be mou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -617,3 +618,37 @@ def test_env_file_values_reach_container_steps(ws: Workspace, engine: Any,
     assert "boxed/1 | job container: file value / from the flow / unset" in out.stdout
     assert "image/1 | image step: file value / from the flow" in out.stdout
     assert left(engine, ws.record()["id"]) == []
+
+
+def test_closing_the_terminal_stops_the_run(tmp_path: Path) -> None:
+    """A real terminal (a pty) that goes away: the kernel sends SIGHUP to flowray, and writing
+    to the terminal fails from then on (EIO)."""
+    import pty
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "flow.yaml").write_text(KILLED_FLOW)
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a session leader whose controlling terminal is the pty
+        try:
+            os.chdir(root)
+            os.execve(sys.executable, [sys.executable, "-m", "flowray", "run", "flow.yaml"],
+                      env_without_color())
+        finally:
+            os._exit(127)
+    try:
+        wait_for(root / "grandchild.pid")
+        wait_for(root / "step.pid")
+        pids = [int((root / name).read_text()) for name in ("grandchild.pid", "step.pid")]
+        os.close(master)  # the terminal is closed
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 130
+        rec = _settled(root)
+        assert rec["status"] == "cancelled" and rec["cancel_reason"] == "interrupted by SIGHUP"
+        for step_pid in pids:
+            assert _gone(step_pid)
+    finally:
+        kill_processes(str(root), f"FLOWRAY_RUN_ID={rec_id(root)}")
+        with contextlib.suppress(ChildProcessError, ProcessLookupError):  # when it failed
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
