@@ -95,7 +95,9 @@ def test_steps_outputs_and_needs_across_jobs(ws: Workspace, cluster: RayTestClus
               matrix:
                 k: [1, 2, 3]
             steps:
-              - run: echo "cell ${{ matrix.k }} got ${{ needs.make.outputs.n }} on $FLOWRAY_NODE_ID ${{ runner.id }}" > "@OUT@/use-${{ matrix.k }}.txt"
+              - run: |
+                  echo "cell ${{ matrix.k }} got ${{ needs.make.outputs.n }} on $FLOWRAY_NODE_ID ${{ runner.id }}" > "@OUT@/use-${{ matrix.k }}.txt"
+                  echo "${{ directory.runner }} ${{ directory.actions }}" > "@OUT@/dir-${{ matrix.k }}.txt"
     """)
     out = ws.run("flow.yaml", "--address", cluster.address)
     out.assert_success()
@@ -106,6 +108,11 @@ def test_steps_outputs_and_needs_across_jobs(ws: Workspace, cluster: RayTestClus
         assert text[:4] == ["cell", str(k), "got", "5"]
         assert text[-1] == text[-2]  # runner.id is the node the job ran on, not the coordinator
         nodes.add(text[-1])
+        # directory.*: the node's own folders (the coordinator's machine keeps flowray's own)
+        runner_dir, actions_dir = (_out(ws) / f"dir-{k}.txt").read_text().split()
+        if text[-1] != cluster.head:
+            assert runner_dir.endswith(text[-1][:16]) and actions_dir == runner_dir + "/actions"
+        assert os.path.isdir(runner_dir) and os.path.isdir(actions_dir)
     assert nodes <= {cluster.head, cluster.gpu, cluster.t4}
     assert "make/count | ::n::5" in out.stdout  # step output reached the terminal
     assert f"Ray cluster {cluster.address}: 3 nodes, 3 CPUs, 4 GPUs" in out.stderr

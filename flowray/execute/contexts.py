@@ -3,8 +3,10 @@
 
 They are built where the job runs: on a Ray node they are the node's own facts and folders, not
 the coordinator's. The folders are real and writable: ``<runner>`` is flowray's folder on this
-machine (``$FLOWRAY_RUNNER_DIR``, else ``$XDG_CACHE_HOME/flowray``, else ``~/.cache/flowray``),
-with ``logs/`` and ``temp/`` below it; ``actions`` is the git action cache.
+machine (``$FLOWRAY_RUNNER_DIR``, else ``$XDG_CACHE_HOME/flowray``, else ``~/.cache/flowray``;
+on a Ray node other than the coordinator's, the node's folder, ``$FLOWRAY_NODE_DIR/<node>``),
+with ``logs/`` and ``temp/`` below it; ``actions`` is the git action cache (on such a node, the
+actions shipped to it).
 """
 
 from __future__ import annotations
@@ -71,14 +73,19 @@ def _machine(node_id: str, home: str, actions: str) -> tuple[dict[str, Any], dic
     return runner, python, directories
 
 
-def machine_contexts(env: Mapping[str, str], runner: Mapping[str, Any] | None = None
-                     ) -> dict[str, Any]:
+def machine_contexts(env: Mapping[str, str], runner: Mapping[str, Any] | None = None, *,
+                     node_dir: str | None = None) -> dict[str, Any]:
     """``runner``/``agent``/``machine``, ``python`` and ``directory`` of this machine.
 
     ``runner``: the run's own runner context (its ``gpus`` is the run's, kept); ``env``: the
-    job's process environment (on a Ray node it names the node, ``FLOWRAY_NODE_ID``)."""
-    facts, python, directories = _machine(env.get("FLOWRAY_NODE_ID", ""), runner_dir(),
-                                          _actions_dir())
+    job's process environment (on a Ray node it names the node, ``FLOWRAY_NODE_ID``);
+    ``node_dir``: on a Ray node other than the coordinator's machine, the node's own folder
+    (the actions shipped to it are below it, in ``actions``)."""
+    if node_dir is not None:
+        home, actions = node_dir, os.path.join(node_dir, "actions")
+    else:
+        home, actions = runner_dir(), _actions_dir()
+    facts, python, directories = _machine(env.get("FLOWRAY_NODE_ID", ""), home, actions)
     merged = {**(runner or {}), **facts}
     return {
         "runner": merged,

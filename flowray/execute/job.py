@@ -142,6 +142,9 @@ class JobRequest:
     attempt: int = 1
     step_actions: dict[int, StepAction] = field(default_factory=dict)  # by step index
     rank: int | None = None  # a multi-node job: this node's rank in the gang
+    # A Ray node other than the coordinator's machine: its own folder (``directory.runner``,
+    # with the actions shipped to it below, ``directory.actions``).
+    node_dir: str | None = None
     # This node's action result cache folder; None: no result cache (steps always run).
     result_cache: str | None = None
     reuse_results: bool = True  # False (--no-cache): run cached steps, store what they give
@@ -246,7 +249,8 @@ class JobRunner:
         # The machine this job runs on (on a Ray node, the node's facts and folders).
         request.contexts = {
             **request.contexts,
-            **machine_contexts(request.env, request.contexts.get("runner")),
+            **machine_contexts(request.env, request.contexts.get("runner"),
+                               node_dir=request.node_dir),
         }
         # The step being run, and its action (or the last one run, as DataTorch's docs say).
         self.step_ctx: dict[str, Any] = {}

@@ -203,7 +203,7 @@ def localize(request: JobRequest, shipment: Shipment, node_id: str) -> JobReques
     results = os.path.join(base, "results") if request.result_cache is not None else None
     return dataclasses.replace(request, workspace=workspace, run_dir=run_dir, env=env,
                                contexts=contexts,
-                               step_actions=actions, result_cache=results)
+                               step_actions=actions, result_cache=results, node_dir=base)
 
 
 # (run id, the action's coordinator path) -> (its path here, its requirements Python)
