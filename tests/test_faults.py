@@ -549,6 +549,27 @@ def test_status_and_logs_of_a_bad_record_say_what_is_wrong(ws: Workspace) -> Non
     assert "nested too deeply" in ws.cli("status", "20990101-000006").stderr
 
 
+def test_damaged_lines_of_the_events_file_are_left_out(ws: Workspace) -> None:
+    ws.flow("""
+        name: healthy
+        jobs:
+          j:
+            steps:
+              - run: echo fine
+    """)
+    ws.run("flow.yaml").assert_success()
+    run = next((ws.root / ".flowray" / "runs").iterdir())
+    events = run / "events.jsonl"
+    good = [e.type for e in flowray.events("last", ws.root)]
+    lines = events.read_bytes().splitlines(keepends=True)
+    damaged = [lines[0], b"garbage\n", b"[1]\n", b'{"seq": "x"}\n', lines[1][:20] + b"\n",
+               b'{"seq": 99, "type": "from.the.future", "time": "t", "run": "r"}\n', *lines[1:],
+               b'{"seq": 1000, "type": "run.fini']  # cut short: no newline
+    events.write_bytes(b"".join(damaged))
+    assert [e.type for e in flowray.events("last", ws.root)] == good
+    assert good[-1] == "run.finished"
+
+
 def test_a_record_that_cannot_be_opened_is_named(ws: Workspace) -> None:
     ws.flow("""
         name: healthy

@@ -623,7 +623,8 @@ class Subscription:
 
 
 def read_events(run_dir: str, *, after: int = 0) -> Iterator[Event]:
-    """The events of a run, as its ``events.jsonl`` holds them now."""
+    """The events of a run, as its ``events.jsonl`` holds them now; a line that is not an
+    event (damaged, or of a type this flowray does not know) is left out."""
     try:
         fh = open(os.path.join(run_dir, EVENTS_FILE), "rb")  # noqa: SIM115
     except FileNotFoundError:
@@ -632,6 +633,11 @@ def read_events(run_dir: str, *, after: int = 0) -> Iterator[Event]:
         for line in fh:
             if not line.endswith(b"\n"):
                 return  # being written
-            record = json.loads(line)
-            if int(record.get("seq", 0)) > after:
-                yield event_from_dict(record)
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or int(record.get("seq", 0)) <= after:
+                    continue
+                event = event_from_dict(record)
+            except (ValueError, TypeError, KeyError, RecursionError):
+                continue  # a damaged line (a disk that filled up mid-line): not an event
+            yield event
