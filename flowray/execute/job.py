@@ -881,10 +881,12 @@ class JobRunner:
 
         log_error: list[OSError] = []  # the first write to the log that failed
 
-        def write(text: str) -> None:
+        def write(text: str, *, flush: bool = False) -> None:
             if not log_error:
                 try:
                     log.write(text)
+                    if flush:
+                        log.flush()
                 except OSError as exc:  # a full disk: the step goes on, then fails saying so
                     log_error.append(exc)
 
@@ -898,7 +900,7 @@ class JobRunner:
                 # The lines of one read of the output go out as one batch of events, and to
                 # the log file, so that `flowray logs` shows a running step's output so far.
                 if batch:
-                    log.flush()
+                    write("", flush=True)
                     lines = batch[:]
                     batch.clear()
                     events.step_lines(key, result, lines)
