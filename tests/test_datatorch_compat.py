@@ -63,6 +63,7 @@ FORM_FLOW = """
               echo "ratio=${{ inputs.ratio }}"
               echo "tags=${{ join(inputs.tags, '+') }}"
               echo "project=${{ pipeline.projectId }}"
+              echo "alias=${{ input.count }}"
 """
 
 
@@ -77,7 +78,7 @@ def test_datatorch_flow_keys_are_accepted_and_the_form_types_manual_inputs(
             "never starts this flow") in out.stderr
     got = lines_of(out.stdout, "j/1 | ")
     assert got == {"count": "4", "ratio": "0.5", "tags": "a+b",
-                   "project": "acme/cats"}
+                   "project": "acme/cats", "alias": "4"}
     # The form's types and its `required` hold for --input like triggers.manual.inputs.
     bad = ws.run(flow, "--input", "count=many")
     assert bad.exit_code == 2
@@ -403,6 +404,36 @@ def test_command_action_reads_input_variable_and_action_directory(
     assert lines[3] == "step=e|Echo it"
     assert lines[4] == "data!"
     assert not (ws.root / "pwned").exists()  # inputs are data, never shell code
+
+
+def test_datatorch_names_of_action_kinds(ws: Workspace) -> None:
+    ws.action("cl", """\
+        name: Commandline
+        inputs:
+          x: {default: from-default}
+        runs: {using: commandline, command: 'echo "::x::\\"$INPUT_X\\""'}
+    """)
+    ws.action("sh", """\
+        name: Shell
+        runs: {using: shell, script: run.sh --fast}
+    """, run__sh='echo "args: $*"\n')
+    flow = ws.flow("""
+        name: kinds
+        jobs:
+          j:
+            steps:
+              - id: cl
+                action: ./cl
+              - id: sh
+                action: ./sh
+              - run: echo "x=${{ steps.cl.outputs.x }}"
+    """)
+    out = ws.run(flow)
+    out.assert_success()
+    assert "j/sh | args: --fast" in out.stdout
+    assert "j/3 | x=from-default" in out.stdout
+    steps = ws.record()["jobs"]["j"]["steps"]
+    assert [s["kind"] for s in steps] == ["cmd", "script", "run"]
 
 
 def test_action_file_template_mistakes_are_validation_errors(ws: Workspace) -> None:

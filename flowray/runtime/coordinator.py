@@ -227,6 +227,7 @@ class Coordinator:
         self._static = {
             "variables": self.flow["variables"],
             "inputs": options.inputs,
+            "input": options.inputs,  # DataTorch's name for a flow's trigger inputs
             "event": options.event,
             "secrets": options.secrets,
             "run": {"id": self.run_id, "workspace": options.workspace,

@@ -325,12 +325,20 @@ class OutputSpec(_Model):
     description: StrictStr | None = Field(default=None, description="what the output holds")
 
 
+# DataTorch's other names for two kinds.
+_USING_ALIASES = {"commandline": "cmd", "shell": "script"}
+
+
+def _using(value: Any) -> Any:
+    return _USING_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
 class Runs(_Model):
     """How an action runs."""
 
-    using: Literal["cmd", "script", "python", "node", "docker"] = Field(
-        description="cmd | script | python | node | docker"
-    )
+    using: Annotated[
+        Literal["cmd", "script", "python", "node", "docker"], BeforeValidator(_using)
+    ] = Field(description="cmd | script | python | node | docker")
     main: StrictStr | None = Field(default=None, description="python/node: entry file")
     script: StrictStr | None = Field(default=None, description="script: the script file")
     command: StrictStr | None = Field(default=None, description="cmd: the command")

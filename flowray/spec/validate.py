@@ -52,6 +52,7 @@ CONTEXTS = (
     "variable",
     "variables",
     "inputs",
+    "input",
     "event",
     "matrix",
     "needs",
@@ -71,7 +72,7 @@ CONTEXTS = (
 )
 # Inside an action file: what a step sees, and the step's own inputs as ``input``/``inputs`` (and
 # ``variable``, DataTorch's older name for them).
-ACTION_CONTEXTS = (*(c for c in CONTEXTS if c not in ("steps", "needs", "matrix")), "input")
+ACTION_CONTEXTS = tuple(c for c in CONTEXTS if c not in ("steps", "needs", "matrix"))
 # Contexts whose keys are fixed: a key not listed is a mistake (``directory.tmp``).
 _RUNNER_KEYS = ("id", "directory", "name", "os", "arch", "version", "temp", "cpus", "gpus")
 CONTEXT_KEYS: dict[str, tuple[str, ...]] = {
