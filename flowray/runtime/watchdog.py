@@ -3,10 +3,11 @@ the run's steps are stopped and its record says the run failed, and why.
 
 Starting a run starts ``/bin/sh`` in a session of its own, reading a pipe whose other end only
 the run's process holds (it is not inherited by steps). At the run's end the process writes
-``done`` and the shell exits: a millisecond's cost. If the process dies first, the shell reads an
-end of file and only then starts Python (``python -m flowray.runtime.watchdog``), which stops
-every process carrying the run's ``FLOWRAY_RUN_ID`` (SIGTERM, grace, SIGKILL: grandchildren and
-daemons that left the step's session included) and settles the record
+``done`` and the shell exits (a few milliseconds per run). If the process dies first, the
+shell reads an end of file and only then starts Python (``python -m
+flowray.runtime.watchdog``), which stops every process carrying the run's ``FLOWRAY_RUN_ID``
+(SIGTERM, grace, SIGKILL: grandchildren and daemons that left the step's session included) and
+settles the record
 (:func:`flowray.store.records.settle_lost`).
 """
 
