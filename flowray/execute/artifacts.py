@@ -156,6 +156,10 @@ class _Walker:
         """The files a match stands for: (path relative to root, None) to take, or (path,
         why not) to leave. A folder stands for the files below it."""
         full = os.path.join(self.root, rel) if rel != "." else self.root
+        if rel != "." and not self.inside(os.path.realpath(os.path.dirname(full))):
+            # a folder on the way is a link out (`rl/etc/passwd` with `rl -> /`)
+            yield rel, "is outside the workspace (a folder on its path is a link)"
+            return
         if os.path.islink(full):
             real = os.path.realpath(full)
             if not self.inside(real):

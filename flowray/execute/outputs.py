@@ -30,7 +30,7 @@ def parse_output_line(line: str) -> tuple[str, Any] | None:
         return name, raw
     try:
         return name, json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python can read
         return name, raw
 
 
