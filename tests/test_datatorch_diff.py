@@ -86,6 +86,7 @@ inputs:
   f: {type: float, default: 1.5}
   b: {type: boolean, default: false}
   arr: {type: array, default: [1, 2]}
+  lst: {type: list, default: [7]}
   obj: {type: object, default: {k: v}}
   opt: {type: string, description: no default}
   own: {type: string, default: "${{ input.s }}/${{ variable.n }}"}
@@ -341,7 +342,8 @@ CASES = [
       - id: p
         name: Probe
         action: ACTION(probe)
-        inputs: {s: 5, n: "7", f: "2.5", b: true, arr: "[3, 4]", obj: {a: 1}, opt: given}
+        inputs: {s: 5, n: "7", f: "2.5", b: true, arr: "[3, 4]", lst: "[8, 9]", obj: {a: 1},
+                 opt: given}
     """),
     Case("probe-given-yaml-false", """
       - id: p

@@ -305,10 +305,18 @@ class Flow(_Model):
 # ----------------------------------------------------------------------------- action files
 
 
+def _input_type(value: Any) -> Any:
+    # DataTorch's runner takes `list` for `array`.
+    return "array" if value == "list" else value
+
+
 class InputSpec(_Model):
     """One declared input of an action."""
 
-    type: Literal["string", "integer", "float", "boolean", "array", "object"] = Field(
+    type: Annotated[
+        Literal["string", "integer", "float", "boolean", "array", "object"],
+        BeforeValidator(_input_type),
+    ] = Field(
         default="string", description="the value is converted to this type before the step starts"
     )
     required: StrictBool = Field(default=False, description="a step must give it (or a default)")
