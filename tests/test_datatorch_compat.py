@@ -7,6 +7,7 @@ file:// (FLOWRAY_ACTIONS_BASE); every cache and config folder is under the test'
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sys
@@ -163,6 +164,7 @@ def test_machine_contexts_are_real_folders_and_facts(
                   echo "python.implementation=${{ python.implementation }}"
                   echo "pipeline=${{ pipeline.id }}|${{ pipeline.name }}|${{ pipeline.projectId }}"
                   echo "lastRunNumber=${{ pipeline.lastRunNumber }}"
+                  echo "creatorId=${{ pipeline.creatorId }}"
                   echo "run=${{ run.name }}|${{ run.runNumber }}|${{ run.config.project }}"
                   echo "config.step=${{ run.config.jobs.j.steps[0].id }}"
                   echo "step=${{ step.id }}|${{ step.name }}"
@@ -187,6 +189,7 @@ def test_machine_contexts_are_real_folders_and_facts(
     assert got["python.implementation"] == "CPython"
     assert got["pipeline"] == "Machine facts|Machine facts|proj-7"
     assert got["lastRunNumber"] == "1"
+    assert got["creatorId"] == getpass.getuser()
     assert got["run"] == "Machine facts #1|1|proj-7"
     assert got["config.step"] == "facts"
     assert got["step"] == "facts|Facts"
