@@ -44,21 +44,25 @@ class ReportCounts:
         return ", ".join(parts)
 
 
-def attempt_stamp(folder: str) -> int:
+def attempt_stamp(*folders: str) -> int:
     """The time a job attempt starts, on the clock the file system stamps files with (a file
-    created and removed in ``folder``), in nanoseconds; the system clock if it cannot write."""
-    path = os.path.join(folder, f".attempt-stamp-{os.getpid()}-{os.urandom(4).hex()}")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError:
-        import time
+    created and removed in the first of ``folders`` that takes one: pass one on the file
+    system of the files to collect, as a shared workspace's server may keep another time), in
+    nanoseconds; the system clock if none can be written."""
+    for folder in folders:
+        path = os.path.join(folder, f".attempt-stamp-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            continue
+        try:
+            return os.fstat(fd).st_ctime_ns
+        finally:
+            os.close(fd)
+            os.unlink(path)
+    import time
 
-        return time.time_ns()
-    try:
-        return os.fstat(fd).st_ctime_ns
-    finally:
-        os.close(fd)
-        os.unlink(path)
+    return time.time_ns()
 
 
 def _segment_regex(segment: str) -> str:

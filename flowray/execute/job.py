@@ -317,10 +317,12 @@ class JobRunner:
     def run(self) -> JobResult:
         started = time.time()
         if self.req.job["artifacts"] or self.req.job["reports"]:
-            from flowray.execute.artifacts import attempt_stamp
+            from flowray.execute.artifacts import RECORDS_FOLDER, attempt_stamp
 
-            # Files this attempt writes from now on are its artifacts and reports.
-            self._since = attempt_stamp(self.req.run_dir)
+            # Files this attempt writes from now on are its artifacts and reports. Stamped in
+            # the workspace's .flowray (its file system's clock; globs never look there).
+            self._since = attempt_stamp(
+                os.path.join(self.req.workspace, RECORDS_FOLDER), self.req.run_dir)
         deadline = None if self.req.timeout is None else time.monotonic() + self.req.timeout
         base_ctx = self._contexts({})
         error: str | None = None
