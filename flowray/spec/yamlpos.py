@@ -361,17 +361,28 @@ class _Builder:
         moved = self.entries[start:]
         del self.entries[start:]
         cut = len(path) + (1 if isinstance(value, list) else 0)
+        # The moved entries by (source map, key), so that each key's are found at once (a
+        # scan of them all for each key made a merge of a large map quadratic).
+        by_key: dict[tuple[str | int, str | int], list[tuple[KeyPath, str, Pos]]] = {}
+        for p, kind, where in moved:
+            if isinstance(value, list):
+                if len(p) <= len(path):
+                    continue
+                source_index: str | int = p[len(path)]
+            else:
+                source_index = 0
+            rel = p[cut:]
+            if rel:
+                by_key.setdefault((source_index, rel[0]), []).append((rel, kind, where))
         for i, source in enumerate(sources):
             for k, v in source.items():
                 if k in top.merged:
                     continue  # earlier maps in the list win
                 top.merged[k] = v
-                for p, kind, where in moved:
-                    if isinstance(value, list) and (len(p) <= len(path) or p[len(path)] != i):
-                        continue
-                    rel = p[cut:]
-                    if rel and rel[0] == k and k not in top.explicit:
-                        self.record((*top.path, *rel), kind, where)
+                if k in top.explicit:
+                    continue
+                for rel, kind, where in by_key.get((i, k), ()):
+                    self.record((*top.path, *rel), kind, where)
 
     # -- scalars
 
