@@ -295,6 +295,7 @@ def test_a_gang_larger_than_the_cluster_is_refused_before_running(
     out = ws.run("flow.yaml", "--address", nodes.address)
     assert out.exit_code == 2, out
     assert out.stderr == (
+        f"connecting to the Ray cluster at {nodes.address}...\n"
         "error: job 'a' needs 5 nodes (resources.nodes), each with 1 CPU; 3 nodes have that "
         "much\n")
 

@@ -177,6 +177,7 @@ def test_jobs_no_node_can_hold_are_refused_before_running(
     out = ws.run("flow.yaml", "--address", cluster.address)
     assert out.exit_code == 2, out
     assert out.stderr == (
+        f"connecting to the Ray cluster at {cluster.address}...\n"
         "error: job 'huge' needs 3 GPUs (the most one node has is 2 GPUs)\n"
         "job 'h100' needs accelerator H100 (no node has one)\n"
     )
@@ -352,6 +353,7 @@ def test_cluster_that_wants_a_token_gets_a_clear_error(
         server.close()
     assert out.exit_code == 2
     assert out.stderr == (
+        f"connecting to the Ray cluster at 127.0.0.1:{port}...\n"
         f"error: the Ray cluster at 127.0.0.1:{port} requires token authentication and no "
         "token was found. Give flowray the cluster's token: set RAY_AUTH_TOKEN to it (or "
         "RAY_AUTH_TOKEN_PATH to a file that holds it), or put it in ~/.ray/auth_token; "

@@ -243,8 +243,9 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
             for line in prepared.describe():
                 click.echo(line)
             sys.exit(EXIT_OK)
-        if backend is not None:
-            # Ray can take many seconds to start or answer: say what is going on.
+        if backend is not None and not backend.strip().startswith(("http://", "https://")):
+            # Ray can take many seconds to start or answer: say what is going on (not for a
+            # dashboard address, refused at once).
             click.echo("starting Ray (local)..." if backend == "ray" else
                        f"connecting to the Ray cluster at {backend}...", err=True)
         handle = start(flow_path, prepared=prepared, secrets=secret_values, env=env,
