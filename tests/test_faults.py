@@ -246,6 +246,40 @@ def test_each_matrix_cell_and_each_run_collects_only_its_own_files(ws: Workspace
             assert job["reports"]["tests"] == 10 * n and job["reports"]["files"] == 1
 
 
+def test_cells_running_at_once_are_told_when_they_collect_each_others_files(
+        ws: Workspace) -> None:
+    ws.flow("""
+        name: at-once
+        jobs:
+          t:
+            strategy:
+              matrix:
+                n: [1, 2]
+            artifacts: "out/*.txt"
+            reports: "reports/*.xml"
+            steps:
+              - run: |
+                  mkdir -p out reports
+                  echo "${{ matrix.n }}" > "out/${{ matrix.n }}.txt"
+                  echo '<testsuite tests="1"/>' > "reports/${{ matrix.n }}.xml"
+                  # both cells wrote theirs before either collects
+                  touch "ready-${{ matrix.n }}"
+                  for i in $(seq 600); do [ -e ready-1 ] && [ -e ready-2 ] && break; sleep 0.05; done
+    """)
+    out = ws.run("flow.yaml", "--cpus", "2")
+    out.assert_success()
+    rec = ws.record()
+    warnings = rec["jobs"]["t.1"]["warnings"] + rec["jobs"]["t.2"]["warnings"]
+    first, later = sorted(("t.1", "t.2"), key=lambda k: rec["jobs"][k]["ended"])
+    for kind, path in (("artifacts", "out/1.txt"), ("artifacts", "out/2.txt"),
+                       ("reports", "reports/1.xml"), ("reports", "reports/2.xml")):
+        assert (f"{kind}: '{path}' was also collected by job {first}, which ran at the same "
+                f"time: jobs share the workspace (name such files after the matrix cell, e.g. "
+                f"out-${{{{ matrix.n }}}}.xml, and the globs too)") in warnings, warnings
+    assert f"! job {later}: artifacts: 'out/1.txt' was also collected by job {first}" \
+        in out.stdout
+
+
 def test_a_file_left_by_an_earlier_run_is_not_an_artifact(ws: Workspace) -> None:
     ws.write("out/old.txt", "from before\n")
     ws.flow("""

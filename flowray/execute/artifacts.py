@@ -15,7 +15,7 @@ import shutil
 import stat
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 RECORDS_FOLDER = ".flowray"  # never matched nor walked into
@@ -29,13 +29,16 @@ class ReportCounts:
     errors: int = 0
     skipped: int = 0
     files: int = 0
+    paths: list[str] = field(default_factory=list)  # the files read (not in the record)
 
     @property
     def passed(self) -> int:
         return max(0, self.tests - self.failures - self.errors - self.skipped)
 
     def to_record(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        record = asdict(self)
+        del record["paths"]
+        return {**record, "passed": self.passed}
 
     def summary(self) -> str:
         parts = [f"{self.passed} passed", f"{self.failures + self.errors} failed"]
@@ -255,20 +258,22 @@ def read_reports(base: str, patterns: list[str], *,
                 if rel in seen or not _fresh(full, since):
                     continue
                 seen.add(rel)
-                _count(full, rel, counts, problems)
+                if _count(full, rel, counts, problems):
+                    counts.paths.append(rel)
     return counts, problems
 
 
-def _count(path: str, rel: str, counts: ReportCounts, problems: list[str]) -> None:
+def _count(path: str, rel: str, counts: ReportCounts, problems: list[str]) -> bool:
+    """Add the counts of the report at ``path``; False if it is not JUnit XML."""
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as exc:
         problems.append(f"reports: '{rel}' is not JUnit XML: {exc}")
-        return
+        return False
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     if root.tag not in ("testsuite", "testsuites"):
         problems.append(f"reports: '{rel}' is not JUnit XML (root <{root.tag}>)")
-        return
+        return False
     counts.files += 1
     for suite in suites:
         if suite.find("testsuite") is not None:
@@ -288,6 +293,7 @@ def _count(path: str, rel: str, counts: ReportCounts, problems: list[str]) -> No
             counts.failures += _int(suite.get("failures"))
             counts.errors += _int(suite.get("errors"))
             counts.skipped += _int(suite.get("skipped"))
+    return True
 
 
 def _int(text: str | None) -> int:

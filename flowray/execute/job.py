@@ -160,6 +160,7 @@ class JobResult:
     error: str | None = None
     artifacts: list[str] = field(default_factory=list)  # relative to the run folder
     reports: dict[str, Any] | None = None  # JUnit counts
+    report_files: list[str] = field(default_factory=list)  # the reports read (not recorded)
     warnings: list[str] = field(default_factory=list)
     node: str = ""  # where it ran, when a dispatcher knows (Ray: host, address and node id)
     lost: bool = False  # the job's node or worker was lost under it: run it again elsewhere
@@ -260,6 +261,7 @@ class JobRunner:
         self.output_bytes = 0  # all outputs of the job so far, capped at MAX_OUTPUT_BYTES
         self._step_start_bytes = 0
         self._since: int | None = None  # when the attempt started (artifacts, reports)
+        self._report_files: list[str] = []
         self._stdout_overflow = False  # the step's `::name::` lines passed the cap
         self._launch: Launch | None = None  # a python/node step's inputs file, while it runs
         self._outputs_masked = False  # the last step's outputs held a secret (never cached)
@@ -387,7 +389,8 @@ class JobRunner:
         masked = self.masker.message
         return JobResult(status, self.results, outputs, started, time.time(),
                          masked(error) if error else None, artifacts=artifacts,
-                         reports=reports, warnings=[masked(w) for w in warnings])
+                         reports=reports, report_files=self._report_files,
+                         warnings=[masked(w) for w in warnings])
 
     def _output_file(self, result: StepResult) -> str:
         """The step's ``$FLOWRAY_OUTPUT`` (read here whatever the step's environment says)."""
@@ -433,6 +436,7 @@ class JobRunner:
             patterns, problems = self._globs("reports", ctx)
             counts, more = read_reports(base, patterns, since=self._since)
             reports = counts.to_record()
+            self._report_files = counts.paths
             warnings += problems + more
         return copied, reports, warnings
 

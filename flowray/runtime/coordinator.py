@@ -216,6 +216,9 @@ class Coordinator:
                 self._eligible.append(job.key)
         self._cond = threading.Condition()
         self._finished: list[tuple[str, JobResult]] = []
+        # Artifacts and reports collected so far: (kind, path) -> (job key, start, end), to tell
+        # a job that another one running at the same time collected the same file.
+        self._collected: dict[tuple[str, str], tuple[str, float, float]] = {}
         self._cancel_requested = False
         self._interrupted = False
         self._cancel_reason = ""
@@ -566,7 +569,7 @@ class Coordinator:
         state.node = result.node
         state.artifacts = result.artifacts
         state.reports = result.reports
-        state.warnings = result.warnings
+        state.warnings = result.warnings + self._shared_files(key, result)
         state.ranks = result.ranks
         state.started = state.started or result.started
         self._set_terminal(state, result.status, result.error, ended=result.ended)
@@ -576,6 +579,24 @@ class Coordinator:
                 self._fail_fast_group(plan)
             if self.opts.fail_fast:
                 self.cancel(f"job {plan.key} failed and --fail-fast is set", interrupt=False)
+
+    def _shared_files(self, key: str, result: JobResult) -> list[str]:
+        """Warnings for artifacts and reports of ``result`` that a job running at the same time
+        collected too: matrix cells share the workspace; files only the cell names are its own."""
+        warnings: list[str] = []
+        # artifacts/<key>[.rank<r>]/<path>; reports by their path
+        found = [("artifacts", p.split("/", 2)[2]) for p in result.artifacts if p.count("/") >= 2]
+        found += [("reports", p) for p in result.report_files]
+        for kind, path in found:
+            other = self._collected.get((kind, path))
+            if other is not None and other[0] != key and other[1] < result.ended and \
+                    result.started < other[2]:
+                warnings.append(
+                    f"{kind}: '{path}' was also collected by job {other[0]}, which ran at the "
+                    f"same time: jobs share the workspace (name such files after the matrix "
+                    f"cell, e.g. out-${{{{ matrix.n }}}}.xml, and the globs too)")
+            self._collected[(kind, path)] = (key, result.started, result.ended)
+        return warnings
 
     def _again(self, state: JobState, result: JobResult, *, delay: float, lost: bool) -> None:
         """Queue the job for another attempt; the one that ended goes to its history."""
