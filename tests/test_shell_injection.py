@@ -161,6 +161,30 @@ def test_untrusted_values_are_data_or_refused(tmp_path: Path, script: str, expec
     assert not list(tmp_path.glob("MARK*"))
 
 
+@pytest.mark.parametrize(("script", "reason"), [
+    ("bash -eo pipefail -c 'echo X'", "in the code that 'bash -c' runs"),
+    ("sudo -u u bash --norc -o errexit -c X", "in the code that 'bash -c' runs"),
+    ("su user -c X", "in the code that 'su -c' runs"),
+    ("env python3 -W ignore -c X", "in the code that 'python3 -c' runs"),
+    ("perl -ne X f", "in the code that 'perl -ne' runs"),
+    ("sed -e 's/a/b/' -e X f", "in the program of 'sed', which it runs as code"),
+    ("awk -F: X f", "in the program of 'awk', which it runs as code"),
+    ("x=1 eval X", "in an argument of 'eval', which runs it as shell code"),
+    (". X", "in an argument of '.', which runs a file it names as shell code"),
+    ("declare X=1", "in a variable name (declare, unset, read, printf -v), where bash "
+                    "evaluates a[$(cmd)]"),
+    ("printf -v X %s v", "in a variable name (declare, unset, read, printf -v), where bash "
+                         "evaluates a[$(cmd)]"),
+    # arguments, not code: the script's own options, operands, $0
+    ("python3 train.py -c X", None), ("bash run.sh -c X", None), ("sed -n 1p X", None),
+    ("awk -v v=X '{print v}' f", None), ("node -r mod X", None), ("echo . X", None),
+    ("declare n=X", None), ("export PATH=X:$PATH", None), ("printf '%s' X", None),
+])
+def test_which_arguments_a_command_runs_as_code(script: str, reason: str | None) -> None:
+    problems = script_problems(script.replace("X", X))
+    assert problems == ([refused(reason)] if reason else [])
+
+
 @pytest.mark.parametrize("script", [
     "echo $(( X + 1 ))", "(( X > 1 )) && echo yes", "echo $[ X + 1 ]",
     "[[ X -eq 41 ]] || echo yes", "let 'n = X + 1'; echo $n", "declare -i n=X; echo $n",

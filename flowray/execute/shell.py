@@ -100,10 +100,11 @@ def render_script(
         )
     slots = template_slots(body)
     for (part, text), slot in zip(untrusted, slots, strict=True):
-        line = script.count("\n", 0, part.start) + 1
         if slot.kind == REFUSED:
+            line = script.count("\n", 0, part.start) + 1
             raise ShellTemplateError(refusal(part.source, slot, line, advice))
         if slot.number and not is_whole_number(text):
+            line = script.count("\n", 0, part.start) + 1
             raise ShellTemplateError(not_a_number(part.source, line))
     out: list[str] = []
     env: dict[str, str] = {}

@@ -142,7 +142,7 @@ _EVALUATING = frozenset({"eval", "trap", "alias", "ssh", "watch"})
 _PROGRAMMED = frozenset({"sed", "gsed", "awk", "gawk", "mawk", "nawk"})
 _DECLARING = frozenset({"declare", "typeset", "local", "readonly", "export"})
 _NAMING = frozenset({"unset", "read", "mapfile", "readarray", "getopts"})
-_RESERVED = frozenset({"!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done",
+_RESERVED = frozenset({"!", "{", "}", "()", "if", "then", "else", "elif", "fi", "do", "done",
                        "while", "until", "time", "function", "coproc"})
 _ARITH_TESTS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge", "-v"})
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[|\+?=)")
@@ -155,68 +155,122 @@ def _plain(word: str) -> str:
     return word.replace("'", "").replace('"', "").replace("\\", "")
 
 
-def _code_reason(words: list[str]) -> str | None:
-    """Why a template in the word after ``words`` (the words of its simple command so far)
-    would be read as code, or None."""
-    plain = [_plain(w) for w in words]
-    k = 0  # the command's name: after assignments and reserved words
-    while k < len(plain) and (plain[k] in _RESERVED or _ASSIGNMENT.match(plain[k])):
-        k += 1
-    if k < len(plain):
-        cmd = plain[k]
-        if cmd in ("let", "(("):
-            return ARITHMETIC
-        if cmd in _DECLARING:
-            if any(w[:1] in "-+" and "i" in w for w in plain[k + 1:]):
-                return ARITHMETIC
+class _Command:
+    """The words of one simple command, read one at a time: whether the next word is still at
+    the command's name position, and why a template in it would be read as code (or None).
+    Incremental, so a long command costs no more than its length."""
+
+    def __init__(self) -> None:
+        self.prefix = True  # every word so far is a reserved word or an assignment
+        self.named = False  # the command's name has been read
+        self.fixed: str | None = None  # the reason for every later word (eval, let, ...)
+        self.declaring = False
+        self.next_only: str | None = None  # the reason for the next word alone (-c CODE)
+        self.options_keep = False  # an option word keeps next_only (bash -c -e CODE)
+        self.interp = ""  # the interpreter whose options are being read
+        self.interp_arg = False  # the next word is the argument of one of its options
+        self.program = ""  # sed or awk, while its program may still come
+        self.program_given = False
+        self.skip = False  # the next word is the argument of a sed/awk option
+
+    def reason(self) -> str | None:
+        if self.fixed:
+            return self.fixed
+        if self.next_only:
+            return self.next_only
+        if self.program and not self.program_given and not self.skip:
+            return f"in the program of '{self.program}', which it runs as code"
+        if self.declaring:
             return _NAME_PART
-        if cmd in _NAMING or (cmd == "printf" and plain[-1] == "-v"):
-            return VARNAME
-        if cmd in (".", "source"):
-            return f"in an argument of '{cmd}', which runs a file it names as shell code"
-    for j, word in enumerate(plain[k:], start=k):
-        name = word.rsplit("/", 1)[-1].lower()
-        if name in _EVALUATING:
-            return f"in an argument of '{name}', which runs it as shell code"
-        if name in _SHELLS or re.fullmatch(r"(python|pypy)[0-9.]*", name):
-            flags = "c"
-        else:
-            flags = _SCRIPTING.get(name, "")
-        for m in range(j + 1, len(plain)) if flags else ():
-            opt = plain[m]
-            code = opt in ("--command", "--eval", "--print") or (bool(
-                re.fullmatch(r"-[A-Za-z]+", opt)) and any(f in opt for f in flags))
-            rest = plain[m + 1:]
+        return None
+
+    def add(self, word: str) -> None:
+        plain = _plain(word)
+        if self.prefix and (plain in _RESERVED or _ASSIGNMENT.match(plain)):
+            return
+        self.prefix = False
+        if self.next_only and not (self.options_keep and plain.startswith("-")):
+            self.next_only = None
+        if not self.named:
+            self.named = True
+            if plain in ("let", "(("):
+                self.fixed = ARITHMETIC
+            elif plain in _DECLARING:
+                self.declaring = True
+            elif plain in _NAMING:
+                self.fixed = VARNAME
+            elif plain in (".", "source"):
+                self.fixed = (f"in an argument of '{plain}', which runs a file it names as "
+                              "shell code")
+        elif self.declaring and plain[:1] in "-+" and "i" in plain:
+            self.fixed = ARITHMETIC
+        self.sed_awk(plain)
+        if self.interp:
+            self.interpreter_option(plain)
+        name = plain.rsplit("/", 1)[-1].lower()
+        if name in _EVALUATING and not self.fixed:
+            self.fixed = f"in an argument of '{name}', which runs it as shell code"
+        if name in _PROGRAMMED:
+            self.program, self.program_given, self.skip = name, False, False
+        if _code_letters(name):
+            self.interp, self.interp_arg = name, False
+        if name == "printf":
+            self.interp = "printf"
+
+    def interpreter_option(self, plain: str) -> None:
+        """A word after an interpreter's name, while its own options are being read."""
+        name = self.interp
+        if self.interp_arg:
+            self.interp_arg = False
+        elif name == "printf":
+            if plain == "-v":
+                self.next_only, self.options_keep = VARNAME, False
+            if not plain.startswith("-"):
+                self.interp = ""
+        elif plain in ("--command", "--eval", "--print") or (
+                re.fullmatch(r"-[A-Za-z]+", plain)
+                and any(c in _code_letters(name) for c in plain[1:])):
+            self.next_only = f"in the code that '{name} {plain}' runs"
             # bash -c [options] CODE [$0 args...]; python -c CODE [args...]
-            if code and (not rest or (flags == "c" and name in _SHELLS
-                         and all(w.startswith("-") for w in rest))):
-                return f"in the code that '{name} {opt}' runs"
-        if name in _PROGRAMMED and _program_word("awk" in name, plain[j + 1:]):
-            return f"in the program of '{name}', which it runs as code"
-    return None
+            self.options_keep = name in _SHELLS
+            self.interp = ""
+        elif plain in _OPTION_ARGS or (re.fullmatch(r"[-+][A-Za-z]+", plain)
+                                        and plain[-1] in "oOWXIM"):
+            self.interp_arg = True  # -o pipefail, -eo pipefail, -W ignore: an argument follows
+        elif not plain.startswith(("-", "+")) and name not in ("su", "flock"):
+            self.interp = ""  # a script or an operand: what follows is its arguments
+
+    def sed_awk(self, plain: str) -> None:
+        """One argument of sed or awk: the argument of sed's -e, or the first operand when no
+        -e/-f gave one, is its program."""
+        if not self.program:
+            return
+        if self.skip:
+            self.skip = False
+            return
+        awk = "awk" in self.program
+        if not awk and (plain in ("-e", "--expression") or re.fullmatch(r"-[a-zA-Z]*e", plain)):
+            self.next_only = f"in the program of '{self.program}', which it runs as code"
+            self.options_keep = False
+            self.skip = self.program_given = True
+        elif self.program_given:
+            return
+        elif plain in (("-v", "-F", "-f", "-i", "-W") if awk else ("-f", "--file", "-l")):
+            self.skip = True
+            self.program_given = plain in ("-f", "--file")
+        elif not plain.startswith("-") or plain == "-":
+            self.program_given = True
 
 
-def _program_word(awk: bool, args: list[str]) -> bool:
-    """Whether the word after ``args`` (the arguments of sed or awk so far) is its program:
-    the argument of sed's -e, or the first operand when no -e/-f gave one."""
-    takes = ("-v", "-F", "-f", "-i", "-W") if awk else ("-f", "-l", "--file", "-e", "--expression")
-    has_program = False
-    i = 0
-    while i < len(args):
-        a = args[i]
-        code = not awk and (a in ("-e", "--expression") or bool(re.fullmatch(r"-[a-zA-Z]*e", a)))
-        if code or a in takes:
-            if i + 1 == len(args):
-                return code
-            has_program = has_program or code or a in ("-f", "--file")
-            i += 2
-        elif a.startswith("-") and a != "-":
-            i += 1
-        else:
-            if not has_program:
-                has_program = True
-            i += 1
-    return not has_program
+_OPTION_ARGS = frozenset({"-o", "+o", "-O", "+O", "-W", "-X", "-I", "-M", "-r", "--rcfile",
+                          "--init-file", "--require"})
+
+
+def _code_letters(name: str) -> str:
+    """The option letters after which ``name`` (a program) runs its next argument as code."""
+    if name in _SHELLS or re.fullmatch(r"(python|pypy)[0-9.]*", name):
+        return "c"
+    return _SCRIPTING.get(name, "")
 
 
 class _Word:
@@ -225,6 +279,8 @@ class _Word:
     def __init__(self) -> None:
         self.start = -1  # where it started in the text, -1: between words
         self.reason: str | None = None
+        self.name_end = -1  # declare NAME=value: where NAME ends, once looked for
+        self.subscript_end = -1  # a[...]=value: where the subscript ends
 
 
 class _Lexer:
@@ -236,6 +292,7 @@ class _Lexer:
         self.n = len(text)
         self.i = 0
         self.slots: dict[int, Slot] = {}  # by the SENTINEL's position
+        self.order: list[int] = []  # the positions in self.slots, in the order found
         self.unsure = ""
         self.unsure_at = len(text)  # templates from here on are refused
         # (delimiter, strip tabs, quoted, the list that read the '<<')
@@ -253,11 +310,10 @@ class _Lexer:
         self.unsure_at = min(self.unsure_at, self.i if since is None else since)
         self.i = self.n
 
-    def slot(self, at: int, kind: str, refusal: str | None = None) -> None:
-        if refusal:
-            self.slots[at] = Slot(REFUSED, refusal)
-        else:
-            self.slots[at] = Slot(kind)
+    def slot(self, at: int, kind: str, refusal: str | None = None, number: bool = False) -> None:
+        if at not in self.slots:
+            self.order.append(at)
+        self.slots[at] = Slot(REFUSED, refusal) if refusal else Slot(kind, number=number)
 
     # -- command level
 
@@ -268,20 +324,18 @@ class _Lexer:
         me = self.lists
         t = self.t
         entry = self.i
-        words: list[str] = []  # finished words of the current simple command
+        cmd = _Command()  # the current simple command
         word = _Word()
         target = ""  # "redirect" or "herestring": what the next word is
         case: list[str] = []  # states of the case commands we are in
-        dbr = -1  # where '[[' started, -1: not in one
+        dbr = -1  # where in self.order the slots of the '[[' we are in start; -1: not in one
         dbr_arith = False
         at_word_start = True
-
-        def command_position() -> bool:
-            return all(_plain(w) in _RESERVED or _ASSIGNMENT.match(_plain(w)) for w in words)
 
         def begin() -> None:
             if word.start < 0:
                 word.start = self.i
+                word.name_end = word.subscript_end = -1
                 if refusal:
                     word.reason = refusal
                 elif target == "herestring":
@@ -289,23 +343,27 @@ class _Lexer:
                 elif target == "redirect":
                     word.reason = None
                 else:
-                    word.reason = _code_reason(words)
+                    word.reason = cmd.reason()
+                    m = _SUBSCRIPT.match(t, self.i) if cmd.prefix else None
+                    if m:  # a[...]=value: the subscript is arithmetic
+                        close = t.find("]", m.end())
+                        word.subscript_end = self.n if close < 0 else close
 
         def here() -> str | None:
             """Why a template at self.i, in the current word, is code (or None)."""
-            so_far = t[word.start:self.i] if word.start >= 0 else ""
             if word.reason == _NAME_PART:
-                return VARNAME if "=" not in so_far else None
-            if word.reason is None and not target and command_position():
-                m = _SUBSCRIPT.match(so_far)
-                if m and "]" not in so_far[m.end():]:
-                    return ARITH_SUB  # a[...]=value: the subscript is arithmetic
+                if word.name_end < 0:
+                    eq = t.find("=", word.start)
+                    word.name_end = self.n if eq < 0 else eq
+                return VARNAME if self.i < word.name_end else None
+            if word.reason is None and self.i < word.subscript_end:
+                return ARITH_SUB
             return ARITH_SUB if word.reason == ARITHMETIC else word.reason
 
         def record(kind: str) -> None:
             why = here()
             if why == ARITH_SUB:  # the template itself: a number is safe there
-                self.slots[self.i] = Slot(kind, number=True)
+                self.slot(self.i, kind, number=True)
             else:
                 self.slot(self.i, kind, why)
 
@@ -322,13 +380,14 @@ class _Lexer:
             if dbr >= 0:
                 if plain == "]]":
                     if dbr_arith:
-                        for at, found in self.slots.items():
-                            if dbr <= at < self.i and found.kind != REFUSED:
+                        for at in self.order[dbr:]:
+                            found = self.slots[at]
+                            if found.kind != REFUSED:
                                 self.slots[at] = Slot(found.kind, number=True)
                     dbr, dbr_arith = -1, False
                 elif plain in _ARITH_TESTS:
                     dbr_arith = True
-                words.append(text)
+                cmd.add(text)
                 return
             if case and case[-1] == "subject":
                 case[-1] = "in"
@@ -341,19 +400,19 @@ class _Lexer:
                 if plain == "esac":
                     case.pop()
                 return
-            if command_position():
+            if cmd.prefix:
                 if plain == "case":
                     case.append("subject")
                 elif plain == "esac" and case:
                     case.pop()
                 elif plain == "[[":
-                    dbr = begun
-            words.append(text)
+                    dbr = len(self.order)
+            cmd.add(text)
 
         def end_command() -> None:
-            nonlocal target
+            nonlocal target, cmd
             finish()
-            words.clear()
+            cmd = _Command()
             target = ""
 
         while self.i < self.n:
@@ -479,16 +538,16 @@ class _Lexer:
                     self.commands(")", here())
                     at_word_start = False
                     continue
-                if self.peek(1) == "(" and command_position():
+                if self.peek(1) == "(" and cmd.prefix:
                     self.i += 2
                     self.nested("))", refusal, arith=True)
-                    words.append("((")
+                    cmd.add("((")
                     at_word_start = True
                     continue
                 self.i += 1
                 self.commands(")", refusal)
-                words.clear()
-                words.append("()")
+                cmd = _Command()
+                cmd.add("()")
                 at_word_start = True
                 continue
             if c == ")":
@@ -610,7 +669,7 @@ class _Lexer:
             if refusal:
                 self.slot(self.i, REFUSED, refusal)
             else:
-                self.slots[self.i] = Slot(kind, number=True)
+                self.slot(self.i, kind, number=True)
 
         def why() -> str:
             return reason
@@ -702,13 +761,16 @@ class _Lexer:
                 first = self.i
                 end = t.find("\n", first)
                 end = self.n if end < 0 else end
-                line = t[first:end]
+                piece = t[first:end]
                 # unquoted, a backslash-newline joins lines before the delimiter is looked for
-                while not quoted and _odd_backslashes(line) and end < self.n:
+                pieces = []
+                while not quoted and _odd_backslashes(piece) and end < self.n:
+                    pieces.append(piece[:-1])
                     nxt = t.find("\n", end + 1)
                     nxt = self.n if nxt < 0 else nxt
-                    line = line[:-1] + t[end + 1:nxt]
+                    piece = t[end + 1:nxt]
                     end = nxt
+                line = "".join(pieces) + piece if pieces else piece
                 for at in range(first, end):
                     if t[at] == SENTINEL:
                         self.slot(at, REFUSED, HEREDOC)
@@ -785,8 +847,10 @@ def script_problems(script: str, trust: Trust = LITERAL, advice: str = STEP_ADVI
         return [f"the script holds the character U+E000, which flowray uses to find "
                 f"templates; remove it (it reads {len(untrusted)} untrusted template(s))"]
     out = []
+    line, counted = 1, 0
     for part, slot in zip(untrusted, template_slots(text), strict=True):
         if slot.kind == REFUSED:
-            line = script.count("\n", 0, part.start) + 1
+            line += script.count("\n", counted, part.start)
+            counted = part.start
             out.append(refusal(part.source, slot, line, advice))
     return out
