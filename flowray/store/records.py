@@ -69,38 +69,6 @@ def run_folders(workspace: str) -> Iterator[str]:
         yield os.path.join(base, name)
 
 
-def _time(value: Any) -> float | bool | None:
-    """A time of a record (a number or null); False for anything else."""
-    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        return value
-    return False
-
-
-def iter_runs(workspace: str) -> Iterator[RunSummary]:
-    """Runs of this workspace, newest first; runs whose record cannot be read, or whose
-    header is of the wrong shape, are left out."""
-    for path in run_folders(workspace):
-        name = os.path.basename(path)
-        try:
-            rec = read_record(path)
-        except RecordError:
-            continue
-        run_id, flow, status = rec.get("id", name), rec.get("flow"), rec.get("status")
-        started, ended = _time(rec.get("started")), _time(rec.get("ended"))
-        if not isinstance(run_id, str) or not isinstance(flow, dict) or \
-                not isinstance(status, str) or started is False or ended is False:
-            continue
-        flow_name = flow.get("name")
-        yield RunSummary(
-            id=run_id,
-            flow=flow_name if isinstance(flow_name, str) else "?",
-            status=status,
-            started=started,
-            ended=ended,
-            path=path,
-        )
-
-
 # A record.json larger than this is not read (a run of 10,000 jobs writes about 10 MiB).
 MAX_RECORD_BYTES = 256 << 20
 
