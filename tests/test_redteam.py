@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import Workspace
 
 
@@ -59,3 +60,36 @@ def test_an_output_nested_deeper_than_python_reads_stays_text_and_the_step_is_ke
     assert job["steps"][0]["status"] == "success"
     assert job["outputs"]["o"] == "[" * 5000 + "]" * 5000
     assert "b/1 | 10001" in out.stdout
+
+
+@pytest.mark.parametrize("option", ["--event", "--secret-file", "--env-file"])
+def test_a_values_file_that_is_far_too_large_is_refused_before_it_fills_memory(
+        ws: Workspace, option: str) -> None:
+    ws.flow("""
+        name: big
+        jobs:
+          a:
+            steps:
+              - run: echo hi
+    """)
+    with open(ws.root / "huge", "wb") as fh:  # sparse: costs no disk
+        fh.truncate((16 << 20) + 1)
+    out = ws.run("flow.yaml", option, str(ws.root / "huge"))
+    assert out.exit_code == 2, out
+    assert f"error: {option} '{ws.root / 'huge'}' is larger than 16 MiB (is it the right file?)" \
+        in out.stderr
+    assert not (ws.root / ".flowray" / "runs").exists()
+
+
+def test_an_event_nested_too_deeply_is_a_clear_error_not_a_traceback(ws: Workspace) -> None:
+    ws.flow("""
+        name: ev
+        jobs:
+          a:
+            steps:
+              - run: echo hi
+    """)
+    ws.write("event.json", "[" * 100_000 + "]" * 100_000)
+    out = ws.run("flow.yaml", "--event", "event.json")
+    assert out.exit_code == 2, out
+    assert "error: --event 'event.json': the JSON is nested too deeply" in out.stderr

@@ -43,17 +43,32 @@ def _pairs(values: Sequence[str], what: str, sep: str = "=") -> dict[str, str]:
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "$": "$"}
 
 
+# The most a --secret-file, --env-file or --event file may hold: read whole into memory, so a
+# mistaken path (/dev/zero, a dataset) must not exhaust it.
+MAX_VALUES_FILE_BYTES = 16 << 20
+
+
+def read_values_file(path: str, what: str) -> str:
+    """The text of a --secret-file, --env-file or --event file, at most
+    :data:`MAX_VALUES_FILE_BYTES`; exits with a clear error otherwise."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read(MAX_VALUES_FILE_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{what} '{path}': {getattr(exc, 'strerror', None) or exc}")
+        raise AssertionError from exc
+    if len(text) > MAX_VALUES_FILE_BYTES:
+        _fail(f"{what} '{path}' is larger than {MAX_VALUES_FILE_BYTES >> 20} MiB "
+              "(is it the right file?)")
+    return text
+
+
 def read_env_file(path: str, what: str) -> dict[str, str]:
     """``KEY=VALUE`` lines as dotenv files have them: ``#`` comments, blank lines and an
     ``export`` prefix allowed; a value in single quotes is literal, one in double quotes knows
     the escapes ``\\n \\r \\t \\\\ \\" \\$``; either kind of quotes may span lines (a PEM
     key, a JSON service-account file)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"{what} '{path}': {getattr(exc, 'strerror', None) or exc}")
-        raise AssertionError from exc
+    lines = read_values_file(path, what).splitlines()
     out: dict[str, str] = {}
     n = 0
     while n < len(lines):

@@ -32,6 +32,7 @@ from flowray.cli.common import (
     _read_submit_bundle,
     _stderr_color,
     read_env_file,
+    read_values_file,
 )
 from flowray.cli.view import Console
 from flowray.runtime.api import Prepared, Run, check_run_numbers, check_secrets, local_gpus
@@ -132,11 +133,13 @@ def _run_values(secrets: Sequence[str], secret_files: Sequence[str], env_files: 
         env.update(read_env_file(f, "--env-file"))
     event: dict[str, Any] = dict(bundle.get("event", {}))
     if event_file:
+        text = read_values_file(event_file, "--event")
         try:
-            with open(event_file, encoding="utf-8") as fh:
-                event = json.load(fh)
-        except (OSError, ValueError) as exc:
+            event = json.loads(text)
+        except ValueError as exc:
             _fail(f"--event '{event_file}': {exc}")
+        except RecursionError:
+            _fail(f"--event '{event_file}': the JSON is nested too deeply")
     return secret_values, env, event
 
 
