@@ -34,6 +34,7 @@ from flowray.execute.process import ProcessSupervisor, sweep_run_processes
 from flowray.execute.secrets import Masker
 from flowray.spec.types import ActionData
 from flowray.status import Status
+from flowray.store.fs import os_error_text
 
 # A batch of events goes to the hub this often while a job runs, or sooner once this many
 # lines are waiting; with nothing to send the node still asks every _CANCEL_POLL_SECONDS
@@ -500,6 +501,9 @@ def _run_job_here(run: RunStatic, request: JobRequest, spec: NodeSpec, node: Nod
     try:
         result = run_job(request, supervisor=supervisor, events=events, masker=masker,
                          load_action=ActionTable(spec.actions), gate=gate)
+    except OSError as exc:  # the job's log folder cannot be made there: a full disk
+        result = JobResult(Status.FAILURE, [], {}, started, time.time(),
+                           f"on {node}: {os_error_text(exc)}")
     except Exception as exc:  # a bug must fail the job, not lose it
         result = JobResult(Status.FAILURE, [], {}, started, time.time(),
                            f"internal error in flowray on {node}: {exc!r}")
