@@ -93,3 +93,25 @@ def test_an_event_nested_too_deeply_is_a_clear_error_not_a_traceback(ws: Workspa
     out = ws.run("flow.yaml", "--event", "event.json")
     assert out.exit_code == 2, out
     assert "error: --event 'event.json': the JSON is nested too deeply" in out.stderr
+
+
+def test_a_nul_character_from_the_event_fails_the_step_clearly_not_the_job_internally(
+        ws: Workspace) -> None:
+    ws.flow("""
+        name: nul
+        jobs:
+          a:
+            steps:
+              - env: {E: "${{ event.a }}"}
+                run: echo "$E"
+    """)
+    ws.write("event.json", '{"a": "x\\u0000y"}')
+    out = ws.run("flow.yaml", "--event", "event.json")
+    assert out.exit_code == 1, out
+    job = ws.record()["jobs"]["a"]
+    assert "internal error" not in (job["error"] or "")
+    assert job["steps"][0]["status"] == "failure"
+    error = job["steps"][0]["error"]
+    assert error.startswith("cannot start '")
+    assert error.endswith("': the environment variable E holds a NUL character, which no "
+                          "process can be given")

@@ -302,6 +302,13 @@ class ProcessSupervisor:
             else:
                 what = f"cannot start '{request.argv[0]}': {reason}"
             return ProcessOutcome(None, started, time.time(), error=what)
+        except ValueError:  # a NUL character (from a secret, an input, the event) cannot be passed
+            names = sorted(k for k, v in request.env.items() if "\0" in k or "\0" in v)
+            where = (f"the environment variable{'s' if len(names) > 1 else ''} "
+                     f"{', '.join(names)}" if names else "its command line or directory")
+            return ProcessOutcome(None, started, time.time(),
+                                  error=f"cannot start '{request.argv[0]}': {where} holds a "
+                                        "NUL character, which no process can be given")
         pgid = child.pid
         self._register(pgid, request.timeout)
         if self._cancelled:  # a cancel raced with the start: it must not miss this process
