@@ -197,8 +197,7 @@ def run_container(run: ContainerRun, on_line: Callable[[str], None],
             timer = threading.Timer(max(0.0, timeout), stop, args=("timed_out",))
             timer.daemon = True
             timer.start()
-        _stream(container, on_line)
-        code = int(container.wait().get("StatusCode", -1))
+        code = _stream(container, on_line)
     except ContainerError as exc:
         return ProcessOutcome(None, started, time.time(), error=str(exc))
     except Exception as exc:
@@ -235,15 +234,34 @@ def _create(run: ContainerRun) -> Any:
                              ) from None
 
 
-def _stream(container: Any, on_line: Callable[[str], None]) -> None:
-    """Every line the container prints (stdout and stderr, as they come), until it ends."""
+def _stream(container: Any, on_line: Callable[[str], None]) -> int:
+    """Every line the container prints (stdout and stderr, as they come), until it ends; its
+    exit code.
+
+    A followed log stream may end before the engine handed on the last of the output of a
+    container that just exited (seen with Docker 20.10 under load: the tail of a 10 MB output
+    missing). So once the container has ended, its log is read again, unfollowed, from the first
+    byte not received yet (the log is one ordered sequence of bytes either way).
+    """
     done = read_done(on_line)
     lines = LineSplitter(on_line)
+    received = 0
     for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+        received += len(chunk)
         lines.feed(chunk)
+        done()
+    code = int(container.wait().get("StatusCode", -1))
+    skip = received
+    for chunk in container.logs(stream=True, follow=False, stdout=True, stderr=True):
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        lines.feed(chunk[skip:])
+        skip = 0
         done()
     lines.close()
     done()
+    return code
 
 
 # ----------------------------------------------------------------------------- what to run
