@@ -134,6 +134,12 @@ PLACES: list[tuple[str, str, str]] = [
     ("sh -ec 'echo X'", "refused", "in the code that 'sh -ec' runs"),
     ("python3 -c \"print('X')\"", "refused", "in the code that 'python3 -c' runs"),
     ("sed 's/a/X/' /dev/null", "refused", "in the program of 'sed', which it runs as code"),
+    ("echo \"${y:-'}'}\"; echo X", "refused",  # bash reads these quotes, dash does not
+     "after a quote inside ${...} in double quotes, which shells read differently, where "
+     "flowray cannot follow how the shell reads the rest of the script"),
+    ("echo 'unterminated; echo X", "refused",
+     "after an unterminated quote, where flowray cannot follow how the shell reads the rest of "
+     "the script"),
     ("read X", "refused",
      "in a variable name (declare, unset, read, printf -v), where bash evaluates a[$(cmd)]"),
 ]

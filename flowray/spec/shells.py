@@ -620,16 +620,16 @@ class _Lexer:
         t, i = self.t, self.i
         if t.startswith("$((", i):
             self.i += 3
-            self.nested("))", here(), arith=True)
+            self.nested("))", here(), arith=True, quoted=quoted)
         elif t.startswith("$(", i):
             self.i += 2
             self.commands(")", here())
         elif t.startswith("${", i):
             self.i += 2
-            self.nested("}", here() or PARAM)
+            self.nested("}", here() or PARAM, quoted=quoted)
         elif t.startswith("$[", i):
             self.i += 2
-            self.nested("]", here(), arith=True)
+            self.nested("]", here(), arith=True, quoted=quoted)
         elif t.startswith("$'", i) and not quoted:
             self.i += 1
             self.single(ANSI, record)
@@ -655,7 +655,8 @@ class _Lexer:
             self.i += 1
         self.give_up("an unterminated `...`", entry)
 
-    def nested(self, stop: str, refusal: str | None, *, arith: bool = False) -> None:
+    def nested(self, stop: str, refusal: str | None, *, arith: bool = False,
+               quoted: bool = False) -> None:
         """Text up to ``stop`` ('))' of arithmetic, ']' of $[ ], '}' of ${ }): skips quotes and
         substitutions, counts brackets. Every template in it is refused for ``refusal``, except,
         in arithmetic (``arith``) without one, a template standing bare or in double quotes:
@@ -687,6 +688,11 @@ class _Lexer:
                 if self.peek(1) == SENTINEL:
                     self.slot(self.i + 1, REFUSED, refusal or AFTER_BACKSLASH)
                 self.i += 2
+            elif c == "'" and quoted:
+                # "${x:-'...'}": bash reads these quotes, POSIX sh (dash) does not
+                self.give_up("a quote inside ${...} in double quotes, which shells read "
+                             "differently", entry)
+                return
             elif c == "'":
                 self.single(SINGLE, refuse)
             elif c == '"':
@@ -695,7 +701,7 @@ class _Lexer:
             elif c == "`":
                 self.backtick()
             elif c == "$":
-                self.dollar(refuse, why)
+                self.dollar(refuse, why, quoted=quoted)
             elif c == opens:
                 level += 1
                 self.i += 1
