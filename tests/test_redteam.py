@@ -115,3 +115,27 @@ def test_a_nul_character_from_the_event_fails_the_step_clearly_not_the_job_inter
     assert error.startswith("cannot start '")
     assert error.endswith("': the environment variable E holds a NUL character, which no "
                           "process can be given")
+
+
+def test_many_secrets_are_all_masked_also_one_added_after_the_masker_was_used(
+        ws: Workspace) -> None:
+    # 300 secrets (a large --secret-file): the masker compiled its pattern once per secret
+    # added, so that 200 took 17 s before the first step (measured; speed is not asserted here).
+    values = [f"secret-{i:04d}-{'q' * 12}" for i in range(300)]
+    ws.write("secrets.env", "".join(f"S{i}={v}\n" for i, v in enumerate(values)))
+    ws.flow("""
+        name: many
+        jobs:
+          a:
+            steps:
+              - env: {FIRST: "${{ secrets.S0 }}", LAST: "${{ secrets.S299 }}"}
+                run: |
+                  echo "first $FIRST last $LAST"
+                  echo "::add-mask::added-later-value"
+                  echo "then added-later-value"
+    """)
+    out = ws.run("flow.yaml", "--secret-file", "secrets.env")
+    out.assert_success()
+    assert "a/1 | first *** last ***" in out.stdout
+    assert "a/1 | then ***" in out.stdout
+    assert "secret-0" not in out.stdout and "added-later-value" not in out.stdout

@@ -90,6 +90,7 @@ class Masker:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._dirty = False  # values were added since the pattern was compiled
         self._starts: dict[str, list[str]] = {}  # first characters -> values (for prefixes)
         self.refused = 0  # values too short to mask
         self._longest = 0
@@ -115,16 +116,27 @@ class Masker:
             for v in new:
                 if len(v) > _MIN_PREFIX:
                     self._starts.setdefault(v[:_MIN_PREFIX], []).append(v)
-            # Longest first, so a secret that contains another is masked whole.
-            ordered = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            # Compiled when next used, not here: recompiling the whole pattern on every add
+            # made N secrets cost O(N^2) (200 secrets took 17 s before the first step).
+            self._dirty = True
         return True
 
+    def _current(self) -> re.Pattern[str] | None:
+        """The pattern of every value added so far (None: nothing to mask)."""
+        if self._dirty:
+            with self._lock:
+                if self._dirty:
+                    # Longest first, so a secret that contains another is masked whole.
+                    ordered = sorted(self._values, key=len, reverse=True)
+                    self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+                    self._dirty = False
+        return self._pattern
+
     def __bool__(self) -> bool:
-        return self._pattern is not None
+        return self._current() is not None
 
     def text(self, text: str) -> str:
-        pattern = self._pattern
+        pattern = self._current()
         if pattern is None:
             return text
         return pattern.sub(MASK, text)
@@ -133,7 +145,7 @@ class Masker:
         """Mask a piece of a line that goes on in a later piece: (the masked piece, a tail
         held back unmasked, to be put before the next piece). The tail is what could be the
         start of a secret that the next piece completes, so no secret is split unmasked."""
-        pattern = self._pattern
+        pattern = self._current()
         if pattern is None:
             return text, ""
         cut = max(0, len(text) - (self._longest - 1))
@@ -145,7 +157,7 @@ class Masker:
     def message(self, text: str) -> str:
         """``text`` masked, and the start of a secret shown cut short (``abcd...``) masked
         too: messages shorten long values that way."""
-        pattern = self._pattern
+        pattern = self._current()
         if pattern is None:
             return text
         text = pattern.sub(MASK, text)
@@ -177,7 +189,7 @@ class Masker:
 
     def data(self, value: Any) -> Any:
         """``value`` with secrets masked in every string inside it (lists, dicts)."""
-        if self._pattern is None:
+        if self._current() is None:
             return value
         if isinstance(value, str):
             return self.message(value)
@@ -192,7 +204,7 @@ class Masker:
         messages, names, inputs, matrix values), but not in the record's own fields
         (statuses, keys, paths, times, hosts): those are flowray's, and masking them would
         only break them (a secret that happens to be ``success``)."""
-        if self._pattern is None:
+        if self._current() is None:
             return dict(values)
         out: dict[str, Any] = {}
         for k, v in values.items():
