@@ -129,6 +129,29 @@ def test_json_that_yaml_cannot_read_still_has_positions(ws: Workspace) -> None:
                           "got -1\n")
 
 
+def test_hints_and_listings_among_thousands_of_names_are_bounded(ws: Workspace) -> None:
+    """1,000 references to unknown jobs among 1,000 needed jobs: a "did you mean" for each
+    compared every name with every other (minutes for 3,000), and each message listed all the
+    needs (a message of 10 KB each). Hints stop after a budget; listings show 20 names."""
+    n = 1000
+    lines = ["name: many", "jobs:"]
+    for i in range(n):
+        lines += [f"  job{i}:", "    steps: [{run: echo}]"]
+    lines += ["  x:", "    needs: [" + ", ".join(f"job{i}" for i in range(n)) + "]", "    steps:"]
+    lines += [f"      - run: echo ${{{{ needs.jbo{i}.outputs.a }}}}" for i in range(n)]
+    ws.write("flow.yaml", "\n".join(lines) + "\n")
+    out = ws.cli("validate", "flow.yaml")
+    assert out.exit_code == 2
+    errors = out.stderr.splitlines()
+    assert len(errors) == n
+    assert errors[0] == ("flow.yaml:2006:14: jobs.x.steps[0].run: unknown job 'jbo0' (did you "
+                         "mean 'job0'?) in 'needs.jbo0.outputs.a'")
+    listed = ", ".join(f"job{i}" for i in range(20))
+    assert errors[-1] == (f"flow.yaml:3005:14: jobs.x.steps[999].run: unknown job 'jbo999' "
+                          f"(needs: {listed}, ... (1000 in all)) in 'needs.jbo999.outputs.a'")
+    assert sum("did you mean" in e for e in errors) == 30  # 30,000 comparisons, 1,000 each
+
+
 # ----------------------------------------------------------------------------- matrix
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -108,6 +108,14 @@ _GIT_ACTION = re.compile(
     r"^(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)(?P<sub>/[^@\s]+)?(?:@(?P<ref>.*))?$"
 )
 _SHOWN = 60
+# Names listed in one message at most; then "... (N in all)".
+_LISTED = 20
+# "Did you mean" hints among the flow's own names (jobs, step ids, ...) compare a name with
+# every candidate; past this many comparisons in one flow, hints are left out (lists of at most
+# _FREE_HINT_CHOICES names are always searched), so thousands of unknown names among thousands
+# of jobs cost seconds, not minutes.
+_HINT_BUDGET = 30_000
+_FREE_HINT_CHOICES = 50
 
 # (action data or None when invalid, the action's own diagnostics)
 ActionLoader = Callable[[str, str], tuple[ActionData | None, list[Diagnostic]]]
@@ -202,6 +210,8 @@ class FlowChecker:
         self.jobs: dict[str, Any] = jobs if isinstance(jobs, dict) else {}
         variables = data.get("variables")
         self.variables = list(variables) if isinstance(variables, dict) else []
+        self.hint_budget = _HINT_BUDGET
+        self._step_ids: dict[str, list[str]] = {}  # job id -> its steps' ids, as written
 
     # -- reporting
 
@@ -313,7 +323,9 @@ class FlowChecker:
                 if need == job_id:
                     self.report(path, f"job '{job_id}' needs itself")
                 elif need not in self.jobs:
-                    hint = did_you_mean(need, [j for j in self.jobs if j != job_id])
+                    others = ([j for j in self.jobs if j != job_id]
+                              if len(self.jobs) <= self.hint_budget else [])
+                    hint = self.hint(need, others)
                     self.report(path, f"unknown job '{need}'{hint}")
                 else:
                     edges[job_id].append(need)
@@ -635,8 +647,8 @@ class FlowChecker:
         declared = action["inputs"]
         for key in given:
             if key not in declared:
-                listed = ", ".join(declared) or "none"
-                hint = did_you_mean(key, declared)
+                listed = _listed(declared)
+                hint = self.hint(key, list(declared))
                 self.report(
                     (*base, with_key, key),
                     f"input '{key}' is not declared by action '{name}'{hint} "
@@ -746,10 +758,10 @@ class FlowChecker:
             wanted = {n.lower() for n in scope.needs}
             if first.lower() in wanted:
                 return _property_problem("job", first, second, NEEDS_PROPERTIES)
-            listed = ", ".join(scope.needs) or "none"
+            listed = _listed(scope.needs)
             if first in self.jobs:
                 return f"job '{first}' is not in this job's needs (needs: {listed})"
-            hint = did_you_mean(first, scope.needs) or f" (needs: {listed})"
+            hint = self.hint(first, scope.needs) or f" (needs: {listed})"
             return f"unknown job '{first}'{hint}"
         if name == "matrix":
             if scope.where == "flow":
@@ -758,15 +770,15 @@ class FlowChecker:
                 return f"unknown matrix key '{first}' (job '{scope.job_id}' has no matrix)"
             if first.lower() in {k.lower() for k in scope.matrix}:
                 return None
-            hint = did_you_mean(first, scope.matrix) or f" (matrix keys: {', '.join(scope.matrix)})"
+            hint = self.hint(first, scope.matrix) or f" (matrix keys: {_listed(scope.matrix)})"
             return f"unknown matrix key '{first}'{hint}"
         if name == "variables":
             if first.lower() in {v.lower() for v in scope.variables}:
                 return None
             if not scope.variables:
                 return f"unknown variable '{first}' (the flow defines no variables)"
-            listed = ", ".join(scope.variables)
-            hint = did_you_mean(first, scope.variables) or f" (variables: {listed})"
+            listed = _listed(scope.variables)
+            hint = self.hint(first, scope.variables) or f" (variables: {listed})"
             return f"unknown variable '{first}'{hint}"
         return None
 
@@ -775,7 +787,7 @@ class FlowChecker:
             return "'steps' cannot be read at flow level (it belongs to a job)"
         index = scope.step_ids.get(step_id.lower())
         if index is None:
-            hint = did_you_mean(step_id, self.original_ids(scope))
+            hint = self.hint(step_id, self.original_ids(scope))
             return f"unknown step '{step_id}'{hint}"
         if scope.where == "outputs":
             return None
@@ -790,11 +802,34 @@ class FlowChecker:
         return None
 
     def original_ids(self, scope: Scope) -> list[str]:
-        job = self.jobs.get(scope.job_id or "")
-        steps = job.get("steps") if isinstance(job, dict) else None
-        if not isinstance(steps, list):
-            return []
-        return [s["id"] for s in steps if isinstance(s, dict) and isinstance(s.get("id"), str)]
+        key = scope.job_id or ""
+        if key not in self._step_ids:
+            job = self.jobs.get(key)
+            steps = job.get("steps") if isinstance(job, dict) else None
+            self._step_ids[key] = [
+                s["id"] for s in steps if isinstance(s, dict) and isinstance(s.get("id"), str)
+            ] if isinstance(steps, list) else []
+        return self._step_ids[key]
+
+    def hint(self, word: str, choices: Sequence[str]) -> str:
+        """:func:`did_you_mean` among names of the flow (jobs, step ids, variables...), within
+        a budget of comparisons per flow: a flow with thousands of unknown names among
+        thousands of names (each comparison costs) gets hints for the first ones only."""
+        if len(choices) > _FREE_HINT_CHOICES:
+            if len(choices) > self.hint_budget:
+                return ""
+            self.hint_budget -= len(choices)
+        return did_you_mean(word, choices)
+
+
+def _listed(names: Iterable[str]) -> str:
+    """Names for a message: the first few, and how many there are when there are more."""
+    shown = list(names)
+    if not shown:
+        return "none"
+    if len(shown) <= _LISTED:
+        return ", ".join(shown)
+    return ", ".join(shown[:_LISTED]) + f", ... ({len(shown)} in all)"
 
 
 def _local_action_folder(workspace: str, ref: str) -> str | None:
