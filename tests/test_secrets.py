@@ -403,3 +403,87 @@ def test_secrets_on_ray_nodes_are_masked_and_off_command_lines(ws: Workspace) ->
     assert "R4yS3c" not in text
     for line in PEM_LINES:
         assert line not in text
+
+
+# ----------------------------------------------------------------------------- output names
+
+SECRET_NAME = "hunter2secretvalue"
+
+
+def test_an_output_whose_name_holds_a_secret_fails_the_step_and_never_shows_it(
+    ws: Workspace,
+) -> None:
+    flow = ws.flow("""
+        name: names
+        jobs:
+          j:
+            steps:
+              - id: file
+                continue-on-error: true
+                env: {TOKEN: "${{ secrets.token }}"}
+                run: |
+                  echo "$TOKEN=2" >> "$FLOWRAY_OUTPUT"
+                  echo "fine=1" >> "$FLOWRAY_OUTPUT"
+              - id: line
+                env: {TOKEN: "${{ secrets.token }}"}
+                run: |
+                  echo "::$TOKEN::3"
+                  echo "::x_${TOKEN}::4"
+            outputs:
+              got: ${{ toJSON(steps.file.outputs) }}
+    """)
+    out = ws.run(flow, "--secret", f"token={SECRET_NAME}")
+    assert out.exit_code == 1, out
+    steps = ws.record()["jobs"]["j"]["steps"]
+    assert steps[0]["error"] == (
+        "output '***': its name holds a secret or a masked value (an output's name is an "
+        "identifier; its value goes after '=' or '::name::'); the output is dropped")
+    assert steps[0]["outputs"] == {"fine": "1"}  # the others are kept
+    assert steps[0]["status"] == "success" and steps[0]["outcome"] == "failure"
+    assert steps[1]["status"] == "failure" and steps[1]["outputs"] == {}
+    assert steps[1]["error"].startswith("output '***': its name holds a secret")
+    assert "j/line | ::***::3\n" in out.stdout
+    status = ws.cli("status", "last")
+    assert SECRET_NAME not in status.stdout + status.stderr
+    assert SECRET_NAME not in everything(ws, out)
+
+
+def test_masker_data_masks_keys() -> None:
+    m = Masker([SECRET_NAME])
+    assert m.data({SECRET_NAME: "2", "a": {f"k-{SECRET_NAME}": [SECRET_NAME]}, 3: "x"}) == {
+        "***": "2", "a": {"k-***": ["***"]}, 3: "x"}
+
+
+def test_a_cached_action_never_stores_an_output_name_holding_a_secret(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gitfixtures import Forge
+
+    root = tmp_path / "forge" / "repos"
+    root.mkdir(parents=True)
+    monkeypatch.setenv("FLOWRAY_ACTIONS_BASE", f"file://{root}")
+    monkeypatch.setenv("FLOWRAY_CACHE_DIR", str(tmp_path / "action-cache"))
+    monkeypatch.delenv("FLOWRAY_OFFLINE", raising=False)
+    Forge(root).publish("acme/named", {
+        "action-datatorch.yaml": ("name: Named\ncache: true\n"
+                                  "inputs: {token: {type: string}}\n"
+                                  "runs: {using: python, main: main.py}\n"),
+        "main.py": "import os\nprint('::' + os.environ['INPUT_TOKEN'] + '::1')\n",
+    }, "v1")
+    flow = ws.flow("""
+        name: cached-names
+        jobs:
+          j:
+            steps:
+              - action: acme/named@v1
+                with: {token: "${{ secrets.token }}"}
+    """)
+    out = ws.run(flow, "--secret", f"token={SECRET_NAME}")
+    assert out.exit_code == 1, out
+    assert ws.record()["jobs"]["j"]["steps"][0]["error"].startswith(
+        "output '***': its name holds a secret")
+    cache = tmp_path / "action-cache"
+    kept = [p.read_bytes() for p in cache.rglob("*") if p.is_file()]
+    assert not any(SECRET_NAME.encode() in data for data in kept)
+    assert not list(cache.rglob("entries/*.json"))
+    assert SECRET_NAME not in everything(ws, out)

@@ -1017,11 +1017,13 @@ class JobRunner:
             except OutputError as exc:
                 result.error = str(exc)
                 status = Status.FAILURE
+        if result.outputs and self._secret_names(result):
+            status = Status.FAILURE
         if action is not None and action["outputs"] and self._type_outputs(result, action):
             status = Status.FAILURE
         self._outputs_masked = False
         if result.outputs:
-            masked = self.masker.data(result.outputs)
+            masked = self.masker.data(result.outputs)  # names too (keys): never cached
             self._outputs_masked = masked != result.outputs
             result.outputs = masked
             self.variable_ctx.update(result.outputs)
@@ -1045,6 +1047,22 @@ class JobRunner:
         ctx = self._contexts(dict(env))
         self._conclude(step, result, status, ctx)
         self.events.step_finished(self.req.key, result)
+
+    def _secret_names(self, result: StepResult) -> bool:
+        """Drop the outputs whose name holds a secret or a masked value, and say so in the
+        step's error (masked); True if there was one. Output names are identifiers, never
+        masked where they are shown (the record, events, `flowray status`, the result cache):
+        a secret there is a mistake (``echo "$TOKEN=..."``), so the step fails rather than
+        keep an output no one could name."""
+        bad = [name for name in result.outputs if self.masker.text(name) != name]
+        for name in bad:
+            del result.outputs[name]
+        if bad and not result.error:
+            result.error = self.masker.message(
+                f"output '{bad[0]}': its name holds a secret or a masked value (an output's "
+                "name is an identifier; its value goes after '=' or '::name::'); the output "
+                "is dropped")
+        return bool(bad)
 
     def _type_outputs(self, result: StepResult, action: ActionData) -> bool:
         """Convert outputs to the types the action declares; True if one cannot be."""

@@ -188,7 +188,8 @@ class Masker:
         return text
 
     def data(self, value: Any) -> Any:
-        """``value`` with secrets masked in every string inside it (lists, dicts)."""
+        """``value`` with secrets masked in every string inside it (lists, dicts: keys and
+        values)."""
         if self._current() is None:
             return value
         if isinstance(value, str):
@@ -196,7 +197,9 @@ class Masker:
         if isinstance(value, list):
             return [self.data(v) for v in value]
         if isinstance(value, dict):
-            return {k: self.data(v) for k, v in value.items()}
+            # Keys too: an output or matrix key a step or a person made may hold a secret.
+            return {(self.message(k) if isinstance(k, str) else k): self.data(v)
+                    for k, v in value.items()}
         return value
 
     def event_fields(self, values: Mapping[str, Any]) -> dict[str, Any]:
