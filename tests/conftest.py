@@ -213,8 +213,10 @@ def env_without_color() -> dict[str, str]:
 # What the tests' processes make outside a tmp_path goes below one folder of the session's,
 # removed when it ends: Ray's session folders and the address file of `--address auto`
 # (RAY_TMPDIR; /tmp/ray otherwise), what flowray ships to Ray nodes (FLOWRAY_NODE_DIR;
-# /tmp/flowray-node-UID otherwise), the Ray heads of test_submit, and the temporary files of
-# every process the tests start (TMPDIR; this process keeps /tmp, where pytest's tmp_path lives).
+# /tmp/flowray-node-UID otherwise), the Ray heads of test_submit, the temporary files of every
+# process the tests start (TMPDIR; this process keeps /tmp, where pytest's tmp_path lives), and
+# flowray's own folder and git action cache (FLOWRAY_RUNNER_DIR, FLOWRAY_CACHE_DIR;
+# ~/.cache/flowray otherwise: the tests never write to the real home).
 # Every process the tests start inherits SESSION_MARK=<that folder>, so the ones still alive at
 # the end are found by it (or by their files below it). Docker containers and images carry the
 # session's label (containerfixtures).
@@ -280,11 +282,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     tempfile.gettempdir()  # this process's stays /tmp: TMPDIR below is for the processes
     # A short path: Ray's unix sockets live below it (at most 107 characters).
     folder = tempfile.mkdtemp(prefix="frt-", dir=_TMP)
-    names = (SESSION_MARK, "RAY_TMPDIR", "FLOWRAY_NODE_DIR", "TMPDIR")
+    names = (SESSION_MARK, "RAY_TMPDIR", "FLOWRAY_NODE_DIR", "TMPDIR", "FLOWRAY_RUNNER_DIR",
+             "FLOWRAY_CACHE_DIR")
     _session.update(folder=folder, saved={n: os.environ.get(n) for n in names},
                     tmp=_tmp_entries(), others=set())
     os.environ.update({SESSION_MARK: folder, "RAY_TMPDIR": folder, "TMPDIR": folder,
-                       "FLOWRAY_NODE_DIR": os.path.join(folder, "flowray-nodes")})
+                       "FLOWRAY_NODE_DIR": os.path.join(folder, "flowray-nodes"),
+                       # flowray's folder and git action cache, not the user's ~/.cache/flowray
+                       "FLOWRAY_RUNNER_DIR": os.path.join(folder, "flowray-runner"),
+                       "FLOWRAY_CACHE_DIR": os.path.join(folder, "flowray-actions")})
     _note_other_sessions()
 
 

@@ -707,3 +707,85 @@ def test_closing_the_terminal_stops_the_run(tmp_path: Path) -> None:
         with contextlib.suppress(ChildProcessError, ProcessLookupError):  # when it failed
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+# ----------------------------------------------------------------------------- no writable home
+
+
+def _unwritable_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME below which no folder can be made (a file stands where the folder would be),
+    and no flowray folder or cache named elsewhere: ~/.cache/flowray is where they would go."""
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("XDG_CACHE_HOME", "FLOWRAY_RUNNER_DIR", "FLOWRAY_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def test_a_run_needs_no_writable_home_when_its_flow_reads_no_folder(
+        ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _unwritable_home(tmp_path, monkeypatch)
+    ws.flow("""
+        name: plain
+        jobs:
+          j:
+            steps:
+              - run: echo "hi from ${{ runner.os }} with ${{ python.implementation }}"
+    """)
+    out = ws.run("flow.yaml")
+    assert out.exit_code == 0, out
+    assert f"hi from {os.uname().sysname} with CPython" in out.stdout
+
+
+def test_a_folder_that_cannot_be_made_fails_the_step_that_reads_it(
+        ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = _unwritable_home(tmp_path, monkeypatch)
+    ws.flow("""
+        name: reads a folder
+        jobs:
+          j:
+            steps:
+              - run: echo first
+              - run: echo "logs in ${{ directory.logs }}"
+              - if: always()
+                run: echo "still here"
+    """)
+    out = ws.run("flow.yaml")
+    assert out.exit_code == 1, out
+    folder = home / ".cache" / "flowray" / "logs"
+    assert (f"directory.logs: cannot make the folder {folder}: Not a directory"
+            in out.stdout + out.stderr), out
+    assert "j/1 | first" in out.stdout and "j/3 | still here" in out.stdout
+    assert "j/2 | logs in" not in out.stdout and "Traceback" not in out.stdout + out.stderr
+    steps = ws.record()["jobs"]["j"]["steps"]
+    assert [s["status"] for s in steps] == ["success", "failure", "success"]
+
+
+def test_flowrays_folders_are_made_only_when_a_template_reads_them(
+        ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, cache = tmp_path / "runner", tmp_path / "actions"
+    monkeypatch.setenv("FLOWRAY_RUNNER_DIR", str(runner))
+    monkeypatch.setenv("FLOWRAY_CACHE_DIR", str(cache))
+    ws.flow("""
+        name: no folders
+        jobs:
+          j:
+            steps:
+              - run: echo "${{ runner.name }}"
+    """)
+    assert ws.run("flow.yaml").exit_code == 0
+    assert not runner.exists() and not cache.exists()
+    ws.flow("""
+        name: every folder
+        jobs:
+          j:
+            steps:
+              - run: echo '${{ toJSON(directory) }}' > dirs.json
+    """)
+    out = ws.run("flow.yaml")
+    assert out.exit_code == 0, out
+    dirs = json.loads((ws.root / "dirs.json").read_text())
+    assert dirs == {"runner": str(runner), "agent": str(runner), "actions": str(cache),
+                    "logs": str(runner / "logs"), "temp": str(runner / "temp")}
+    assert all(Path(p).is_dir() for p in dirs.values())

@@ -25,7 +25,7 @@ Parsing is cached by source text; nothing is ever handed to Python's `eval`.
 
 from __future__ import annotations
 
-from ._errors import ExprError, ExprEvalError, ExprSyntaxError
+from ._errors import ContextValueError, ExprError, ExprEvalError, ExprSyntaxError
 from ._functions import KNOWN_FUNCTIONS, STATUS_FUNCTIONS
 from ._nodes import (
     And,
@@ -63,6 +63,7 @@ __all__ = [
     "Call",
     "Compare",
     "ContextAccess",
+    "ContextValueError",
     "ExprError",
     "ExprEvalError",
     "ExprSyntaxError",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ExprError", "ExprEvalError", "ExprSyntaxError"]
+__all__ = ["ContextValueError", "ExprError", "ExprEvalError", "ExprSyntaxError"]
 
 _MAX_SHOWN = 120
 _WINDOW = 100
@@ -44,3 +44,9 @@ class ExprSyntaxError(ExprError):
 
 class ExprEvalError(ExprError):
     """A valid expression failed while being evaluated (unknown context, bad JSON, ...)."""
+
+
+class ContextValueError(Exception):
+    """Raised by a context's own mapping when a value cannot be produced as it is read (a
+    folder that cannot be made); the expression reading it fails with this message
+    (an :class:`ExprEvalError`)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from ._errors import ExprSyntaxError
+from ._errors import ContextValueError, ExprEvalError, ExprSyntaxError
 from ._nodes import Expression, Node, Reference
 from ._parser import collect_functions, collect_references, parse
 from ._values import EvalState, Filtered, to_text, truthy
@@ -95,7 +95,12 @@ def _run(node: Node, st: EvalState) -> Any:
     if isinstance(node, Expression):
         st.source = node.source
         node = node.body
-    result = node.run(st)
+    try:
+        result = node.run(st)
+        if type(result) is not dict and isinstance(result, Mapping):
+            result = dict(result)  # a context's own mapping: its values read here, as a dict
+    except ContextValueError as exc:
+        raise ExprEvalError(str(exc), st.source, 0) from None
     return list(result) if type(result) is Filtered else result
 
 

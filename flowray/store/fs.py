@@ -54,14 +54,15 @@ def disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _FULL
 
 
-def os_error_text(exc: OSError, what: str | None = None) -> str:
+def os_error_text(exc: OSError, what: str | None = None, *, doing: str = "write") -> str:
     """``exc`` in words for a person: ``cannot write WHAT: the disk is full (No space left on
-    device)``; ``what`` defaults to the file the error names."""
+    device)``; ``what`` defaults to the file the error names, ``doing`` says what could not
+    be done to it (``make the folder``, ``read``, ...)."""
     name = what or (str(exc.filename) if exc.filename is not None else None)
     reason = exc.strerror or str(exc)
     if exc.errno in _FULL:
         reason = f"the disk is full ({reason})"
-    return f"cannot write {name}: {reason}" if name else reason
+    return f"cannot {doing} {name}: {reason}" if name else reason
 
 
 # ----------------------------------------------------------------------------- atomic writes
