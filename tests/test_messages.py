@@ -486,3 +486,29 @@ def test_run_on_ray_says_where_it_connects(ws: Workspace) -> None:
     out = ws.run(flow, "--address", f"127.0.0.1:{port}")
     _refused(out, f"connecting to the Ray cluster at 127.0.0.1:{port}...\n"
                   f"error: no Ray cluster answers at 127.0.0.1:{port}: Connection refused\n")
+
+
+def test_a_secret_with_a_fallback_is_optional(ws: Workspace) -> None:
+    # `secrets.X || default` is how a flow says a secret is optional: not reported, and the
+    # run uses the fallback. The last operand of an `||` chain is still required.
+    flow = ws.flow("""
+        name: x
+        jobs:
+          a:
+            steps:
+              - env: {TOKEN: "${{ secrets.hf_token || '' }}"}
+                run: echo "token=[$TOKEN]"
+              - run: echo "${{ secrets.A || (secrets.B || 'none') }}"
+              - run: echo "${{ secrets.C || secrets.D }}"
+    """)
+    out = ws.run(flow)
+    _refused(out, (
+        "flow.yaml:8:14: jobs.a.steps[2].run: secret 'D' is not given\n"
+        "error: secret 'D' is not given: pass --secret D with D in the environment, "
+        "--secret D=VALUE, or a line D=VALUE in a --secret-file\n"))
+    out = ws.run(flow, "--secret", "D=dee-value")
+    _no_traceback(out)
+    assert out.exit_code == 0, out
+    assert out.stderr == ""
+    assert "a/1 | token=[]\n" in out.stdout and "a/2 | none\n" in out.stdout
+    assert "a/3 | ***\n" in out.stdout

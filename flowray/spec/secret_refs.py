@@ -2,7 +2,8 @@
 
 A secret that is not given reads as null (empty text), so a step that needs it would run and
 fail in a way that does not name it; the run is refused before anything starts instead. Uses in
-an ``if:`` (or ``continue-on-error``) test the secret and are never reported; uses in a job or
+an ``if:`` (or ``continue-on-error``) test the secret and are never reported, nor are uses with
+a fallback (``secrets.X || ''``: an operand of ``||`` that is not the last); uses in a job or
 step that has an ``if:`` are warnings (the condition may skip them); every other use is an error.
 """
 
@@ -12,7 +13,17 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowray.expr import ExprError, find_templates, parse, references
+from flowray.expr import (
+    ContextAccess,
+    ExprError,
+    Index,
+    Node,
+    Or,
+    Property,
+    find_templates,
+    parse,
+    references,
+)
 from flowray.spec.diagnostics import Diagnostic, FlowError, KeyPath, format_path
 
 # Flow-level keys that are not rendered by a run.
@@ -40,13 +51,45 @@ def _names_in(source: str, *, condition: bool) -> list[str]:
             return []
         out = []
         for src in sources:
-            for ref in references(parse(src)):
+            tree = parse(src)
+            optional = _with_fallback(tree)
+            for ref in references(tree):
                 first = ref.path[0] if ref.path else None
-                if ref.context.lower() == "secrets" and isinstance(first, str):
+                if ref.context.lower() == "secrets" and isinstance(first, str) \
+                        and ref.offset not in optional:
                     out.append(first)
         return out
     except (ExprError, RecursionError):
         return []  # reported by validation
+
+
+def _with_fallback(tree: Node) -> set[int]:
+    """Where (the offsets of their context names) the accesses that have a fallback start:
+    each operand of an ``||`` chain but the last (``secrets.X || ''``, ``secrets.A ||
+    secrets.B || 'x'``) is optional by the flow's own words, so not reported."""
+    out: set[int] = set()
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Or):
+            operands: list[Node] = []
+            chain = [node]
+            while chain:  # the chain's operands, left to right, whatever its parentheses
+                cur = chain.pop()
+                if isinstance(cur, Or):
+                    chain += [cur.right, cur.left]
+                else:
+                    operands.append(cur)
+            for operand in operands[:-1]:
+                target = operand
+                while isinstance(target, (Property, Index)):
+                    target = target.target
+                if isinstance(target, ContextAccess):
+                    out.add(target.offset)
+            stack += operands
+        else:
+            stack += node.children()
+    return out
 
 
 def _in_value(value: Any, path: KeyPath, guarded: bool) -> Iterator[SecretUse]:
