@@ -789,3 +789,22 @@ def test_flowrays_folders_are_made_only_when_a_template_reads_them(
     assert dirs == {"runner": str(runner), "agent": str(runner), "actions": str(cache),
                     "logs": str(runner / "logs"), "temp": str(runner / "temp")}
     assert all(Path(p).is_dir() for p in dirs.values())
+
+
+def test_a_run_whose_files_cannot_be_made_says_which_and_why(ws: Workspace) -> None:
+    """A folder where flowray's run-number lock file goes: the run cannot start, and the error
+    names the file and the OS's reason, not the backend and a Python class name."""
+    ws.flow("""
+        name: plain
+        jobs:
+          j:
+            steps:
+              - run: echo hi
+    """)
+    lock = ws.root / ".flowray" / "run-numbers.json.lock"
+    lock.mkdir(parents=True)
+    out = ws.run("flow.yaml")
+    assert out.exit_code == 2, out
+    assert out.stderr.strip() == f"error: cannot start the run: cannot write {lock}: Is a directory"
+    assert "j/1 | hi" not in out.stdout
+    assert not list((ws.root / ".flowray" / "runs").iterdir())  # nothing ran: no record

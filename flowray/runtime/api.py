@@ -566,6 +566,14 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
         except (StartError, KeyboardInterrupt):
             _forget_run(workspace, run_id)
             raise
+        except OSError as exc:  # the run's files (a full disk, a folder that is a file)
+            _forget_run(workspace, run_id)
+            from flowray.store.fs import os_error_text
+
+            if exc.filename is None:  # a connection, not a file: the backend's
+                raise StartError(f"cannot start the run on {summary}: "
+                                 f"{os_error_text(exc)}") from exc
+            raise StartError(f"cannot start the run: {os_error_text(exc)}") from exc
         except Exception as exc:  # the backend could not take the run (Ray, mostly)
             _forget_run(workspace, run_id)
             raise StartError(f"cannot start the run on {summary}: "
