@@ -73,7 +73,7 @@ def _with_fallback(tree: Node) -> set[int]:
         node = stack.pop()
         if isinstance(node, Or):
             operands: list[Node] = []
-            chain = [node]
+            chain: list[Node] = [node]
             while chain:  # the chain's operands, left to right, whatever its parentheses
                 cur = chain.pop()
                 if isinstance(cur, Or):
