@@ -139,3 +139,44 @@ def test_many_secrets_are_all_masked_also_one_added_after_the_masker_was_used(
     assert "a/1 | first *** last ***" in out.stdout
     assert "a/1 | then ***" in out.stdout
     assert "secret-0" not in out.stdout and "added-later-value" not in out.stdout
+
+
+def test_a_name_or_output_line_cannot_fake_or_rewrite_a_line_of_the_console(
+        ws: Workspace) -> None:
+    ws.flow("""
+        name: nm
+        jobs:
+          a:
+            steps:
+              - name: "deploy ${{ inputs.x }}"
+                run: |
+                  printf 'x\\033[2K\\rrewritten\\n'
+                  printf '\\033[31mred\\033[0m\\tafter tab\\n'
+                  echo "::error::${{ inputs.x }}"
+                  exit 3
+    """)
+    evil = "x\n✓ job evil success in 0.01s\x1b[31mRED"
+    out = ws.run("flow.yaml", "--input", f"x={evil}")
+    assert out.exit_code == 1, out
+    assert "\x1b" not in out.stdout and "\r" not in out.stdout
+    lines = out.stdout.splitlines()
+    assert not [line for line in lines if line.startswith("✓ job evil")]
+    assert r"a/1 ▶ deploy x\n✓ job evil success in 0.01s\x1b[31mRED" in lines
+    assert r"a/1 | x\x1b[2K\rrewritten" in lines
+    assert "a/1 | red\tafter tab" in lines  # a colour is dropped when not on a terminal
+    # `flowray logs` (not a terminal here) prints the log file as written.
+    logs = ws.cli("logs", "last", "a/1")
+    assert "rewritten\nred\tafter tab\n::error::x\n✓ job evil success" in logs.stdout
+
+
+def test_a_terminal_keeps_the_colours_a_step_printed_and_nothing_else() -> None:
+    import io
+
+    from flowray.cli.view import Console
+    from flowray.runtime.events import StepLog
+
+    stream = io.StringIO()
+    console = Console(stream, color=True)
+    console.show(StepLog(0, "", "r", job="a", step=0, line="\x1b[1;31mred\x1b[0m \x1b[2K\rover\x1b]0;t\x07"))
+    shown = stream.getvalue()
+    assert shown.endswith(" | \x1b[1;31mred\x1b[0m \\x1b[2K\\rover\\x1b]0;t\\x07\x1b[0m\n")

@@ -23,6 +23,7 @@ from flowray.cli.common import (
     _remote,
     _table,
 )
+from flowray.cli.display import one_line, output_text
 from flowray.spec.limits import MAX_CANCEL_WAIT_SECONDS, number_problem
 from flowray.status import Status
 
@@ -60,7 +61,7 @@ def runs(workdir: str | None, limit: int, as_json: bool, address: str | None,
             break
         if isinstance(rec, RecordError):
             # One bad record does not hide the others: it is listed as unreadable.
-            click.echo(f"warning: {rec}", err=True)
+            click.echo(one_line(f"warning: {rec}"), err=True)
             items.append({"id": os.path.basename(path), "flow": None, "status": "unreadable",
                           "started": None, "ended": None, "error": str(rec)})
         else:
@@ -72,8 +73,8 @@ def runs(workdir: str | None, limit: int, as_json: bool, address: str | None,
     if not items:
         click.echo("no runs yet")
         return
-    rows = [[r["id"], r["status"], _fmt_time(r["started"]), _fmt_dur(r["started"], r["ended"]),
-             r["flow"] or "?"] for r in items]
+    rows = [[one_line(r["id"]), r["status"], _fmt_time(r["started"]),
+             _fmt_dur(r["started"], r["ended"]), one_line(r["flow"] or "?")] for r in items]
     for line in _table(["RUN", "STATUS", "STARTED", "TOOK", "FLOW"], rows, right=[3],
                        optional=[2, 3], width=_out_width()):
         click.echo(line)
@@ -149,29 +150,30 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
     code = "" if rec.exit_code is None else f"  exit {rec.exit_code}"
     took = _took(rec.started, rec.ended, rec.status)
     so_far = " so far" if rec.status is Status.RUNNING and rec.started else ""
-    click.echo(f"run {rec.id}  flow {rec.flow.name}  {rec.status.value}{code}  {took}{so_far}")
+    click.echo(f"run {rec.id}  flow {one_line(rec.flow.name)}  {rec.status.value}{code}  "
+               f"{took}{so_far}")
     if rec.error:
-        click.echo(f"  error: {rec.error}")
+        click.echo(f"  error: {one_line(rec.error)}")
     for key, job in rec.jobs.items():
         attempts = f"  attempts {job.attempts}" if job.attempts > 1 else ""
-        err = f"  ({job.error})" if job.error else ""
+        err = f"  ({one_line(job.error)})" if job.error else ""
         # Where a job ran is news on Ray; on this machine it is this machine.
         on_ray = rec.backend not in (None, "local")
         node = f"  on {job.node}" if job.node and on_ray and not job.ranks else ""
-        click.echo(f"  {key:<24} {job.status.value:<10} "
+        click.echo(f"  {one_line(key):<24} {job.status.value:<10} "
                    f"{_took(job.started, job.ended, job.status):>8}{attempts}{node}{err}")
         for prev in job.previous_attempts:
             where = f" on {prev.node}" if prev.node else ""
-            why = f" ({prev.error})" if prev.error else ""
+            why = f" ({one_line(prev.error)})" if prev.error else ""
             click.echo(f"    attempt {prev.attempt}: {_status_text(prev.status)}{where}{why}")
         for rank in job.ranks:
-            why = f" ({rank.error})" if rank.error else ""
+            why = f" ({one_line(rank.error)})" if rank.error else ""
             click.echo(f"    rank {rank.rank}: {rank.status.value} on {rank.node or '-'}{why}")
         for step in job.steps:
             code = "" if step.exit_code is None else f"  exit {step.exit_code}"
             if step.cached:
                 code += "  cached"
-            serr = f"  ({step.error})" if step.error else ""
+            serr = f"  ({one_line(step.error)})" if step.error else ""
             click.echo(f"    {step.key:<22} {step.status.value:<10} "
                        f"{_took(step.started, step.ended, step.status):>8}{code}{serr}")
             if step.outputs:
@@ -234,6 +236,7 @@ def logs(run_ref: str, target: str | None, workdir: str | None, address: str | N
     if job_key and job_key not in jobs:
         _fail(f"run {rec.id} has no job '{job_key}' (jobs: {', '.join(jobs)})")
     shown = 0
+    tty = sys.stdout.isatty()
     for key, job in jobs.items():
         if job_key and key != job_key:
             continue
@@ -255,7 +258,9 @@ def logs(run_ref: str, target: str | None, workdir: str | None, address: str | N
                 except OSError:
                     continue
                 if not (job_key and step_key and len(sources) == 1):
-                    click.echo(f"==> {key}/{step.key}{where} ({step.status.value}) <==")
+                    click.echo(one_line(f"==> {key}/{step.key}{where} ({step.status.value}) <=="))
+                if tty:  # on a terminal, the log cannot move the cursor or rewrite lines
+                    text = output_text(text, keep_color=True)
                 click.echo(text, nl=False)
                 shown += 1
     if not shown and step_key:

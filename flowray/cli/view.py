@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from flowray.cli.display import one_line, output_line
 from flowray.runtime.events import (
     Event,
     JobFinished,
@@ -76,7 +77,7 @@ class Console:
             shown = f"{job}[{rank}]"
         elif self._several_hosts and job in self._hosts:
             shown = f"{job}@{self._hosts[job]}"
-        label = f"{shown}/{step_key}"
+        label = one_line(f"{shown}/{step_key}")
         if not self.color:
             return label
         code = self._job_color.get(job)
@@ -129,12 +130,12 @@ class Console:
         if isinstance(event, StepLog):
             if not self.quiet:
                 self.write(f"{self._prefix(event.job, event.rank, self._step_key(event))}"
-                           f" | {event.line}\n")
+                           f" | {output_line(event.line, keep_color=self.color)}\n")
         elif isinstance(event, StepStarted):
             self._keys[(event.job, event.rank, event.step)] = event.key
             if not self.quiet:
                 self.write(f"{self._prefix(event.job, event.rank, event.key)} "
-                           f"{self._paint('▶ ' + event.name, '1')}\n")
+                           f"{self._paint('▶ ' + one_line(event.name), '1')}\n")
         elif isinstance(event, StepFinished):
             self._step_finished(event)
         elif isinstance(event, JobQueued):
@@ -149,7 +150,7 @@ class Console:
             self._job_finished(event)
         elif isinstance(event, RunNotice):
             where = f"job {event.job}: " if event.job else ""
-            self.info(f"! {where}{event.message}")
+            self.info(one_line(f"! {where}{event.message}"))
         elif isinstance(event, RunStarted):
             self._several_hosts = event.hosts > 1
             self._started = event.started
@@ -187,15 +188,15 @@ class Console:
         what = event.status
         if event.outcome == "failure" and event.status == "success":
             what = "failed (continue-on-error)"
-        detail = f": {event.error}" if event.error else ""
+        detail = f": {one_line(event.error)}" if event.error else ""
         self.write(f"{self._prefix(event.job, event.rank, event.key)} "
                    f"{self._paint(f'{mark} {what}{detail}', code)}\n")
 
     def _retrying(self, event: JobRetrying) -> None:
-        key = event.job
+        key = one_line(event.job)
         if event.status == "lost":
-            self.info(f"↻ job {key}: {event.error}; running it again "
-                      f"(attempt {event.attempt + 1})")
+            self.info(one_line(f"↻ job {key}: {event.error}; running it again "
+                               f"(attempt {event.attempt + 1})"))
             return
         retries = event.retries
         lost = event.lost_attempts
@@ -211,13 +212,13 @@ class Console:
     def _job_finished(self, event: JobFinished) -> None:
         self._counts[event.status] = self._counts.get(event.status, 0) + 1
         for w in event.warnings:
-            self.info(f"! job {event.job}: {w}")
+            self.info(one_line(f"! job {event.job}: {w}"))
         if event.status == "skipped" and not event.error:
             return
         if self.quiet and event.status != "failure":
             return
         name = event.name or event.job
-        label = event.job if name == event.job else f"{event.job} ({name})"
+        label = one_line(event.job if name == event.job else f"{event.job} ({name})")
         if event.reports:
             from flowray.execute.artifacts import ReportCounts
 
@@ -225,7 +226,7 @@ class Console:
             label += f" [tests: {counts.summary()}]"
         seconds = (event.ended - event.started) if event.started and event.ended else 0.0
         mark, code = _STATUS_MARK.get(event.status, ("?", "0"))
-        detail = f": {event.error}" if event.error else ""
+        detail = f": {one_line(event.error)}" if event.error else ""
         self.write(self._paint(f"{mark} job {label} {event.status} in {seconds:.2f}s{detail}",
                                code) + "\n")
 
