@@ -808,3 +808,50 @@ def test_a_run_whose_files_cannot_be_made_says_which_and_why(ws: Workspace) -> N
     assert out.stderr.strip() == f"error: cannot start the run: cannot write {lock}: Is a directory"
     assert "j/1 | hi" not in out.stdout
     assert not list((ws.root / ".flowray" / "runs").iterdir())  # nothing ran: no record
+
+
+def test_a_secret_in_an_output_file_is_private_and_gone_when_the_run_is_killed(
+        tmp_path: Path) -> None:
+    """A step's $FLOWRAY_OUTPUT holds what it wrote in clear until flowray reads it: the folder
+    is 0700 and the file 0600 whatever the step's umask, and when flowray is SIGKILLed before
+    reading it, the watchdog's settling of the record removes it."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    secret = "hunter2-output-secret"
+    (root / "flow.yaml").write_text("""
+name: out
+jobs:
+  a:
+    steps:
+      - env: {T: "${{ secrets.TOK }}"}
+        run: |
+          umask 000
+          echo "tok=$T" >> "$FLOWRAY_OUTPUT"
+          echo $$ > step.pid
+          sleep 60
+""")
+    env = env_without_color()
+    env["TOK"] = secret
+    proc = subprocess.Popen([sys.executable, "-m", "flowray", "run", "flow.yaml",
+                             "--secret", "TOK"], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(root / "step.pid")
+        outputs = next((root / ".flowray" / "runs").iterdir()) / "outputs"
+        files = list(outputs.iterdir())
+        assert len(files) == 1 and secret in files[0].read_text()
+        assert outputs.stat().st_mode & 0o777 == 0o700
+        assert files[0].stat().st_mode & 0o777 == 0o600
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        rec = _settled(root)
+        assert rec["status"] == "failure", rec
+        assert _gone(int((root / "step.pid").read_text()))
+        assert list(outputs.iterdir()) == []
+        for path in (root / ".flowray").rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+    finally:
+        proc.kill()
+        proc.communicate()
+        kill_processes(str(root), f"FLOWRAY_RUN_ID={rec_id(root)}")

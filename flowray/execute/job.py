@@ -267,7 +267,11 @@ class JobRunner:
         self._outputs_masked = False  # the last step's outputs held a secret (never cached)
         self.cache_warnings: list[str] = []  # the result cache could not be used or written
         job = request.job
-        os.makedirs(os.path.join(request.run_dir, "outputs"), exist_ok=True)
+        # Output files may hold secrets (a step writes `tok=$TOKEN`; they are masked only when
+        # read): private to the user, as is each file (made before its step starts).
+        outputs_dir = os.path.join(request.run_dir, "outputs")
+        os.makedirs(outputs_dir, mode=0o700, exist_ok=True)
+        os.chmod(outputs_dir, 0o700)
         self.log_dir = os.path.join("logs", _safe_name(request.key))
         if request.attempt > 1:
             self.log_dir += f".attempt{request.attempt}"
@@ -396,6 +400,14 @@ class JobRunner:
         """The step's ``$FLOWRAY_OUTPUT`` (read here whatever the step's environment says)."""
         name = f"{_safe_name(self.req.key)}.{result.index + 1}"
         return os.path.join(self.req.run_dir, "outputs", name)
+
+    @staticmethod
+    def _private_output_file(path: str) -> None:
+        """Make the (empty) output file 0600 before the step appends to it, so that what it
+        writes there is never readable by other users, whatever the step's umask."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a leftover of an earlier attempt, possibly of another mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
     def _directory(self, ctx: Mapping[str, Any], step_dir: str | None = None) -> str:
         """The job's working directory (and a step's below it), templates rendered."""
@@ -652,6 +664,7 @@ class JobRunner:
         req = self.req
         run_dir = req.run_dir
         output_file = self._output_file(result)
+        self._private_output_file(output_file)
         own = dict(env)  # what flowray gives the step, as opposed to its own environment
         own.update(
             {

@@ -168,6 +168,15 @@ def settle_lost(run_path: str, data: dict[str, Any], reason: str, *,
                 step["error"] = step.get("error") or "the run's process was gone"
     with contextlib.suppress(OSError, TypeError, ValueError):
         write_json_atomic(os.path.join(run_path, RECORD_FILE), data)
+    # What the dead process would have removed: unread step output files (they may hold
+    # secrets in clear: they are masked only when read) and the disk reserve.
+    outputs = os.path.join(run_path, "outputs")
+    with contextlib.suppress(OSError):
+        for name in os.listdir(outputs):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(outputs, name))
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(run_path, ".reserve"))  # runtime.recorder.RESERVE_FILE
 
 
 def _newest(base: str, names: list[str]) -> str:
