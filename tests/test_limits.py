@@ -203,6 +203,24 @@ def test_include_entries_extending_every_cell_are_bounded(ws: Workspace) -> None
     assert len(cells) == 10_000 and cells[-1]["k24"] == 24
 
 
+def test_a_long_value_copied_into_every_cell_is_bounded(ws: Workspace) -> None:
+    """A 10,000-character value beside 1,000 others: 10 MB of values in 1,000 jobs (once 300 MB
+    of events and records from a 60 KB flow, through an alias)."""
+    ws.write("flow.yaml", "name: m\nvariables: {long: &long " + "y" * 10_000 + "}\njobs:\n"
+             "  t:\n    strategy:\n      matrix:\n        a: [*long]\n"
+             f"        b: [{', '.join(str(i) for i in range(1000))}]\n"
+             "    steps:\n      - run: echo\n")
+    out = ws.cli("validate", "flow.yaml")
+    assert (out.exit_code, out.stderr) == (2, (
+        "flow.yaml:6:7: jobs.t.strategy.matrix: job 't': the matrix's cells hold 10,004,890 "
+        "characters of values together, more than the limit of 8 MiB (each cell, a job, keeps "
+        "its own copy of its values): use shorter values, or keep long ones in 'variables' and "
+        "name them in the matrix\n"))
+    assert ws.run("flow.yaml").exit_code == 2
+    assert not (ws.root / ".flowray" / "runs").exists() or not any(
+        (ws.root / ".flowray" / "runs").iterdir())
+
+
 def test_twenty_thousand_excludes_are_matched_by_hash(ws: Workspace) -> None:
     excludes = "".join(f"          - {{x: {i}, y: {i % 2}}}\n" for i in range(20_000))
     ws.write("flow.yaml", "name: m\njobs:\n  t:\n    strategy:\n      matrix:\n"

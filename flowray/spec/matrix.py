@@ -4,6 +4,7 @@ the plan (one job per cell)."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Hashable, Mapping
 from typing import Any
@@ -14,6 +15,10 @@ MAX_MATRIX_CELLS = 10_000
 # The most values `include` entries may put into cells, all cells together (each key an entry
 # sets in each cell it extends counts once): what bounds the work of many entries on many cells.
 MAX_INCLUDED_VALUES = 250_000
+# The most text the values of all cells may hold together (JSON of each value, counted once in
+# every cell that has it): each cell is a job that carries its values (events, record, name), so
+# one long value on an axis beside 10,000 others would be copied 10,000 times.
+MAX_MATRIX_TEXT = 8 * 2**20
 
 
 class MatrixTooLarge(ValueError):
@@ -48,6 +53,10 @@ def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
     size = matrix_size(matrix)
     if size > MAX_MATRIX_CELLS:
         raise MatrixTooLarge(size)
+    # Text of the cells' values: each value of an axis is in (product / its axis' length) cells.
+    text = sum(sum(_text_size(v) for v in values) * (size // len(values))
+               for values in axes.values())
+    _check_text(text)
     cells: list[dict[str, Any]] = []
     if axes:
         keys = list(axes)
@@ -66,6 +75,8 @@ def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
             index[on] = by_values
         matching = index[on].get(tuple(_frozen(entry[k]) for k in on), [])
         included += len(matching) * len(entry)
+        text += max(len(matching), 1) * _text_size(entry)
+        _check_text(text)
         if included > MAX_INCLUDED_VALUES:
             raise MatrixTooLarge(0, (
                 f"the matrix's 'include' entries set more than {MAX_INCLUDED_VALUES:,} values "
@@ -102,6 +113,25 @@ def _exclude(
         c for c in cells
         if not any(tuple(_frozen(c[k]) for k in on) in values for on, values in groups.items())
     ]
+
+
+def _text_size(value: Any) -> int:
+    """Characters of ``value`` as compact JSON (how a cell's values are kept)."""
+    if isinstance(value, str):
+        return len(value) + 2
+    try:
+        return len(json.dumps(value, separators=(",", ":")))
+    except (TypeError, ValueError):  # an integer past Python's digit limit
+        return 4300
+
+
+def _check_text(text: int) -> None:
+    if text > MAX_MATRIX_TEXT:
+        raise MatrixTooLarge(0, (
+            f"the matrix's cells hold {text:,} characters of values together, more than the "
+            f"limit of {MAX_MATRIX_TEXT // 2**20} MiB (each cell, a job, keeps its own copy of "
+            "its values): use shorter values, or keep long ones in 'variables' and name them "
+            "in the matrix"))
 
 
 def _frozen(value: Any) -> Hashable:
