@@ -180,3 +180,25 @@ def test_a_terminal_keeps_the_colours_a_step_printed_and_nothing_else() -> None:
     console.show(StepLog(0, "", "r", job="a", step=0, line="\x1b[1;31mred\x1b[0m \x1b[2K\rover\x1b]0;t\x07"))
     shown = stream.getvalue()
     assert shown.endswith(" | \x1b[1;31mred\x1b[0m \\x1b[2K\\rover\\x1b]0;t\\x07\x1b[0m\n")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"secrets": {"A": 123456}}, "secrets must map names to text, got str -> int"),
+        ({"secrets": {"A": None}}, "secrets must map names to text, got str -> NoneType"),
+        ({"secrets": "abc"}, "secrets must be a map from names to text, got str"),
+        ({"env": ["A=1"]}, "env must be a map from names to text, got list"),
+        ({"inputs": "x=1"}, "inputs must be a map from names to values, got str"),
+    ],
+)
+def test_start_refuses_secrets_env_or_inputs_of_the_wrong_type_saying_so(
+        ws: Workspace, kwargs: dict[str, object], message: str) -> None:
+    import flowray
+
+    ws.flow("name: n\njobs:\n  a:\n    steps:\n      - run: touch ran\n")
+    with pytest.raises(flowray.StartError) as info:
+        flowray.start("flow.yaml", workdir=ws.root, **kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == message
+    assert "123456" not in str(info.value)
+    assert not (ws.root / "ran").exists()

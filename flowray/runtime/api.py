@@ -463,6 +463,23 @@ class Run:
         return iter(self.events())
 
 
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _check_text_map(what: str, value: object) -> None:
+    """``secrets`` and ``env`` map names to text (the values are not shown: they may be
+    secret)."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise StartError(f"{what} must be a map from names to text, got {_type_name(value)}")
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise StartError(f"{what} must map names to text, got {_type_name(k)} -> "
+                             f"{_type_name(v)}")
+
+
 def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = None,
           secrets: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None,
           workdir: str | os.PathLike[str] = ".", backend: str | None = None,
@@ -493,10 +510,13 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     from flowray.store.records import new_run_id
 
     cpus, grace, gpus = check_run_numbers(cpus, grace, gpus)
+    _check_text_map("secrets", secrets)
+    _check_text_map("env", env)
+    if inputs is not None and (not isinstance(inputs, Mapping)
+                               or not all(isinstance(k, str) for k in inputs)):
+        raise StartError(f"inputs must be a map from names to values, got "
+                         f"{_type_name(inputs)}")
     for name, value in (env or {}).items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise StartError(f"env must map names to text, got {type(name).__name__} -> "
-                             f"{type(value).__name__}")
         problem = env_problem(name, value)
         if problem:
             raise StartError(f"env: {problem}")
