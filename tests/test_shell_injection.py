@@ -21,10 +21,13 @@ from flowray.execute.shell import ShellTemplateError, render_script
 from flowray.spec.shells import (
     ARITHMETIC,
     BACKTICK,
+    COMPOUND,
     HEREDOC,
     HERESTRING,
+    NAMEREF,
     PARAM,
     STEP_ADVICE,
+    TESTED_NAME,
     Trust,
     is_trusted,
     script_problems,
@@ -87,6 +90,25 @@ def test_a_comment_after_an_operator_does_not_hide_a_heredoc(ws: Workspace, name
     assert str(err.value) == refused(HEREDOC, line)
 
 
+def test_a_code_option_with_its_code_attached_is_refused(ws: Workspace) -> None:
+    """python3 -c"CODE": the code is the rest of the option's word (seen run: the payload
+    created the marker before)."""
+    flow = ws.flow("""
+        name: attached
+        jobs:
+          j:
+            steps:
+              - run: python3 -u -c"${{ inputs.x }}"
+    """)
+    reason = refused("in the code that 'python3 -c' runs")
+    expected = f"flow.yaml:5:14: jobs.j.steps[0].run: {reason}\n"
+    for command in (("validate", flow), ("run", flow, "--input",
+                                         "x=__import__('os').system('touch MARK')")):
+        out = ws.cli(*command)
+        assert (out.exit_code, out.stderr) == (2, expected)
+    assert not (ws.root / "MARK").exists()
+
+
 def test_the_payloads_are_real(tmp_path: Path) -> None:
     """Spliced as text, as the old scanner did in a quoted here-document, the payloads of this
     file do run: so the tests above and below would see an injection."""
@@ -94,7 +116,16 @@ def test_the_payloads_are_real(tmp_path: Path) -> None:
         (DESYNC_PREFIXES["&#"] + "\n" + PYTHON_HEREDOC, PYTHON_PAYLOAD),
         ("echo $(( ${{ inputs.x }} + 1 ))", "a[$(touch MARK)]"),
         ("bash -c 'echo ${{ inputs.x }}'", "$(touch MARK)"),
+        ("python3 -u -c\"${{ inputs.x }}\"", "__import__('os').system('touch MARK')"),
+        ("perl -e 'print 1;' -e \"${{ inputs.x }};\"", "system(q(touch MARK))"),
+        ("declare -n r=\"${{ inputs.x }}\"; echo \"$r\"", "a[$(touch MARK)]"),
+        ("test -v \"${{ inputs.x }}\"", "a[$(touch MARK)]"),
+        ("A=([${{ inputs.x }}]=1)", "$(touch MARK)"),
+        ("declare -i n; n=\"${{ inputs.x }}\"", "a[$(touch MARK)]"),
+        ("PS4=\"${{ inputs.x }}\"; set -x; true", "$(touch MARK)"),
+        ("BASH_ENV=\"${{ inputs.x }}\" bash -c true", "MARK.sh"),
     ]:
+        (tmp_path / "MARK.sh").write_text("touch MARK\n")
         (tmp_path / "MARK").unlink(missing_ok=True)
         bash(script.replace(X, value), {}, tmp_path)
         assert (tmp_path / "MARK").exists(), script
@@ -118,8 +149,23 @@ PLACES: list[tuple[str, str, str]] = [
     ("bash -c 'printf %s \"$0\"' X", "data", PAYLOAD),
     ("printf '%s\\n' X > out.txt; cat out.txt", "data", f"{PAYLOAD}\n"),
     ("[[ X == *MARK* ]] && echo yes", "data", "yes\n"),
+    # the word of ${v:-word} (-, :=, =, :+, +, :?, ?) is expanded as a word: data there
+    ("V=${V:-\"X\"}; echo \"$V\"", "data", f"{PAYLOAD}\n"),
+    ("echo ${V:-X}", "data", f"{PAYLOAD}\n"),
+    ("echo ${V-'X'}", "data", f"{PAYLOAD}\n"),
+    ("echo \"${V:-X}\"", "data", f"{PAYLOAD}\n"),
+    ("echo \"${V:-\"X\"}\"", "data", f"{PAYLOAD}\n"),
+    (": ${V:=X}; echo \"$V\"", "data", f"{PAYLOAD}\n"),
+    ("V=1; echo ${V:+<X>} \"${V+X}\"", "data", f"<{PAYLOAD}> {PAYLOAD}\n"),
+    ("echo ${V:-a${W:-X}b}", "data", f"a{PAYLOAD}b\n"),
+    ("echo ${V:-{X}}", "data", f"{{{PAYLOAD}}}\n"),
     ("echo `echo X`", "refused", BACKTICK),
-    ("echo ${y:-X}", "refused", PARAM),
+    # an offset, a subscript, a pattern: refused
+    ("echo ${y:0:X}", "refused", PARAM),
+    ("echo ${y#X}", "refused", PARAM),
+    ("echo ${y/a/X}", "refused", PARAM),
+    ("echo ${a[X]:-b}", "refused", PARAM),
+    ("echo ${PS4:=X}", "refused", PARAM),
     ("cat <<-E\n\tX\n\tE", "refused", HEREDOC),
     ("cat << 'E'\nX\nE", "refused", HEREDOC),
     ("cat <<\"E\"\nX\nE", "refused", HEREDOC),
@@ -142,6 +188,33 @@ PLACES: list[tuple[str, str, str]] = [
      "the script"),
     ("read X", "refused",
      "in a variable name (declare, unset, read, printf -v), where bash evaluates a[$(cmd)]"),
+    ("f() { read X; }", "refused",
+     "in a variable name (declare, unset, read, printf -v), where bash evaluates a[$(cmd)]"),
+    # the value of a variable that bash evaluates: a name, a prompt, code, a file it runs
+    ("declare -n r=\"X\"", "refused", NAMEREF),
+    ("f() { local -n r=\"X\"; }", "refused", NAMEREF),
+    ("typeset -n r=X", "refused", NAMEREF),
+    ("declare -gn r=X", "refused", NAMEREF),
+    ("declare -n r; r=\"X\"", "refused", NAMEREF),
+    ("test -v \"X\"", "refused", TESTED_NAME),
+    ("[ -v \"X\" ]", "refused", TESTED_NAME),
+    ("declare -a a=\"X\"", "refused", COMPOUND),
+    ("declare -A m; declare m=\"X\"", "refused", COMPOUND),
+    ("declare -a a=(\"X\"); echo \"${a[0]}\"", "data", f"{PAYLOAD}\n"),
+    ("export -n V; test -n \"X\" && echo set", "data", "set\n"),
+    ("PS4=\"X\"; set -x; true", "refused",
+     "in the value of PS4, which bash expands as a prompt, running the $(...) in it (PS4 with "
+     "set -x)"),
+    ("export PS1=\"X\"", "refused",
+     "in the value of PS1, which bash expands as a prompt, running the $(...) in it (PS4 with "
+     "set -x)"),
+    ("PROMPT_COMMAND=X", "refused", "in the value of PROMPT_COMMAND, which bash runs as shell code"),
+    ("BASH_ENV=\"X\" bash -c true", "refused",
+     "in the value of BASH_ENV, which names a file that bash runs as shell code when it starts"),
+    ("env BASH_ENV=\"X\" bash -c true", "refused",
+     "in the value of BASH_ENV, which names a file that bash runs as shell code when it starts"),
+    ("ENV=X sh -i -c true", "refused",
+     "in the value of ENV, which names a file that sh runs as shell code when it starts"),
 ]
 
 
@@ -169,6 +242,35 @@ def test_untrusted_values_are_data_or_refused(tmp_path: Path, script: str, expec
 
 @pytest.mark.parametrize(("script", "reason"), [
     ("bash -eo pipefail -c 'echo X'", "in the code that 'bash -c' runs"),
+    # a code option with its code attached, among other options, or given twice
+    ("python3 -c\"X\"", "in the code that 'python3 -c' runs"),
+    ("python3 -u -c\"X\"", "in the code that 'python3 -c' runs"),
+    ("python3 -Wignore -c\"X\"", "in the code that 'python3 -c' runs"),
+    ("python3 -uc\"X\"", "in the code that 'python3 -uc' runs"),
+    ("python3 -Sc X", "in the code that 'python3 -Sc' runs"),
+    ("perl -e\"X\"", "in the code that 'perl -e' runs"),
+    ("perl -e 'print 1;' -e \"X;\"", "in the code that 'perl -e' runs"),
+    ("perl -Mstrict -le X", "in the code that 'perl -le' runs"),
+    ("ruby -w -e 1 -e X", "in the code that 'ruby -e' runs"),
+    ("node --eval=\"X\"", "in the code that 'node --eval' runs"),
+    ("node -p 1 --eval X", "in the code that 'node --eval' runs"),
+    ("bash -xc \"echo X\"", "in the code that 'bash -xc' runs"),
+    ("bash -c -e X", "in the code that 'bash -c' runs"),
+    ("sh -c -- X", "in the code that 'sh -c' runs"),
+    ("php -B 1 -R X", "in the code that 'php -R' runs"),
+    # where an interpreter reads its options, a value could be one (python3 -cCODE)
+    ("python3 X", "where 'python3' reads its options, and an option can make it run code "
+                  "('python3 -cCODE'); write '--' before an operand that comes from outside"),
+    ("perl -w X", "where 'perl' reads its options, and an option can make it run code "
+                  "('perl -eCODE'); write '--' before an operand that comes from outside"),
+    ("node -r mod X", "where 'node' reads its options, and an option can make it run code "
+                      "('node -eCODE'); write '--' before an operand that comes from outside"),
+    ("python3 -X", "where 'python3' reads its options, and an option can make it run code "
+                   "('python3 -cCODE'); write '--' before an operand that comes from outside"),
+    ("node -r X app.js", "in the argument of 'node -r', which names a file or module it runs"),
+    ("node --require=X app.js", "where 'node' reads its options, and an option can make it run "
+                                "code ('node -eCODE'); write '--' before an operand that comes "
+                                "from outside"),
     ("sudo -u u bash --norc -o errexit -c X", "in the code that 'bash -c' runs"),
     ("su user -c X", "in the code that 'su -c' runs"),
     ("env python3 -W ignore -c X", "in the code that 'python3 -c' runs"),
@@ -183,7 +285,9 @@ def test_untrusted_values_are_data_or_refused(tmp_path: Path, script: str, expec
                          "evaluates a[$(cmd)]"),
     # arguments, not code: the script's own options, operands, $0
     ("python3 train.py -c X", None), ("bash run.sh -c X", None), ("sed -n 1p X", None),
-    ("awk -v v=X '{print v}' f", None), ("node -r mod X", None), ("echo . X", None),
+    ("awk -v v=X '{print v}' f", None), ("node -r mod app.js X", None), ("echo . X", None),
+    ("python3 -- X", None), ("python3 ./X", None), ("python3 -m mod X", None),
+    ("python3 -c 'import sys' X", None), ("python3 -W X -u t.py", None), ("perl t.pl -e X", None),
     ("declare n=X", None), ("export PATH=X:$PATH", None), ("printf '%s' X", None),
 ])
 def test_which_arguments_a_command_runs_as_code(script: str, reason: str | None) -> None:
@@ -195,6 +299,10 @@ def test_which_arguments_a_command_runs_as_code(script: str, reason: str | None)
     "echo $(( X + 1 ))", "(( X > 1 )) && echo yes", "echo $[ X + 1 ]",
     "[[ X -eq 41 ]] || echo yes", "let 'n = X + 1'; echo $n", "declare -i n=X; echo $n",
     "a[X]=1; echo ${!a[@]}",
+    # a compound array assignment's subscript, a later assignment to a declare -i name
+    "declare -a A; A=([X]=1); echo ${!A[@]}", "A=(); A+=([X]=1); echo ${!A[@]}",
+    "declare -i n; n=X; echo $n", "typeset -i n=0; n+=X; echo $n",
+    "f() { n=\"X\"; }; declare -i n; f; echo $n", "declare -i n; export n=X; echo $n",
 ])
 def test_arithmetic_takes_whole_numbers_only(tmp_path: Path, script: str) -> None:
     script = script.replace("X", X)

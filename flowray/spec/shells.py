@@ -124,6 +124,11 @@ ARITH_SUB = ("in a substitution inside arithmetic (let, declare -i, an array sub
 PARAM = "inside a ${...} expansion (an offset or subscript there is evaluated as code)"
 BACKTICK = "inside a `...` command substitution"
 VARNAME = "in a variable name (declare, unset, read, printf -v), where bash evaluates a[$(cmd)]"
+NAMEREF = ("in the value of a nameref (declare -n), which is a variable name, where bash "
+           "evaluates a[$(cmd)]")
+TESTED_NAME = "in the variable name of 'test -v' ('[ -v NAME ]'), where bash evaluates a[$(cmd)]"
+COMPOUND = ("in a value given to an array (declare -a/-A) outside '( )', which bash reads as "
+            "'([key]=value ...)' and evaluates a[$(cmd)] in")
 DELIMITER = "as a here-document delimiter"
 AFTER_BACKSLASH = "right after a backslash"
 _NAME_PART = "?"  # declare NAME=value: a template in NAME is refused (VARNAME), not in value
@@ -136,18 +141,66 @@ def _unsure(what: str) -> str:
 
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "su", "flock",
                      "csh", "tcsh", "fish"})
-_SCRIPTING = {"perl": "eE", "ruby": "e", "node": "ep", "nodejs": "ep", "php": "r",
-              "rscript": "e", "lua": "e", "osascript": "e"}
+
+
+@dataclass(frozen=True)
+class _Interpreter:
+    """How a program that runs code reads its options: ``code``: the letters whose argument (or,
+    for a shell, whose first operand) is code; ``stop``: letters whose argument is the rest of
+    the word; ``next``: those of them whose argument is the next word when the rest is empty;
+    ``loads``: those whose argument names a file or module it runs; ``ends``: those after whose
+    argument its own options end (python -c CODE args...)."""
+
+    code: str
+    stop: str = ""
+    next: str = ""
+    loads: str = ""
+    ends: str = ""
+
+
+_SHELL = _Interpreter("c", "oO", "oO")
+_PYTHON = _Interpreter("c", "WXm", "WXm", "", "cm")
+_SCRIPTING = {
+    "perl": _Interpreter("eE", "IMmDVCdx", "IMm", "Mm"),
+    "ruby": _Interpreter("e", "IrCFEKTWx", "IrCFE", "r"),
+    "node": _Interpreter("ep", "r", "r", "r"),
+    "nodejs": _Interpreter("ep", "r", "r", "r"),
+    "php": _Interpreter("rBRE", "cdfzt", "cdfzt", "cf"),
+    "rscript": _Interpreter("e"),
+    "lua": _Interpreter("e", "l", "l", "l"),
+    "osascript": _Interpreter("e", "l", "l"),
+}
+_LONG_CODE = frozenset({"--command", "--eval", "--print"})
+_LONG_ARGS = frozenset({"--rcfile", "--init-file", "--require", "--import", "--loader",
+                        "--experimental-loader"})  # all of them name a file that is run
 _EVALUATING = frozenset({"eval", "trap", "alias", "ssh", "watch"})
 _PROGRAMMED = frozenset({"sed", "gsed", "awk", "gawk", "mawk", "nawk"})
 _DECLARING = frozenset({"declare", "typeset", "local", "readonly", "export"})
 _NAMING = frozenset({"unset", "read", "mapfile", "readarray", "getopts"})
 _RESERVED = frozenset({"!", "{", "}", "()", "if", "then", "else", "elif", "fi", "do", "done",
                        "while", "until", "time", "function", "coproc"})
-_ARITH_TESTS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge", "-v"})
+_ARITH_TESTS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge", "-v", "-R"})
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[|\+?=)")
+_ASSIGNED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^]\n]*\])?\+?=")
 _SUBSCRIPT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[")
+# ${NAME:-word} and the other operators whose word is expanded as a word, not as arithmetic or
+# a pattern
+_DEFAULTING = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[@*])(:?[-=+?])")
 _META = " \t\n;&|<>()"
+
+# Variables whose value the shell or a program runs as code, or that name a file it runs.
+_CODE_VARIABLES = {
+    **{f"PS{n}": "which bash expands as a prompt, running the $(...) in it (PS4 with set -x)"
+       for n in range(5)},
+    "PROMPT_COMMAND": "which bash runs as shell code",
+    "BASH_ENV": "which names a file that bash runs as shell code when it starts",
+    "ENV": "which names a file that sh runs as shell code when it starts",
+    "PERL5OPT": "which holds options of perl, and an option can run code (-M)",
+    "RUBYOPT": "which holds options of ruby, and an option can run code (-r)",
+    "NODE_OPTIONS": "which holds options of node, and an option can run code (--require)",
+    "GIT_SSH_COMMAND": "which git runs as a shell command",
+    "LD_PRELOAD": "which names a library that every program started then loads and runs",
+}
 
 
 def _plain(word: str) -> str:
@@ -155,20 +208,75 @@ def _plain(word: str) -> str:
     return word.replace("'", "").replace('"', "").replace("\\", "")
 
 
+def _interpreter(name: str) -> _Interpreter | None:
+    """How ``name`` (a program) reads its options, if one of them makes it run code."""
+    if name in _SHELLS:
+        return _SHELL
+    if re.fullmatch(r"(python|pypy)[0-9.]*", name):
+        return _PYTHON
+    return _SCRIPTING.get(name)
+
+
+def _read_option(spec: _Interpreter, plain: str) -> tuple[str, str, str, bool]:
+    """``(kind, option, letter, attached)`` of a word where ``spec``'s options are read: kind
+    "code" (option: the word up to its code letter), "arg" (an option with an argument),
+    "flag", "end" ('--') or "operand"; ``attached``: the argument is the rest of the word."""
+    if plain == "--":
+        return "end", plain, "", False
+    if plain.startswith("--"):
+        option, eq, _ = plain.partition("=")
+        if option in _LONG_CODE:
+            return "code", option, "", bool(eq)
+        if option in _LONG_ARGS:
+            return "arg", option, "", bool(eq)
+        return "flag", option, "", False
+    if len(plain) < 2 or plain[0] not in "-+":
+        return "operand", plain, "", False
+    for k, c in enumerate(plain[1:], 2):
+        if not c.isalpha():
+            break
+        if c in spec.code and plain[0] == "-":
+            # a shell's -c is a flag (the code is its first operand): bash -ce CODE
+            return "code", plain if spec is _SHELL else plain[:k], c, k < len(plain)
+        if c in spec.stop:
+            return "arg", plain[:k], c, k < len(plain)
+    return "flag", plain, "", False
+
+
+def _option_refusal(name: str, prefix: str) -> str:
+    """Why a template in a word where ``name`` reads its options is refused, ``prefix`` being
+    the word's text before it."""
+    spec = _interpreter(name)
+    if spec is not None and prefix[:1] in ("-", "+"):
+        kind, option, _, _ = _read_option(spec, prefix)
+        if kind == "code":
+            return f"in the code that '{name} {option}' runs"
+    letter = spec.code[0] if spec else "c"
+    return (f"where '{name}' reads its options, and an option can make it run code "
+            f"('{name} -{letter}CODE'); write '--' before an operand that comes from outside")
+
+
 class _Command:
     """The words of one simple command, read one at a time: whether the next word is still at
     the command's name position, and why a template in it would be read as code (or None).
-    Incremental, so a long command costs no more than its length."""
+    Incremental, so a long command costs no more than its length. ``typed``: the attributes
+    (``declare -i``/``-n``/``-a``...) of the script's variables, filled as they are declared."""
 
-    def __init__(self) -> None:
+    def __init__(self, typed: dict[str, str] | None = None) -> None:
+        self.typed = {} if typed is None else typed
         self.prefix = True  # every word so far is a reserved word or an assignment
         self.named = False  # the command's name has been read
+        self.name = ""
         self.fixed: str | None = None  # the reason for every later word (eval, let, ...)
         self.declaring = False
+        self.attrs = ""  # the attribute letters given to declare/local/typeset
+        self.env_args = False  # env NAME=value ...: its assignments are still being read
         self.next_only: str | None = None  # the reason for the next word alone (-c CODE)
-        self.options_keep = False  # an option word keeps next_only (bash -c -e CODE)
         self.interp = ""  # the interpreter whose options are being read
-        self.interp_arg = False  # the next word is the argument of one of its options
+        self.interp_arg: str | None = None  # the next word is the argument of this option
+        self.arg_reason: str | None = None  # ... and why a template there is code
+        self.then_end = False  # ... after which the interpreter's options end
+        self.shell_code: str | None = None  # a shell's -c was read: its first operand is code
         self.program = ""  # sed or awk, while its program may still come
         self.program_given = False
         self.skip = False  # the next word is the argument of a sed/awk option
@@ -178,21 +286,40 @@ class _Command:
             return self.fixed
         if self.next_only:
             return self.next_only
+        if self.interp and self.interp != "printf":
+            if self.interp_arg is not None:
+                return self.arg_reason
+            if self.shell_code:
+                return self.shell_code
         if self.program and not self.program_given and not self.skip:
             return f"in the program of '{self.program}', which it runs as code"
         if self.declaring:
             return _NAME_PART
         return None
 
+    def options_of(self) -> str:
+        """The interpreter whose options the next word may be (a template at its start, or
+        in an option word, is refused), or ''."""
+        if (self.interp and self.interp != "printf" and self.interp_arg is None
+                and not self.shell_code and not self.fixed and not self.next_only):
+            return self.interp
+        return ""
+
+    def assigns(self) -> bool:
+        """Whether the next word, if it is NAME=value, is an assignment."""
+        return self.prefix or self.env_args
+
     def add(self, word: str) -> None:
         plain = _plain(word)
         if self.prefix and (plain in _RESERVED or _ASSIGNMENT.match(plain)):
             return
         self.prefix = False
-        if self.next_only and not (self.options_keep and plain.startswith("-")):
-            self.next_only = None
+        self.next_only = None
+        if self.env_args and not (plain.startswith("-") or _ASSIGNMENT.match(plain)):
+            self.env_args = False
         if not self.named:
             self.named = True
+            self.name = plain
             if plain in ("let", "(("):
                 self.fixed = ARITHMETIC
             elif plain in _DECLARING:
@@ -202,8 +329,10 @@ class _Command:
             elif plain in (".", "source"):
                 self.fixed = (f"in an argument of '{plain}', which runs a file it names as "
                               "shell code")
-        elif self.declaring and plain[:1] in "-+" and "i" in plain:
-            self.fixed = ARITHMETIC
+        elif self.declaring:
+            self.declared(plain)
+        elif self.name in ("test", "[") and plain in ("-v", "-R"):
+            self.next_only = TESTED_NAME
         self.sed_awk(plain)
         if self.interp:
             self.interpreter_option(plain)
@@ -212,33 +341,71 @@ class _Command:
             self.fixed = f"in an argument of '{name}', which runs it as shell code"
         if name in _PROGRAMMED:
             self.program, self.program_given, self.skip = name, False, False
-        if _code_letters(name):
-            self.interp, self.interp_arg = name, False
+        if name == "env":
+            self.env_args = True
+        if _interpreter(name):
+            self.interp, self.interp_arg, self.shell_code = name, None, None
         if name == "printf":
             self.interp = "printf"
+
+    def declared(self, plain: str) -> None:
+        """A word after declare/typeset/local/readonly/export: an option, or a name whose
+        attributes are recorded."""
+        if plain[:1] in "-+":
+            letters = plain[1:]
+            if "n" in letters and self.name != "export":  # export -n: no longer exported
+                self.fixed = NAMEREF
+            elif "i" in letters:
+                self.fixed = ARITHMETIC
+            self.attrs += "".join(c for c in letters if c in "inaA")
+            return
+        m = re.match(r"[A-Za-z_][A-Za-z0-9_]*", plain)
+        if m and self.attrs:
+            self.typed[m.group()] = self.typed.get(m.group(), "") + self.attrs
 
     def interpreter_option(self, plain: str) -> None:
         """A word after an interpreter's name, while its own options are being read."""
         name = self.interp
-        if self.interp_arg:
-            self.interp_arg = False
-        elif name == "printf":
+        if name == "printf":
             if plain == "-v":
-                self.next_only, self.options_keep = VARNAME, False
+                self.next_only = VARNAME
             if not plain.startswith("-"):
                 self.interp = ""
-        elif plain in ("--command", "--eval", "--print") or (
-                re.fullmatch(r"-[A-Za-z]+", plain)
-                and any(c in _code_letters(name) for c in plain[1:])):
-            self.next_only = f"in the code that '{name} {plain}' runs"
-            # bash -c [options] CODE [$0 args...]; python -c CODE [args...]
-            self.options_keep = name in _SHELLS
+            return
+        if self.interp_arg is not None:  # the argument of an option
+            self.interp_arg = self.arg_reason = None
+            if self.then_end:
+                self.interp = ""
+            return
+        spec = _interpreter(name)
+        assert spec is not None
+        kind, option, letter, attached = _read_option(spec, plain)
+        if self.shell_code and kind in ("operand", "end"):
+            if kind == "end":  # bash -c -- CODE
+                self.next_only, self.interp = self.shell_code, ""
+            self.interp, self.shell_code = "", None
+            return
+        if kind == "end":
             self.interp = ""
-        elif plain in _OPTION_ARGS or (re.fullmatch(r"[-+][A-Za-z]+", plain)
-                                        and plain[-1] in "oOWXIM"):
-            self.interp_arg = True  # -o pipefail, -eo pipefail, -W ignore: an argument follows
-        elif not plain.startswith(("-", "+")) and name not in ("su", "flock"):
-            self.interp = ""  # a script or an operand: what follows is its arguments
+        elif kind == "operand":
+            if name not in ("su", "flock"):
+                self.interp = ""  # a script or an operand: what follows is its arguments
+        elif kind == "code":
+            why = f"in the code that '{name} {option}' runs"
+            if spec is _SHELL:
+                self.shell_code = why
+            elif not attached:
+                self.next_only, self.interp_arg = why, option
+                self.arg_reason, self.then_end = why, letter in spec.ends
+            elif letter in spec.ends:
+                self.interp = ""
+        elif kind == "arg" and not attached and (option in _LONG_ARGS or letter in spec.next):
+            self.interp_arg, self.then_end = option, letter in spec.ends
+            self.arg_reason = (f"in the argument of '{name} {option}', which names a file or "
+                               "module it runs" if option in _LONG_ARGS or letter in spec.loads
+                               else None)
+        elif kind == "arg" and letter in spec.ends:
+            self.interp = ""  # python3 -mmodule args...
 
     def sed_awk(self, plain: str) -> None:
         """One argument of sed or awk: the argument of sed's -e, or the first operand when no
@@ -251,7 +418,6 @@ class _Command:
         awk = "awk" in self.program
         if not awk and (plain in ("-e", "--expression") or re.fullmatch(r"-[a-zA-Z]*e", plain)):
             self.next_only = f"in the program of '{self.program}', which it runs as code"
-            self.options_keep = False
             self.skip = self.program_given = True
         elif self.program_given:
             return
@@ -262,17 +428,6 @@ class _Command:
             self.program_given = True
 
 
-_OPTION_ARGS = frozenset({"-o", "+o", "-O", "+O", "-W", "-X", "-I", "-M", "-r", "--rcfile",
-                          "--init-file", "--require"})
-
-
-def _code_letters(name: str) -> str:
-    """The option letters after which ``name`` (a program) runs its next argument as code."""
-    if name in _SHELLS or re.fullmatch(r"(python|pypy)[0-9.]*", name):
-        return "c"
-    return _SCRIPTING.get(name, "")
-
-
 class _Word:
     """The word being read in a list of commands, and why a template in it is code."""
 
@@ -281,13 +436,18 @@ class _Word:
         self.reason: str | None = None
         self.name_end = -1  # declare NAME=value: where NAME ends, once looked for
         self.subscript_end = -1  # a[...]=value: where the subscript ends
+        self.options_of = ""  # the interpreter whose options this word may be
+        self.assigned = ""  # NAME=value: NAME, and where the value starts
+        self.value_at = -1
+        self.attrs = ""  # declare -a NAME=value: the attributes given
 
 
 class _Lexer:
     """Reads a script (with SENTINEL for each untrusted template) like bash does, just far
     enough to tell how each SENTINEL is read; see :func:`template_slots`."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, typed: dict[str, str] | None = None) -> None:
+        self.typed: dict[str, str] = dict(typed or {})  # declare -i/-n/-a/-A: the names
         self.t = text
         self.n = len(text)
         self.i = 0
@@ -317,14 +477,15 @@ class _Lexer:
 
     # -- command level
 
-    def commands(self, closer: str | None, refusal: str | None) -> None:
+    def commands(self, closer: str | None, refusal: str | None, compound: bool = False) -> None:
         """A list of commands up to ``closer`` (the ')' of $( ), ( ), <( )) or the end. A
-        template anywhere in it is refused for ``refusal`` when that is given."""
+        template anywhere in it is refused for ``refusal`` when that is given. ``compound``:
+        the list is the value of an array, a=( ... ), where [...]= is an arithmetic subscript."""
         self.lists += 1
         me = self.lists
         t = self.t
         entry = self.i
-        cmd = _Command()  # the current simple command
+        cmd = _Command(self.typed)  # the current simple command
         word = _Word()
         target = ""  # "redirect" or "herestring": what the next word is
         case: list[str] = []  # states of the case commands we are in
@@ -335,7 +496,8 @@ class _Lexer:
         def begin() -> None:
             if word.start < 0:
                 word.start = self.i
-                word.name_end = word.subscript_end = -1
+                word.name_end = word.subscript_end = word.value_at = -1
+                word.options_of = word.assigned = word.attrs = ""
                 if refusal:
                     word.reason = refusal
                 elif target == "herestring":
@@ -344,9 +506,16 @@ class _Lexer:
                     word.reason = None
                 else:
                     word.reason = cmd.reason()
+                    word.attrs = cmd.attrs
+                    if word.reason is None:
+                        word.options_of = cmd.options_of()
+                    m = _ASSIGNED.match(t, self.i) if cmd.assigns() else None
+                    if m:
+                        word.assigned, word.value_at = m.group(1), m.end()
                     m = _SUBSCRIPT.match(t, self.i) if cmd.prefix else None
-                    if m:  # a[...]=value: the subscript is arithmetic
-                        close = t.find("]", m.end())
+                    if m or (compound and t.startswith("[", self.i)):
+                        # a[...]=value, a=([...]=value): the subscript is arithmetic
+                        close = t.find("]", m.end() if m else self.i)
                         word.subscript_end = self.n if close < 0 else close
 
         def here() -> str | None:
@@ -355,7 +524,20 @@ class _Lexer:
                 if word.name_end < 0:
                     eq = t.find("=", word.start)
                     word.name_end = self.n if eq < 0 else eq
-                return VARNAME if self.i < word.name_end else None
+                if self.i < word.name_end:
+                    return VARNAME
+                name = re.match(r"[A-Za-z_][A-Za-z0-9_]*", _plain(t[word.start:word.name_end]))
+                return self.value_reason(name.group() if name else "", word.attrs,
+                                         t[word.name_end + 1:word.name_end + 2] == "(")
+            if word.options_of:
+                prefix = _plain(t[word.start:self.i])
+                if prefix[:1] in ("", "-", "+", "$", "`"):
+                    return _option_refusal(word.options_of, prefix)
+                return None
+            if word.reason is None and word.assigned and self.i >= word.value_at:
+                why = self.value_reason(word.assigned)
+                if why:
+                    return why
             if word.reason is None and self.i < word.subscript_end:
                 return ARITH_SUB
             return ARITH_SUB if word.reason == ARITHMETIC else word.reason
@@ -412,7 +594,7 @@ class _Lexer:
         def end_command() -> None:
             nonlocal target, cmd
             finish()
-            cmd = _Command()
+            cmd = _Command(self.typed)
             target = ""
 
         while self.i < self.n:
@@ -533,9 +715,16 @@ class _Lexer:
                 at_word_start = True
                 continue
             if c == "(":
+                if word.start >= 0 and t.startswith("()", self.i) and cmd.prefix:
+                    finish()  # name() { ...: a function's body starts a command
+                    self.i += 2
+                    cmd = _Command(self.typed)
+                    cmd.add("()")
+                    at_word_start = True
+                    continue
                 if word.start >= 0:  # a=( ... ), or an extended glob
                     self.i += 1
-                    self.commands(")", here())
+                    self.commands(")", here(), compound=t[self.i - 2] == "=")
                     at_word_start = False
                     continue
                 if self.peek(1) == "(" and cmd.prefix:
@@ -546,7 +735,7 @@ class _Lexer:
                     continue
                 self.i += 1
                 self.commands(")", refusal)
-                cmd = _Command()
+                cmd = _Command(self.typed)
                 cmd.add("()")
                 at_word_start = True
                 continue
@@ -566,6 +755,23 @@ class _Lexer:
         finish()
         if closer is not None:
             self.give_up("a '(' or '$(' that is never closed", entry)
+
+    def value_reason(self, name: str, attrs: str | None = None,
+                     compound: bool = False) -> str | None:
+        """Why a template in the value assigned to ``name`` is code (ARITH_SUB: a number is
+        safe there), or None. ``attrs``: given when a declare command assigns it (with the
+        attributes it gives): a value not in '( )' that such a command gives to an array is
+        read as '([key]=value ...)'; ``compound``: the value is in '( )'."""
+        if name in _CODE_VARIABLES:
+            return f"in the value of {name}, {_CODE_VARIABLES[name]}"
+        typed = self.typed.get(name, "")
+        if "n" in typed:
+            return NAMEREF
+        if "i" in typed:
+            return ARITH_SUB
+        if attrs is not None and not compound and ("a" in typed + attrs or "A" in typed + attrs):
+            return COMPOUND
+        return None
 
     # -- parts of words
 
@@ -626,7 +832,14 @@ class _Lexer:
             self.commands(")", here())
         elif t.startswith("${", i):
             self.i += 2
-            self.nested("}", here() or PARAM, quoted=quoted)
+            why = here()
+            m = None if why else _DEFAULTING.match(t, self.i)
+            name = m.group(1) if m else ""
+            if m is None or (m.group(2)[-1] == "=" and self.value_reason(name)):
+                self.nested("}", why or PARAM, quoted=quoted)
+            else:
+                self.i = m.end()
+                self.word_in_param(record, here, quoted)
         elif t.startswith("$[", i):
             self.i += 2
             self.nested("]", here(), arith=True, quoted=quoted)
@@ -638,6 +851,44 @@ class _Lexer:
             self.double(record, here)
         else:
             self.i += 1
+
+    def word_in_param(self, record: Callable[[str], None], here: Callable[[], str | None],
+                      quoted: bool) -> None:
+        """The word of ${x:-word} (also -, :=, =, :+, +, :?, ?), up to its '}': the shell
+        expands it as a word (inside the double quotes around the ${...}, if any), so a
+        template there is data."""
+        entry = self.i
+        level = 0
+        t = self.t
+        while self.i < self.n:
+            c = t[self.i]
+            if c == SENTINEL:
+                record(DOUBLE if quoted else UNQUOTED)
+                self.i += 1
+            elif c == "\\":
+                if self.peek(1) == SENTINEL:
+                    self.slot(self.i + 1, REFUSED, AFTER_BACKSLASH)
+                self.i += 2
+            elif c == "'" and quoted:
+                self.give_up("a quote inside ${...} in double quotes, which shells read "
+                             "differently", entry)
+                return
+            elif c == "'":
+                self.single(SINGLE, record)
+            elif c == '"':
+                self.i += 1
+                self.double(record, here)
+            elif c == "`":
+                self.backtick()
+            elif c == "$":
+                self.dollar(record, here, quoted=quoted)
+            elif c == "}" and level == 0:
+                self.i += 1
+                return
+            else:
+                level += {"{": 1, "}": -1}.get(c, 0)
+                self.i += 1
+        self.give_up("an expression that is never closed (no '}')", entry)
 
     def backtick(self) -> None:
         """`...`: every template inside is refused."""
@@ -794,6 +1045,9 @@ def template_slots(text: str) -> list[Slot]:
     """How the shell reads the place of each SENTINEL in ``text``, in order."""
     lexer = _Lexer(text)
     lexer.commands(None, None)
+    if lexer.typed:  # read again knowing every name declared -i/-n/-a/-A in the script
+        lexer = _Lexer(text, lexer.typed)
+        lexer.commands(None, None)
     lost = Slot(REFUSED, lexer.unsure or _unsure("a part of the script"))
     return [lexer.slots.get(at, lost) if at < lexer.unsure_at else lost
             for at, c in enumerate(text) if c == SENTINEL]
