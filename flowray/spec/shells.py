@@ -7,9 +7,12 @@ variable and the template replaced by a reference to it, quoted to fit where it 
 shell never reads as code. What is left are places where the shell hands text on to something
 that reads it as code: here-documents and here-strings (the input of a command, often
 ``python3 - <<EOF``), arithmetic (bash evaluates ``a[$(cmd)]`` there), ``${...}`` expansions,
-`` `...` ``, the code string of ``bash -c``/``python -c``/``perl -e``..., the arguments of
-``eval``, ``trap``, ``alias``, ``ssh``, ``watch``, the program of ``sed``/``awk``, and variable
-names (``declare``, ``unset``, ``read``, ``printf -v``). An untrusted template there is refused.
+`` `...` ``, the code string of ``bash -c``/``python -c``/``perl -e``... (also attached to its
+option, ``python3 -c"..."``), the options of such an interpreter (a value there may be
+``-cCODE``), the arguments of ``eval``, ``trap``, ``alias``, ``ssh``, ``watch``, the program of
+``sed``/``awk``, variable names (``declare``, ``unset``, ``read``, ``printf -v``, ``test -v``,
+namerefs), and variables whose value is run (``PS4``, ``BASH_ENV``...). An untrusted template
+there is refused.
 
 :func:`template_slots` is a small shell tokenizer (POSIX ``sh`` and bash syntax: quotes,
 comments, ``$( )``, here-documents, ``case``, ``[[ ]]``, ...). Where it cannot follow the script
