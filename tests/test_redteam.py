@@ -202,3 +202,47 @@ def test_start_refuses_secrets_env_or_inputs_of_the_wrong_type_saying_so(
     assert str(info.value) == message
     assert "123456" not in str(info.value)
     assert not (ws.root / "ran").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--gpus", "0,0"], {}, "--gpus: '0' is named twice (two jobs would be given the same GPU)"),
+        (["--gpus", "-1"], {},
+         "--gpus: '-1' is not a GPU id (an index such as '0', or a UUID such as 'GPU-...' or "
+         "'MIG-...')"),
+        ([], {"FLOWRAY_GPUS": "1,01"},
+         "FLOWRAY_GPUS: '01' is named twice (two jobs would be given the same GPU)"),
+        ([], {"FLOWRAY_HEARTBEAT": "nan"},
+         "FLOWRAY_HEARTBEAT must be a finite number from 0 to 86400, got nan (0 turns the "
+         "lines off)"),
+        ([], {"FLOWRAY_HEARTBEAT": "inf"},
+         "FLOWRAY_HEARTBEAT must be a finite number from 0 to 86400, got inf (0 turns the "
+         "lines off)"),
+        ([], {"FLOWRAY_HEARTBEAT": "-1"},
+         "FLOWRAY_HEARTBEAT must be 0 or more, got -1 (0 turns the lines off)"),
+    ],
+)
+def test_nonsense_gpu_ids_and_heartbeats_are_refused(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str],
+        message: str) -> None:
+    ws.flow("name: n\njobs:\n  a:\n    steps:\n      - run: touch ran\n")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    out = ws.run("flow.yaml", *args)
+    assert out.exit_code == 2, out
+    assert out.stderr == f"error: {message}\n"
+    assert not (ws.root / "ran").exists()
+
+
+def test_gpu_uuids_are_gpu_ids() -> None:
+    from flowray.spec.limits import gpu_ids_problem
+
+    assert gpu_ids_problem(["0", "12", "GPU-5f2c81aa-1b2c", "MIG-GPU-5f2c/1/0"]) is None
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_runs_refuses_a_limit_below_one(ws: Workspace, limit: str) -> None:
+    out = ws.cli("runs", "--limit", limit)
+    assert out.exit_code == 2, out
+    assert out.stderr == f"error: --limit must be 1 or more, got {limit}\n"

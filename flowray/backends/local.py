@@ -13,7 +13,7 @@ from flowray.execute.job import ActionLoader, JobRequest, JobResult, run_job
 from flowray.execute.process import DEFAULT_GRACE_SECONDS, ProcessSupervisor, stop_groups
 from flowray.execute.secrets import Masker
 from flowray.plan.plan import JobPlan
-from flowray.spec.limits import MAX_GPUS
+from flowray.spec.limits import MAX_GPUS, gpu_ids_problem
 from flowray.spec.types import ResourcesData
 from flowray.status import Status
 from flowray.store.fs import os_error_text
@@ -38,6 +38,9 @@ def detect_gpus() -> list[str]:
         if len(ids) > MAX_GPUS:
             raise ValueError(f"FLOWRAY_GPUS names {len(ids)} GPUs, more than the limit of "
                              f"{MAX_GPUS}")
+        problem = gpu_ids_problem(ids)
+        if problem:
+            raise ValueError(f"FLOWRAY_GPUS: {problem}")
         return ids
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:

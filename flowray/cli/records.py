@@ -50,6 +50,8 @@ def runs(workdir: str | None, limit: int, as_json: bool, address: str | None,
          every_job: bool) -> None:
     """List runs, newest first: those recorded in this workspace, or with --address those
     submitted to a Ray cluster."""
+    if limit < 1:
+        _fail(f"--limit must be 1 or more, got {limit}")
     if address:
         _list_remote(address, limit, as_json, every_job)
         return

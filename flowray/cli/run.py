@@ -38,6 +38,7 @@ from flowray.cli.view import Console
 from flowray.runtime.api import Prepared, Run, check_run_numbers, check_secrets, local_gpus
 from flowray.runtime.errors import PlanInvalid, RunInputError, SecretsMissing, StartError
 from flowray.spec.diagnostics import FlowError
+from flowray.spec.limits import MAX_HEARTBEAT_SECONDS, number_problem
 
 # ----------------------------------------------------------------------------- run
 
@@ -280,7 +281,10 @@ def _heartbeat(tty: bool) -> float | None:
         except ValueError:
             _fail(f"FLOWRAY_HEARTBEAT must be a number of seconds, got '{value}'")
             raise AssertionError from None
-        return seconds if seconds > 0 and math.isfinite(seconds) else None
+        problem = number_problem(seconds, low=0, high=MAX_HEARTBEAT_SECONDS)
+        if problem:
+            _fail(f"FLOWRAY_HEARTBEAT {problem} (0 turns the lines off)")
+        return seconds if seconds > 0 else None
     return 15.0 if tty else 60.0
 
 

@@ -248,7 +248,13 @@ def check_run_numbers(cpus: Any, grace: Any, gpus: Any
                       ) -> tuple[float | None, float | None, list[str] | None]:
     """``cpus``, ``grace`` and ``gpus`` of a run as checked values; raises StartError naming
     the first that is not a finite number in range (or a list of GPU ids)."""
-    from flowray.spec.limits import MAX_CPUS, MAX_GPUS, MAX_GRACE_SECONDS, number_problem
+    from flowray.spec.limits import (
+        MAX_CPUS,
+        MAX_GPUS,
+        MAX_GRACE_SECONDS,
+        gpu_ids_problem,
+        number_problem,
+    )
 
     if cpus is not None:
         problem = number_problem(cpus, low=0, high=MAX_CPUS, low_open=True)
@@ -270,6 +276,9 @@ def check_run_numbers(cpus: Any, grace: Any, gpus: Any
         bad = next((g for g in gpus if not g or "," in g or "\0" in g or g != g.strip()), None)
         if bad is not None:
             raise StartError(f"gpus: {bad!r} is not a GPU id")
+        problem = gpu_ids_problem(gpus)
+        if problem:
+            raise StartError(f"gpus: {problem}")
         ids = list(gpus)
     return (None if cpus is None else float(cpus), None if grace is None else float(grace),
             ids)

@@ -9,6 +9,8 @@ is cheap (no pydantic, no yaml).
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 
 # Flow keys.
 MAX_TIMEOUT_MINUTES = 43_200  # 30 days: `timeout`/`timeout-minutes` of a job or a step
@@ -23,6 +25,7 @@ MAX_PARALLEL = 10_000  # `strategy.max-parallel` (as many as a matrix can have c
 # Run options.
 MAX_GRACE_SECONDS = 3_600  # --grace, and the grace of flowray.start(...) and Run.cancel(...)
 MAX_CANCEL_WAIT_SECONDS = 86_400  # `flowray cancel --wait`
+MAX_HEARTBEAT_SECONDS = 86_400  # FLOWRAY_HEARTBEAT: a day of silence
 MAX_AGE_DAYS = 36_500  # `flowray actions prune --older-than`
 
 
@@ -52,3 +55,23 @@ def _shown(value: float) -> str:
     if isinstance(value, int) and abs(value) >= 10**20:
         return f"a number of {len(str(abs(value)))} digits"
     return f"{value:g}"
+
+
+_GPU_ID = re.compile(r"[0-9]+|(?:GPU|MIG)-[A-Za-z0-9][A-Za-z0-9_./:-]*")
+
+
+def gpu_ids_problem(ids: Sequence[str]) -> str | None:
+    """What is wrong with a list of GPU ids (--gpus, FLOWRAY_GPUS, ``start(gpus=)``), or None.
+    An id is what ``CUDA_VISIBLE_DEVICES`` takes: an index (``0``) or a UUID (``GPU-...``,
+    ``MIG-...``); each at most once, or two jobs would be given the same GPU."""
+    seen: set[str] = set()
+    for g in ids:
+        if not _GPU_ID.fullmatch(g) or (g.isdigit() and len(g) > 6):
+            return (f"{g!r} is not a GPU id (an index such as '0', or a UUID such as "
+                    f"'GPU-...' or 'MIG-...')")
+        key = str(int(g)) if g.isdigit() else g  # '00' is GPU 0
+        if key in seen:
+            return f"{g!r} is named twice (two jobs would be given the same GPU)"
+        seen.add(key)
+    return None
+
