@@ -402,6 +402,7 @@ def test_flowray_gpus_past_the_limit_is_an_error(ws: Workspace, value: str) -> N
         ({"env": {"A": "x\0y"}},
          "env: the value of environment variable 'A' must not contain a NUL character"),
         ({"env": {"A": 1}}, "env must map names to text, got str -> int"),
+        ({"secrets": {"A": 1}}, "secrets must map names to text, got str -> int"),
     ],
 )
 def test_start_arguments_raise_start_error(ws: Workspace, kwargs: dict[str, Any],
