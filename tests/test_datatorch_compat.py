@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -571,3 +572,76 @@ def test_documentation_flows_validate_and_run_as_written(ws: Workspace, forge: F
     added = ws.run(add)
     added.assert_success()
     assert ws.record()["jobs"]["add"]["steps"][0]["outputs"] == {"sum": 10}
+
+
+# ----------------------------------------------------------------------------- run numbers
+
+
+def _numbered(ws: Workspace, name: str) -> tuple[int, str]:
+    """Run flow ``name`` (one step printing its run.runNumber): its number, and what flowray
+    said besides the step's output."""
+    ws.flow(f"""
+        name: {name}
+        jobs:
+          j:
+            steps:
+              - run: echo "n=${{{{ run.runNumber }}}}"
+    """, f"{name}.yaml")
+    out = ws.run(f"{name}.yaml")
+    assert out.exit_code == 0, out
+    number = int(lines_of(out.stdout, "j/1 | ")["n"])
+    assert ws.record()["run_number"] == number
+    return number, out.stdout + out.stderr
+
+
+def test_run_numbers_are_recovered_from_the_runs_when_their_file_is_damaged_or_gone(
+        ws: Workspace) -> None:
+    assert [_numbered(ws, "a")[0] for _ in range(3)] == [1, 2, 3]
+    assert _numbered(ws, "b")[0] == 1
+    numbers = ws.root / ".flowray" / "run-numbers.json"
+    numbers.write_text('{"a": 3, "b"')  # cut short
+    number, said = _numbered(ws, "a")
+    assert number == 4
+    assert ("! .flowray/run-numbers.json was not JSON (cut short, or damaged): run numbers were "
+            "recovered from the runs kept in .flowray/runs, so this run of 'a' is #4") in said
+    number, said = _numbered(ws, "b")  # the other flow's number was recovered too
+    assert number == 2 and "run-numbers.json" not in said
+    numbers.unlink()
+    number, said = _numbered(ws, "a")
+    assert number == 5 and "run-numbers.json was missing" in said
+    numbers.write_text('{"a": "five", "b": 4}')
+    number, said = _numbered(ws, "a")
+    assert number == 6 and "a number that is not a whole number" in said
+    assert json.loads(numbers.read_text()) == {"a": 6, "b": 4}
+
+
+def test_runs_of_a_flowray_that_kept_no_number_are_counted(ws: Workspace) -> None:
+    for _ in range(2):
+        _numbered(ws, "old")
+    for events in (ws.root / ".flowray" / "runs").glob("*/events.jsonl"):
+        lines = events.read_text().splitlines(keepends=True)
+        first = json.loads(lines[0])
+        del first["run_number"]  # as a flowray from before the number was recorded wrote it
+        events.write_text(json.dumps(first) + "\n" + "".join(lines[1:]))
+    (ws.root / ".flowray" / "run-numbers.json").unlink()
+    number, said = _numbered(ws, "old")
+    assert number == 3 and "this run of 'old' is #3" in said
+
+
+def test_runs_started_at_once_in_one_folder_get_different_numbers(ws: Workspace) -> None:
+    ws.flow("""
+        name: together
+        jobs:
+          j:
+            steps:
+              - run: echo "${{ run.runNumber }}" > "n-$FLOWRAY_RUN_ID"
+    """)
+    procs = [subprocess.Popen([sys.executable, "-m", "flowray", "run", "flow.yaml"],
+                              cwd=ws.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(4)]
+    for proc in procs:
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err
+    got = sorted(int(p.read_text()) for p in ws.root.glob("n-*"))
+    assert got == [1, 2, 3, 4]
+    assert json.loads((ws.root / ".flowray" / "run-numbers.json").read_text()) == {"together": 4}

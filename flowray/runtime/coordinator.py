@@ -226,7 +226,8 @@ class Coordinator:
         self.gpu_count = gpu_count
         self.base_env = {**os.environ, **options.env}
         name = self.flow["name"]
-        number = next_run_number(options.workspace, name)
+        self.run_number = next_run_number(options.workspace, name)
+        number = self.run_number.number
         self._static = {
             "variables": self.flow["variables"],
             "inputs": options.inputs,
@@ -281,7 +282,10 @@ class Coordinator:
             inputs=opts.inputs, workspace=opts.workspace, backend=opts.backend,
             hosts=opts.hosts, pid=os.getpid(), host=socket.gethostname(),
             actions=opts.action_commits, started=self.started,
+            run_number=self.run_number.number,
         )
+        if self.run_number.notice is not None:
+            self.bus.emit(RunNotice, message=self.run_number.notice)
         for name in self._unmasked:
             self.bus.emit(RunNotice, message=f"secret '{name}' is shorter than {MIN_LENGTH} "
                           "characters, so it is not masked in logs and outputs")

@@ -125,6 +125,7 @@ class RunStarted(Event):
     host: str = ""
     actions: dict[str, str] = _NEW_DICT  # git action -> commit
     started: float = 0.0
+    run_number: int = 0  # the flow's run number in the workspace (run.runNumber)
 
 
 class JobQueued(Event):

@@ -211,6 +211,9 @@ class _RunFields(_Record):
     trigger: str | None = _f("what started the run (manual, ...)", default=None)
     backend: str | None = _f("where jobs ran: local, ray (embedded) or a Ray address",
                              default=None)
+    run_number: int | None = _f("the flow's run number in the workspace (run.runNumber); "
+                                "records of flowray from before it was kept lack it",
+                                default=None)
 
 
 class RunRecord(_RunFields):

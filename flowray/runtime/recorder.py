@@ -130,7 +130,7 @@ class RecordFolder:
                 "status": "running", "exit_code": None, "started": event.started,
                 "ended": None, "inputs": event.inputs, "actions": event.actions,
                 "cancel_reason": None, "error": None, "trigger": event.trigger,
-                "backend": event.backend,
+                "backend": event.backend, "run_number": event.run_number or None,
             })
             rec["jobs"] = jobs_before
         elif isinstance(event, RunFinished):

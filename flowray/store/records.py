@@ -218,28 +218,89 @@ def find_run(workspace: str, ref: str) -> str:
 
 
 RUN_NUMBERS_FILE = "run-numbers.json"
+_FIRST_LINE_LIMIT = 1 << 20  # run.started is the first line of events.jsonl; inputs make it long
 
 
-def next_run_number(workspace: str, flow: str) -> int:
+@dataclass(frozen=True)
+class RunNumber:
+    """A new run's number; ``notice``: why it was recovered from the runs kept, if it was."""
+
+    number: int
+    notice: str | None = None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _numbers_of_runs(workspace: str) -> dict[str, int]:
+    """Each flow's last run number as the runs under ``.flowray/runs`` tell it: the largest
+    ``run_number`` their ``run.started`` events carry, or how many runs of the flow there are
+    (runs of a flowray from before the number was recorded), whichever is more."""
+    largest: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    base = runs_dir(workspace)
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return {}
+    for name in names:
+        try:
+            with open(os.path.join(base, name, "events.jsonl"), "rb") as fh:
+                first = json.loads(fh.readline(_FIRST_LINE_LIMIT))
+        except (OSError, ValueError):
+            continue  # not a run folder, or a damaged one: nothing to learn from it
+        if not isinstance(first, dict) or first.get("type") != "run.started" \
+                or not isinstance(first.get("flow"), str):
+            continue
+        flow = first["flow"]
+        counts[flow] = counts.get(flow, 0) + 1
+        number = first.get("run_number")
+        if isinstance(number, int) and _whole(number):
+            largest[flow] = max(largest.get(flow, 0), number)
+    return {flow: max(count, largest.get(flow, 0)) for flow, count in counts.items()}
+
+
+def next_run_number(workspace: str, flow: str) -> RunNumber:
     """The number of a new run of flow ``flow`` in this workspace: 1, 2, ... (DataTorch's
     ``run.runNumber``). Kept in ``.flowray/run-numbers.json``, under a lock, so runs that start
-    at once get different numbers."""
+    at once get different numbers. When that file is missing or damaged, every flow's last
+    number is recovered from the runs kept (:func:`_numbers_of_runs`), and the result says so
+    where runs were found."""
     import fcntl
 
     base = os.path.dirname(runs_dir(workspace))
     os.makedirs(base, exist_ok=True)
     path = os.path.join(base, RUN_NUMBERS_FILE)
+    shown = os.path.join(".flowray", RUN_NUMBERS_FILE)
     with open(path + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        problem: str | None = None
+        numbers: Any = {}
         try:
             with open(path, encoding="utf-8") as fh:
                 numbers = json.load(fh)
-        except (OSError, ValueError):
-            numbers = {}
-        if not isinstance(numbers, dict):
-            numbers = {}
-        last = numbers.get(flow)
-        number = (last if isinstance(last, int) and not isinstance(last, bool) else 0) + 1
+        except FileNotFoundError:
+            problem = "missing"
+        except OSError as exc:
+            problem = f"unreadable ({exc.strerror or exc})"
+        except ValueError:
+            problem = "not JSON (cut short, or damaged)"
+        if problem is None and not isinstance(numbers, dict):
+            problem, numbers = "not a JSON object", {}
+        if problem is None and not all(_whole(v) for v in numbers.values()):
+            problem = "damaged (a number that is not a whole number)"
+        notice = None
+        found: dict[str, int] = {}
+        if problem is not None:
+            kept = {k: v for k, v in numbers.items() if _whole(v)} if isinstance(numbers, dict) \
+                else {}
+            found = _numbers_of_runs(workspace)
+            numbers = {**found, **{k: max(v, found.get(k, 0)) for k, v in kept.items()}}
+        number = numbers.get(flow, 0) + 1
+        if problem is not None and found:
+            notice = (f"{shown} was {problem}: run numbers were recovered from the runs kept "
+                      f"in .flowray/runs, so this run of '{flow}' is #{number}")
         numbers[flow] = number
         write_json_atomic(path, numbers)
-    return number
+    return RunNumber(number, notice)
