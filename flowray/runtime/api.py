@@ -529,10 +529,6 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
         problem = env_problem(name, value)
         if problem:
             raise StartError(f"env: {problem}")
-    for name, value in (secrets or {}).items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise StartError(f"secrets must map names to text, got {type(name).__name__} -> "
-                             f"{type(value).__name__}")
     try:  # the event is kept in the record and read by templates as a JSON value
         json.dumps(dict(event or {}))
     except (TypeError, ValueError, RecursionError):
