@@ -71,3 +71,20 @@ def test_cached_run_does_not_import_pydantic(ws: Workspace) -> None:
     )
     mods = _modules_after(code, str(ws.root))
     assert "pydantic" not in mods and "yaml" not in mods
+
+
+def test_run_without_git_actions_does_not_import_the_actions_package(ws: Workspace) -> None:
+    # The directory context names the action cache's folder; finding it must not import the
+    # git actions package (its cache, references and configuration) on every run.
+    ws.flow("name: x\njobs: {a: {steps: [{run: 'echo ${{ directory.actions }}'}]}}\n")
+    ws.run("flow.yaml").assert_success()  # fills the validated-flow cache
+    code = (
+        "from flowray.cli import main\n"
+        "try:\n"
+        "    main(['run', 'flow.yaml', '-q'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+    )
+    mods = _modules_after(code, str(ws.root))
+    assert "flowray.execute.contexts" in mods
+    assert not {m for m in mods if m == "flowray.actions" or m.startswith("flowray.actions.")}

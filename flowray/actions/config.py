@@ -11,6 +11,7 @@ from typing import Any
 
 from flowray.actions.errors import ActionError
 from flowray.actions.names import owner_problem, url_problem
+from flowray.store.places import default_actions_dir
 
 CONFIG_FILE = "flowray.toml"
 DEFAULT_BASE = "https://github.com"
@@ -23,8 +24,7 @@ _FALSE = ("0", "false", "no", "off", "")
 
 def default_cache_dir() -> str:
     """``$XDG_CACHE_HOME/flowray/actions`` (``~/.cache/flowray/actions`` when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "flowray", "actions")
+    return default_actions_dir()
 
 
 def user_config_file() -> str:

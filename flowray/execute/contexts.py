@@ -21,6 +21,7 @@ from typing import Any
 from flowray import expr
 from flowray.spec.types import ActionData, StepData
 from flowray.store.fs import os_error_text
+from flowray.store.places import cache_home, default_actions_dir
 
 _IMPLEMENTATIONS = {"cpython": "CPython", "pypy": "PyPy", "graalpy": "GraalVM",
                     "ironpython": "IronPython", "jython": "Jython"}
@@ -31,17 +32,16 @@ def runner_dir() -> str:
     explicit = os.environ.get("FLOWRAY_RUNNER_DIR")
     if explicit:
         return os.path.abspath(os.path.expanduser(explicit))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "flowray")
+    return cache_home()
 
 
 def _actions_dir() -> str:
-    from flowray.actions.config import default_cache_dir
-
+    # Not flowray.actions.config's default_cache_dir: importing the actions package (the
+    # cache, references, configuration: 10 modules) for one path cost every run its import.
     explicit = os.environ.get("FLOWRAY_CACHE_DIR")
     if explicit:
         return os.path.abspath(os.path.expanduser(explicit))
-    return default_cache_dir()
+    return default_actions_dir()
 
 
 class Folders(Mapping[str, Any]):
