@@ -9,13 +9,22 @@ repetition), so both sides see the same machine state. Cases:
 - ``two-job``: 2 jobs x 1 step ``echo hello``, validated-flow cache warm;
 - ``wide``: 50 jobs x 10 ``run:`` steps (``true`` and ``echo N`` alternating), cache warm;
 - ``lines``: one step ``seq 100000``, with stdout to /dev/null, to a pipe (read by this
-  script) and with ``--quiet`` (to a pipe).
+  script) and with ``--quiet`` (to a pipe);
+- ``secrets``: one step printing 100,000 lines of text (``step N: loss=... lr=...``, from
+  ``awk``; masking costs more on letters than on ``seq``'s digits), stdout to /dev/null, with
+  3 secrets given (``--secret NAME=VALUE``: a token, a password and a multi-line PEM-like key
+  of 27 lines), one read by the step, which prints it once after its lines: what masking
+  every line costs;
+- ``untrusted``: 50 jobs x 10 ``run:`` scripts of 4 lines, each with an untrusted template
+  (``${{ inputs.msg }}``, given with ``--input``), warm and with ``--no-cache`` (validated
+  every run): what placing untrusted values in scripts (the shell tokenizer) costs.
 
 For every run: wall time, and the CPU time of the ``flowray`` process with everything it
 waited for (the steps' shells and commands), from ``os.wait4``. Every run is checked (exit 0,
-the expected output; for ``lines``: the step's log file holds every line in order, so does
-``events.jsonl`` where the tree writes one, and so does the terminal view on a pipe) or the
-row is FAILED and not timed.
+the expected output; for ``lines`` and ``secrets``: the step's log file holds every line in
+order, so does ``events.jsonl`` where the tree writes one, and so does the terminal view on a
+pipe; for ``secrets`` no secret's value, nor any line of the PEM-like one, is in the output, the
+log or ``events.jsonl``) or the row is FAILED and not timed.
 
 Standard library only; see benchmarks/README.md.
 """
@@ -52,7 +61,7 @@ from _harness import (
     write,
 )
 
-CASES = ("two-job", "wide", "lines")
+CASES = ("two-job", "wide", "lines", "secrets", "untrusted")
 SIDES = ("before", "after")
 
 
@@ -83,6 +92,64 @@ def wide_flow() -> str:
 
 def lines_flow(n: int) -> str:
     return f"name: bench-lines\njobs:\n  big:\n    steps:\n      - run: seq {n}\n"
+
+
+def pem_like() -> str:
+    """A multi-line secret shaped like a PEM private key: 25 lines of 64 base64 characters
+    between the BEGIN and END lines (made up, the same every run)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    body = ["".join(alphabet[(i * 7 + j * 13) % 64] for j in range(64)) for i in range(25)]
+    return "\n".join(["-----BEGIN PRIVATE KEY-----", *body, "-----END PRIVATE KEY-----"])
+
+
+SECRETS = {
+    "TOKEN": "fr_tok_5f2c9a1e7b3d4c8e9f0a1b2c3d4e5f60",
+    "PASSWORD": "correct-horse-battery-staple",
+    "PEM_KEY": pem_like(),
+}
+
+
+def secret_lines(n: int) -> list[str]:
+    """What the secrets case's step prints: lines of text, like a training log (masking
+    costs more on letters than on the digits of ``seq``), then the token, masked."""
+    return [f"step {i}: loss=0.{i % 100000:05d} lr=3e-4 time 0.12s" for i in range(1, n + 1)]
+
+
+def secrets_flow(n: int) -> str:
+    return (
+        "name: bench-secrets\njobs:\n  big:\n    steps:\n"
+        "      - run: |\n"
+        f"          awk 'BEGIN {{ for (i = 1; i <= {n}; i++) "
+        'printf "step %d: loss=0.%05d lr=3e-4 time 0.12s\\n", i, i % 100000 }\'\n'
+        '          echo "token=$TOKEN"\n'
+        "        env:\n          TOKEN: ${{ secrets.TOKEN }}\n"
+    )
+
+
+def secret_texts() -> list[str]:
+    """What must never be shown: each value, and each line of the multi-line one."""
+    out = list(SECRETS.values())
+    for value in SECRETS.values():
+        out += [ln for ln in value.splitlines() if len(ln) >= 8]
+    return out
+
+
+def untrusted_tokens() -> list[str]:
+    return [f"hello-{j * 10 + s + 1}" for j in range(50) for s in range(10)]
+
+
+def untrusted_flow() -> str:
+    lines = ["name: bench-untrusted", "triggers:", "  manual:", "    inputs:",
+             "      msg:", "        type: string", "jobs:"]
+    for j in range(50):
+        lines += [f"  j{j + 1:02d}:", "    steps:"]
+        for s in range(10):
+            lines += [f"      - name: s{s + 1:02d}", "        run: |",
+                      f'          out="${{{{ inputs.msg }}}}-{j * 10 + s + 1}"',
+                      '          if [ -n "$out" ]; then',
+                      '            echo "$out"',
+                      "          fi"]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- one run
@@ -174,25 +241,34 @@ def _first_mismatch(got: list[str], want: list[str]) -> str:
     return f"{len(got)} lines, expected {len(want)}"
 
 
-def check_lines(n: int, workspace: Path, res: Measured, mode: str, quiet: bool) -> Verdict:
-    """Exit 0; the step's log file holds 1..n in order; events.jsonl (where written) holds
-    n step.log events with those lines, its seq gapless; a pipe shows every line (not with
-    --quiet)."""
+def check_lines(want: list[str], workspace: Path, res: Measured, mode: str, quiet: bool,
+                hidden: Sequence[str] = ()) -> Verdict:
+    """Exit 0; the step's log file holds the lines ``want`` in order; events.jsonl (where
+    written) holds step.log events with those lines, its seq gapless; a pipe shows every line
+    (not with --quiet); none of ``hidden`` is in the output, the log file or events.jsonl."""
     if res.rc != 0:
         return Verdict(False, f"exit code {res.rc}")
-    want = [str(i) for i in range(1, n + 1)]
+    for text in hidden:
+        if text in res.text:
+            return Verdict(False, "a secret is in flowray's output")
     run_dir = only_run_dir(workspace)
     if run_dir is None:
         return Verdict(False, "not exactly one run folder")
     logs = sorted((run_dir / "logs").rglob("*.log"))
     if len(logs) != 1:
         return Verdict(False, f"{len(logs)} step log files, expected 1")
-    got = logs[0].read_text(encoding="utf-8").splitlines()
+    log_text = logs[0].read_text(encoding="utf-8")
+    if any(text in log_text for text in hidden):
+        return Verdict(False, f"a secret is in the log file {logs[0].name}")
+    got = log_text.splitlines()
     if got != want:
         return Verdict(False, f"log file {logs[0].name}: {_first_mismatch(got, want)}")
-    detail = [f"log file {n} lines"]
+    detail = [f"log file {len(want)} lines"]
     events = run_dir / "events.jsonl"
     if events.is_file():
+        events_text = events.read_text(encoding="utf-8")
+        if any(text in events_text for text in hidden):
+            return Verdict(False, "a secret is in events.jsonl")
         seqs: list[int] = []
         lines: list[str] = []
         with events.open(encoding="utf-8") as fh:
@@ -205,7 +281,7 @@ def check_lines(n: int, workspace: Path, res: Measured, mode: str, quiet: bool) 
             return Verdict(False, "events.jsonl: seq not gapless from 1")
         if lines != want:
             return Verdict(False, f"events.jsonl step.log: {_first_mismatch(lines, want)}")
-        detail.append(f"events.jsonl {n} step.log of {len(seqs)} events")
+        detail.append(f"events.jsonl {len(lines)} step.log of {len(seqs)} events")
     if mode == "pipe":
         shown = [ln.rsplit(" | ", 1)[1] for ln in res.stdout.splitlines() if " | " in ln]
         if quiet:
@@ -215,7 +291,9 @@ def check_lines(n: int, workspace: Path, res: Measured, mode: str, quiet: bool) 
         elif shown != want:
             return Verdict(False, f"view: {_first_mismatch(shown, want)}")
         else:
-            detail.append(f"view {n} lines")
+            detail.append(f"view {len(shown)} lines")
+    if hidden:
+        detail.append("no secret shown")
     return Verdict(True, ", ".join(detail))
 
 
@@ -258,6 +336,7 @@ def make_rows(cases: list[str], n_lines: int) -> list[Row]:
     if "wide" in cases:
         rows.append(Row("wide", "wide 50x10 warm", wide_flow(), [], "file",
                         lambda ws, r: check_outputs(r.rc, r.text, wide_tokens())))
+    numbers = [str(i) for i in range(1, n_lines + 1)]
     if "lines" in cases:
         for label, extra, mode in (
             ("lines >/dev/null", [], "devnull"),
@@ -266,10 +345,25 @@ def make_rows(cases: list[str], n_lines: int) -> list[Row]:
         ):
             def verify(ws: Path, r: Measured, mode: str = mode, quiet: bool = bool(extra)
                        ) -> Verdict:
-                return check_lines(n_lines, ws, r, mode, quiet)
+                return check_lines(numbers, ws, r, mode, quiet)
 
             rows.append(Row("lines", label, lines_flow(n_lines), extra, mode, verify,
                             lines=n_lines))
+    if "secrets" in cases:
+        printed = [*secret_lines(n_lines), "token=***"]
+        given = [arg for name, value in SECRETS.items() for arg in ("--secret", f"{name}={value}")]
+
+        def verify_secrets(ws: Path, r: Measured) -> Verdict:
+            return check_lines(printed, ws, r, "devnull", False, hidden=secret_texts())
+
+        rows.append(Row("secrets", "secrets 3, text >/dev/null", secrets_flow(n_lines), given,
+                        "devnull", verify_secrets, lines=n_lines))
+    if "untrusted" in cases:
+        for label, extra in (("untrusted 50x10 warm", []),
+                             ("untrusted 50x10 --no-cache", ["--no-cache"])):
+            rows.append(Row("untrusted", label, untrusted_flow(),
+                            ["--input", "msg=hello", *extra], "file",
+                            lambda ws, r: check_outputs(r.rc, r.text, untrusted_tokens())))
     return rows
 
 
@@ -458,7 +552,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="the tree of the newer flowray (default: this repository)")
     p.add_argument("--repeat", type=int, default=9, help="timed runs per row and side (9)")
     p.add_argument("--only", type=csv_choices(CASES), default=list(CASES),
-                   help="cases, comma separated: two-job,wide,lines (default all)")
+                   help="cases, comma separated: " + ",".join(CASES) + " (default all)")
     p.add_argument("--lines", type=int, default=100_000,
                    help="lines the `lines` step prints (default 100000)")
     p.add_argument("--python", default=sys.executable,
