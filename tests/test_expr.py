@@ -512,18 +512,18 @@ def test_eval_error_messages(source: str, message: str) -> None:
 def test_format_errors_at_evaluation() -> None:
     ctx = {"x": {"f": "{0} {1}", "g": "{a}", "h": "x{", "i": "x}"}}
     assert eval_error("format(x.f, 1)", ctx) == (
-        "format string '{0} {1}' uses argument {1} but only 1 argument after the format "
-        "string was given at position 0 in 'format(x.f, 1)'"
+        "format string '{0} {1}' names an argument past the 1 given after it (the first "
+        "is '{0}') at position 0 in 'format(x.f, 1)'"
     )
     assert eval_error("format(x.g)", ctx) == (
-        "format string '{a}' has an invalid placeholder '{a}' at index 0 (use '{0}', '{1}', ...) "
+        "format string '{a}' has a placeholder that is not a number (use '{0}', '{1}', ...) "
         "at position 0 in 'format(x.g)'"
     )
     assert eval_error("format(x.h)", ctx) == (
-        "format string 'x{' has an unmatched '{' at index 1 at position 0 in 'format(x.h)'"
+        "format string 'x{' has an unmatched '{' at position 0 in 'format(x.h)'"
     )
     assert eval_error("format(x.i)", ctx) == (
-        "format string 'x}' has an unmatched '}' at index 1 at position 0 in 'format(x.i)'"
+        "format string 'x}' has an unmatched '}' at position 0 in 'format(x.i)'"
     )
 
 
@@ -626,22 +626,22 @@ def test_deep_json_is_an_eval_error() -> None:
         ("format(", "expected a value after '(' at position 7 in 'format('"),
         (
             "format('{0} {1}', 1)",
-            "format string '{0} {1}' uses argument {1} but only 1 argument after the format "
-            "string was given at position 7 in \"format('{0} {1}', 1)\"",
+            "format string '{0} {1}' names an argument past the 1 given after it (the "
+            "first is '{0}') at position 7 in \"format('{0} {1}', 1)\"",
         ),
         (
             "format('{x}')",
-            "format string '{x}' has an invalid placeholder '{x}' at index 0 (use '{0}', '{1}', "
+            "format string '{x}' has a placeholder that is not a number (use '{0}', '{1}', "
             "...) at position 7 in \"format('{x}')\"",
         ),
         (
             "format('{0', 1)",
-            "format string '{0' has an unmatched '{' at index 0 "
+            "format string '{0' has an unmatched '{' "
             "at position 7 in \"format('{0', 1)\"",
         ),
         (
             "format('a}b')",
-            "format string 'a}b' has an unmatched '}' at index 1 "
+            "format string 'a}b' has an unmatched '}' "
             "at position 7 in \"format('a}b')\"",
         ),
         (

@@ -246,3 +246,22 @@ def test_runs_refuses_a_limit_below_one(ws: Workspace, limit: str) -> None:
     out = ws.cli("runs", "--limit", limit)
     assert out.exit_code == 2, out
     assert out.stderr == f"error: --limit must be 1 or more, got {limit}\n"
+
+
+@pytest.mark.parametrize("secret", ["abc{def", "ab}cdef", "ab{x}cd", "ab{12}cd"])
+def test_a_format_error_on_a_secret_says_nothing_about_what_is_inside_it(
+        ws: Workspace, secret: str) -> None:
+    ws.flow("""
+        name: fmt
+        jobs:
+          a:
+            steps:
+              - run: echo "${{ format(secrets.TOK, 1) }}"
+    """)
+    out = ws.run("flow.yaml", "--secret", f"TOK={secret}")
+    assert out.exit_code == 1, out
+    error = ws.record()["jobs"]["a"]["steps"][0]["error"]
+    assert error.startswith("format string '***' ")
+    assert "index" not in out.stdout + out.stderr
+    for leak in ("index", "{x}", "{12}", "def", "cd"):  # pieces of the secret
+        assert leak not in error

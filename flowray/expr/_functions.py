@@ -75,24 +75,23 @@ def format_text(fmt: str, args: list[Any]) -> str:
             out.append("}")
             i = j + 2
         elif fmt[j] == "}":
-            raise FormatError(f"format string {fmt!r} has an unmatched '}}' at index {j}")
+            raise FormatError(f"format string {fmt!r} has an unmatched '}}'")
         else:
             close = fmt.find("}", j)
             if close < 0:
-                raise FormatError(f"format string {fmt!r} has an unmatched '{{' at index {j}")
+                raise FormatError(f"format string {fmt!r} has an unmatched '{{'")
             index = fmt[j + 1 : close]
             if not (index.isascii() and index.isdigit()):
                 raise FormatError(
-                    f"format string {fmt!r} has an invalid placeholder "
-                    f"{fmt[j : close + 1]!r} at index {j} (use '{{0}}', '{{1}}', ...)"
+                    f"format string {fmt!r} has a placeholder that is not a number "
+                    f"(use '{{0}}', '{{1}}', ...)"
                 )
             k = int(index) if len(index) < 10 else len(args)
             if k >= len(args):
                 given = len(args)
                 raise FormatError(
-                    f"format string {fmt!r} uses argument {{{index}}} but only {given} "
-                    f"argument{'' if given == 1 else 's'} after the format string "
-                    f"{'was' if given == 1 else 'were'} given"
+                    f"format string {fmt!r} names an argument past the {given} given "
+                    f"after it (the first is '{{0}}')"
                 )
             out.append(to_text(args[k]))
             i = close + 1
