@@ -287,7 +287,8 @@ def test_untrusted_values_are_data_or_refused(tmp_path: Path, script: str, expec
     ("python3 train.py -c X", None), ("bash run.sh -c X", None), ("sed -n 1p X", None),
     ("awk -v v=X '{print v}' f", None), ("node -r mod app.js X", None), ("echo . X", None),
     ("python3 -- X", None), ("python3 ./X", None), ("python3 -m mod X", None),
-    ("python3 -c 'import sys' X", None), ("python3 -W X -u t.py", None), ("perl t.pl -e X", None),
+    ("python3 -c 'import sys' X", None), ("sh -c 'echo \"$1\"' sh X", None),
+    ("bash -c 'exec \"$@\"' bash python3 -c X", "in the code that 'python3 -c' runs"), ("python3 -W X -u t.py", None), ("perl t.pl -e X", None),
     ("declare n=X", None), ("export PATH=X:$PATH", None), ("printf '%s' X", None),
 ])
 def test_which_arguments_a_command_runs_as_code(script: str, reason: str | None) -> None:
@@ -589,6 +590,7 @@ VALUES = [
     "\nE\ntouch MARK\nE\n", "\nPY\ntouch MARK\nPY\n", "\nA\ntouch MARK\n", "\ntouch MARK\n#",
     "\n__import__('os').system('touch MARK')\n#", "');__import__('os').system('touch MARK');('",
     "a[$(touch MARK)]", "$'\\x27; touch MARK'", "s/x/y/;e touch MARK", "; touch MARK #",
+    "system(q(touch MARK))", "__import__('os').system('touch MARK')",
 ]
 # Runs in each quoting of a shell that reads it as code: unquoted, '...' and "...".
 POLYGLOT = "$(touch MARK)'$(touch MARK)'\"$(touch MARK)\""
@@ -606,6 +608,9 @@ CORES = [
     "echo '@'", "echo \"@\"", "echo $'@'", "eval 'echo @'", "bash -c 'echo @'",
     "python3 -c \"print('@')\"", "echo $(( @ + 1 ))", "[[ @ -eq 1 ]]", "echo `echo @`",
     "echo ${y:-@}", "echo \"$(echo '@')\"", "cat <<A | bash <<B\necho a\nA\necho @\nB",
+    "python3 -u -c\"@\"", "perl -e 'print 1;' -e \"@;\"", "declare -n r=\"@\"; echo \"$r\"",
+    "test -v \"@\"", "A=([@]=1)", "declare -i n; n=\"@\"", "PS4=\"@\"; set -x; true",
+    "Y=${Y:-\"@\"}; echo \"$Y\"", "echo \"${Y:-@}\"",
 ]
 SEPARATORS = ["\n", "\n", "\n", "; ", " && ", " | "]
 

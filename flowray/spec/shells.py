@@ -280,6 +280,7 @@ class _Command:
         self.arg_reason: str | None = None  # ... and why a template there is code
         self.then_end = False  # ... after which the interpreter's options end
         self.shell_code: str | None = None  # a shell's -c was read: its first operand is code
+        self.dollar0 = False  # the next word is $0 of a shell's code (sh -c CODE sh args...)
         self.program = ""  # sed or awk, while its program may still come
         self.program_given = False
         self.skip = False  # the next word is the argument of a sed/awk option
@@ -318,6 +319,7 @@ class _Command:
             return
         self.prefix = False
         self.next_only = None
+        dollar0, self.dollar0 = self.dollar0, False
         if self.env_args and not (plain.startswith("-") or _ASSIGNMENT.match(plain)):
             self.env_args = False
         if not self.named:
@@ -346,7 +348,7 @@ class _Command:
             self.program, self.program_given, self.skip = name, False, False
         if name == "env":
             self.env_args = True
-        if _interpreter(name):
+        if _interpreter(name) and not dollar0:  # $0 is a name, not a program
             self.interp, self.interp_arg, self.shell_code = name, None, None
         if name == "printf":
             self.interp = "printf"
@@ -385,7 +387,9 @@ class _Command:
         kind, option, letter, attached = _read_option(spec, plain)
         if self.shell_code and kind in ("operand", "end"):
             if kind == "end":  # bash -c -- CODE
-                self.next_only, self.interp = self.shell_code, ""
+                self.next_only = self.shell_code
+            else:
+                self.dollar0 = True
             self.interp, self.shell_code = "", None
             return
         if kind == "end":
