@@ -136,15 +136,19 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "name: A\ninputs: {a: {type: integer, required: true}}\nruns: {using: cmd, command: x}\n"
     )
     (root / "sub").mkdir()
-    saved = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(root / "cache")  # git actions: an empty action cache
+    # git actions: an empty action cache (FLOWRAY_CACHE_DIR, which the session sets, first)
+    names = ("XDG_CACHE_HOME", "FLOWRAY_CACHE_DIR")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["XDG_CACHE_HOME"] = str(root / "cache")
+    os.environ["FLOWRAY_CACHE_DIR"] = str(root / "cache" / "flowray" / "actions")
     try:
         yield root
     finally:
-        if saved is None:
-            os.environ.pop("XDG_CACHE_HOME", None)
-        else:
-            os.environ["XDG_CACHE_HOME"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def validate(path: Path, folder: Path) -> list[Diagnostic]:
