@@ -265,3 +265,28 @@ def test_a_format_error_on_a_secret_says_nothing_about_what_is_inside_it(
     assert "index" not in out.stdout + out.stderr
     for leak in ("index", "{x}", "{12}", "def", "cd"):  # pieces of the secret
         assert leak not in error
+
+
+def test_a_job_whose_step_fails_before_it_spawns_never_took_negative_time(
+        ws: Workspace) -> None:
+    # The job's start was stamped after the job had been handed over, and a job that fails at
+    # once could end before it (about 2 runs in 5 for one job): 24 such jobs in one run.
+    ws.flow("""
+        name: neg
+        jobs:
+          b:
+            strategy:
+              fail-fast: false
+              matrix:
+                i: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+                    21, 22, 23, 24]
+            steps:
+              - run: echo hi
+                working-directory: ${{ secrets.TOK }}
+    """)
+    out = ws.run("flow.yaml", "--secret", "TOK=x123")
+    assert out.exit_code == 1, out
+    assert out.stdout.count("✗ job b.") == 24
+    assert "in -" not in out.stdout
+    for job in ws.record()["jobs"].values():
+        assert job["ended"] >= job["started"]

@@ -63,7 +63,7 @@ def runs(workdir: str | None, limit: int, as_json: bool, address: str | None,
             break
         if isinstance(rec, RecordError):
             # One bad record does not hide the others: it is listed as unreadable.
-            click.echo(one_line(f"warning: {rec}"), err=True)
+            click.echo(f"warning: {rec}", err=True)
             items.append({"id": os.path.basename(path), "flow": None, "status": "unreadable",
                           "started": None, "ended": None, "error": str(rec)})
         else:

@@ -440,16 +440,20 @@ class Coordinator:
                 if limit is not None and self._running_per_group.get(plan.job_id, 0) >= limit:
                     break
                 state.attempts += 1  # the request the dispatcher builds names this attempt
+                # Stamped before the job can start: a job that fails at once may post its
+                # result before try_start returns, and its end must not precede its start.
+                was_started = state.started
+                if state.started is None:
+                    state.started = time.time()
                 if not self.dispatcher.try_start(
                     plan, functools.partial(self._request, state),
                     functools.partial(self._post, plan.key),
                 ):
                     state.attempts -= 1
+                    state.started = was_started
                     break
                 queue.popleft()
                 state.status = Status.RUNNING
-                if state.started is None:
-                    state.started = time.time()
                 self._running_per_group[plan.job_id] = (
                     self._running_per_group.get(plan.job_id, 0) + 1
                 )
@@ -576,7 +580,9 @@ class Coordinator:
         state.warnings = result.warnings + self._shared_files(key, result)
         state.ranks = result.ranks
         state.started = state.started or result.started
-        self._set_terminal(state, result.status, result.error, ended=result.ended)
+        # The job's start and end both by this process's clock: the result's times are the
+        # worker's (on Ray another machine's, whose clock may differ).
+        self._set_terminal(state, result.status, result.error, ended=time.time())
         if result.status is Status.FAILURE and not plan.data["continue_on_error"]:
             strategy = plan.data["strategy"]
             if strategy and strategy["fail_fast"] and len(self.plan.groups[plan.job_id]) > 1:
