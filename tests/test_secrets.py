@@ -487,3 +487,44 @@ def test_a_cached_action_never_stores_an_output_name_holding_a_secret(
     assert not any(SECRET_NAME.encode() in data for data in kept)
     assert not list(cache.rglob("entries/*.json"))
     assert SECRET_NAME not in everything(ws, out)
+
+
+# ----------------------------------------------------------------------------- matching
+
+_PIECES = st.text("abAB.*\\(|é\n", min_size=3, max_size=9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(_PIECES, min_size=1, max_size=8),
+       text=st.lists(st.one_of(_PIECES, st.text("abAB.*é \n", max_size=6)), max_size=10))
+def test_the_masker_masks_as_a_longest_first_alternation_of_every_form(
+        values: list[str], text: list[str]) -> None:
+    """Values that overlap, contain each other and hold regex characters: each place masks
+    the longest form that starts there, as a plain alternation of every form, longest first,
+    would (the masker matches through a prefix tree and a sieve of anchors instead)."""
+    import re
+
+    from flowray.execute.secrets import MIN_LENGTH, _variants
+
+    masker = Masker(values)
+    forms = set().union(*(_variants(v.strip("\r\n")) for v in values
+                          if len(v.strip("\r\n").strip()) >= MIN_LENGTH))
+    joined = "".join(text + values[:1] + text)
+    if not forms:
+        assert not masker and masker.text(joined) == joined
+        return
+    plain = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+    assert masker.text(joined) == plain.sub("***", joined)
+    cut = max(0, len(joined) - (max(map(len, forms)) - 1))
+    for m in plain.finditer(joined):
+        if m.start() < cut < m.end():
+            cut = m.end()
+    assert masker.text_part(joined) == (plain.sub("***", joined[:cut]), joined[cut:])
+
+
+def test_values_nested_in_values_a_hundred_deep_are_masked_whole() -> None:
+    # Each value is the start of the next: below a depth the prefix tree goes on as a plain
+    # alternation (the regex parser recurses for each level); the longest still wins.
+    values = ["Zq" * i for i in range(2, 122)]
+    masker = Masker(values)
+    assert masker.text("x" + "Zq" * 121 + "Z y ZqZq ZqZ") == "x***Z y *** ZqZ"

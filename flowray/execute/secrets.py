@@ -15,6 +15,12 @@ What is masked, for each secret (and each value a step adds with ``::add-mask::`
 A value shorter than :data:`MIN_LENGTH` characters is not masked (masking ``o`` would turn
 every ``o`` of every line into ``***``): :meth:`Masker.add` refuses it and says so, and the
 caller warns.
+
+Matching: the forms are compiled once, when the masker is next used after values were added,
+into one regex shaped as their prefix tree (the longest form wins where several start at one
+place), behind a sieve: a regex of a 3-character anchor from each form, starting with few and
+rare characters, so that a line holding no secret costs about one scan of it whatever the
+number of secrets (``benchmarks/bench_masker.py``).
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from __future__ import annotations
 import base64
 import json
 import re
+import string
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 MASK = "***"
 # The shortest value that is masked at all (GitHub does not mask shorter ones either).
@@ -80,6 +88,105 @@ def _variants(value: str) -> set[str]:
     return {v for v in out if len(v) >= MIN_LENGTH}
 
 
+def _compile(values: Iterable[str]) -> re.Pattern[str]:
+    """One pattern matching each of ``values``, the longest where several match at one place
+    (so a secret that contains another is masked whole), shaped as the values' prefix tree:
+    the regex engine follows one branch a character instead of trying every value at every
+    place (N values cost about what one does). A tree too deep for the regex parser (values
+    that are prefixes of each other, hundreds deep) falls back to a plain alternation, longest
+    first."""
+    ordered = sorted(values)
+    try:
+        return re.compile(_tree(ordered, 0, len(ordered), 0, 0))
+    except (RecursionError, re.error, OverflowError):  # not seen; a plain alternation then
+        return re.compile(_flat(ordered, 0))
+
+
+# The deepest the tree's groups nest; below that, a plain alternation (the regex parser
+# recurses for each level).
+_MAX_DEPTH = 48
+
+
+def _flat(values: list[str], at: int) -> str:
+    """An alternation of ``values`` from character ``at`` on, the longest first."""
+    return "|".join(re.escape(v[at:]) for v in sorted(values, key=len, reverse=True))
+
+
+def _tree(values: list[str], lo: int, hi: int, at: int, depth: int) -> str:
+    """The regex for ``values[lo:hi]`` (sorted, distinct, sharing their first ``at``
+    characters, each longer than that) from character ``at`` on; ``depth``: groups around."""
+    if depth >= _MAX_DEPTH:  # values nested in values, this deep: the rest plainly
+        return "(?:" + _flat(values[lo:hi], at) + ")"
+    first, last = values[lo], values[hi - 1]
+    end = at
+    limit = min(len(first), len(last))
+    while end < limit and first[end] == last[end]:  # the run's common prefix
+        end += 1
+    prefix = re.escape(first[at:end])
+    ends_here = len(first) == end  # the shortest, sorted first
+    if ends_here:
+        lo += 1
+    if lo == hi:
+        return prefix
+    branches = []
+    while lo < hi:  # one branch for each next character
+        c = values[lo][end]
+        nxt = lo + 1
+        while nxt < hi and values[nxt][end] == c:
+            nxt += 1
+        branches.append(_tree(values, lo, nxt, end, depth + 1))
+        lo = nxt
+    rest = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    if ends_here:  # greedy: the longer values are tried first, then this one
+        return f"{prefix}(?:{rest})?"
+    return prefix + rest
+
+
+# Characters of an anchor (see _anchors): each value's anchor is this long.
+_ANCHOR = 3
+
+
+def _commonness(c: str) -> int:
+    """How often ``c`` is seen in logs, roughly (lower is rarer): lower-case letters and
+    spaces are everywhere, digits and ASCII punctuation often, capitals less, the rest seldom."""
+    if (c.islower() and c.isascii()) or c == " ":
+        return 10
+    if (c.isdigit() and c.isascii()) or c in string.punctuation:
+        return 6
+    if c.isupper() and c.isascii():
+        return 3
+    return 1
+
+
+def _anchors(values: Iterable[str]) -> set[str]:
+    """A text of :data:`_ANCHOR` characters from each of ``values``, starting with few
+    distinct and rare characters (a greedy cover: the rarest character held by the most
+    values first). A text holding none of them holds none of the values, and the regex
+    engine finds them fast: it only starts matching at those few characters."""
+    left = {v for v in values if len(v) >= _ANCHOR}
+    out = {v for v in values if len(v) < _ANCHOR}  # not reached: values are longer
+    while left:
+        counts: Counter[str] = Counter()
+        for v in left:
+            counts.update(set(v[: len(v) - _ANCHOR + 1]))
+        c = max(counts, key=lambda c: (counts[c] / _commonness(c), c))
+        for v in [v for v in left if c in v[: len(v) - _ANCHOR + 1]]:
+            at = v.index(c)
+            out.add(v[at : at + _ANCHOR])
+            left.discard(v)
+    return out
+
+
+class _Patterns(NamedTuple):
+    values: re.Pattern[str]  # every value (see _compile)
+    sieve: re.Pattern[str]  # their anchors: where it finds none, there is nothing to mask
+
+    def sub(self, text: str) -> str:
+        if self.sieve.search(text) is None:
+            return text
+        return self.values.sub(MASK, text)
+
+
 class Masker:
     """Replaces every registered secret (see the module's doc) in text and data.
 
@@ -89,7 +196,7 @@ class Masker:
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._pattern: _Patterns | None = None
         self._dirty = False  # values were added since the pattern was compiled
         self._starts: dict[str, list[str]] = {}  # first characters -> values (for prefixes)
         self.refused = 0  # values too short to mask
@@ -121,14 +228,13 @@ class Masker:
             self._dirty = True
         return True
 
-    def _current(self) -> re.Pattern[str] | None:
-        """The pattern of every value added so far (None: nothing to mask)."""
+    def _current(self) -> _Patterns | None:
+        """The patterns of every value added so far (None: nothing to mask)."""
         if self._dirty:
             with self._lock:
                 if self._dirty:
-                    # Longest first, so a secret that contains another is masked whole.
-                    ordered = sorted(self._values, key=len, reverse=True)
-                    self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+                    self._pattern = _Patterns(_compile(self._values),
+                                              _compile(_anchors(self._values)))
                     self._dirty = False
         return self._pattern
 
@@ -139,7 +245,7 @@ class Masker:
         pattern = self._current()
         if pattern is None:
             return text
-        return pattern.sub(MASK, text)
+        return pattern.sub(text)
 
     def text_part(self, text: str) -> tuple[str, str]:
         """Mask a piece of a line that goes on in a later piece: (the masked piece, a tail
@@ -149,10 +255,12 @@ class Masker:
         if pattern is None:
             return text, ""
         cut = max(0, len(text) - (self._longest - 1))
-        for match in pattern.finditer(text):
+        if pattern.sieve.search(text) is None:
+            return text[:cut], text[cut:]
+        for match in pattern.values.finditer(text):
             if match.start() < cut < match.end():
                 cut = match.end()  # later matches start after this one
-        return pattern.sub(MASK, text[:cut]), text[cut:]
+        return pattern.values.sub(MASK, text[:cut]), text[cut:]
 
     def message(self, text: str) -> str:
         """``text`` masked, and the start of a secret shown cut short (``abcd...``) masked
@@ -160,7 +268,7 @@ class Masker:
         pattern = self._current()
         if pattern is None:
             return text
-        text = pattern.sub(MASK, text)
+        text = pattern.sub(text)
         if not any(e in text for e in _ELLIPSES):
             return text
         with self._lock:
