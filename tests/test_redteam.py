@@ -290,3 +290,20 @@ def test_a_job_whose_step_fails_before_it_spawns_never_took_negative_time(
     assert "in -" not in out.stdout
     for job in ws.record()["jobs"].values():
         assert job["ended"] >= job["started"]
+
+
+def test_a_run_whose_record_is_missing_is_still_listed(ws: Workspace) -> None:
+    ws.flow("name: n\njobs:\n  a:\n    steps:\n      - run: echo hi\n")
+    ws.run("flow.yaml").assert_success()
+    run_id = ws.record()["id"]
+    run_dir = ws.root / ".flowray" / "runs" / run_id
+    (run_dir / "record.json").unlink()
+    out = ws.cli("runs")
+    assert out.exit_code == 0, out
+    assert "no runs yet" not in out.stdout
+    assert out.stdout.splitlines()[1].split()[:2] == [run_id, "unreadable"]
+    assert out.stderr == (f"warning: the record of run at {run_dir} is missing, but its "
+                          f"events.jsonl is there (the record was removed, or the run is only "
+                          f"starting)\n")
+    listed = ws.cli("runs", "--json")
+    assert [(r["id"], r["status"]) for r in listed.json()] == [(run_id, "unreadable")]

@@ -323,10 +323,15 @@ def load_record(run_path: str) -> RunRecord:
 
 def iter_records(workspace: str) -> Iterator[tuple[str, RunHeader | RecordError]]:
     """The runs of ``workspace``, newest first: each run folder with its record (its jobs not
-    checked), or the error that tells why it cannot be read. Folders without a record yet
-    (a run that is starting) are left out."""
+    checked), or the error that tells why it cannot be read. A folder without a record but
+    with events (the record was removed or lost) is such an error; one with neither (a run
+    that is starting) is left out."""
     for path in run_folders(workspace):
         if not os.path.isfile(os.path.join(path, RECORD_FILE)):
+            if os.path.isfile(os.path.join(path, "events.jsonl")):
+                yield path, RecordError(
+                    f"the record of run at {path} is missing, but its events.jsonl is there "
+                    f"(the record was removed, or the run is only starting)")
             continue
         try:
             yield path, validate_record(read_record(path), path, RunHeader)
