@@ -307,3 +307,43 @@ def test_a_run_whose_record_is_missing_is_still_listed(ws: Workspace) -> None:
                           f"starting)\n")
     listed = ws.cli("runs", "--json")
     assert [(r["id"], r["status"]) for r in listed.json()] == [(run_id, "unreadable")]
+
+
+def test_a_templated_shell_is_refused_at_validation(ws: Workspace) -> None:
+    ws.flow("""
+        name: sh
+        jobs:
+          a:
+            steps:
+              - run: echo hi
+                shell: ${{ secrets.TOK }} {0}
+    """)
+    out = ws.run("flow.yaml", "--secret", "TOK=bash")
+    assert out.exit_code == 2, out
+    assert out.stderr == (
+        "flow.yaml:6:16: jobs.a.steps[0].shell: shell '${{ secrets.TOK }} {0}' holds a "
+        "template, but shell is not rendered: name the shell itself (bash, sh, python, or a "
+        "command with {0})\n")
+
+
+def test_a_templated_script_name_that_names_no_file_says_what_it_rendered_to(
+        ws: Workspace) -> None:
+    ws.action("actions/pick", """
+        name: Pick
+        inputs: {x: {type: string}}
+        runs: {using: script, script: "${{ input.x }}.sh"}
+    """, real__sh="echo real ran\n")
+    ws.flow("""
+        name: pick
+        jobs:
+          j:
+            steps:
+              - action: ./actions/pick
+                with: {x: real}
+              - action: ./actions/pick
+                with: {x: nope}
+    """)
+    out = ws.run("flow.yaml")
+    assert out.exit_code == 1, out
+    assert "j/1 | real ran\n" in out.stdout
+    assert "j/2 ✗ failure: action 'Pick': script 'nope.sh' not found\n" in out.stdout

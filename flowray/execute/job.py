@@ -801,12 +801,13 @@ class JobRunner:
             env.update(self._launch.env)
         elif using == "script":
             script = entry(runs["script"])
+            named = os.path.relpath(script, path)  # as rendered
             args: list[str] = []
-            if not os.path.isfile(script) and " " in (runs["script"] or ""):
+            if not os.path.isfile(script) and " " in named:
                 # `script: run.sh --flag`: the file, then its arguments (as DataTorch).
                 script, args = _script_words(script, path)
             if not os.path.isfile(script):
-                raise _StepFailed(f"action '{action['name']}': script '{runs['script']}' not found")
+                raise _StepFailed(f"action '{action['name']}': script '{named}' not found")
             argv = [script] if os.access(script, os.X_OK) else ["bash", script]
             argv += args
         elif using == "cmd":

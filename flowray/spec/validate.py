@@ -520,6 +520,13 @@ class FlowChecker:
         """``shell``: bash, sh, python, or a command line (with ``{0}`` for the script file)."""
         if not isinstance(shell, str):
             return
+        if "${{" in shell:
+            self.report(
+                path, f"shell {describe(shell)} holds a template, but shell is not rendered: "
+                "name the shell itself (bash, sh, python, or a command with {0})",
+                at_value=True,
+            )
+            return
         try:
             words = shlex.split(shell)
         except ValueError as exc:
