@@ -262,7 +262,7 @@ def logs(run_ref: str, target: str | None, workdir: str | None, address: str | N
                 if not (job_key and step_key and len(sources) == 1):
                     click.echo(one_line(f"==> {key}/{step.key}{where} ({step.status.value}) <=="))
                 if tty:  # on a terminal, the log cannot move the cursor or rewrite lines
-                    text = output_text(text, keep_color=True)
+                    text = output_text(text, keep_color=not os.environ.get("NO_COLOR"))
                 click.echo(text, nl=False)
                 shown += 1
     if not shown and step_key:
