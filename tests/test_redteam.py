@@ -164,7 +164,7 @@ def test_a_name_or_output_line_cannot_fake_or_rewrite_a_line_of_the_console(
     assert r"a/1 ▶ deploy x\n✓ job evil success in 0.01s\x1b[31mRED" in lines
     assert r"a/1 | x\x1b[2K\rrewritten" in lines
     assert "a/1 | red\tafter tab" in lines  # a colour is dropped when not on a terminal
-    # `flowray logs` (not a terminal here) prints the log file as written.
+    # `flowray logs` (not a terminal here) prints the log without its escape sequences.
     logs = ws.cli("logs", "last", "a/1")
     assert "rewritten\nred\tafter tab\n::error::x\n✓ job evil success" in logs.stdout
 
