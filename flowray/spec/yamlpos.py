@@ -463,6 +463,20 @@ def _yaml_problem(file: str, exc: yaml.YAMLError, text: str) -> Diagnostic:
     return Diagnostic(file, 0, 0, "", f"invalid YAML: {exc}")
 
 
+def _python_depth(text: str, file: str) -> None:
+    """Raise the :class:`YamlError` that passing MAX_DEPTH in ``text`` gives, read by PyYAML's
+    pure-Python parser (no limit of its own); nothing if that reader finds no such place."""
+    builder = _Builder(file)
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            builder.feed(event)
+    except YamlError as exc:
+        if exc.limit:
+            raise
+    except (yaml.YAMLError, RecursionError, UnicodeError, ValueError):
+        pass
+
+
 def parse_yaml(text: str, file: str) -> Parsed:
     """The single document in ``text``; raises :class:`YamlError` when it is not YAML."""
     builder = _Builder(file)
@@ -473,7 +487,10 @@ def parse_yaml(text: str, file: str) -> Parsed:
         if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None \
                 and exc.problem == "exceeded maximum nesting depth":
             # libyaml's own depth limit (1000 levels, in the libyaml of newer PyYAML wheels:
-            # 6.0.4, not 6.0.3): it scans a flow collection ahead, so it can come first.
+            # 6.0.4, not 6.0.3): it scans a flow collection ahead, so it can come first. Read
+            # again with PyYAML's own parser, which hands on events as it goes, so that the
+            # error names where the nesting passes MAX_DEPTH whatever libyaml is installed.
+            _python_depth(text, file)
             line, col = _mark(exc.problem_mark)
             raise YamlError(Diagnostic(file, line, col, "", _TOO_DEEP), limit=True) from None
         raise YamlError(_yaml_problem(file, exc, text)) from None
