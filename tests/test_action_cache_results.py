@@ -358,6 +358,37 @@ def test_eviction_keeps_the_most_recently_used(tmp_path: Path) -> None:
     assert left == {keys[0], *keys[3:]}
 
 
+def test_the_bounds_hold_though_a_store_seldom_scans_the_folder(tmp_path: Path) -> None:
+    # A store scans the entries only when its count of them passes a bound (or every
+    # _RESCAN_EVERY stores): one process keeps the bound exactly; two storing into one folder
+    # (two ResultCache objects, as two runs at once) pass it by at most what the other stored
+    # since a scan.
+    from flowray.execute.results import _RESCAN_EVERY
+
+    folder = tmp_path / "results"
+    one = ResultCache(str(folder), max_entries=20)
+    seen = []
+    for i in range(100):
+        one.put(one.key_for({"n": i}), CachedResult({"n": i}, "run", 0.0, "a/b@v1", "0" * 40))
+        seen.append(len(list((folder / "entries").glob("*.json"))))
+    assert max(seen) == 20 and seen[-1] <= 20
+    by_bytes = ResultCache(str(tmp_path / "bytes"), max_bytes=10_000)
+    for i in range(100):
+        by_bytes.put(by_bytes.key_for({"n": i}),
+                     CachedResult({"v": "x" * 900}, "run", 0.0, "a/b@v1", "0" * 40))
+        sizes = [p.stat().st_size for p in (tmp_path / "bytes" / "entries").glob("*.json")]
+        assert sum(sizes) <= 10_000
+    two = ResultCache(str(folder), max_entries=20)
+    counts = []
+    for i in range(400):
+        cache = one if i % 2 else two
+        cache.put(cache.key_for({"m": i}), CachedResult({}, "run", 0.0, "a/b@v1", "0" * 40))
+        counts.append(len(list((folder / "entries").glob("*.json"))))
+    assert 20 <= max(counts) <= 20 + _RESCAN_EVERY
+    one.evict()
+    assert len(list((folder / "entries").glob("*.json"))) <= 20
+
+
 def test_keys_are_keyed_hashes_private_to_each_cache(tmp_path: Path) -> None:
     one, two = ResultCache(str(tmp_path / "one")), ResultCache(str(tmp_path / "two"))
     material = {"inputs": {"pin": "1234"}}

@@ -14,7 +14,9 @@ a secret among them is neither kept nor guessable from a name: without the key a
 recomputed, even for a short secret. An entry holds the outputs (never outputs that held a
 secret: the caller does not store those), the run that made it, the action and its commit.
 
-Entries are bounded in number and bytes; the least recently used go first. A missing, unreadable
+Entries are bounded in number and bytes; the least recently used go first. A store scans the
+folder for that only when what was there at the last scan plus what this process stored since
+passes the bound, or every 64th store (other processes store there too). A missing, unreadable
 or malformed entry is a miss (a malformed one is removed); a cache that cannot be written costs
 only the reuse, never the step.
 """
@@ -46,6 +48,10 @@ MAX_ENTRY_BYTES = MAX_OUTPUT_BYTES + (64 << 10)
 _KEY_BYTES = 32
 _NAME = re.compile(r"^[0-9a-f]{64}$")
 _STALE_TMP_SECONDS = 3600.0
+# A process storing results scans the folder at least every this many stores, so that what
+# other processes stored meanwhile is counted: runs at once pass the bound by at most this many
+# entries each, for a while.
+_RESCAN_EVERY = 64
 
 
 class ResultCacheError(Exception):
@@ -97,6 +103,10 @@ class ResultCache:
         self.max_bytes = max_bytes
         self._secret: bytes | None = None
         self._lock = threading.Lock()
+        # What the folder held at the last scan plus what this process stored since (None: not
+        # scanned yet): put() scans again only when that passes a bound (see _over()).
+        self._estimate: tuple[int, int] | None = None
+        self._puts_since_scan = 0
 
     # -- the key
 
@@ -187,8 +197,25 @@ class ResultCache:
         except (OSError, ResultCacheError) as exc:
             text = str(exc) if isinstance(exc, ResultCacheError) else (exc.strerror or str(exc))
             return f"cannot write the action result cache in {self.root}: {text}"
-        self.evict()
+        if self._over(len(data)):
+            self.evict()
         return None
+
+    def _over(self, size: int) -> bool:
+        """Count an entry of ``size`` bytes just stored; True when the folder must be scanned
+        (and trimmed): on this process's first store, when the entries and bytes seen at the
+        last scan plus those stored since pass a bound, and every :data:`_RESCAN_EVERY`th
+        store (other processes store into the same folder). So a store costs a scan of the
+        folder (up to ``max_entries`` files) once in many, not each time."""
+        with self._lock:
+            self._puts_since_scan += 1
+            if self._estimate is None:
+                return True
+            count, total = self._estimate
+            count, total = count + 1, total + size  # as if new (a replaced entry is not)
+            self._estimate = (count, total)
+            return (count > self.max_entries or total > self.max_bytes
+                    or self._puts_since_scan >= _RESCAN_EVERY)
 
     def evict(self) -> int:
         """Remove the least recently used entries while there are more than ``max_entries``
@@ -213,6 +240,7 @@ class ResultCache:
         except OSError:
             return 0
         if len(found) <= self.max_entries and total <= self.max_bytes:
+            self._scanned(len(found), total)
             return 0
         found.sort()
         keep_n, keep_bytes = int(self.max_entries * 0.9), int(self.max_bytes * 0.9)
@@ -225,7 +253,13 @@ class ResultCache:
                 removed += 1
             count -= 1
             total -= size
+        self._scanned(count, total)
         return removed
+
+    def _scanned(self, count: int, total: int) -> None:
+        with self._lock:
+            self._estimate = (count, total)
+            self._puts_since_scan = 0
 
 
 _OPEN: dict[str, ResultCache] = {}
