@@ -35,6 +35,8 @@ def output_line(text: str, *, keep_color: bool) -> str:
     ``ESC[...m``) are kept when ``keep_color`` and removed otherwise; every other control
     character but TAB (CR, backspace, ESC of any other sequence) is shown as an escape.
     A line that sets a colour ends with a reset."""
+    if _CONTROL_BUT_TAB.search(text) is None:
+        return text  # most lines: nothing to show differently (a step may print 100,000 a second)
     parts = _SGR.split(text)
     sgrs = _SGR.findall(text) if keep_color else [""] * (len(parts) - 1)
     out = [_CONTROL_BUT_TAB.sub(_visible, parts[0])]

@@ -65,6 +65,7 @@ class Console:
         self._started = 0.0
         self._counts: dict[str, int] = {}
         self._keys: dict[tuple[str, int | None, int], str] = {}  # each step's key
+        self._labels: dict[str, str] = {}  # "job/step" as printed (control characters escaped)
 
     # ------------------------------------------------------------------------- printing
 
@@ -77,7 +78,10 @@ class Console:
             shown = f"{job}[{rank}]"
         elif self._several_hosts and job in self._hosts:
             shown = f"{job}@{self._hosts[job]}"
-        label = one_line(f"{shown}/{step_key}")
+        raw = f"{shown}/{step_key}"
+        label = self._labels.get(raw)
+        if label is None:  # once per step, not once per line of its output
+            label = self._labels[raw] = one_line(raw)
         if not self.color:
             return label
         code = self._job_color.get(job)
