@@ -184,12 +184,15 @@ _RESERVED = frozenset({"!", "{", "}", "()", "if", "then", "else", "elif", "fi", 
                        "while", "until", "time", "function", "coproc"})
 _ARITH_TESTS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge", "-v", "-R"})
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[|\+?=)")
-_ASSIGNED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^]\n]*\])?\+?=")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SUBSCRIPT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[")
 # ${NAME:-word} and the other operators whose word is expanded as a word, not as arithmetic or
 # a pattern
 _DEFAULTING = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[@*])(:?[-=+?])")
 _META = " \t\n;&|<>()"
+# How deep $( ), ( ), ${...}, $(( )) may nest in one another before the tokenizer stops (and
+# refuses the templates from there on), well before Python's own recursion limit.
+MAX_NESTING = 100
 
 # Variables whose value the shell or a program runs as code, or that name a file it runs.
 _CODE_VARIABLES = {
@@ -240,10 +243,19 @@ def _read_option(spec: _Interpreter, plain: str) -> tuple[str, str, str, bool]:
             break
         if c in spec.code and plain[0] == "-":
             # a shell's -c is a flag (the code is its first operand): bash -ce CODE
-            return "code", plain if spec is _SHELL else plain[:k], c, k < len(plain)
+            # (named with all its letters: 'bash -ce', not with what follows them)
+            return "code", _letters(plain) if spec is _SHELL else plain[:k], c, k < len(plain)
         if c in spec.stop:
             return "arg", plain[:k], c, k < len(plain)
     return "flag", plain, "", False
+
+
+def _letters(option: str) -> str:
+    """An option word up to the end of its letters: '-ce' of '-ce"$x"'."""
+    end = 1
+    while end < len(option) and option[end].isalpha():
+        end += 1
+    return option[:end]
 
 
 def _option_refusal(name: str, prefix: str) -> str:
@@ -441,9 +453,17 @@ class _Word:
     def __init__(self) -> None:
         self.start = -1  # where it started in the text, -1: between words
         self.reason: str | None = None
-        self.name_end = -1  # declare NAME=value: where NAME ends, once looked for
+        # declare NAME=value: where NAME ends (its '='), -1 while not found; looked for from
+        # eq_from on, so that the word is read once however many templates it holds
+        self.name_end = -1
+        self.eq_from = -1
+        self.name: str | None = None  # NAME, once a template in its value needed it
         self.subscript_end = -1  # a[...]=value: where the subscript ends
         self.options_of = ""  # the interpreter whose options this word may be
+        # why a template in it is refused as an option of options_of, once that no longer
+        # depends on what follows in the word (see _Lexer.commands' here())
+        self.option_why: str | None = None
+        self.option_known = False
         self.assigned = ""  # NAME=value: NAME, and where the value starts
         self.value_at = -1
         self.attrs = ""  # declare -a NAME=value: the attributes given
@@ -465,6 +485,46 @@ class _Lexer:
         # (delimiter, strip tabs, quoted, the list that read the '<<')
         self.pending: list[tuple[str, bool, bool, int]] = []
         self.lists = 0
+        self.found: dict[str, tuple[int, int]] = {}  # see next_at
+        self.depth = 0  # how many commands() and dollar() are being read, one in another
+
+    def deeper(self) -> bool:
+        """Enter one more level of nesting (commands() and dollar(), through which every
+        recursion of the reading goes), or give up when there would be too many."""
+        if self.depth > MAX_NESTING:  # the script itself is the first level
+            self.give_up(f"more than {MAX_NESTING} levels of $( ), ( ), ${{...}} or $(( )) "
+                         "in one another")
+            return False
+        self.depth += 1
+        return True
+
+    def next_at(self, c: str, start: int) -> int:
+        """Where the first ``c`` at or after ``start`` is (self.n if none). Remembers the last
+        answer for each character, so asking with ``start`` growing reads the text once."""
+        lo, at = self.found.get(c, (self.n, -1))
+        if not lo <= start <= at:
+            lo, at = start, self.t.find(c, start)
+            at = self.n if at < 0 else at
+            self.found[c] = (lo, at)
+        return at
+
+    def assignment(self, i: int) -> tuple[str, int] | None:
+        """NAME=value, NAME+=value, NAME[...]=value (the subscript on one line) at ``i``:
+        NAME and where the value starts."""
+        m = _NAME.match(self.t, i)
+        if m is None:
+            return None
+        at = m.end()
+        if self.t.startswith("[", at):
+            close = self.next_at("]", at + 1)
+            if close >= self.next_at("\n", at + 1):
+                return None
+            at = close + 1
+        if self.t.startswith("+=", at):
+            return m.group(), at + 2
+        if self.t.startswith("=", at):
+            return m.group(), at + 1
+        return None
 
     def peek(self, k: int = 0) -> str:
         j = self.i + k
@@ -485,6 +545,13 @@ class _Lexer:
     # -- command level
 
     def commands(self, closer: str | None, refusal: str | None, compound: bool = False) -> None:
+        if self.deeper():
+            try:
+                self.command_list(closer, refusal, compound)
+            finally:
+                self.depth -= 1
+
+    def command_list(self, closer: str | None, refusal: str | None, compound: bool) -> None:
         """A list of commands up to ``closer`` (the ')' of $( ), ( ), <( )) or the end. A
         template anywhere in it is refused for ``refusal`` when that is given. ``compound``:
         the list is the value of an array, a=( ... ), where [...]= is an arithmetic subscript."""
@@ -504,7 +571,9 @@ class _Lexer:
             if word.start < 0:
                 word.start = self.i
                 word.name_end = word.subscript_end = word.value_at = -1
+                word.eq_from, word.name = self.i, None
                 word.options_of = word.assigned = word.attrs = ""
+                word.option_why, word.option_known = None, False
                 if refusal:
                     word.reason = refusal
                 elif target == "herestring":
@@ -516,31 +585,44 @@ class _Lexer:
                     word.attrs = cmd.attrs
                     if word.reason is None:
                         word.options_of = cmd.options_of()
-                    m = _ASSIGNED.match(t, self.i) if cmd.assigns() else None
-                    if m:
-                        word.assigned, word.value_at = m.group(1), m.end()
+                    found = self.assignment(self.i) if cmd.assigns() else None
+                    if found:
+                        word.assigned, word.value_at = found
                     m = _SUBSCRIPT.match(t, self.i) if cmd.prefix else None
                     if m or (compound and t.startswith("[", self.i)):
                         # a[...]=value, a=([...]=value): the subscript is arithmetic
-                        close = t.find("]", m.end() if m else self.i)
-                        word.subscript_end = self.n if close < 0 else close
+                        word.subscript_end = self.next_at("]", m.end() if m else self.i)
 
         def here() -> str | None:
             """Why a template at self.i, in the current word, is code (or None)."""
             if word.reason == _NAME_PART:
-                if word.name_end < 0:
-                    eq = t.find("=", word.start)
-                    word.name_end = self.n if eq < 0 else eq
+                if word.name_end < 0:  # the word's first '=', looked for up to here
+                    eq = t.find("=", word.eq_from, self.i + 1)
+                    word.eq_from = self.i + 1
+                    if eq < 0:
+                        return VARNAME
+                    word.name_end = eq
                 if self.i < word.name_end:
                     return VARNAME
-                name = re.match(r"[A-Za-z_][A-Za-z0-9_]*", _plain(t[word.start:word.name_end]))
-                return self.value_reason(name.group() if name else "", word.attrs,
+                if word.name is None:
+                    name = _NAME.match(_plain(t[word.start:word.name_end]))
+                    word.name = name.group() if name else ""
+                return self.value_reason(word.name, word.attrs,
                                          t[word.name_end + 1:word.name_end + 2] == "(")
             if word.options_of:
+                if word.option_known:
+                    return word.option_why
                 prefix = _plain(t[word.start:self.i])
-                if prefix[:1] in ("", "-", "+", "$", "`"):
-                    return _option_refusal(word.options_of, prefix)
-                return None
+                why = (_option_refusal(word.options_of, prefix)
+                       if prefix[:1] in ("", "-", "+", "$", "`") else None)
+                # What decides it is the word's first character and, after '-' or '+', its
+                # letters (up to '=' after '--'): known once the word holds something else.
+                # The place of this template holds such a character when the next one comes.
+                word.option_known = bool(prefix) and (
+                    prefix[0] not in "-+" or any(not (c.isalpha() or c == "-")
+                                                 for c in prefix[1:]))
+                word.option_why = why
+                return why
             if word.reason is None and word.assigned and self.i >= word.value_at:
                 why = self.value_reason(word.assigned)
                 if why:
@@ -830,6 +912,16 @@ class _Lexer:
     def dollar(self, record: Callable[[str], None], here: Callable[[], str | None],
                quoted: bool = False) -> None:
         """What starts with '$' at self.i."""
+        if self.t.startswith("$(", self.i) and not self.t.startswith("$((", self.i):
+            self.dollar_part(record, here, quoted)  # a level that commands() counts
+        elif self.deeper():
+            try:
+                self.dollar_part(record, here, quoted)
+            finally:
+                self.depth -= 1
+
+    def dollar_part(self, record: Callable[[str], None], here: Callable[[], str | None],
+                    quoted: bool) -> None:
         t, i = self.t, self.i
         if t.startswith("$((", i):
             self.i += 3
