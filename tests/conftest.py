@@ -323,7 +323,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     _note_other_sessions()
     folder = _session.pop("folder")
-    problems = _stop_processes(folder)
+    problems: list[str] = []
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        # a test left this process connected to a Ray: a leftover, and Ray's threads are
+        # better stopped here than torn down with the interpreter
+        problems.append("this pytest process was still connected to a Ray cluster")
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+    problems += _stop_processes(folder)
     containers = sys.modules.get("containerfixtures")
     if containers is not None:
         try:
