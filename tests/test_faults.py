@@ -535,7 +535,8 @@ BAD_RECORDS = {
 }
 
 
-def _bad_runs(ws: Workspace) -> list[str]:
+def _healthy_run(ws: Workspace) -> Path:
+    """The folder of one successful run of a one-step flow in ``ws``."""
     ws.flow("""
         name: healthy
         jobs:
@@ -544,6 +545,11 @@ def _bad_runs(ws: Workspace) -> list[str]:
               - run: echo fine
     """)
     ws.run("flow.yaml").assert_success()
+    return next((ws.root / ".flowray" / "runs").iterdir())
+
+
+def _bad_runs(ws: Workspace) -> list[str]:
+    _healthy_run(ws)
     ids = []
     for n, (name, data) in enumerate(BAD_RECORDS.items()):
         run_id = f"20990101-0000{n:02d}-{name}"
@@ -590,15 +596,7 @@ def test_status_and_logs_of_a_bad_record_say_what_is_wrong(ws: Workspace) -> Non
 
 
 def test_damaged_lines_of_the_events_file_are_left_out(ws: Workspace) -> None:
-    ws.flow("""
-        name: healthy
-        jobs:
-          j:
-            steps:
-              - run: echo fine
-    """)
-    ws.run("flow.yaml").assert_success()
-    run = next((ws.root / ".flowray" / "runs").iterdir())
+    run = _healthy_run(ws)
     events = run / "events.jsonl"
     good = [e.type for e in flowray.events("last", ws.root)]
     lines = events.read_bytes().splitlines(keepends=True)
@@ -611,15 +609,7 @@ def test_damaged_lines_of_the_events_file_are_left_out(ws: Workspace) -> None:
 
 
 def test_a_record_that_cannot_be_opened_is_named(ws: Workspace) -> None:
-    ws.flow("""
-        name: healthy
-        jobs:
-          j:
-            steps:
-              - run: echo fine
-    """)
-    ws.run("flow.yaml").assert_success()
-    run = next((ws.root / ".flowray" / "runs").iterdir())
+    run = _healthy_run(ws)
     record = run / "record.json"
     if os.geteuid() == 0:
         # root reads files whatever their mode: a folder in its place cannot be read either.
