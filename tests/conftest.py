@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from gitfixtures import Forge
 
 from flowray.cli import main
 
@@ -78,6 +79,18 @@ class Workspace:
         out = self.cli("status", ref, "--json")
         assert out.exit_code == 0, out
         return out.json()
+
+
+@pytest.fixture
+def forge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Forge:
+    """A folder of real git repositories served as the action base (``file://``), with an
+    empty action cache of the test's own."""
+    root = tmp_path / "forge" / "repos"
+    root.mkdir(parents=True)
+    monkeypatch.setenv("FLOWRAY_ACTIONS_BASE", f"file://{root}")
+    monkeypatch.setenv("FLOWRAY_CACHE_DIR", str(tmp_path / "action-cache"))
+    monkeypatch.delenv("FLOWRAY_OFFLINE", raising=False)
+    return Forge(root)
 
 
 @pytest.fixture

@@ -57,16 +57,6 @@ FLOW = """
 """
 
 
-@pytest.fixture
-def forge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Forge:
-    root = tmp_path / "forge" / "repos"
-    root.mkdir(parents=True)
-    monkeypatch.setenv("FLOWRAY_ACTIONS_BASE", f"file://{root}")
-    monkeypatch.setenv("FLOWRAY_CACHE_DIR", str(tmp_path / "action-cache"))
-    monkeypatch.delenv("FLOWRAY_OFFLINE", raising=False)
-    return Forge(root)
-
-
 def _publish(forge: Forge, tag: str = "v1", action: str = CACHED_ACTION,
              main: str = ADD_PY) -> str:
     return forge.publish("acme/add", {"action-datatorch.yaml": action, "add.py": main}, tag)

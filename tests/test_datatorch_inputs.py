@@ -49,16 +49,6 @@ datatorch.set_output("missing", datatorch.get_input("nope"))
 """
 
 
-@pytest.fixture
-def forge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Forge:
-    root = tmp_path / "forge" / "repos"
-    root.mkdir(parents=True)
-    monkeypatch.setenv("FLOWRAY_ACTIONS_BASE", f"file://{root}")
-    monkeypatch.setenv("FLOWRAY_CACHE_DIR", str(tmp_path / "action-cache"))
-    monkeypatch.delenv("FLOWRAY_OFFLINE", raising=False)
-    return Forge(root)
-
-
 def datatorch_wheel(folder: Path) -> Path:
     """A wheel named datatorch 0.8.0 holding the SDK's action helpers (written by hand: no
     network). ``WHERE`` tells the installed package from flowray's stand-in."""

@@ -12,17 +12,6 @@ import pytest
 from conftest import Workspace
 from gitfixtures import ADD_ACTION, ADD_PY, Forge
 
-
-@pytest.fixture
-def forge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Forge:
-    root = tmp_path / "forge" / "repos"
-    root.mkdir(parents=True)
-    monkeypatch.setenv("FLOWRAY_ACTIONS_BASE", f"file://{root}")
-    monkeypatch.setenv("FLOWRAY_CACHE_DIR", str(tmp_path / "action-cache"))
-    monkeypatch.delenv("FLOWRAY_OFFLINE", raising=False)
-    return Forge(root)
-
-
 FLOW = """
     name: git-actions
     jobs:
