@@ -31,7 +31,7 @@ from flowray.runtime.events import (
     Subscription,
 )
 from flowray.store.fs import disk_full, os_error_text
-from flowray.store.records import RECORD_FILE, RECORD_SCHEMA, write_json_atomic
+from flowray.store.records import RECORD_FILE, RECORD_SCHEMA, RESERVE_FILE, write_json_atomic
 
 # The record is rewritten at most this often while a run goes on (and always at the end).
 _RECORD_INTERVAL = 0.5
@@ -232,9 +232,6 @@ class RecordWriter:
         return True
 
 
-# Room kept aside in the run folder while the run goes on (a file of zeros), freed for the run
-# record when the disk fills up: the record can still say how the run ended.
-RESERVE_FILE = ".reserve"
 _RESERVE_BYTES = 256 * 1024
 
 

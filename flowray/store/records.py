@@ -24,6 +24,9 @@ RECORD_FILE = "record.json"
 # The run's control channel (runtime/control.py): a FIFO the run's process holds open while it
 # runs. Opening it for writing fails with ENXIO once nobody reads it: the process is gone.
 CONTROL_FILE = "control"
+# Room kept aside in the run folder while the run goes on (a file of zeros, runtime/recorder.py),
+# freed for the run record when the disk fills up: the record can still say how the run ended.
+RESERVE_FILE = ".reserve"
 # The version of record.json's format (its "schema" key); flowray.runtime.record reads it.
 RECORD_SCHEMA = 1
 
@@ -176,7 +179,7 @@ def settle_lost(run_path: str, data: dict[str, Any], reason: str, *,
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(outputs, name))
     with contextlib.suppress(OSError):
-        os.unlink(os.path.join(run_path, ".reserve"))  # runtime.recorder.RESERVE_FILE
+        os.unlink(os.path.join(run_path, RESERVE_FILE))
 
 
 def _newest(base: str, names: list[str]) -> str:
