@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,13 +62,14 @@ def load_flow_cached(
     *,
     use_cache: bool = True,
     pinner: Callable[[], ActionPinner] | None = None,
+    variables: Collection[str] = (),
 ) -> CachedFlow:
     """The validated flow at ``path``, from the cache or by ``flowray.spec.load_flow``; raises
     ``flowray.spec.FlowError`` when it is invalid.
 
     Git actions are pinned on every call (``pinner`` makes the run's pinner, only when the flow
     has some): an entry is reused only while each of its tags still points at the commit it
-    was validated with.
+    was validated with. ``variables``: names known beside the flow's own (the service's).
     """
     pins: list[ActionPinner] = []
 
@@ -93,7 +94,8 @@ def load_flow_cached(
     entry_path = None
     if raw is not None and use_cache:
         key = hashlib.sha256(
-            b"\0".join([raw, os.path.abspath(workspace).encode(), code_fingerprint().encode()])
+            b"\0".join([raw, os.path.abspath(workspace).encode(), code_fingerprint().encode(),
+                       "\n".join(sorted(variables)).encode()])
         ).hexdigest()[:32]
         entry_path = os.path.join(workspace, ".flowray", "cache", "flows", f"{key}.json")
         cached = _read_entry(entry_path, get_pinner)
@@ -103,7 +105,8 @@ def load_flow_cached(
     from flowray.plan.plan import git_refs_of
     from flowray.spec import load_action, load_flow
 
-    loaded = load_flow(path, workspace=workspace, git_action=LazyGitActions(get_pinner))
+    loaded = load_flow(path, workspace=workspace, git_action=LazyGitActions(get_pinner),
+                       variables=variables)
     warnings = [w.format() for w in loaded.warnings]
     actions: dict[str, ActionData] = {}
     deps: dict[str, list[int] | None] = {}

@@ -60,10 +60,11 @@ def _flow_file(flow: str | os.PathLike[str], workspace: str) -> str:
 
 
 def validate(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = ".",
-             offline: bool | None = None) -> list[Diagnostic]:
+             offline: bool | None = None, variables: Collection[str] = ()) -> list[Diagnostic]:
     """Every error and warning of a flow (a path, or YAML text), as ``flowray validate``
     finds them; an empty list for a clean flow. Git actions are fetched (or read from the
-    action cache) so that their inputs are checked too."""
+    action cache) so that their inputs are checked too. ``variables``: names of
+    ``variables.NAME`` given from outside the flow (see :func:`start`)."""
     from flowray.plan.pins import LazyGitActions
     from flowray.spec import load_flow
 
@@ -71,7 +72,8 @@ def validate(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = 
     path = _flow_file(flow, workspace)
     pinner = lazy_pinner(workspace, offline, path)
     try:
-        loaded = load_flow(path, workspace=workspace, git_action=LazyGitActions(pinner))
+        loaded = load_flow(path, workspace=workspace, git_action=LazyGitActions(pinner),
+                           variables=variables)
     except FlowError as exc:
         return list(exc.diagnostics)
     return list(loaded.warnings)
@@ -126,7 +128,8 @@ def prepare(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = "
             inputs: Mapping[str, Any] | None = None, jobs: Sequence[str] = (),
             matrix: Mapping[str, str] | None = None, offline: bool | None = None,
             use_cache: bool = True,
-            on_action_event: Callable[[str], None] | None = None) -> Prepared:
+            on_action_event: Callable[[str], None] | None = None,
+            variables: Collection[str] = ()) -> Prepared:
     """Load and check ``flow`` and plan it; raises :class:`FlowError` (an invalid flow,
     :class:`PlanInvalid` for an unknown job or matrix filter, :class:`RunInputError` for a
     missing or ill-typed input)."""
@@ -137,7 +140,8 @@ def prepare(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = "
     workspace = _workspace(workdir)
     path = _flow_file(flow, workspace)
     pinner = lazy_pinner(workspace, offline, path, on_action_event)
-    cached = load_flow(path, workspace, use_cache=use_cache, pinner=pinner)
+    cached = load_flow(path, workspace, use_cache=use_cache, pinner=pinner,
+                       variables=variables)
     try:
         plan = build_plan(cached.data, matrix_filter=dict(matrix or {}), only_jobs=list(jobs))
     except (PlanError, CycleError) as exc:
@@ -497,7 +501,8 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
           grace: float | None = None, offline: bool | None = None, use_cache: bool = True,
           cpus: float | None = None, gpus: Sequence[str] | None = None,
           trigger: str = "api", prepared: Prepared | None = None,
-          on_action_event: Callable[[str], None] | None = None) -> Run:
+          on_action_event: Callable[[str], None] | None = None,
+          variables: Mapping[str, str] | None = None, run_id: str | None = None) -> Run:
     """Start a run of ``flow`` (a path, or YAML text) and return it at once.
 
     ``backend``: None or ``"local"`` (this machine's CPUs and GPUs), ``"ray"`` (a local Ray
@@ -505,7 +510,10 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     ``inputs`` are typed by the flow's ``triggers.manual.inputs``; ``secrets`` are masked in
     every event, log and record; ``env`` is added to every step's environment. ``jobs`` and
     ``matrix`` pick what runs (a job and the jobs it needs; cells whose values match).
-    ``cpus``/``gpus`` size the local pool (or the embedded Ray).
+    ``cpus``/``gpus`` size the local pool (or the embedded Ray). ``variables`` are read as
+    ``variables.NAME`` beside the flow's own (which win): the service's, written by its admins
+    and as trusted as the flow. ``run_id`` names the run (one from ``new_run_id``; the service
+    gives the id it acknowledged); a new one by default.
 
     Raises :class:`~flowray.spec.FlowError` (an invalid flow, with its diagnostics),
     :class:`RunInputError`, :class:`SecretsMissing` (a secret the flow reads is not in
@@ -516,11 +524,18 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     from flowray.runtime.coordinator import Coordinator, RunOptions
     from flowray.runtime.recorder import RecordWriter
     from flowray.spec.envnames import env_problem
-    from flowray.store.records import new_run_id
+    from flowray.store.records import new_run_id, runs_dir
 
     cpus, grace, gpus = check_run_numbers(cpus, grace, gpus)
     _check_text_map("secrets", secrets)
     _check_text_map("env", env)
+    _check_text_map("variables", variables)
+    if run_id is not None:
+        from flowray.store.records import run_id_problem
+
+        problem = run_id_problem(run_id)
+        if problem:
+            raise StartError(problem)
     if inputs is not None and (not isinstance(inputs, Mapping)
                                or not all(isinstance(k, str) for k in inputs)):
         raise StartError(f"inputs must be a map from names to values, got "
@@ -537,7 +552,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     if prepared is None:
         prepared = prepare(flow, workdir=workdir, inputs=inputs, jobs=jobs or (),
                            matrix=matrix, offline=offline, use_cache=use_cache,
-                           on_action_event=on_action_event)
+                           on_action_event=on_action_event, variables=list(variables or {}))
     secret_warnings = check_secrets(prepared, list(secrets or {}))
     workspace = prepared.workspace
     on_ray = backend not in (None, "local")
@@ -555,6 +570,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
         result_cache=os.path.join(prepared.pinner().config.cache_dir, "results")
         if prepared.cached.git else None,
         reuse_results=prepared.use_cache,
+        variables=dict(variables or {}),
     )
     actions = ActionTable(prepared.cached.actions)
     hold = contextlib.ExitStack()
@@ -585,7 +601,10 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
                 return LocalPool(cpus=total, gpus=gpu_ids or [], events=c, masker=c.masker,
                                  load_action=actions, grace=c.opts.grace)
 
-        run_id = new_run_id()
+        if run_id is None:
+            run_id = new_run_id()
+        elif os.path.exists(os.path.join(runs_dir(workspace), run_id)):
+            raise StartError(f"a run with id {run_id} already exists in {workspace}")
         try:
             coordinator = Coordinator(
                 prepared.plan, dataclasses.replace(options, run_id=run_id),

@@ -82,6 +82,8 @@ class RunOptions:
     # The action result cache folder of this machine (Ray nodes use their own); None: off.
     result_cache: str | None = None
     reuse_results: bool = True  # False (--no-cache): cached steps run (and refresh the cache)
+    # variables.NAME given from outside the flow (the service's); the flow's own win.
+    variables: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -229,7 +231,7 @@ class Coordinator:
         self.run_number = next_run_number(options.workspace, name)
         number = self.run_number.number
         self._static = {
-            "variables": self.flow["variables"],
+            "variables": {**options.variables, **self.flow["variables"]},
             "inputs": options.inputs,
             "input": options.inputs,  # DataTorch's name for a flow's trigger inputs
             "event": options.event,

@@ -13,6 +13,7 @@ diagnostics can be used without them.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from flowray.spec.diagnostics import Diagnostic, FlowError, LoadedFlow
@@ -40,17 +41,19 @@ def load_flow(
     *,
     workspace: str | None = None,
     git_action: GitActionLoader | None = None,
+    variables: Collection[str] = (),
 ) -> LoadedFlow:
     """Read, validate and check a flow file; raises :class:`FlowError` with every problem.
 
     ``workspace`` is the folder local actions (``./path``) are relative to (default: the current
     directory). ``git_action`` fetches a git action for checking (see
     :data:`flowray.spec.validate.GitActionLoader`); without it git actions are checked for
-    syntax only.
+    syntax only. ``variables``: names of ``variables.NAME`` given from outside the flow (the
+    service's variables), known beside the flow's own.
     """
     from flowray.spec.loader import load_flow as load
 
-    return load(path, workspace=workspace, git_action=git_action)
+    return load(path, workspace=workspace, git_action=git_action, variables=variables)
 
 
 def load_action(

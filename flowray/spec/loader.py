@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Collection
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -112,6 +113,7 @@ def load_flow(
     *,
     workspace: str | None = None,
     git_action: GitActionLoader | None = None,
+    variables: Collection[str] = (),
 ) -> LoadedFlow:
     """Read, validate and check a flow file; raises :class:`FlowError` with every problem.
 
@@ -146,6 +148,7 @@ def load_flow(
         display_root=cwd,
         load_action=lambda folder, shown: _load_action(folder, shown, None),
         git_action=git_action,
+        variables=variables,
     )
     diagnostics += checker.check()
     # The flow file's own problems first, then those of the action files it uses.

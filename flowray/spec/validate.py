@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -196,6 +196,7 @@ class FlowChecker:
         display_root: str | None,
         load_action: ActionLoader,
         git_action: GitActionLoader | None = None,
+        variables: Collection[str] = (),
     ) -> None:
         self.git_action = git_action
         self.data = data
@@ -208,8 +209,10 @@ class FlowChecker:
         self.actions: dict[str, tuple[ActionData | None, str | None]] = {}
         jobs = data.get("jobs")
         self.jobs: dict[str, Any] = jobs if isinstance(jobs, dict) else {}
-        variables = data.get("variables")
-        self.variables = list(variables) if isinstance(variables, dict) else []
+        flow_variables = data.get("variables")
+        self.variables = list(flow_variables) if isinstance(flow_variables, dict) else []
+        # The service's variables (given from outside the flow) are known too; the flow's win.
+        self.variables += [v for v in variables if v not in self.variables]
         self.hint_budget = _HINT_BUDGET
         self._step_ids: dict[str, list[str]] = {}  # job id -> its steps' ids, as written
 

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -43,6 +44,18 @@ def new_run_id(now: float | None = None) -> str:
     """Sortable and unique: ``YYYYMMDD-HHMMSS-xxxxxx``."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     return f"{stamp}-{os.urandom(3).hex()}"
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def run_id_problem(run_id: object) -> str | None:
+    """Why ``run_id`` cannot name a run folder, or None: letters, digits, ``-`` and ``_``, at
+    most 64, starting with a letter or digit."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        return (f"a run id is 1 to 64 letters, digits, '-' or '_', starting with a letter or "
+                f"digit; got {run_id!r:.80}")
+    return None
 
 
 @dataclass
