@@ -502,7 +502,8 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
           cpus: float | None = None, gpus: Sequence[str] | None = None,
           trigger: str = "api", prepared: Prepared | None = None,
           on_action_event: Callable[[str], None] | None = None,
-          variables: Mapping[str, str] | None = None, run_id: str | None = None) -> Run:
+          variables: Mapping[str, str] | None = None, run_id: str | None = None,
+          reuse: Mapping[str, Mapping[str, Any]] | None = None) -> Run:
     """Start a run of ``flow`` (a path, or YAML text) and return it at once.
 
     ``backend``: None or ``"local"`` (this machine's CPUs and GPUs), ``"ray"`` (a local Ray
@@ -513,7 +514,9 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     ``cpus``/``gpus`` size the local pool (or the embedded Ray). ``variables`` are read as
     ``variables.NAME`` beside the flow's own (which win): the service's, written by its admins
     and as trusted as the flow. ``run_id`` names the run (one from ``new_run_id``; the service
-    gives the id it acknowledged); a new one by default.
+    gives the id it acknowledged); a new one by default. ``reuse`` (a rerun): job key ->
+    ``{"run": id, "outputs": {...}}``, jobs that end ``success`` with those outputs without
+    running again.
 
     Raises :class:`~flowray.spec.FlowError` (an invalid flow, with its diagnostics),
     :class:`RunInputError`, :class:`SecretsMissing` (a secret the flow reads is not in
@@ -571,6 +574,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
         if prepared.cached.git else None,
         reuse_results=prepared.use_cache,
         variables=dict(variables or {}),
+        reuse={k: dict(v) for k, v in (reuse or {}).items()},
     )
     actions = ActionTable(prepared.cached.actions)
     hold = contextlib.ExitStack()

@@ -84,6 +84,9 @@ class RunOptions:
     reuse_results: bool = True  # False (--no-cache): cached steps run (and refresh the cache)
     # variables.NAME given from outside the flow (the service's); the flow's own win.
     variables: dict[str, str] = field(default_factory=dict, repr=False)
+    # Jobs a rerun does not run again: job key -> {"run": the run it comes from, "outputs"}.
+    # Each ends `success` with those outputs, without running, when its needs have ended.
+    reuse: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -424,6 +427,9 @@ class Coordinator:
         # Jobs whose needs just ended: evaluate their `if` once, then queue them to start.
         while self._eligible:
             state = self.states[self._eligible.popleft()]
+            if state.status is Status.QUEUED and state.plan.key in self.opts.reuse:
+                self._reuse(state)
+                continue
             if state.status is Status.QUEUED and self._should_run(state):
                 self._ready.setdefault(self._shape(state.plan), deque()).append(state.plan.key)
         now = time.monotonic()
@@ -459,6 +465,20 @@ class Coordinator:
                 self._running_per_group[plan.job_id] = (
                     self._running_per_group.get(plan.job_id, 0) + 1
                 )
+
+    def _reuse(self, state: JobState) -> None:
+        """End a job with the outputs of the run a rerun comes from, without running it."""
+        kept = self.opts.reuse[state.plan.key]
+        outputs = kept.get("outputs")
+        state.outputs = dict(outputs) if isinstance(outputs, dict) else {}
+        state.warnings.append(f"not run again: its outputs are those of run {kept.get('run')}")
+        state.steps = [
+            StepResult(index=i, key=s["id"] or str(i + 1), id=s["id"],
+                       name=step_display_name(s, i), status=Status.SKIPPED)
+            for i, s in enumerate(state.plan.data["steps"])
+        ]
+        state.started = time.time()
+        self._set_terminal(state, Status.SUCCESS, None)
 
     def _post(self, key: str, result: JobResult) -> None:
         with self._cond:

@@ -1,0 +1,1 @@
+"""``flowray serve``: flows kept on a server, started by triggers, with history and metrics."""

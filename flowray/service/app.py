@@ -1,0 +1,518 @@
+"""The service's HTTP API (FastAPI): SPEC "The service", under ``/api/v1``.
+
+Every answer that is not a success is JSON ``{"error": message}`` with the status SPEC names;
+a database that is not answering gives 503; nothing a client sends gives a 500. The routes
+only translate HTTP to the service's nouns (:class:`~flowray.service.store.Store`,
+:class:`~flowray.service.runs.RunManager`) and back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import flowray
+from flowray.service import hooks
+from flowray.service.db import first_line, is_unavailable
+from flowray.service.flows import BadFiles, PushError, check_flow
+from flowray.service.runs import RunManager, TriggerError
+from flowray.service.store import Conflict, Store, role_allows, run_summary
+
+log = logging.getLogger("flowray.service")
+
+MAX_BODY = 16 * 1024 * 1024  # any request body (a flow with its local actions, at most)
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"  # secrets and variables
+FLOW_NAME = r"^[^/\x00-\x1f]{1,200}$"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+# ---------------------------------------------------------------------- request bodies
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FlowPush(Strict):
+    text: str = Field(description="the flow file's YAML (or JSON) text")
+    path: str = Field(default="flow.yaml", max_length=300,
+                      description="the file name it was pushed from, used in diagnostics")
+    files: dict[str, str] = Field(default_factory=dict,
+                                  description="its local actions' files: path -> base64")
+
+
+class ValidateBody(Strict):
+    text: str
+    path: str = Field(default="flow.yaml", max_length=300)
+
+
+class RunStart(Strict):
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Rerun(Strict):
+    failed: bool = False
+    jobs: list[str] = Field(default_factory=list)
+
+
+class Value(Strict):
+    value: str = Field(max_length=1024 * 1024)
+
+
+class TokenCreate(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: str = Field(pattern="^(viewer|runner|admin)$")
+
+
+# ---------------------------------------------------------------------- the app
+
+def create_app(store: Store, manager: RunManager) -> FastAPI:
+    app = FastAPI(title="flowray", version=flowray.__version__,
+                  openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
+    bearer = HTTPBearer(auto_error=False, description="a token made by `flowray token "
+                        "create` (the first admin token is in the data dir's admin-token)")
+
+    # -- errors: always JSON {"error": ...}
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.message, **exc.extra}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        text = {404: "not found", 405: "method not allowed"}.get(exc.status_code,
+                                                                 str(exc.detail))
+        return JSONResponse({"error": text}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors()[:10]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            msg = str(err.get("msg", "invalid"))
+            if err.get("type") == "json_invalid":
+                msg, where = "the body is not JSON", "body"
+            problems.append(f"{where}: {msg}")
+        return JSONResponse({"error": "; ".join(problems) or "invalid request"},
+                            status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if is_unavailable(exc):
+            return JSONResponse({"error": "the database is not answering: "
+                                 f"{first_line(exc)}"}, status_code=503,
+                                headers={"Retry-After": "5"})
+        log.error("internal error", exc_info=exc)
+        return JSONResponse({"error": f"internal error in the flowray service: "
+                             f"{type(exc).__name__}"}, status_code=500)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request,
+                          call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        limit = hooks.MAX_BODY if request.url.path.startswith("/hooks/") else MAX_BODY
+        if length is not None:
+            if not length.isdigit():
+                return JSONResponse({"error": "Content-Length is not a number"},
+                                    status_code=400)
+            if int(length) > limit:
+                return JSONResponse({"error": f"the body is larger than {limit} bytes"},
+                                    status_code=413)
+        return await call_next(request)
+
+    # -- access
+
+    def access(needed: str) -> Callable[..., Awaitable[tuple[str, str]]]:
+        async def check(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                               Depends(bearer)]) -> tuple[str, str]:
+            if credentials is None or credentials.scheme.lower() != "bearer":
+                raise ApiError(401, "a token is needed: Authorization: Bearer <token>")
+            found = await run_in_threadpool(store.token_role, credentials.credentials)
+            if found is None:
+                raise ApiError(401, "the token is not valid")
+            if not role_allows(found[1], needed):
+                raise ApiError(403, f"the token '{found[0]}' has the role {found[1]}; this "
+                               f"needs {needed}" + (" or admin" if needed != "admin" else ""))
+            return found
+        return check
+
+    viewer = Depends(access("viewer"))
+    runner = Depends(access("runner"))
+    admin = Depends(access("admin"))
+
+    # -- health and metrics
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> JSONResponse:
+        """Whether the service and its database answer."""
+        try:
+            store.ping()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            return JSONResponse({"status": "unavailable", "database": first_line(exc)},
+                                status_code=503)
+        return JSONResponse({"status": "ok", "draining": manager.draining})
+
+    @app.get("/metrics", tags=["service"])
+    def metrics() -> Response:
+        body, content_type = manager.metrics.render()
+        return Response(body, media_type=content_type)
+
+    # -- flows
+
+    @app.get("/api/v1/flows", tags=["flows"], dependencies=[viewer])
+    def list_flows() -> dict[str, Any]:
+        return {"flows": store.list_flows()}
+
+    @app.get("/api/v1/flows/{name}", tags=["flows"], dependencies=[viewer])
+    def get_flow(name: str, version: Annotated[int | None, Query(ge=1)] = None
+                 ) -> dict[str, Any]:
+        flow = store.get_flow(name, version)
+        if flow is None:
+            raise ApiError(404, f"no flow named '{name}'" + (
+                f" with version {version}" if version else ""))
+        return {k: flow[k] for k in ("name", "version", "text", "path", "created",
+                                     "versions", "current")}
+
+    @app.put("/api/v1/flows/{name}", tags=["flows"], dependencies=[admin],
+             responses={422: {"description": "the flow is not valid: its diagnostics"}})
+    def put_flow(name: Annotated[str, Field(pattern=FLOW_NAME)], body: FlowPush
+                 ) -> JSONResponse:
+        try:
+            pushed = check_flow(name, path=os.path.basename(body.path) or "flow.yaml",
+                                text=body.text, files=body.files,
+                                variables=list(store.variable_values()),
+                                edges=store.flow_trigger_edges())
+        except PushError as exc:
+            raise ApiError(422, str(exc), diagnostics=exc.diagnostics) from None
+        except BadFiles as exc:
+            raise ApiError(422, str(exc)) from None
+        existed = store.get_flow(name) is not None
+        version, created = store.push_flow(
+            name, path=pushed.path, text=pushed.text, files=pushed.files,
+            triggers=pushed.triggers, flow_triggers=pushed.flow_triggers,
+            schedules=pushed.schedules)
+        for flow, fire in store.next_fires().items():
+            manager.metrics.schedule_next_fire(flow, fire)
+        return JSONResponse({"name": name, "version": version, "created": created,
+                             "warnings": pushed.warnings}, status_code=200 if existed else 201)
+
+    @app.delete("/api/v1/flows/{name}", tags=["flows"], dependencies=[admin],
+                status_code=204)
+    def delete_flow(name: str) -> Response:
+        if not store.delete_flow(name):
+            raise ApiError(404, f"no flow named '{name}'")
+        manager.metrics.schedule_next_fire(name, None)
+        return Response(status_code=204)
+
+    @app.post("/api/v1/validate", tags=["flows"], dependencies=[viewer])
+    def validate(body: ValidateBody) -> dict[str, Any]:
+        """The diagnostics of a flow's text (an empty list when it is valid)."""
+        import tempfile
+
+        from flowray.service.flows import diagnostic_dict, write_workspace
+
+        folder = tempfile.mkdtemp(prefix="flowray-validate-")
+        try:
+            path = os.path.basename(body.path) or "flow.yaml"
+            flow_file = write_workspace(folder, path=path, text=body.text, files={})
+            found = flowray.validate(flow_file, workdir=folder,
+                                     variables=list(store.variable_values()))
+            return {"diagnostics": [diagnostic_dict(d, root=folder, shown=path)
+                                    for d in found]}
+        finally:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # -- runs
+
+    @app.post("/api/v1/flows/{name}/runs", tags=["runs"], dependencies=[runner],
+              status_code=201)
+    def start_run(name: str, body: RunStart,
+                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None
+                  ) -> JSONResponse:
+        try:
+            run_id, created = manager.trigger(name, trigger="manual", inputs=body.inputs,
+                                              idempotency_key=idempotency_key)
+        except TriggerError as exc:
+            raise ApiError(exc.status, str(exc)) from None
+        row = store.get_run(run_id)
+        return JSONResponse({"id": run_id, "status": row.status if row else "queued"},
+                            status_code=201 if created else 200)
+
+    @app.get("/api/v1/runs", tags=["runs"], dependencies=[viewer])
+    def list_runs(flow: str | None = None,
+                  status: Annotated[str | None, Query(
+                      pattern="^(queued|running|success|failure|cancelled|skipped)$")] = None,
+                  trigger: str | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                  before: Annotated[str | None, Query(max_length=200)] = None
+                  ) -> dict[str, Any]:
+        try:
+            page, cursor = store.list_runs(flow=flow, status=status, trigger=trigger,
+                                           limit=limit, before=before)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        return {"runs": page, "next": cursor}
+
+    def _row(run_id: str) -> Any:
+        row = store.get_run(run_id)
+        if row is None:
+            raise ApiError(404, f"no run with id '{run_id}'")
+        return row
+
+    def _record(row: Any) -> dict[str, Any] | None:
+        if row.record:
+            return json.loads(row.record)  # type: ignore[no-any-return]
+        path = os.path.join(_run_dir(row.id), "record.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return json.load(fh)  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return None
+
+    def _run_dir(run_id: str) -> str:
+        return os.path.join(manager.workspace(run_id), ".flowray", "runs", run_id)
+
+    @app.get("/api/v1/runs/{run_id}", tags=["runs"], dependencies=[viewer])
+    def get_run(run_id: str) -> dict[str, Any]:
+        row = _row(run_id)
+        return {**run_summary(row), "inputs": json.loads(row.inputs),
+                "rerun_of": row.rerun_of, "record": _record(row)}
+
+    @app.get("/api/v1/runs/{run_id}/events", tags=["runs"], dependencies=[viewer],
+             response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def run_events(run_id: str, request: Request,
+                         last_event_id: Annotated[str | None, Header()] = None
+                         ) -> StreamingResponse:
+        """Server-Sent Events of the run's events (``id:`` is the event's seq); resume with
+        ``Last-Event-ID``; the stream ends after ``run.finished``."""
+        await run_in_threadpool(_row, run_id)
+        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+        async def stream() -> AsyncIterator[bytes]:
+            nonlocal after
+            yield b"retry: 1000\n\n"
+            idle = 0.0
+            while True:
+                texts = await run_in_threadpool(store.events_after, run_id, after)
+                for text in texts:
+                    data = json.loads(text)
+                    after = data["seq"]
+                    yield f"id: {after}\ndata: {text}\n\n".encode()
+                    if data["type"] == "run.finished":
+                        return
+                if texts:
+                    idle = 0.0
+                    continue
+                if await request.is_disconnected():
+                    return
+                idle += 0.2
+                if idle >= 15:  # a comment keeps proxies from closing a quiet stream
+                    idle = 0.0
+                    yield b": keep-alive\n\n"
+                await run_in_threadpool(manager.wait_events, 0.2)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+
+    @app.get("/api/v1/runs/{run_id}/logs/{job}/{step}", tags=["runs"],
+             dependencies=[viewer], response_class=PlainTextResponse)
+    def step_log(run_id: str, job: str, step: int) -> Response:
+        row = _row(run_id)
+        record = _record(row) or {}
+        steps = ((record.get("jobs") or {}).get(job) or {}).get("steps") or []
+        if not 0 <= step < len(steps) or not steps[step].get("log"):
+            raise ApiError(404, f"run {run_id} has no log for job '{job}' step {step}")
+        path = _inside(_run_dir(run_id), steps[step]["log"])
+        if path is None or not os.path.isfile(path):
+            raise ApiError(404, f"the log of job '{job}' step {step} is not kept")
+        return FileResponse(path, media_type="text/plain; charset=utf-8")
+
+    @app.get("/api/v1/runs/{run_id}/artifacts/{job}/{path:path}", tags=["runs"],
+             dependencies=[viewer])
+    def artifact(run_id: str, job: str, path: str) -> Response:
+        _row(run_id)
+        found = _inside(os.path.join(_run_dir(run_id), "artifacts"), os.path.join(job, path))
+        if found is None or not os.path.isfile(found):
+            raise ApiError(404, f"run {run_id} has no artifact '{path}' of job '{job}'")
+        return FileResponse(found, filename=os.path.basename(found))
+
+    @app.post("/api/v1/runs/{run_id}/cancel", tags=["runs"], dependencies=[runner],
+              status_code=202)
+    def cancel(run_id: str) -> JSONResponse:
+        status = manager.cancel(run_id)
+        if status is None:
+            raise ApiError(404, f"no run with id '{run_id}'")
+        return JSONResponse({"id": run_id, "status": status}, status_code=202)
+
+    @app.post("/api/v1/runs/{run_id}/rerun", tags=["runs"], dependencies=[runner],
+              status_code=201)
+    def rerun(run_id: str, body: Rerun) -> JSONResponse:
+        row = _row(run_id)
+        try:
+            new_id = manager.rerun(row, failed=body.failed, jobs=body.jobs,
+                                   record=_record(row))
+        except TriggerError as exc:
+            raise ApiError(exc.status, str(exc)) from None
+        return JSONResponse({"id": new_id}, status_code=201)
+
+    # -- secrets and variables
+
+    def named(name: str) -> str:
+        import re
+
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise ApiError(422, f"'{name[:100]}' is not a name: letters, digits and '_', "
+                           "not starting with a digit")
+        return name
+
+    @app.get("/api/v1/secrets", tags=["secrets"], dependencies=[admin])
+    def list_secrets() -> dict[str, Any]:
+        """Names and dates; never values."""
+        return {"secrets": store.listing("secrets")}
+
+    @app.put("/api/v1/secrets/{name}", tags=["secrets"], dependencies=[admin],
+             status_code=204)
+    def put_secret(name: str, body: Value) -> Response:
+        named(name)
+        store.put_secret(name, manager.box.seal(name, body.value), manager.box.key_id)
+        return Response(status_code=204)
+
+    @app.delete("/api/v1/secrets/{name}", tags=["secrets"], dependencies=[admin],
+                status_code=204)
+    def delete_secret(name: str) -> Response:
+        if not store.delete_named("secrets", name):
+            raise ApiError(404, f"no secret named '{name}'")
+        return Response(status_code=204)
+
+    @app.get("/api/v1/variables", tags=["variables"], dependencies=[viewer])
+    def list_variables() -> dict[str, Any]:
+        return {"variables": store.listing("variables")}
+
+    @app.get("/api/v1/variables/{name}", tags=["variables"], dependencies=[viewer])
+    def get_variable(name: str) -> dict[str, Any]:
+        for item in store.listing("variables"):
+            if item["name"] == name:
+                return item
+        raise ApiError(404, f"no variable named '{name}'")
+
+    @app.put("/api/v1/variables/{name}", tags=["variables"], dependencies=[admin],
+             status_code=204)
+    def put_variable(name: str, body: Value) -> Response:
+        named(name)
+        store.put_variable(name, body.value)
+        return Response(status_code=204)
+
+    @app.delete("/api/v1/variables/{name}", tags=["variables"], dependencies=[admin],
+                status_code=204)
+    def delete_variable(name: str) -> Response:
+        if not store.delete_named("variables", name):
+            raise ApiError(404, f"no variable named '{name}'")
+        return Response(status_code=204)
+
+    # -- tokens
+
+    @app.post("/api/v1/tokens", tags=["tokens"], dependencies=[admin], status_code=201)
+    def create_token(body: TokenCreate) -> JSONResponse:
+        """A new token; it is shown once, only a hash of it is kept."""
+        try:
+            token = store.create_token(body.name, body.role)
+        except Conflict as exc:
+            raise ApiError(409, str(exc)) from None
+        return JSONResponse({"name": body.name, "role": body.role, "token": token},
+                            status_code=201)
+
+    # -- webhooks
+
+    @app.post("/hooks/{flow}", tags=["webhooks"],
+              responses={202: {"description": "a run was queued"},
+                         200: {"description": "a duplicate delivery, or filtered out"}})
+    async def webhook(flow: str, request: Request) -> JSONResponse:
+        """A signed delivery (``X-Hub-Signature-256``) starting flow ``flow``."""
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > hooks.MAX_BODY:
+                manager.metrics.webhook_delivery(flow, "too_large")
+                raise ApiError(413, f"the body is larger than {hooks.MAX_BODY} bytes")
+        return await run_in_threadpool(_deliver, flow, body, dict(request.headers))
+
+    def _deliver(flow: str, body: bytes, headers: dict[str, str]) -> JSONResponse:
+        from flowray.spec.triggers import webhook as webhook_trigger
+
+        found = store.get_flow(flow)
+        trigger = None
+        if found is not None:
+            import yaml
+
+            trigger = webhook_trigger(yaml.safe_load(found["text"]))
+        if trigger is None:
+            raise ApiError(404, f"no flow named '{flow}' with a webhook trigger")
+        metrics = manager.metrics
+        blobs = dict(store.secret_blobs())
+        if not trigger.secret or trigger.secret not in blobs:
+            metrics.webhook_delivery(flow, "bad_signature")
+            raise ApiError(401, "the flow's webhook secret is not set on the server "
+                           f"(flowray secret set {trigger.secret or 'NAME'})")
+        try:
+            hooks.verify(manager.box.open(trigger.secret, blobs[trigger.secret]), body,
+                         headers.get("x-hub-signature-256"))
+            delivery = hooks.delivery_id(headers)
+            event = hooks.parse_body(body)
+            if not hooks.passes(trigger.condition, event):
+                metrics.webhook_delivery(flow, "filtered")
+                return JSONResponse({"filtered": True}, status_code=200)
+        except hooks.HookError as exc:
+            metrics.webhook_delivery(flow, exc.result)
+            raise ApiError(exc.status, str(exc)) from None
+        try:
+            run_id, created = manager.trigger(flow, trigger="webhook", event=event,
+                                              delivery=delivery)
+        except TriggerError as exc:
+            raise ApiError(exc.status, str(exc)) from None
+        metrics.webhook_delivery(flow, "accepted" if created else "duplicate")
+        if not created:
+            return JSONResponse({"id": run_id, "duplicate": True}, status_code=200)
+        return JSONResponse({"id": run_id}, status_code=202)
+
+    app.state.store = store
+    app.state.manager = manager
+    return app
+
+
+def _inside(root: str, rel: str) -> str | None:
+    """``root/rel`` if it stays inside ``root`` (no ``..``, no links out)."""
+    base = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(base, rel))
+    if path != base and not path.startswith(base + os.sep):
+        return None
+    return path

@@ -1,0 +1,184 @@
+"""Pushing a flow: validate it as ``flowray validate`` would (with its local actions beside
+it), check that its flow triggers form no cycle with the flows already kept, and work out
+what the service keeps of it (trigger kinds, schedules with their first fire).
+
+Run workspaces are made here too: a fresh folder holding the flow and its local actions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from flowray.spec.diagnostics import Diagnostic
+
+MAX_FILES = 1000
+MAX_FILES_BYTES = 16 * 1024 * 1024
+FLOW_FILE_NAME = "flow.yaml"  # a pushed flow's file in its run workspace, unless it is JSON
+
+
+class PushError(Exception):
+    """A pushed flow that is not kept: the diagnostics (file:line:col) say why."""
+
+    def __init__(self, message: str, diagnostics: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics
+
+
+class BadFiles(ValueError):
+    """Local action files that cannot be written to a workspace (their names or contents)."""
+
+
+@dataclass
+class Pushed:
+    """What the service keeps of a valid flow."""
+
+    name: str
+    path: str
+    text: str
+    files: dict[str, str]
+    triggers: list[str]
+    flow_triggers: list[tuple[str, list[str]]]
+    schedules: list[tuple[str, str, float, float]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+
+def diagnostic_dict(d: Diagnostic, *, root: str, shown: str) -> dict[str, Any]:
+    """A diagnostic for the API: its file named as the client pushed it (never the server's
+    temporary folder)."""
+    file = d.file
+    if os.path.isabs(file):
+        rel = os.path.relpath(file, root)
+        file = shown if rel in (FLOW_FILE_NAME, "flow.json") else rel
+    return {"file": file, "line": d.line, "col": d.col, "path": d.path, "message": d.message,
+            "severity": d.severity}
+
+
+def safe_relpath(path: str) -> str:
+    """``path`` as a relative POSIX path inside a workspace; BadFiles otherwise."""
+    if not isinstance(path, str) or not path or "\0" in path or "\\" in path:
+        raise BadFiles(f"files: {path!r:.100} is not a relative path")
+    norm = posixpath.normpath(path)
+    if norm.startswith(("/", "../")) or norm in ("..", ".") or norm.startswith(".flowray"):
+        raise BadFiles(f"files: {path!r:.100} is outside the flow's folder")
+    return norm
+
+
+def decode_files(files: Mapping[str, Any]) -> dict[str, bytes]:
+    """The local action files of a push (base64 in JSON), checked."""
+    if len(files) > MAX_FILES:
+        raise BadFiles(f"files: {len(files)} files, more than the limit of {MAX_FILES}")
+    out: dict[str, bytes] = {}
+    total = 0
+    for path, content in files.items():
+        rel = safe_relpath(path)
+        if not isinstance(content, str):
+            raise BadFiles(f"files: the content of {path!r:.100} must be base64 text")
+        try:
+            data = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadFiles(f"files: the content of {path!r:.100} is not base64") from None
+        total += len(data)
+        if total > MAX_FILES_BYTES:
+            raise BadFiles(f"files: more than {MAX_FILES_BYTES // (1024 * 1024)} MiB in all")
+        out[rel] = data
+    return out
+
+
+def write_workspace(folder: str, *, path: str, text: str, files: Mapping[str, bytes]) -> str:
+    """Fill ``folder`` with a flow and its local action files; the flow file's path."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    for rel, data in files.items():
+        target = os.path.join(folder, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as fh:
+            fh.write(data)
+    name = "flow.json" if path.endswith(".json") else FLOW_FILE_NAME
+    flow_file = os.path.join(folder, name)
+    with open(flow_file, "w", encoding="utf-8", errors="surrogatepass") as fh:
+        fh.write(text)
+    return flow_file
+
+
+def flow_name_of(text: str) -> str | None:
+    """The ``name:`` a flow's text gives itself, if it reads as a map with one."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def check_flow(name: str, *, path: str, text: str, files: Mapping[str, str],
+               variables: list[str], edges: Mapping[str, list[tuple[str, list[str]]]],
+               now: float | None = None) -> Pushed:
+    """Validate a pushed flow; :class:`PushError` with its diagnostics when it is not
+    valid, or names itself differently, or its flow triggers close a cycle."""
+    from flowray.runtime.api import validate
+    from flowray.spec import triggers as spec_triggers
+
+    decoded = decode_files(files)
+    folder = tempfile.mkdtemp(prefix="flowray-push-")
+    try:
+        flow_file = write_workspace(folder, path=path, text=text, files=decoded)
+        found = validate(flow_file, workdir=folder, variables=variables)
+        diags = [diagnostic_dict(d, root=folder, shown=path) for d in found]
+        errors = [d for d in diags if d["severity"] == "error"]
+        if errors:
+            raise PushError(f"{path}: {len(errors)} error(s); the flow was not stored", diags)
+        data = yaml.safe_load(text)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    written = data.get("name")
+    if written != name:
+        raise PushError(f"{path}: the flow is named {written!r}, not {name!r}", [
+            {"file": path, "line": 1, "col": 1, "path": "name", "severity": "error",
+             "message": f"the flow's name is {written!r} but it was pushed as {name!r} "
+                        f"(push it as {written!r}, or rename it)"}])
+    flow_triggers = [(f.name, list(f.statuses)) for f in spec_triggers.flow_triggers(data)]
+    graph = {k: [f for f, _ in v] for k, v in edges.items() if k != name}
+    graph[name] = [f for f, _ in flow_triggers]
+    # edges point from a flow to the flows whose end starts it
+    cycle = spec_triggers.trigger_cycle(graph)
+    if cycle:
+        raise PushError(f"{path}: its flow triggers form a cycle", [
+            {"file": path, **_position(text, path), "path": "triggers.flow", "severity": "error",
+             "message": "flow triggers would form a cycle: " + " <- ".join(cycle)
+                        + " (a run of each would start the next for ever)"}])
+    triggers = data.get("triggers")
+    kinds = sorted(triggers) if isinstance(triggers, dict) else []
+    now = time.time() if now is None else now
+    schedules = []
+    from datetime import datetime, timezone
+
+    from flowray.service.schedule import next_fire
+
+    start = datetime.fromtimestamp(now, timezone.utc)
+    for s in spec_triggers.schedules(data):
+        fire = next_fire(s.cron, s.timezone, start).timestamp()
+        schedules.append((s.cron, s.timezone, s.catchup_seconds, fire))
+    return Pushed(name=name, path=path, text=text, files=dict(files), triggers=kinds,
+                  flow_triggers=flow_triggers, schedules=schedules,
+                  warnings=[d for d in diags if d["severity"] != "error"])
+
+
+def _position(text: str, path: str) -> dict[str, int]:
+    """Where ``triggers.flow`` is written in the flow (1:1 when it cannot be found)."""
+    from flowray.spec.yamlpos import YamlError, parse_yaml
+
+    try:
+        line, col = parse_yaml(text, path).positions.key(("triggers", "flow"))
+    except (YamlError, KeyError, ValueError):
+        line, col = 1, 1
+    return {"line": line, "col": col}

@@ -1,0 +1,510 @@
+"""The service's runs: queued in the database by a trigger, started through
+``flowray.start`` (the one way to start a run) when their concurrency group has room, their
+events copied into the database as they happen, ended once.
+
+One loop per service process (:meth:`RunManager.loop`) starts queued runs, fires schedules,
+passes on cancel requests made through other processes and keeps this process's heartbeat.
+A queued run is claimed with a compare-and-set, so that with several processes on one
+database each run starts once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from flowray.service.flows import decode_files, write_workspace
+from flowray.service.store import TERMINAL, NewRun, Store
+
+if TYPE_CHECKING:
+    from flowray.runtime.api import Run
+    from flowray.runtime.metrics import Metrics
+    from flowray.service.secretbox import SecretBox
+
+log = logging.getLogger("flowray.service")
+
+EVENT_BATCH_SECONDS = 0.05  # how long events wait to be written together
+LOOP_SECONDS = 0.25  # the loop's pace when nothing wakes it
+HEARTBEAT_SECONDS = 5.0
+STALE_SECONDS = 60.0  # an instance silent this long is taken for dead
+LATE_FIRE_SECONDS = 60.0  # a fire this late still runs while the service is up
+
+
+class TriggerError(ValueError):
+    """A run that cannot be queued: an unknown flow, bad inputs. ``status`` is the HTTP
+    status the API answers with."""
+
+    def __init__(self, message: str, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Options:
+    data_dir: str
+    backend: str | None = None  # None: this machine; else a Ray address
+    keep_runs: int | None = None
+    keep_days: float | None = None
+    drain: float = 30.0
+
+
+@dataclass
+class Live:
+    run: Run | None = None
+    flow: str = ""
+    thread: threading.Thread | None = None
+    cancel: str | None = None  # a cancel asked for before the runtime's Run existed
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class RunManager:
+    def __init__(self, store: Store, box: SecretBox, metrics: Metrics, options: Options
+                 ) -> None:
+        self.store = store
+        self.box = box
+        self.metrics = metrics
+        self.options = options
+        self.instance = store.register_instance()
+        self.live: dict[str, Live] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.draining = False
+        self._events = threading.Condition()  # notified when a run's events were written
+        self._last_heartbeat = 0.0
+
+    # ------------------------------------------------------------------ triggering
+
+    def load_flow(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the stored flow, its data) of flow ``name``'s current version."""
+        import yaml
+
+        flow = self.store.get_flow(name)
+        if flow is None:
+            raise TriggerError(f"no flow named '{name}' (push it first)", status=404)
+        return flow, yaml.safe_load(flow["text"])
+
+    def trigger(self, name: str, *, trigger: str, inputs: Mapping[str, Any] | None = None,
+                event: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+                delivery: str | None = None, rerun_of: str | None = None,
+                reuse: dict[str, Any] | None = None, version: int | None = None
+                ) -> tuple[str, bool]:
+        """Queue a run of flow ``name``; (its id, whether it is new)."""
+        from flowray import expr
+        from flowray.runtime.api import coerce_run_inputs
+        from flowray.runtime.errors import RunInputError
+        from flowray.spec.triggers import concurrency
+        from flowray.store.records import new_run_id
+
+        if self.draining:
+            raise TriggerError("the service is shutting down and takes no new runs",
+                               status=503)
+        flow, data = self.load_flow(name)
+        try:
+            coerced = coerce_run_inputs(data, dict(inputs or {}))
+        except RunInputError as exc:
+            raise TriggerError(str(exc)) from None
+        group, group_max = None, 1
+        policy = concurrency(data)
+        if policy is not None:
+            contexts = {"inputs": coerced, "input": coerced, "event": dict(event or {}),
+                        "variables": {**self.store.variable_values(),
+                                      **(data.get("variables") or {})},
+                        "flow": {"name": name}}
+            try:
+                group = str(expr.render(policy.group, contexts))[:400]
+            except expr.ExprError as exc:
+                raise TriggerError(f"concurrency.group: {exc}") from None
+            group_max = policy.max
+        new = NewRun(flow=name, version=version or flow["version"], trigger=trigger,
+                     inputs=coerced, event=dict(event or {}), group=group,
+                     group_max=group_max, idempotency_key=idempotency_key, rerun_of=rerun_of,
+                     reuse=reuse)
+        run_id, created = self.store.queue_run(new_run_id(), new, delivery=delivery)
+        if created:
+            self.metrics.queued_run(1)
+            if policy is not None and policy.cancel_in_progress and group is not None:
+                others = [r for r in self.store.running_in_group_ids(group) if r != run_id]
+                for other in others:
+                    self.cancel(other, reason=f"cancelled by run {run_id} in concurrency "
+                                              f"group '{group}'")
+            self._wake.set()
+        return run_id, created
+
+    def rerun(self, row: Any, *, failed: bool, jobs: list[str],
+              record: Mapping[str, Any] | None) -> str:
+        """A new run of the same flow version, inputs and event that runs again the failed
+        jobs (``failed``) or the named job keys (``jobs``, matrix cells such as ``train.3``)
+        and the jobs after them, and takes the outputs of every other job that succeeded."""
+        if row.status not in TERMINAL or not record:
+            raise TriggerError(f"run {row.id} has not ended; cancel it or wait for it",
+                               status=409)
+        if failed == bool(jobs):
+            raise TriggerError('give either {"failed": true} or {"jobs": [...]}')
+        recorded: dict[str, Any] = record.get("jobs") or {}
+        if failed:
+            again = {k for k, j in recorded.items()
+                     if j.get("status") in ("failure", "cancelled")}
+            if not again:
+                raise TriggerError(f"run {row.id} has no failed or cancelled job", status=409)
+        else:
+            unknown = [k for k in jobs if k not in recorded]
+            if unknown:
+                raise TriggerError(f"run {row.id} has no job '{unknown[0]}' (its jobs: "
+                                   f"{', '.join(sorted(recorded)[:20])})")
+            again = set(jobs)
+        again |= _after(recorded, again)
+        reuse = {k: {"run": row.id, "outputs": j.get("outputs") or {}}
+                 for k, j in recorded.items()
+                 if k not in again and j.get("status") == "success"}
+        run_id, _ = self.trigger(row.flow, trigger=row.trigger, inputs=json.loads(row.inputs),
+                                 event=json.loads(row.event), rerun_of=row.id, reuse=reuse,
+                                 version=row.version)
+        return run_id
+
+    # ------------------------------------------------------------------ the loop
+
+    def loop(self) -> None:
+        """Until :meth:`stop`: start queued runs, fire schedules, pass on cancels."""
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception as exc:  # the database went away: say so, and try again
+                from flowray.service.db import first_line, is_unavailable
+
+                if not is_unavailable(exc):
+                    log.exception("the service's loop failed")
+                else:
+                    log.warning("the database is not answering: %s", first_line(exc))
+                self._stop.wait(1.0)
+            self._wake.wait(LOOP_SECONDS)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        now = time.time()
+        if now - self._last_heartbeat > HEARTBEAT_SECONDS:
+            self.store.heartbeat(self.instance)
+            self._last_heartbeat = now
+            self.settle_orphans()
+        for run_id in self.store.cancel_requests(self.instance):
+            self.cancel(run_id, reason="cancelled")
+        if not self.draining:
+            self.fire_schedules(now)
+            self.start_queued()
+
+    def settle_orphans(self) -> list[str]:
+        """Runs left ``running`` by a service process that is gone: ``failure``."""
+        dead = [i for i in self.store.dead_instances(stale=STALE_SECONDS) if i != self.instance]
+        ids = self.store.settle_orphans(
+            dead, "the flowray service running this run stopped before it ended")
+        for run_id in ids:
+            self._finish_events(run_id, "failure", 1,
+                                "the flowray service running this run stopped before it ended")
+        return ids
+
+    def start_queued(self) -> None:
+        full: set[str] = set()
+        for row in self.store.queued_runs():
+            if row.group_name is not None:
+                if row.group_name in full:
+                    continue
+                if self.store.running_in_group(row.group_name) >= row.group_max:
+                    full.add(row.group_name)
+                    continue
+            if not self.store.claim_run(row.id, self.instance):
+                continue  # another process took it
+            self.metrics.queued_run(-1)
+            live = Live(flow=row.flow)
+            with self._lock:
+                self.live[row.id] = live
+            live.thread = threading.Thread(target=self._run, args=(row, live),
+                                           name=f"flowray-service-{row.id}", daemon=True)
+            live.thread.start()
+
+    def fire_schedules(self, now: float) -> None:
+        from flowray.service.schedule import missed_fire, next_fire
+
+        for row in self.store.due_schedules(now):
+            current = datetime.fromtimestamp(now, timezone.utc)
+            new = next_fire(row.cron, row.timezone, current).timestamp()
+            if not self.store.claim_fire(row.flow, row.idx, old=row.next_fire, new=new):
+                continue  # another process fired it
+            fire: float | None = row.next_fire
+            if now - row.next_fire > LATE_FIRE_SECONDS:  # missed while the service was down
+                last = datetime.fromtimestamp(row.next_fire - 1e-3, timezone.utc)
+                missed = missed_fire(row.cron, row.timezone, last=last, now=current,
+                                     catchup_seconds=row.catchup)
+                fire = missed.timestamp() if missed is not None else None
+            if fire is None:
+                log.info("schedule %s of flow %s: fires missed while the service was down "
+                         "are older than its catch-up window; next fire %s", row.cron, row.flow,
+                         _iso(new))
+                continue
+            try:
+                self.trigger(row.flow, trigger="schedule",
+                             event={"scheduled_time": _iso(fire), "cron": row.cron})
+            except TriggerError as exc:
+                log.warning("schedule %s of flow %s could not start a run: %s", row.cron,
+                            row.flow, exc)
+        for flow, fire_at in self.store.next_fires().items():
+            self.metrics.schedule_next_fire(flow, fire_at)
+
+    # ------------------------------------------------------------------ one run
+
+    def workspace(self, run_id: str) -> str:
+        return os.path.join(self.options.data_dir, "workspaces", run_id)
+
+    def _run(self, row: Any, live: Live) -> None:
+        """Start run ``row`` with ``flowray.start`` and copy its events until it ends."""
+        from flowray.runtime.errors import StartError
+        from flowray.spec.diagnostics import FlowError
+
+        try:
+            run = self._start(row)
+        except (StartError, FlowError, OSError, ValueError) as exc:
+            reason = _start_error_text(exc)
+            self._end_unstarted(row.id, "failure", 1, f"the run could not start: {reason}")
+            live.done.set()
+            self._forget(row.id)
+            return
+        except Exception as exc:  # a bug; the run must still end, and say so
+            log.exception("run %s could not start", row.id)
+            self._end_unstarted(row.id, "failure", 1, f"internal error in flowray: {exc!r}")
+            live.done.set()
+            self._forget(row.id)
+            return
+        live.run = run
+        if live.cancel is not None:
+            run.cancel(reason=live.cancel)
+        try:
+            self._pump(row, run)
+        finally:
+            live.done.set()
+            self._forget(row.id)
+            self._wake.set()
+
+    def _start(self, row: Any) -> Run:
+        import flowray
+
+        flow = self.store.get_flow(row.flow, row.version)
+        if flow is None:
+            raise ValueError(f"flow '{row.flow}' version {row.version} is no longer kept")
+        folder = self.workspace(row.id)
+        flow_file = write_workspace(folder, path=flow["path"], text=flow["text"],
+                                    files=decode_files(flow["files"]))
+        secret_values = {name: self.box.open(name, blob)
+                         for name, blob in self.store.secret_blobs()}
+        reuse = json.loads(row.reuse) if row.reuse else None
+        return flowray.start(
+            flow_file, workdir=folder, inputs=json.loads(row.inputs),
+            event=json.loads(row.event), secrets=secret_values,
+            variables=self.store.variable_values(), backend=self.options.backend,
+            trigger=row.trigger, run_id=row.id, **({"reuse": reuse} if reuse else {}))
+
+    def _pump(self, row: Any, run: Run) -> None:
+        """Copy the run's events to the database in small batches, feed the metrics, and
+        end the run's row with its record."""
+        pending: list[dict[str, Any]] = []
+        last_write = time.monotonic()
+        sub = run.events()
+        final: dict[str, Any] | None = None
+        while True:
+            event = sub.get(timeout=EVENT_BATCH_SECONDS)
+            if event is not None:
+                data = event.to_dict()
+                pending.append(data)
+                if data["type"] != "step.log":
+                    self.metrics.observe(event, flow=row.flow)
+                if data["type"] == "run.finished":
+                    final = data
+            ended = event is None and sub.done
+            if pending and (ended or final is not None or len(pending) >= 500
+                            or time.monotonic() - last_write >= EVENT_BATCH_SECONDS):
+                self._write_events(row.id, pending)
+                pending = []
+                last_write = time.monotonic()
+            if ended:
+                break
+        record = run.wait_record()
+        status = final["status"] if final else (record or {}).get("status", "failure")
+        exit_code = final.get("exit_code") if final else run.exit_code
+        self.store.finish_run(row.id, status=status, exit_code=exit_code,
+                              reason=(record or {}).get("error"), record=record,
+                              only_from=("running",))
+        self._notify()
+        self._after_end(row, status, record or {})
+
+    def _write_events(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        """Write events, trying again while the database is away (they are not lost)."""
+        from flowray.service.db import is_unavailable
+
+        delay = 0.2
+        while True:
+            try:
+                self.store.add_events(run_id, events)
+                break
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._events:
+            self._events.notify_all()
+
+    def wait_events(self, timeout: float) -> None:
+        """Block until some run's events were written here (or ``timeout``)."""
+        with self._events:
+            self._events.wait(timeout)
+
+    def _end_unstarted(self, run_id: str, status: str, exit_code: int, reason: str) -> None:
+        """End a run the runtime never started (refused at start, cancelled while queued)."""
+        if self.store.finish_run(run_id, status=status, exit_code=exit_code, reason=reason):
+            self._finish_events(run_id, status, exit_code, reason)
+            row = self.store.get_run(run_id)
+            if row is not None:
+                self.metrics.runs_ended(flow=row.flow, trigger=row.trigger, status=status)
+                self._after_end(row, status, {})
+
+    def _finish_events(self, run_id: str, status: str, exit_code: int, reason: str) -> None:
+        """A ``run.finished`` for a run that ended outside the runtime, so that every event
+        stream ends (after ``run.started`` when the run had none)."""
+        seq = self.store.last_seq(run_id)
+        now = _iso(time.time())
+        events: list[dict[str, Any]] = []
+        if seq == 0:
+            row = self.store.get_run(run_id)
+            seq += 1
+            events.append({"seq": seq, "time": now, "run": run_id, "type": "run.started",
+                           "flow": row.flow if row else "", "trigger": row.trigger if row else "",
+                           "inputs": json.loads(row.inputs) if row else {}})
+        events.append({"seq": seq + 1, "time": now, "run": run_id, "type": "run.finished",
+                       "status": status, "exit_code": exit_code, "reason": reason})
+        with contextlib.suppress(Exception):  # a race with the runtime's own events
+            self._write_events(run_id, events)
+
+    def _after_end(self, row: Any, status: str, record: Mapping[str, Any]) -> None:
+        """Flow triggers of the flows waiting for this one, then retention."""
+        outputs: dict[str, Any] = {}
+        for job in (record.get("jobs") or {}).values() if isinstance(record.get("jobs"),
+                                                                      dict) else []:
+            if isinstance(job, dict) and isinstance(job.get("outputs"), dict):
+                outputs.update(job["outputs"])
+        for name, upstream in self.store.flow_trigger_edges().items():
+            for flow, statuses in upstream:
+                if flow == row.flow and status in statuses:
+                    try:
+                        self.trigger(name, trigger="flow", event={
+                            "flow": row.flow, "run": row.id, "status": status,
+                            "outputs": outputs})
+                    except TriggerError as exc:
+                        log.warning("flow trigger of %s after %s: %s", name, row.flow, exc)
+        self.retain(row.flow)
+
+    def retain(self, flow: str) -> None:
+        keep, days = self.options.keep_runs, self.options.keep_days
+        if keep is None and days is None:
+            return
+        before = time.time() - days * 86400 if days is not None else None
+        old = self.store.old_runs(flow, keep=keep, before=before)
+        if old:
+            self.store.delete_runs(old)
+            for run_id in old:
+                shutil.rmtree(self.workspace(run_id), ignore_errors=True)
+
+    def _forget(self, run_id: str) -> None:
+        with self._lock:
+            self.live.pop(run_id, None)
+
+    # ------------------------------------------------------------------ cancel, stop
+
+    def cancel(self, run_id: str, *, reason: str = "cancelled") -> str | None:
+        """Cancel a run; its status after the request (None: no such run)."""
+        row = self.store.get_run(run_id)
+        if row is None:
+            return None
+        if row.status in TERMINAL:
+            return str(row.status)
+        if row.status == "queued":
+            if self.store.finish_run(run_id, status="cancelled", exit_code=130, reason=reason,
+                                     only_from=("queued",)):
+                self.metrics.queued_run(-1)
+                self._finish_events(run_id, "cancelled", 130, reason)
+                self.metrics.runs_ended(flow=row.flow, trigger=row.trigger, status="cancelled")
+                return "cancelled"
+            row = self.store.get_run(run_id)  # it started meanwhile
+        with self._lock:
+            live = self.live.get(run_id)
+        if live is not None:
+            if live.run is not None:
+                live.run.cancel(reason=reason)
+            else:
+                live.cancel = reason
+        elif row is not None and row.status == "running":
+            self.store.request_cancel([run_id])  # its process passes it on
+        return "running"
+
+    def stop(self, *, drain: float | None = None) -> None:
+        """Take no new work; let running runs end for ``drain`` seconds, then cancel them
+        and wait for them to end."""
+        self.draining = True
+        self._stop.set()
+        self._wake.set()
+        deadline = time.monotonic() + (self.options.drain if drain is None else drain)
+        while time.monotonic() < deadline:
+            with self._lock:
+                lives = list(self.live.values())
+            if not lives:
+                break
+            lives[0].done.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+        with self._lock:
+            left = dict(self.live)
+        for run_id in left:
+            self.cancel(run_id, reason="the flowray service stopped (its drain time passed)")
+        for live in left.values():
+            live.done.wait(60)
+        with contextlib.suppress(Exception):
+            self.store.remove_instance(self.instance)
+
+
+def _start_error_text(exc: BaseException) -> str:
+    from flowray.spec.diagnostics import FlowError
+
+    if isinstance(exc, FlowError):
+        return "; ".join(d.format() for d in exc.diagnostics[:5])
+    if isinstance(exc, OSError):
+        from flowray.store.fs import os_error_text
+
+        return os_error_text(exc)
+    return str(exc)
+
+
+def _after(recorded: Mapping[str, Any], keys: set[str]) -> set[str]:
+    """The jobs that need any of ``keys`` (by job id), directly or not: they run again too."""
+    ids = {k.split(".", 1)[0] for k in keys}
+    out: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for key, job in recorded.items():
+            needs = job.get("needs") or []
+            if key not in out and key not in keys and any(n in ids for n in needs):
+                out.add(key)
+                ids.add(key.split(".", 1)[0])
+                grew = True
+    return out
