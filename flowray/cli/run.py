@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Collection, Sequence
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -39,6 +39,9 @@ from flowray.runtime.api import Prepared, Run, check_run_numbers, check_secrets,
 from flowray.runtime.errors import PlanInvalid, RunInputError, SecretsMissing, StartError
 from flowray.spec.diagnostics import FlowError
 from flowray.spec.limits import MAX_HEARTBEAT_SECONDS, number_problem
+
+if TYPE_CHECKING:
+    from flowray.runtime.metrics import Metrics
 
 # ----------------------------------------------------------------------------- run
 
@@ -211,6 +214,9 @@ def _run_input_options(*, submit: bool) -> Callable[[F], F]:
 @click.option("--address", default=None, envvar="FLOWRAY_ADDRESS", metavar="ADDR",
               help="Run each job as a Ray task on the Ray cluster at ADDR: its GCS HOST:PORT "
                    "or ray://HOST:PORT (also FLOWRAY_ADDRESS).")
+@click.option("--metrics-port", type=int, default=None, metavar="PORT",
+              help="Serve the run's Prometheus metrics on http://127.0.0.1:PORT/metrics "
+                   "while it runs.")
 @click.option("--submit-bundle", default=None, hidden=True, type=click.Path(dir_okay=False),
               help="The file `flowray submit` ships with secrets, env and event; read once "
                    "and deleted.")
@@ -219,7 +225,7 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         matrix: tuple[str, ...], jobs: tuple[str, ...], workdir: str | None, dry_run: bool,
         as_json: bool, events: bool, quiet: bool, fail_fast: bool, cpus: float | None,
         gpus: str | None, grace: float | None, no_cache: bool, offline: bool, use_ray: bool,
-        address: str | None, submit_bundle: str | None) -> None:
+        address: str | None, metrics_port: int | None, submit_bundle: str | None) -> None:
     """Run the flow in FLOW (a .yaml, .yml or .json file) on this machine, or with
     --ray/--address on Ray."""
     from flowray.runtime.api import start
@@ -229,6 +235,8 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
         _fail(f"--workdir '{workdir}' is not a directory")
     if as_json and events:
         _fail("--json and --events both print to stdout: choose one")
+    if metrics_port is not None and not 1 <= metrics_port <= 65535:
+        _fail(f"--metrics-port must be a TCP port from 1 to 65535, got {metrics_port}")
     heartbeat = None if events else _heartbeat((sys.stderr if as_json else sys.stdout).isatty())
     bundle = _read_submit_bundle(submit_bundle) if submit_bundle else {}
     secret_values, env, event = _run_values(secrets, secret_file, env_file, event_file,
@@ -240,25 +248,52 @@ def run(flow_path: str, inputs: tuple[str, ...], secrets: tuple[str, ...],
     prepared = _prepared(flow_path, workspace, inputs=raw_inputs, jobs=jobs,
                          matrix=matrix_filter, offline=offline, use_cache=not no_cache,
                          secrets=list(secret_values))
+    metrics: Metrics | None = None
+    stop_metrics: Callable[[], None] | None = None
     try:
-        if dry_run:
-            if backend is None:
-                local_gpus(prepared, gpu_ids)
-            for line in prepared.describe():
-                click.echo(line)
-            sys.exit(EXIT_OK)
-        if backend is not None and not backend.strip().startswith(("http://", "https://")):
-            # Ray can take many seconds to start or answer: say what is going on (not for a
-            # dashboard address, refused at once).
-            click.echo("starting Ray (local)..." if backend == "ray" else
-                       f"connecting to the Ray cluster at {backend}...", err=True)
-        handle = start(flow_path, prepared=prepared, secrets=secret_values, env=env,
-                       event=event, backend=backend, fail_fast=fail_fast, grace=grace,
-                       cpus=cpus, gpus=gpu_ids, trigger="cli")
-    except (FlowError, StartError) as exc:
-        _start_failure(exc)
-    sys.exit(_watch(handle, as_json=as_json, events=events, quiet=quiet,
-                    show_backend=backend is not None, heartbeat=heartbeat))
+        try:
+            if dry_run:
+                if backend is None:
+                    local_gpus(prepared, gpu_ids)
+                for line in prepared.describe():
+                    click.echo(line)
+                sys.exit(EXIT_OK)
+            if metrics_port is not None:  # before the run starts: a port in use starts none
+                metrics, stop_metrics = _serve_metrics(metrics_port)
+                if backend is None:
+                    metrics.track_gpu_slots(len(local_gpus(prepared, gpu_ids)))
+            if backend is not None and not backend.strip().startswith(("http://", "https://")):
+                # Ray can take many seconds to start or answer: say what is going on (not for
+                # a dashboard address, refused at once).
+                click.echo("starting Ray (local)..." if backend == "ray" else
+                           f"connecting to the Ray cluster at {backend}...", err=True)
+            handle = start(flow_path, prepared=prepared, secrets=secret_values, env=env,
+                           event=event, backend=backend, fail_fast=fail_fast, grace=grace,
+                           cpus=cpus, gpus=gpu_ids, trigger="cli")
+        except (FlowError, StartError) as exc:
+            _start_failure(exc)
+        watcher = metrics.watch(handle, flow=str(prepared.flow["name"])) if metrics else None
+        code = _watch(handle, as_json=as_json, events=events, quiet=quiet,
+                      show_backend=backend is not None, heartbeat=heartbeat)
+        if watcher is not None:
+            watcher.join()  # the run ended: its last events are in the metrics
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+    sys.exit(code)
+
+
+def _serve_metrics(port: int) -> tuple[Metrics, Callable[[], None]]:
+    """The run's metrics and the function that stops serving them on 127.0.0.1:``port``;
+    exit 2 when the port cannot be had. (prometheus_client is imported here only.)"""
+    from flowray.runtime.metrics import Metrics, MetricsServerError, serve_metrics
+
+    metrics = Metrics()
+    try:
+        return metrics, serve_metrics(metrics, port)
+    except MetricsServerError as exc:
+        _fail(f"--metrics-port {port}: {exc}")
+        raise AssertionError from exc
 
 
 def _submitted_logs_hint() -> str | None:
