@@ -412,6 +412,11 @@ class Metrics:
         starts waiting, -1 when it leaves the queue (started or cancelled)."""
         self._runs.labels(state="queued").inc(delta)
 
+    def run_ended_unstarted(self, *, flow: str, trigger: str, status: str) -> None:
+        """A run of the service that ended without running (cancelled while queued, refused
+        at start): counted in ``flowray_runs_total`` like the runs whose events were seen."""
+        self._runs_total.labels(flow=flow, trigger=trigger, status=status).inc()
+
     def webhook_delivery(self, flow: str, result: str) -> None:
         """One webhook delivery to the stored flow ``flow``; ``result`` is one of
         :data:`WEBHOOK_RESULTS` (anything else is a ValueError: the label stays bounded)."""

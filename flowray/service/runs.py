@@ -378,7 +378,8 @@ class RunManager:
             self._finish_events(run_id, status, exit_code, reason)
             row = self.store.get_run(run_id)
             if row is not None:
-                self.metrics.runs_ended(flow=row.flow, trigger=row.trigger, status=status)
+                self.metrics.run_ended_unstarted(flow=row.flow, trigger=row.trigger,
+                                                 status=status)
                 self._after_end(row, status, {})
 
     def _finish_events(self, run_id: str, status: str, exit_code: int, reason: str) -> None:
@@ -445,7 +446,8 @@ class RunManager:
                                      only_from=("queued",)):
                 self.metrics.queued_run(-1)
                 self._finish_events(run_id, "cancelled", 130, reason)
-                self.metrics.runs_ended(flow=row.flow, trigger=row.trigger, status="cancelled")
+                self.metrics.run_ended_unstarted(flow=row.flow, trigger=row.trigger,
+                                                 status="cancelled")
                 return "cancelled"
             row = self.store.get_run(run_id)  # it started meanwhile
         with self._lock:
