@@ -295,9 +295,9 @@ def test_what_the_service_sets() -> None:
     with pytest.raises(ValueError) as info:
         metrics.webhook_delivery("deploy", "teapot")
     assert str(info.value) == ("webhook result 'teapot' is not one of accepted, duplicate, "
-                               "bad_signature, filtered, too_large")
+                               "bad_signature, filtered, too_large, bad_request")
     assert WEBHOOK_RESULTS == ("accepted", "duplicate", "bad_signature", "filtered",
-                               "too_large")
+                               "too_large", "bad_request")
 
 
 def test_a_forgotten_run_leaves_the_gauges(ws: Workspace) -> None:

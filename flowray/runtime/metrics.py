@@ -57,7 +57,10 @@ if TYPE_CHECKING:
 
 # The results a webhook delivery may have (SPEC "Metrics"): a closed list, so that the label
 # stays bounded whatever a caller passes.
-WEBHOOK_RESULTS = ("accepted", "duplicate", "bad_signature", "filtered", "too_large")
+# SPEC's five, and bad_request: a delivery whose body is not a JSON object or whose trigger's
+# `if` cannot be evaluated on it (a bounded label all the same).
+WEBHOOK_RESULTS = ("accepted", "duplicate", "bad_signature", "filtered", "too_large",
+                   "bad_request")
 # Step kinds that come from an action file (``runs.using``): the steps the action result cache
 # may answer. ``run`` is a script in the flow itself.
 ACTION_KINDS = frozenset({"cmd", "script", "python", "node", "docker"})
