@@ -73,8 +73,6 @@ _FOREIGN_KEYS: dict[type[BaseModel], dict[str, tuple[str, str | None, str]]] = {
         "defaults": (_GHA, None, "set 'shell' on each step, 'working-directory' on a job or "
                                  "step"),
         "permissions": (_GHA, None, _NO_PERMISSIONS),
-        "concurrency": (_GHA, None, "flowray's service reads it under 'triggers' "
-                                    "(triggers.concurrency)"),
         "stages": ("GitLab CI", None, "jobs run in parallel unless 'needs' orders them"),
         "trigger": ("Azure Pipelines", "triggers", ""),
     },
@@ -88,7 +86,8 @@ _FOREIGN_KEYS: dict[type[BaseModel], dict[str, tuple[str, str | None, str]]] = {
         "services": (_GHA, None, "start a service in a step (e.g. `docker run -d`)"),
         "environment": (_GHA, None, "set values with 'env'"),
         "permissions": (_GHA, None, _NO_PERMISSIONS),
-        "concurrency": (_GHA, None, "flowray's service reads it under the flow's 'triggers'"),
+        "concurrency": (_GHA, None, "it belongs at the top level of the flow, beside "
+                                    "'triggers'"),
         "defaults": (_GHA, None, "set 'shell' on each step, 'working-directory' on the job"),
         "depends_on": ("Drone/Woodpecker", "needs", ""),
         "dependsOn": ("Azure Pipelines", "needs", ""),

@@ -299,6 +299,12 @@ class Flow(_Model):
         default=None,
         description="manual, schedule, webhook, flow, annotatorButton; ignored by 'flowray run'",
     )
+    concurrency: StrictStr | dict[StrictStr, Any] | None = Field(
+        default=None,
+        description="group (text; templates may read inputs, flow, event, variables), max "
+        "(runs at once in the group, default 1), cancel-in-progress (default false); a text "
+        "alone is the group; read by the service, ignored by 'flowray run'",
+    )
 
 
 

@@ -81,6 +81,7 @@ class FlowData(TypedDict):
     env: dict[str, str]
     variables: dict[str, Any]
     triggers: dict[str, Any] | list[Any] | None
+    concurrency: str | dict[str, Any] | None
 
 
 class InputSpecData(TypedDict):

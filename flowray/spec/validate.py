@@ -15,7 +15,16 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from flowray.expr import ExprError, ExprSyntaxError, find_templates, is_template, parse, references
+from flowray.expr import (
+    STATUS_FUNCTIONS,
+    ExprError,
+    ExprSyntaxError,
+    find_templates,
+    functions_called,
+    is_template,
+    parse,
+    references,
+)
 from flowray.spec.diagnostics import (
     Diagnostic,
     KeyPath,
@@ -43,7 +52,12 @@ from flowray.spec.shells import (
     script_problems,
     untrusted_templates,
 )
-from flowray.spec.triggers import form_inputs
+from flowray.spec.triggers import (
+    GROUP_CONTEXTS,
+    WEBHOOK_CONTEXTS,
+    form_inputs,
+    trigger_problems,
+)
 from flowray.spec.types import ActionData, InputSpecData
 from flowray.spec.yamlpos import Positions
 
@@ -239,7 +253,88 @@ class FlowChecker:
             if isinstance(job, dict):
                 self.check_job(job_id, job)
         self.check_manual_inputs()
+        self.check_triggers()
         return self.out
+
+    def check_triggers(self) -> None:
+        """``triggers.schedule``, ``webhook`` and ``flow``, and the flow's ``concurrency`` (see
+        :func:`trigger_problems`); then the expressions they hold: a webhook's ``if`` reads
+        only ``event``, a concurrency group's templates only inputs, flow, event and
+        variables (what the service has when it starts a run)."""
+        for problem in trigger_problems(self.data):
+            self.report(problem.path, problem.message, severity=problem.severity)
+        self.check_webhook_condition()
+        self.check_group()
+
+    def check_webhook_condition(self) -> None:
+        """``triggers.webhook.if``: one expression, bare or in a single ``${{ }}``."""
+        triggers = self.data.get("triggers")
+        hook = triggers.get("webhook") if isinstance(triggers, dict) else None
+        condition = hook.get("if") if isinstance(hook, dict) else None
+        if not isinstance(condition, str) or not condition.strip():
+            return
+        path: KeyPath = ("triggers", "webhook", "if")
+        what = "a webhook's condition"
+        text = condition.strip()
+        if not text.startswith("${{"):
+            self.check_trigger_expression(condition, path, only=WEBHOOK_CONTEXTS, what=what)
+            return
+        try:
+            parts = find_templates(text)
+        except ExprSyntaxError as exc:
+            self.report(path, f"invalid template: {exc.message}", at_value=True)
+            return
+        if len(parts) != 1 or parts[0].end != len(text):
+            self.report(path, "a condition must be one expression, bare or inside a single "
+                        f"'${{{{ }}}}', got {describe(condition, limit=_SHOWN)}", at_value=True)
+            return
+        self.check_trigger_expression(parts[0].source, path, only=WEBHOOK_CONTEXTS, what=what)
+
+    def check_group(self) -> None:
+        """The templates of ``concurrency.group`` (or of ``concurrency`` written as text)."""
+        value = self.data.get("concurrency")
+        path: KeyPath = ("concurrency",)
+        if isinstance(value, dict):
+            value, path = value.get("group"), ("concurrency", "group")
+        if not isinstance(value, str) or "${{" not in value:
+            return
+        try:
+            parts = find_templates(value)
+        except ExprSyntaxError as exc:
+            self.report(path, f"invalid template: {exc.message}", at_value=True)
+            return
+        for part in parts:
+            self.check_trigger_expression(part.source, path, only=GROUP_CONTEXTS,
+                                          what="a concurrency group")
+
+    def check_trigger_expression(
+        self, source: str, path: KeyPath, *, only: tuple[str, ...], what: str
+    ) -> None:
+        """An expression the service evaluates before a run exists: it may read only the
+        contexts ``only`` and call no status function (there is no run status yet)."""
+        try:
+            node = parse(source)
+        except ExprError as exc:
+            self.report(path, f"invalid expression: {exc.message}", at_value=True)
+            return
+        except RecursionError:
+            self.report(path, f"expression nested too deeply: {_shown(source)}", at_value=True)
+            return
+        listed = ", ".join(only[:-1]) + f" and {only[-1]}" if len(only) > 1 else only[0]
+        for ref in references(node):
+            name = ref.context.lower()
+            if name in only:
+                scope = Scope("flow", variables=self.variables)
+                problem = self.reference_problem(ref.context, ref.path, scope)
+            else:
+                hint = "" if name in CONTEXTS else did_you_mean(name, only)
+                problem = f"{what} cannot read '{ref.context}' (only {listed}){hint}"
+            if problem:
+                self.report(path, f"{problem} in {_shown(source)}", at_value=True)
+        for function in sorted(functions_called(node) & set(STATUS_FUNCTIONS)):
+            self.report(path, f"{what} cannot call {function}() (it is read before the run "
+                        f"starts, there is no status to test) in {_shown(source)}",
+                        at_value=True)
 
     def check_manual_inputs(self) -> None:
         """``triggers.manual``: ``inputs`` typed like action inputs (``flowray run --input``),
