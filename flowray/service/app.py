@@ -4,9 +4,10 @@ Every answer that is not a success is JSON ``{"error": message}`` with the statu
 a database that is not answering gives 503; nothing a client sends gives a 500. The routes
 only translate HTTP to the service's nouns (:class:`~flowray.service.store.Store`,
 :class:`~flowray.service.runs.RunManager`) and back.
-"""
 
-from __future__ import annotations
+FastAPI reads the routes' annotations at run time (its dependencies are closures over the app's
+parts), so this module does not use postponed annotations.
+"""
 
 import json
 import logging
@@ -14,7 +15,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     FileResponse,
@@ -134,7 +135,9 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
     async def _limit_body(request: Request,
                           call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
-        limit = hooks.MAX_BODY if request.url.path.startswith("/hooks/") else MAX_BODY
+        if request.url.path.startswith("/hooks/"):
+            return await call_next(request)  # the webhook route counts what it refuses
+        limit = MAX_BODY
         if length is not None:
             if not length.isdigit():
                 return JSONResponse({"error": "Content-Length is not a number"},
@@ -201,7 +204,7 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
 
     @app.put("/api/v1/flows/{name}", tags=["flows"], dependencies=[admin],
              responses={422: {"description": "the flow is not valid: its diagnostics"}})
-    def put_flow(name: Annotated[str, Field(pattern=FLOW_NAME)], body: FlowPush
+    def put_flow(name: Annotated[str, Path(pattern=FLOW_NAME)], body: FlowPush
                  ) -> JSONResponse:
         try:
             pushed = check_flow(name, path=os.path.basename(body.path) or "flow.yaml",
@@ -458,25 +461,37 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
                          200: {"description": "a duplicate delivery, or filtered out"}})
     async def webhook(flow: str, request: Request) -> JSONResponse:
         """A signed delivery (``X-Hub-Signature-256``) starting flow ``flow``."""
-        body = b""
+        length = request.headers.get("content-length", "")
+        too_large = ApiError(413, f"the body is larger than {hooks.MAX_BODY} bytes")
+        body = bytearray()
+        if length.isdigit() and int(length) > hooks.MAX_BODY:
+            await run_in_threadpool(_hook_trigger, flow, "too_large")
+            raise too_large
         async for chunk in request.stream():
             body += chunk
             if len(body) > hooks.MAX_BODY:
-                manager.metrics.webhook_delivery(flow, "too_large")
-                raise ApiError(413, f"the body is larger than {hooks.MAX_BODY} bytes")
-        return await run_in_threadpool(_deliver, flow, body, dict(request.headers))
+                await run_in_threadpool(_hook_trigger, flow, "too_large")
+                raise too_large
+        return await run_in_threadpool(_deliver, flow, bytes(body), dict(request.headers))
 
-    def _deliver(flow: str, body: bytes, headers: dict[str, str]) -> JSONResponse:
+    def _hook_trigger(flow: str, refused: str | None = None) -> Any:
+        """The webhook trigger of stored flow ``flow``; 404 when it has none. ``refused``:
+        the delivery's result to count first (only for flows that exist: the metric's
+        ``flow`` label must stay bounded)."""
+        import yaml
+
         from flowray.spec.triggers import webhook as webhook_trigger
 
         found = store.get_flow(flow)
-        trigger = None
-        if found is not None:
-            import yaml
-
-            trigger = webhook_trigger(yaml.safe_load(found["text"]))
+        trigger = webhook_trigger(yaml.safe_load(found["text"])) if found else None
         if trigger is None:
             raise ApiError(404, f"no flow named '{flow}' with a webhook trigger")
+        if refused is not None:
+            manager.metrics.webhook_delivery(flow, refused)
+        return trigger
+
+    def _deliver(flow: str, body: bytes, headers: dict[str, str]) -> JSONResponse:
+        trigger = _hook_trigger(flow)
         metrics = manager.metrics
         blobs = dict(store.secret_blobs())
         if not trigger.secret or trigger.secret not in blobs:

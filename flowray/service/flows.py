@@ -60,7 +60,9 @@ def diagnostic_dict(d: Diagnostic, *, root: str, shown: str) -> dict[str, Any]:
     if os.path.isabs(file):
         rel = os.path.relpath(file, root)
         file = shown if rel in (FLOW_FILE_NAME, "flow.json") else rel
-    return {"file": file, "line": d.line, "col": d.col, "path": d.path, "message": d.message,
+    # messages may name the action folders of the temporary workspace: relative names there
+    message = d.message.replace(root.rstrip(os.sep) + os.sep, "")
+    return {"file": file, "line": d.line, "col": d.col, "path": d.path, "message": message,
             "severity": d.severity}
 
 
@@ -151,6 +153,9 @@ def check_flow(name: str, *, path: str, text: str, files: Mapping[str, str],
     graph[name] = [f for f, _ in flow_triggers]
     # edges point from a flow to the flows whose end starts it
     cycle = spec_triggers.trigger_cycle(graph)
+    if cycle and name in cycle[:-1]:  # told from the flow being pushed
+        at = cycle.index(name)
+        cycle = cycle[at:-1] + cycle[:at] + [name]
     if cycle:
         raise PushError(f"{path}: its flow triggers form a cycle", [
             {"file": path, **_position(text, path), "path": "triggers.flow", "severity": "error",

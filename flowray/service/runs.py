@@ -116,7 +116,7 @@ class RunManager:
         try:
             coerced = coerce_run_inputs(data, dict(inputs or {}))
         except RunInputError as exc:
-            raise TriggerError(str(exc)) from None
+            raise TriggerError(exc.message) from None
         group, group_max = None, 1
         policy = concurrency(data)
         if policy is not None:
