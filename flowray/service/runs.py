@@ -17,7 +17,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -280,7 +280,16 @@ class RunManager:
             live.done.set()
             self._forget(row.id)
             return
-        except Exception as exc:  # a bug; the run must still end, and say so
+        except Exception as exc:  # a bug, or the database went away; the run must not stay
+            from flowray.service.db import is_unavailable
+
+            if is_unavailable(exc):  # it goes back to the queue, to start when it is back
+                shutil.rmtree(self.workspace(row.id), ignore_errors=True)
+                _patiently(lambda: self.store.requeue(row.id, self.instance))
+                self.metrics.queued_run(1)
+                live.done.set()
+                self._forget(row.id)
+                return
             log.exception("run %s could not start", row.id)
             self._end_unstarted(row.id, "failure", 1, f"internal error in flowray: {exc!r}")
             live.done.set()
@@ -341,26 +350,18 @@ class RunManager:
         record = run.wait_record()
         status = final["status"] if final else (record or {}).get("status", "failure")
         exit_code = final.get("exit_code") if final else run.exit_code
-        self.store.finish_run(row.id, status=status, exit_code=exit_code,
-                              reason=(record or {}).get("error"), record=record,
-                              only_from=("running",))
+        _patiently(lambda: self.store.finish_run(
+            row.id, status=status, exit_code=exit_code, reason=(record or {}).get("error"),
+            record=record, only_from=("running",)))
         self._notify()
-        self._after_end(row, status, record or {})
+        try:
+            self._after_end(row, status, record or {})
+        except Exception:  # flow triggers and retention wait for the next run's end
+            log.exception("after run %s ended", row.id)
 
     def _write_events(self, run_id: str, events: list[dict[str, Any]]) -> None:
         """Write events, trying again while the database is away (they are not lost)."""
-        from flowray.service.db import is_unavailable
-
-        delay = 0.2
-        while True:
-            try:
-                self.store.add_events(run_id, events)
-                break
-            except Exception as exc:
-                if not is_unavailable(exc):
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        _patiently(lambda: self.store.add_events(run_id, events))
         self._notify()
 
     def _notify(self) -> None:
@@ -374,7 +375,10 @@ class RunManager:
 
     def _end_unstarted(self, run_id: str, status: str, exit_code: int, reason: str) -> None:
         """End a run the runtime never started (refused at start, cancelled while queued)."""
-        if self.store.finish_run(run_id, status=status, exit_code=exit_code, reason=reason):
+        ended: list[bool] = []
+        _patiently(lambda: ended.append(self.store.finish_run(
+            run_id, status=status, exit_code=exit_code, reason=reason)))
+        if ended[-1]:
             self._finish_events(run_id, status, exit_code, reason)
             row = self.store.get_run(run_id)
             if row is not None:
@@ -482,6 +486,24 @@ class RunManager:
             live.done.wait(60)
         with contextlib.suppress(Exception):
             self.store.remove_instance(self.instance)
+
+
+def _patiently(write: Callable[[], object]) -> None:
+    """Do a database write, trying again while the database is not answering: what a run
+    reported while the database was away is written when it is back, not lost."""
+    from flowray.service.db import is_unavailable
+
+    delay = 0.2
+    while True:
+        try:
+            write()
+            return
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("the database is not answering; writing again in %.1fs", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _start_error_text(exc: BaseException) -> str:

@@ -356,6 +356,14 @@ class Store:
                                 .values(status="running", owner=owner,
                                         started=time.time())).rowcount == 1
 
+    def requeue(self, run_id: str, owner: str) -> None:
+        """running -> queued again, for a run ``owner`` claimed but could not start."""
+        with self.engine.begin() as conn:
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id,
+                                              t.runs.c.status == "running",
+                                              t.runs.c.owner == owner)
+                         .values(status="queued", owner=None, started=None))
+
     def finish_run(self, run_id: str, *, status: str, exit_code: int | None,
                    reason: str | None = None, record: Mapping[str, Any] | None = None,
                    only_from: Iterable[str] = ("queued", "running")) -> bool:
