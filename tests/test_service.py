@@ -388,3 +388,117 @@ jobs:
     open(gate, "w").close()
     for run_id in (a1, a2, b1):
         assert wait_run(admin, run_id)["status"] == "success"
+
+
+def test_cancel_in_progress_cancels_the_running_run_of_the_group(
+        admin: httpx.Client, tmp_path: os.PathLike[str]) -> None:
+    flow = """\
+name: latest-only
+concurrency:
+  group: deploy
+  cancel-in-progress: true
+jobs:
+  a:
+    steps:
+      - run: echo go; sleep 60
+"""
+    assert push(admin, "latest-only", flow).status_code == 201
+    first = admin.post("/api/v1/flows/latest-only/runs", json={}).json()["id"]
+    for _, event in sse(admin, first):
+        if event["type"] == "step.log":
+            break
+    second = admin.post("/api/v1/flows/latest-only/runs", json={}).json()["id"]
+    done = wait_run(admin, first)
+    assert done["status"] == "cancelled"
+    assert done["record"]["cancel_reason"] == (
+        f"cancelled by run {second} in concurrency group 'deploy'")
+    wait_run(admin, second, status=("running",))
+    admin.post(f"/api/v1/runs/{second}/cancel")
+    assert wait_run(admin, second)["status"] == "cancelled"
+
+
+def test_rerun_one_matrix_cell_and_junit_reports(admin: httpx.Client) -> None:
+    flow = """\
+name: sweep
+jobs:
+  train:
+    strategy:
+      matrix: {lr: [1, 2, 3]}
+    outputs: {score: "${{ steps.s.outputs.score }}"}
+    reports: [junit.xml]
+    steps:
+      - id: s
+        run: |
+          echo "score=${{ matrix.lr }}$RANDOM" >> "$FLOWRAY_OUTPUT"
+          cat > junit.xml <<'XML'
+          <testsuite name="t" tests="2" failures="1"><testcase name="ok"/><testcase name="bad"><failure message="boom"/></testcase></testsuite>
+          XML
+"""
+    assert push(admin, "sweep", flow).status_code == 201, push(admin, "sweep", flow).text
+    first = admin.post("/api/v1/flows/sweep/runs", json={}).json()["id"]
+    done = wait_run(admin, first)
+    jobs = done["record"]["jobs"]
+    assert sorted(jobs) == ["train.1", "train.2", "train.3"]
+    assert jobs["train.1"]["reports"]["failures"] == 1
+    unknown = admin.post(f"/api/v1/runs/{first}/rerun", json={"jobs": ["train.9"]})
+    assert (unknown.status_code, unknown.json()) == (422, {
+        "error": f"run {first} has no job 'train.9' (its jobs: train.1, train.2, train.3)"})
+    both = admin.post(f"/api/v1/runs/{first}/rerun", json={"failed": True, "jobs": ["x"]})
+    assert both.json() == {"error": 'give either {"failed": true} or {"jobs": [...]}'}
+    rerun = admin.post(f"/api/v1/runs/{first}/rerun", json={"jobs": ["train.2"]})
+    again = wait_run(admin, rerun.json()["id"])
+    new_jobs = again["record"]["jobs"]
+    for kept in ("train.1", "train.3"):
+        assert new_jobs[kept]["outputs"] == jobs[kept]["outputs"]
+        assert new_jobs[kept]["warnings"] == [f"not run again: its outputs are those of run "
+                                              f"{first}"]
+    assert new_jobs["train.2"]["outputs"] != jobs["train.2"]["outputs"]
+    assert new_jobs["train.2"]["warnings"] == []
+
+
+def test_retention_keeps_the_newest_runs(tmp_path: os.PathLike[str]) -> None:
+    server = Served(os.path.join(str(tmp_path), "data"), free_port(),
+                    extra=["--keep-runs", "2"]).start()
+    try:
+        with server.client() as admin:
+            push(admin, "kept", "name: kept\njobs:\n  a:\n    steps:\n      - run: 'true'\n")
+            ids = []
+            for _ in range(4):
+                ids.append(admin.post("/api/v1/flows/kept/runs", json={}).json()["id"])
+                wait_run(admin, ids[-1])
+            listed = [r["id"] for r in admin.get("/api/v1/runs").json()["runs"]]
+            assert listed == [ids[3], ids[2]]
+            assert sorted(os.listdir(os.path.join(server.data_dir, "workspaces"))) == \
+                sorted(ids[2:])
+            assert admin.get(f"/api/v1/runs/{ids[0]}").status_code == 404
+    finally:
+        assert server.stop() == 0
+
+
+def test_no_request_gets_a_500(served: Served, admin: httpx.Client) -> None:
+    """Every route of the OpenAPI description, with malformed paths, queries and bodies."""
+    spec = httpx.get(served.url + "/api/v1/openapi.json").json()
+    junk_bodies: list[bytes] = [b"", b"null", b"[]", b"{}", b'{"text": null}', b"\xff\xfe",
+                                b'{"inputs": {"a": 1e999}}', b'{"value": "' + b"x" * 5000 + b'"}',
+                                b"[" * 5000, b'{"name": "a", "role": "god"}',
+                                b'{"jobs": [1, 2]}', b'{"failed": "yes"}']
+    odd = ["x", "..", "%00", "a" * 300, "%F0%9F%92%A5", "0", "-1", "1e9"]
+    for path, methods in spec["paths"].items():
+        for method in methods:
+            for name in odd:
+                url = path.replace("{name}", name).replace("{run_id}", name) \
+                    .replace("{flow}", name).replace("{job}", name).replace("{step}", name) \
+                    .replace("{path}", name)
+                has_body = method in ("put", "post")
+                if has_body and name not in odd[:3]:
+                    continue  # every body with a few names; every name without a body
+                for body in junk_bodies if has_body else [b""]:
+                    got = admin.request(method.upper(), url, content=body,
+                                        params={"limit": name, "before": name,
+                                                "version": name},
+                                        headers={"content-type": "application/json",
+                                                 "Last-Event-ID": name})
+                    assert got.status_code < 500, (method, url, body[:40], got.text)
+                    if got.status_code >= 400:
+                        assert set(got.json()) >= {"error"}, (method, url)
+    assert httpx.get(served.url + "/healthz").status_code == 200

@@ -25,7 +25,7 @@ triggers:
 jobs:
   a:
     steps:
-      - run: echo "ref=${{ event.ref }} by ${{ event.pusher.name }}"
+      - run: echo "ref=${{ event.ref }} by ${{ event.pusher.name }} (${{ run.trigger }})"
 """
 
 
@@ -91,7 +91,7 @@ def test_webhook_signature_filter_dedupe_and_size(served: Served, admin: httpx.C
                                                        "duplicate": True})
     run = wait_run(admin, first.json()["id"])
     assert (run["status"], run["trigger"]) == ("success", "webhook")
-    assert _lines(admin, run["id"]) == ["ref=refs/heads/main by ada"]
+    assert _lines(admin, run["id"]) == ["ref=refs/heads/main by ada (webhook)"]
     big = httpx.post(f"{served.url}/hooks/hooked", content=b"x" * (1024 * 1024 + 1),
                      headers={"X-Hub-Signature-256": "sha256=00"})
     assert (big.status_code, big.json()) == (413, {"error": "the body is larger than 1048576 "

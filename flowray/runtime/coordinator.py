@@ -241,7 +241,7 @@ class Coordinator:
             "secrets": options.secrets,
             "run": {"id": self.run_id, "workspace": options.workspace,
                     "name": f"{name} #{number}", "config": flow_as_written(self.flow),
-                    "runNumber": number},
+                    "runNumber": number, "trigger": options.trigger},
             "flow": {"name": name, "file": options.flow_path},
             # DataTorch's name for the flow; flows are known by their name here.
             "pipeline": {"id": name, "name": name, "projectId": self.flow.get("project"),

@@ -95,7 +95,7 @@ CONTEXT_KEYS: dict[str, tuple[str, ...]] = {
     "machine": _RUNNER_KEYS,
     "python": ("version", "implementation", "executable"),
     "pipeline": ("id", "name", "projectId", "creatorId", "lastRunNumber"),
-    "run": ("id", "name", "config", "runNumber", "workspace"),
+    "run": ("id", "name", "config", "runNumber", "workspace", "trigger"),
     "step": ("id", "name"),
     "action": ("name", "version", "tag", "directory", "description"),
     "directory": ("runner", "agent", "actions", "logs", "temp"),
