@@ -6,7 +6,7 @@ succeeded or was skipped; 1 a job failed; 2 an invalid flow or bad arguments; 13
 
 from __future__ import annotations
 
-from flowray.cli import actions, records, run, serve, validate  # noqa: F401  (they register commands)
+from flowray.cli import actions, records, run, serve, server, validate  # noqa: F401  (they register commands)
 from flowray.cli.app import main
 from flowray.cli.common import read_env_file
 

@@ -1,4 +1,5 @@
-"""Reading runs back: `flowray runs|list`, `status`, `logs`, `cancel` (local or --address)."""
+"""Reading runs back: `flowray runs|list`, `status`, `logs`, `cancel`: the runs of this
+workspace, of a Ray cluster's Jobs API (--address), or of a flowray server (--server)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -24,10 +26,20 @@ from flowray.cli.common import (
     _table,
 )
 from flowray.cli.display import one_line, output_text
+from flowray.cli.server import (
+    connect,
+    follow_logs,
+    following,
+    resolve_run,
+    server_errors,
+    server_of,
+    server_options,
+)
 from flowray.spec.limits import MAX_CANCEL_WAIT_SECONDS, number_problem
 from flowray.status import Status
 
 if TYPE_CHECKING:
+    from flowray.cli.client import ServerClient
     from flowray.runtime.record import JobRecord, RunRecord, StepRecord
 
 _WORKDIR_HELP = ("The workspace whose runs (.flowray/runs/) to read (default: the current "
@@ -46,12 +58,18 @@ _ADDRESS_HELP = ("A Ray cluster's dashboard, http://HEAD:8265: the runs submitte
 @click.option("--address", default=None, metavar="URL", help=_ADDRESS_HELP)
 @click.option("--all", "every_job", is_flag=True,
               help="With --address: every Ray job, not only those flowray submitted.")
+@server_options
 def runs(workdir: str | None, limit: int, as_json: bool, address: str | None,
-         every_job: bool) -> None:
-    """List runs, newest first: those recorded in this workspace, or with --address those
-    submitted to a Ray cluster."""
+         every_job: bool, server: str | None, token: str | None, token_file: str | None
+         ) -> None:
+    """List runs, newest first: those recorded in this workspace, with --address those
+    submitted to a Ray cluster, or with --server those of a flowray server."""
     if limit < 1:
         _fail(f"--limit must be 1 or more, got {limit}")
+    server = server_of(server, others=(("--address", address), ("--workdir", workdir)))
+    if server:
+        _list_server(connect(server, token, token_file), limit, as_json)
+        return
     if address:
         _list_remote(address, limit, as_json, every_job)
         return
@@ -103,6 +121,29 @@ def _list_remote(address: str, limit: int, as_json: bool, every_job: bool) -> No
         click.echo(line)
 
 
+def _list_server(client: ServerClient, limit: int, as_json: bool) -> None:
+    with client, server_errors():
+        items, _ = client.runs(limit=limit)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        click.echo(f"no runs on {client.url} yet")
+        return
+
+    def num(value: Any) -> float | None:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+            else None
+
+    rows = [[one_line(str(r.get("id"))), one_line(str(r.get("status"))),
+             _fmt_time(num(r.get("started"))), _fmt_dur(num(r.get("started")), num(r.get("ended"))),
+             one_line(str(r.get("trigger") or "-")), one_line(str(r.get("flow") or "?"))]
+            for r in items]
+    for line in _table(["RUN", "STATUS", "STARTED", "TOOK", "TRIGGER", "FLOW"], rows,
+                       right=[3], optional=[4, 2, 3], width=_out_width()):
+        click.echo(line)
+
+
 def _load_run(workdir: str | None, ref: str, *, settle: bool = True
               ) -> tuple[str, dict[str, Any]]:
     from flowray.store.records import RecordError, find_run, read_record
@@ -139,8 +180,15 @@ def _load_checked_run(workdir: str | None, ref: str
               help="Print the run record (or the submitted run, with --address) as JSON.")
 @click.option("--address", default=None, metavar="URL",
               help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
-def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None) -> None:
-    """Show a run's jobs and steps (RUN: id, unique prefix, or 'last')."""
+@server_options
+def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None,
+           server: str | None, token: str | None, token_file: str | None) -> None:
+    """Show a run's jobs and steps (RUN: id, unique prefix, or 'last'; with --server: id or
+    'last')."""
+    server = server_of(server, others=(("--address", address), ("--workdir", workdir)))
+    if server:
+        _status_server(connect(server, token, token_file), run_ref, as_json)
+        return
     if address:
         _status_remote(address, run_ref, as_json)
         return
@@ -148,6 +196,11 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
     if as_json:
         click.echo(json.dumps(raw, indent=2))  # as recorded, keys this flowray ignores included
         return
+    _show_record(rec)
+
+
+def _show_record(rec: RunRecord) -> None:
+    """A run's record as `flowray status` shows it: the run, then each job and its steps."""
     # A run still going has no exit code yet: its time so far instead.
     code = "" if rec.exit_code is None else f"  exit {rec.exit_code}"
     took = _took(rec.started, rec.ended, rec.status)
@@ -182,6 +235,44 @@ def status(run_ref: str, workdir: str | None, as_json: bool, address: str | None
                 click.echo(f"      outputs: {json.dumps(step.outputs)}")
         if job.outputs:
             click.echo(f"    outputs: {json.dumps(job.outputs)}")
+
+
+def _status_server(client: ServerClient, ref: str, as_json: bool) -> None:
+    with client, server_errors():
+        run = resolve_run(client, ref)
+    if as_json:
+        click.echo(json.dumps(run, indent=2))
+        return
+    raw = run.get("record")
+    if raw is None:  # queued: nothing ran yet, so there is no record
+        reason = run.get("reason")
+        click.echo(f"run {one_line(str(run.get('id')))}  flow {one_line(str(run.get('flow')))}"
+                   f"  {one_line(str(run.get('status')))}"
+                   + (f"  ({one_line(str(reason))})" if reason else ""))
+        return
+    _show_record(_server_record(client, run, raw))
+
+
+def _server_record(client: ServerClient, run: dict[str, Any], raw: Any) -> RunRecord:
+    """The record the server sent, checked (or exit 1 saying what is wrong with it)."""
+    from flowray.runtime.record import (
+        RECORD_SCHEMA,
+        RecordError,
+        RecordShapeError,
+        validate_record,
+    )
+
+    run_id = one_line(str(run.get("id")))
+    try:
+        return validate_record(raw, run_id)
+    except RecordShapeError as exc:
+        _fail(f"run {run_id}: the record {client.url} sent is not one this flowray can "
+              f"read:\n  " + "\n  ".join(exc.problems[:10]), EXIT_FAILED)
+    except RecordError:
+        _fail(f"run {run_id}: {client.url} sent a record of a newer flowray (record schema "
+              f"{raw.get('schema')}; this flowray reads schema {RECORD_SCHEMA}): upgrade "
+              f"flowray to read it", EXIT_FAILED)
+    raise AssertionError
 
 
 def _took(started: float | None, ended: float | None, status: Status) -> str:
@@ -220,19 +311,44 @@ def _status_remote(address: str, ref: str, as_json: bool) -> None:
 @click.option("--address", default=None, metavar="URL",
               help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
 @click.option("--follow", "-f", is_flag=True,
-              help="With --address: go on printing the log as it grows, until the run ends.")
+              help="With --address or --server: go on printing the logs as they grow, until "
+                   "the run ends.")
+@server_options
 def logs(run_ref: str, target: str | None, workdir: str | None, address: str | None,
-         follow: bool) -> None:
+         follow: bool, server: str | None, token: str | None, token_file: str | None) -> None:
     """Print the logs of a run, one job, or one step (RUN: id, prefix or 'last'; JOB or
     JOB/STEP: a job key and a step id or number, e.g. train/fit). The logs of a step still
     running are what it printed so far."""
+    server = server_of(server, others=(("--address", address), ("--workdir", workdir)))
+    if server:
+        _logs_server(connect(server, token, token_file), run_ref, target, follow)
+        return
     if address:
         _logs_remote(address, run_ref, target, follow)
         return
     if follow:
-        _fail("--follow needs --address (a run submitted to a cluster); a local run prints "
-              "its output in the terminal that started it")
+        _fail("--follow needs --address (a run submitted to a cluster) or --server; a local "
+              "run prints its output in the terminal that started it")
     path, _, rec = _load_checked_run(workdir, run_ref)
+
+    def read(job: str, step: StepRecord) -> str | None:
+        try:
+            with open(os.path.join(path, step.log or ""), encoding="utf-8",
+                      errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return None
+
+    _show_logs(rec, target, read=read, sources=_log_sources)
+
+
+def _show_logs(rec: RunRecord, target: str | None, *,
+               read: Callable[[str, StepRecord], str | None],
+               sources: Callable[[JobRecord], list[tuple[str, list[StepRecord]]]]) -> None:
+    """Print the logs of the run's steps (of ``target``: JOB or JOB/STEP), each after a
+    ``==> job/step (status) <==`` line unless one step is asked for; ``read`` gives a step's
+    log (job key, step; None: there is none), ``sources`` a job's lists of steps with their
+    labels."""
     job_key, _, step_key = (target or "").partition("/")
     jobs = rec.jobs
     if job_key and job_key not in jobs:
@@ -246,20 +362,17 @@ def logs(run_ref: str, target: str | None, workdir: str | None, address: str | N
         if step_key and not any(s.key == step_key for s in steps):
             _fail(f"job '{key}' has no step '{step_key}' "
                   f"(steps: {', '.join(s.key for s in steps)})")
-        sources = _log_sources(job)
-        for where, source in sources:
+        job_sources = sources(job)
+        for where, source in job_sources:
             for step in source:
                 if step_key and step.key != step_key:
                     continue
                 if not step.log:
                     continue
-                try:
-                    with open(os.path.join(path, step.log), encoding="utf-8",
-                              errors="replace") as fh:
-                        text = fh.read()
-                except OSError:
+                text = read(key, step)
+                if text is None:
                     continue
-                if not (job_key and step_key and len(sources) == 1):
+                if not (job_key and step_key and len(job_sources) == 1):
                     click.echo(one_line(f"==> {key}/{step.key}{where} ({step.status.value}) <=="))
                 if tty:  # on a terminal, the log cannot move the cursor or rewrite lines
                     text = output_text(text, keep_color=not os.environ.get("NO_COLOR"))
@@ -267,6 +380,27 @@ def logs(run_ref: str, target: str | None, workdir: str | None, address: str | N
                 shown += 1
     if not shown and step_key:
         click.echo(f"(step {job_key}/{step_key} wrote no log: it did not run)", err=True)
+
+
+def _logs_server(client: ServerClient, ref: str, target: str | None, follow: bool) -> None:
+    """A server's run's logs: each step's (its last attempt's), or with ``follow`` its
+    ``step.log`` events from the start until the run ends."""
+    with client, server_errors():
+        run = resolve_run(client, ref)
+        run_id = str(run.get("id"))
+        if follow:
+            job, _, step = (target or "").partition("/")
+            with following(run_id, client.url):
+                follow_logs(client, run_id, job=job or None, step=step or None)
+            return
+        raw = run.get("record")
+        if raw is None:
+            click.echo(f"run {one_line(run_id)} is {one_line(str(run.get('status')))}: no step "
+                       f"of it ran yet", err=True)
+            return
+        rec = _server_record(client, run, raw)
+        _show_logs(rec, target, sources=lambda job: [("", job.steps)],
+                   read=lambda job, step: client.log(run_id, job, step.index))
 
 
 def _log_sources(job: JobRecord) -> list[tuple[str, list[StepRecord]]]:
@@ -312,20 +446,28 @@ def _logs_remote(address: str, ref: str, target: str | None, follow: bool) -> No
 @click.option("--address", default=None, metavar="URL",
               help="A Ray cluster's dashboard, http://HEAD:8265: RUN is a run submitted there.")
 @click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
-              help="How long to wait for the run to stop (default: 15 here, 60 on a cluster).")
+              help="How long to wait for the run to stop (default: 15 here, 60 on a cluster "
+                   "or a server).")
+@server_options
 def cancel(run_ref: str, workdir: str | None, address: str | None,
-           wait_s: float | None) -> None:
+           wait_s: float | None, server: str | None, token: str | None,
+           token_file: str | None) -> None:
     """Cancel a running run (RUN: id, unique prefix, or 'last') and wait until it stopped.
 
     A local run is reached through the control channel in its run folder and stops as with
     Ctrl-C: every step gets SIGTERM, then SIGKILL after the grace period. With --address, Ray
-    stops the submitted run the same way.
+    stops the submitted run the same way; with --server, the server stops it (a queued run
+    never starts).
     """
     if wait_s is not None:
         problem = number_problem(wait_s, low=0, high=MAX_CANCEL_WAIT_SECONDS)
         if problem:
             _fail(f"--wait {problem}")
-    if address:
+    server = server_of(server, others=(("--address", address), ("--workdir", workdir)))
+    if server:
+        _cancel_server(connect(server, token, token_file), run_ref,
+                       60.0 if wait_s is None else wait_s)
+    elif address:
         _cancel_remote(address, run_ref, 60.0 if wait_s is None else wait_s)
     else:
         _cancel_local(workdir, run_ref, 15.0 if wait_s is None else wait_s)
@@ -346,6 +488,33 @@ def _cancel_remote(address: str, ref: str, wait_s: float) -> None:
     if run.status != "STOPPED":
         _fail(f"run {run.id} ended before it could be stopped: {run.status}", EXIT_FAILED)
     click.echo(f"run {run.id} {run.status}")
+
+
+def _cancel_server(client: ServerClient, ref: str, wait_s: float) -> None:
+    with client, server_errors():
+        run = resolve_run(client, ref)
+        run_id, state = one_line(str(run.get("id"))), str(run.get("status"))
+        if _ended(state):
+            _fail(f"run {run_id} already ended: {state}", EXIT_FAILED)
+        state = str(client.cancel(run_id).get("status", state))
+        if not _ended(state):
+            click.echo(f"cancelling run {run_id} on {client.url}: its steps get SIGTERM, then "
+                       f"SIGKILL after the grace period...", err=True)
+        deadline = time.monotonic() + wait_s
+        while not _ended(state):
+            if time.monotonic() >= deadline:
+                _fail(f"run {run_id} is still {state} after {wait_s:g}s; the server goes on "
+                      f"stopping it (see `flowray status {run_id} --server {client.url}`)",
+                      EXIT_FAILED)
+            time.sleep(0.5)
+            state = str(client.run(run_id).get("status"))
+    if state != "cancelled":
+        _fail(f"run {run_id} ended before it could be cancelled: {state}", EXIT_FAILED)
+    click.echo(f"run {run_id} {state}")
+
+
+def _ended(state: str) -> bool:
+    return state in {s.value for s in Status if s.is_terminal()}
 
 
 def _lost(path: str, rec: dict[str, Any]) -> None:
