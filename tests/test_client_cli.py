@@ -1,10 +1,12 @@
 """The commands against a flowray server (cli/server.py, cli/client.py, and `runs`, `status`,
 `logs`, `cancel` with --server): what they send, what they print, how they exit.
 
-The server here is a stand-in: a real HTTP server on a free port, in a thread, answering the
-routes of the service's API (SPEC "The service") with canned data, until tests against the
-real service (flowray/service) exist. Its runs are real ones: flows run in the test's
-workspace, their record, events and logs served as the service would serve them.
+Most tests talk to a stand-in for the service: a real HTTP server on a free port, in a
+thread, answering the routes of the service's API (SPEC "The service") with canned data, so
+that a test can make it misbehave as the real one cannot be made to on cue (drop an event
+stream mid-event, ignore Last-Event-ID, answer 403) and see every byte it was sent. Its runs
+are real ones: flows run in the test's workspace, their record, events and logs served as
+the service serves them. The last test runs the same commands against `flowray serve` itself.
 """
 
 from __future__ import annotations
@@ -248,7 +250,8 @@ class StandIn:
                 if role is None:
                     status, out = 401, {"error": "missing or unknown token"}
                 elif order.index(role) < order.index(need):
-                    status, out = 403, {"error": f"this needs the {need} role"}
+                    status, out = 403, {"error": f"the token has the role {role}; this needs "
+                                                 f"{need}"}
                 elif parts[-1:] == ["events"] and parts[1] in standin.runs:
                     standin._events(self, standin.runs[parts[1]])
                     return
@@ -364,7 +367,7 @@ def test_a_command_without_a_server_or_with_a_bad_url_says_so(ws: Workspace) -> 
     assert (out.exit_code, out.stderr) == (
         2, "error: this command talks to a flowray server: give --server URL or set "
            "FLOWRAY_SERVER\n")
-    out = cli("rerun", "r-1", "--server", "head:8420")
+    out = cli("rerun", "r-1", "--failed", "--server", "head:8420")
     assert (out.exit_code, out.stderr) == (
         2, "error: --server 'head:8420' is not an http:// or https:// URL (the flowray "
            "server's address, e.g. http://HOST:8420)\n")
@@ -384,12 +387,12 @@ def test_a_token_of_too_small_a_role_is_403_naming_the_role(standin: StandIn,
     ws.flow(OK_FLOW)
     out = on(standin, "flow", "push", "flow.yaml", token="runner-token")
     assert (out.exit_code, out.stdout, out.stderr) == (
-        2, "", "error: the token may not push flows (403): that needs a token with the admin "
-               "role\n")
+        2, "", "error: the token may not push flows (403): the token has the role runner; this "
+               "needs admin\n")
     out = on(standin, "trigger", "sample", token="viewer-token")
     assert (out.exit_code, out.stdout, out.stderr) == (
-        2, "", "error: the token may not start runs (403): that needs a token with the runner "
-               "role\n")
+        2, "", "error: the token may not start runs (403): the token has the role viewer; this "
+               "needs runner\n")
     assert standin.flows == {}
 
 
@@ -614,8 +617,7 @@ def test_rerun_sends_what_to_run_again(standin: StandIn, runs: dict[str, Run]) -
     run_id = standin.add_run(runs["bad"])
     for args, body, what in ((["--failed"], {"failed": True}, "the failed jobs"),
                              (["--job", "a", "--job", "b.2"], {"jobs": ["a", "b.2"]},
-                              "jobs a, b.2"),
-                             ([], {}, "all")):
+                              "jobs a, b.2")):
         out = on(standin, "rerun", run_id, *args, token="runner-token")
         new = f"r-{len(standin.runs)}"
         assert (out.exit_code, out.stdout, out.stderr) == (
@@ -623,6 +625,10 @@ def test_rerun_sends_what_to_run_again(standin: StandIn, runs: dict[str, Run]) -
         assert standin.asked("POST", "/api/v1/runs/")[-1].body == body
     out = on(standin, "rerun", run_id, "--failed", "--job", "a")
     assert (out.exit_code, out.stderr) == (2, "error: give --failed or --job, not both\n")
+    out = on(standin, "rerun", run_id)
+    assert (out.exit_code, out.stderr) == (
+        2, "error: say which jobs to run again: --failed, or --job KEY (`flowray trigger FLOW` "
+           "starts a new run of all of a flow)\n")
 
 
 def test_flowray_server_in_the_environment_leaves_local_options_local(
@@ -710,3 +716,92 @@ def test_flowray_run_and_import_flowray_do_not_load_httpx(ws: Workspace) -> None
     proc = subprocess.run([sys.executable, "-c", code], cwd=ws.root, capture_output=True,
                           text=True, check=True)
     assert proc.stdout.splitlines()[-1] == "[]"
+
+
+# ----------------------------------------------------------------------------- the real service
+
+
+def test_the_commands_against_a_real_flowray_serve(ws: Workspace, tmp_path: Path) -> None:
+    # The same commands against `flowray serve` itself (tests/servicefixtures.py): a real
+    # uvicorn, a real SQLite database, real runs.
+    from tests.servicefixtures import Served
+    from tests.servicefixtures import free_port as service_port
+
+    served = Served(str(tmp_path / "data"), service_port()).start()
+    try:
+        def srv(*args: str, token: str | None = None, input: str | None = None) -> Outcome:
+            env = {"FLOWRAY_SERVER": served.url, "FLOWRAY_TOKEN": token or served.token}
+            return cli(*args, env=env, input=input)
+
+        ws.action("actions/shout", "name: shout\ninputs:\n  text: {type: string, "
+                  "required: true}\nruns:\n  using: cmd\n  command: echo \"$INPUT_TEXT!\"\n")
+        ws.write("flows/hello.yaml", """
+            name: hello
+            triggers:
+              manual:
+                inputs:
+                  who: {type: string, default: world}
+            jobs:
+              greet:
+                steps:
+                  - id: say
+                    run: echo "hello ${{ inputs.who }}"
+                  - action: ./actions/shout
+                    with: {text: "${{ secrets.NOISE }}"}
+        """)
+        ws.write("flows/broken.yaml", "name: broken\njobs:\n  a:\n    steps:\n"
+                                      "      - runn: echo hi\n")
+        out = srv("secret", "set", "NOISE", input="loud\n")
+        assert (out.exit_code, out.stdout) == (0, "secret NOISE set\n"), out
+        out = srv("flow", "push", "flows/hello.yaml", "flows/broken.yaml")
+        assert (out.exit_code, out.stdout) == (
+            2, "flows/hello.yaml: pushed hello version 1 (a new flow), with 1 file of local "
+               "actions\n"), out
+        assert out.stderr.startswith("flows/broken.yaml:5:9: jobs.a.steps[0]"), out
+        out = srv("flow", "list")
+        assert out.exit_code == 0 and out.stdout.splitlines()[1].startswith("hello "), out
+
+        out = srv("trigger", "hello", "--input", "who=you", "--wait")
+        assert (out.exit_code, out.stdout) == (
+            0, "==> greet/say <==\nhello you\n==> greet/2 <==\n***!\n"), out
+        run_id = out.stderr.split()[1]
+        assert out.stderr.splitlines()[-1] == f"run {run_id} success (exit 0)"
+        out = srv("status", run_id)
+        assert out.exit_code == 0 and out.stdout.startswith(
+            f"run {run_id}  flow hello  success  exit 0  "), out
+        assert [line.split()[:2] for line in out.stdout.splitlines()[1:]] == [
+            ["greet", "success"], ["say", "success"], ["2", "success"]], out
+        out = srv("logs", run_id)
+        assert (out.exit_code, out.stdout) == (
+            0, "==> greet/say (success) <==\nhello you\n==> greet/2 (success) <==\n***!\n"), out
+        out = srv("logs", run_id, "-f", "greet/say")
+        assert (out.exit_code, out.stdout) == (0, "hello you\n"), out
+        out = srv("runs")
+        assert out.exit_code == 0 and out.stdout.splitlines()[1].split()[:2] == [
+            run_id, "success"], out
+        out = srv("rerun", run_id, "--job", "greet")
+        assert out.exit_code == 0 and out.stderr == f"rerunning job greet of run {run_id}\n", out
+
+        out = srv("token", "create", "watcher", "--role", "viewer")
+        assert out.exit_code == 0, out
+        viewer = out.stdout.strip()
+        out = srv("trigger", "hello", token=viewer)
+        assert (out.exit_code, out.stderr) == (
+            2, "error: the token may not start runs (403): the token 'watcher' has the role "
+               "viewer; this needs runner or admin\n"), out
+        out = srv("secret", "list")
+        assert out.exit_code == 0 and out.stdout.splitlines()[1].startswith("NOISE "), out
+        assert "loud" not in out.stdout
+        out = srv("status", "r-nope")
+        assert (out.exit_code, out.stderr) == (2, "error: no run with id 'r-nope'\n"), out
+
+        ws.write("slow.yaml", "name: slow\njobs: {a: {steps: [{run: 'sleep 120'}]}}\n")
+        assert srv("flow", "push", "slow.yaml").exit_code == 0
+        slow = srv("trigger", "slow").stdout.strip()
+        out = srv("cancel", slow)
+        assert (out.exit_code, out.stdout) == (0, f"run {slow} cancelled\n"), out
+        out = srv("cancel", slow)
+        assert (out.exit_code, out.stderr) == (
+            1, f"error: run {slow} already ended: cancelled\n"), out
+    finally:
+        assert served.stop() == 0, served.output()

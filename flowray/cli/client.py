@@ -194,8 +194,8 @@ class ServerClient:
 
     def rerun(self, run_id: str, *, failed: bool = False,
               jobs: list[str] | None = None) -> dict[str, Any]:
-        """Start a new run of the run's flow version and inputs: of its failed jobs, of
-        ``jobs``, or (neither) of all of it; the answer (``id``)."""
+        """Start a new run of the run's flow version and inputs that runs its failed jobs
+        (``failed``) or ``jobs`` again; the answer (``id``)."""
         body: dict[str, Any] = {}
         if failed:
             body["failed"] = True
@@ -350,11 +350,14 @@ class ServerClient:
         if status == 401:
             raise ServerError("the server refused the token (401): set FLOWRAY_TOKEN or "
                               "--token", status=401, exit_code=EXIT_INVALID)
-        if status == 403:
-            raise ServerError(f"the token may not {action} (403): that needs a token with the "
-                              f"{role} role", status=403, exit_code=EXIT_INVALID)
         body = self._error_body(resp)
         message = body.get("error")
+        if status == 403:
+            # the server's words name the token and its role; without them, the role needed
+            why = message if isinstance(message, str) and message.strip() else \
+                f"that needs a token with the {role} role"
+            raise ServerError(f"the token may not {action} (403): {why}", status=403,
+                              exit_code=EXIT_INVALID)
         if not isinstance(message, str) or not message.strip():
             message = (f"the server at {self.url} answered {status} "
                        f"{resp.reason_phrase or ''}".rstrip())

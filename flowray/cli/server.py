@@ -239,15 +239,26 @@ def flow_push(files: tuple[str, ...], workdir: str | None, server: str | None,
                 if exc.status != 422:
                     raise
                 bad = True
-                _print_server_diagnostics(exc.diagnostics)
+                _print_server_diagnostics(_as_given(exc.diagnostics, path))
                 if not exc.diagnostics:
                     click.echo(f"{path}: {one_line(exc.message)}", err=True)
                 continue
+            warnings = stored.get("warnings")
+            if isinstance(warnings, list):
+                _print_server_diagnostics(_as_given(
+                    [w for w in warnings if isinstance(w, dict)], path))
             extra = f", with {len(actions)} file{'s' if len(actions) != 1 else ''} of local " \
                     f"actions" if actions else ""
             click.echo(f"{path}: pushed {one_line(str(stored.get('name', name)))} version "
                        f"{stored.get('version', '?')}{' (a new flow)' if new else ''}{extra}")
     sys.exit(EXIT_INVALID if bad else EXIT_OK)
+
+
+def _as_given(diagnostics: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
+    """The server's diagnostics with the flow file named as it was given here (the server
+    knows its file name only)."""
+    base = os.path.basename(path)
+    return [{**d, "file": path} if d.get("file") == base else d for d in diagnostics]
 
 
 def _flow_text(path: str) -> str:
@@ -432,20 +443,20 @@ def trigger(flow_name: str, inputs: tuple[str, ...], idempotency_key: str | None
 @server_options
 def rerun(run_ref: str, failed: bool, jobs: tuple[str, ...], server: str | None,
           token: str | None, token_file: str | None) -> None:
-    """Start a new run of RUN's flow version with its inputs, on the server: all of it, its
-    failed jobs (--failed), or the jobs given (--job); print the new run's id."""
+    """Run jobs of RUN again on the server, with its flow version and inputs: the jobs that
+    failed (--failed) or the jobs given (--job; the outputs of the others are reused); print
+    the new run's id."""
     if failed and jobs:
         _fail("give --failed or --job, not both")
+    if not failed and not jobs:
+        _fail("say which jobs to run again: --failed, or --job KEY (`flowray trigger FLOW` "
+              "starts a new run of all of a flow)")
     client = connect(server, token, token_file)
     with client, server_errors():
         run_id = str(resolve_run(client, run_ref).get("id"))
         started = client.rerun(run_id, failed=failed, jobs=list(jobs))
-    if failed:
-        what = "the failed jobs"
-    elif jobs:
-        what = f"job{'s' if len(jobs) > 1 else ''} {', '.join(jobs)}"
-    else:
-        what = "all"
+    what = "the failed jobs" if failed else f"job{'s' if len(jobs) > 1 else ''} " \
+        f"{', '.join(jobs)}"
     click.echo(f"rerunning {what} of run {run_id}", err=True)
     click.echo(str(started.get("id")))
 
