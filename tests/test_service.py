@@ -92,6 +92,26 @@ def test_roles_and_tokens(served: Served, admin: httpx.Client) -> None:
     hashes = [r[0] for r in db.execute("SELECT hash FROM tokens")]
     db.close()
     assert tokens["viewer"] not in hashes and len(hashes) == 3
+    listed = admin.get("/api/v1/tokens").json()["tokens"]
+    assert [(t["name"], t["role"]) for t in listed] == [
+        ("admin", "admin"), ("t-runner", "runner"), ("t-viewer", "viewer")]
+    assert tokens["viewer"] not in admin.get("/api/v1/tokens").text
+    cli = subprocess.run([sys.executable, "-m", "flowray", "token", "list"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "FLOWRAY_SERVER": served.url,
+                              "FLOWRAY_TOKEN": served.token})
+    assert cli.returncode == 0, cli.stderr
+    assert [line.split()[:2] for line in cli.stdout.splitlines()] == [
+        ["TOKEN", "ROLE"], ["admin", "admin"], ["t-runner", "runner"], ["t-viewer", "viewer"]]
+    self_revoke = admin.delete("/api/v1/tokens/admin")
+    assert (self_revoke.status_code, self_revoke.json()) == (409, {
+        "error": "the token 'admin' is the one making this call; revoke it with another "
+                 "admin token"})
+    assert admin.delete("/api/v1/tokens/t-viewer").status_code == 204
+    with served.client(tokens["viewer"]) as revoked:
+        assert revoked.get("/api/v1/flows").status_code == 401
+    assert admin.delete("/api/v1/tokens/t-viewer").json() == {
+        "error": "no token named 't-viewer'"}
 
 
 def test_push_an_invalid_flow_gives_diagnostics_and_stores_nothing(admin: httpx.Client) -> None:

@@ -327,6 +327,14 @@ class ServerClient:
         return self._object(self._call("POST", "/tokens", role="admin", action="create tokens",
                                        json={"name": name, "role": role}))
 
+    def tokens(self) -> list[dict[str, Any]]:
+        """The tokens (``name role created``), never their values."""
+        return self._list(self._call("GET", "/tokens", role="admin", action="list tokens"),
+                          "tokens")
+
+    def remove_token(self, name: str) -> None:
+        self._call("DELETE", f"/tokens/{_seg(name)}", role="admin", action="revoke tokens")
+
     # ------------------------------------------------------------------ requests
 
     def _call(self, method: str, path: str, *, role: Role, action: str,

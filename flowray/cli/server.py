@@ -594,7 +594,7 @@ def variable_rm(name: str, server: str | None, token: str | None,
 
 @main.group("token")
 def token_group() -> None:
-    """The API tokens of a flowray server: create."""
+    """The API tokens of a flowray server: create, list, rm."""
 
 
 @token_group.command("create")
@@ -612,3 +612,27 @@ def token_create(name: str, role: str, server: str | None, token: str | None,
     click.echo(f"token {one_line(name)} ({role}) created; it is shown only now: keep it, "
                f"e.g. in FLOWRAY_TOKEN", err=True)
     click.echo(str(made.get("token")))
+
+
+@token_group.command("list")
+@server_options
+def token_list(server: str | None, token: str | None, token_file: str | None) -> None:
+    """List the tokens' names, roles and creation times (never the tokens)."""
+    client = connect(server, token, token_file)
+    with client, server_errors():
+        items = client.tokens()
+    rows = [[one_line(str(t.get("name"))), one_line(str(t.get("role"))),
+             _fmt_time(_number(t.get("created")))] for t in items]
+    for line in _table(["TOKEN", "ROLE", "CREATED"], rows, width=_out_width()):
+        click.echo(line)
+
+
+@token_group.command("rm")
+@click.argument("name")
+@server_options
+def token_rm(name: str, server: str | None, token: str | None, token_file: str | None) -> None:
+    """Revoke the token NAME: calls with it are refused (401) from now on."""
+    client = connect(server, token, token_file)
+    with client, server_errors():
+        client.remove_token(name)
+    click.echo(f"revoked token {one_line(name)}")

@@ -454,6 +454,22 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         return JSONResponse({"name": body.name, "role": body.role, "token": token},
                             status_code=201)
 
+    @app.get("/api/v1/tokens", tags=["tokens"], dependencies=[admin])
+    def list_tokens() -> dict[str, Any]:
+        """Names, roles and dates of the tokens; never the tokens."""
+        return {"tokens": store.list_tokens()}
+
+    @app.delete("/api/v1/tokens/{name}", tags=["tokens"], status_code=204)
+    def delete_token(name: str, caller: Annotated[tuple[str, str], admin]) -> Response:
+        """Revoke a token at once (not the one making the call: that would lock out the
+        last admin by mistake)."""
+        if name == caller[0]:
+            raise ApiError(409, f"the token '{name}' is the one making this call; revoke it "
+                           "with another admin token")
+        if not store.delete_token(name):
+            raise ApiError(404, f"no token named '{name}'")
+        return Response(status_code=204)
+
     # -- webhooks
 
     @app.post("/hooks/{flow}", tags=["webhooks"],

@@ -139,6 +139,17 @@ class Store:
             raise Conflict(f"a token named '{name}' exists already") from None
         return token
 
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """Names, roles and dates; never the tokens (only their hashes are kept)."""
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(t.tokens.c.name, t.tokens.c.role, t.tokens.c.created)
+                .order_by(t.tokens.c.name))]
+
+    def delete_token(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return bool(conn.execute(delete(t.tokens).where(t.tokens.c.name == name)).rowcount)
+
     def token_role(self, token: str) -> tuple[str, str] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.tokens.c.name, t.tokens.c.role)
