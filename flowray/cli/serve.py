@@ -36,6 +36,8 @@ from flowray.cli.common import EXIT_FAILED, EXIT_INVALID, _fail
               metavar="D", help="Remove ended runs older than D days.")
 @click.option("--drain", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
               help="Seconds running runs get to end on SIGTERM before they are cancelled.")
+@click.option("--max-runs", type=click.IntRange(1, 10000), default=32, show_default=True,
+              metavar="N", help="Runs this process runs at once; more wait in the queue.")
 @click.option("--rotate-secret-key", type=click.Path(dir_okay=False, exists=True),
               default=None, metavar="NEW_KEY_FILE",
               help="Re-encrypt every secret with the key in NEW_KEY_FILE, make it the "
@@ -43,7 +45,8 @@ from flowray.cli.common import EXIT_FAILED, EXIT_INVALID, _fail
                    "first.")
 def serve(host: str, port: int, data_dir: str | None, db: str | None,
           ray_address: str | None, secret_key_file: str | None, keep_runs: int | None,
-          keep_days: float | None, drain: float, rotate_secret_key: str | None) -> None:
+          keep_days: float | None, drain: float, max_runs: int,
+          rotate_secret_key: str | None) -> None:
     """Serve flows: the HTTP API, triggers, run history, secrets and /metrics."""
     from flowray.service.db import DatabaseError
     from flowray.service.server import (
@@ -60,7 +63,8 @@ def serve(host: str, port: int, data_dir: str | None, db: str | None,
     options = ServeOptions(host=host, port=port,
                            data_dir=os.path.abspath(data_dir or default_data_dir()), db=db,
                            ray=ray_address, secret_key_file=secret_key_file,
-                           keep_runs=keep_runs, keep_days=keep_days, drain=drain)
+                           keep_runs=keep_runs, keep_days=keep_days, drain=drain,
+                           max_runs=max_runs)
     try:
         if rotate_secret_key:
             count = rotate_key(options, rotate_secret_key)

@@ -55,6 +55,7 @@ class Options:
     keep_runs: int | None = None
     keep_days: float | None = None
     drain: float = 30.0
+    max_runs: int = 32  # runs this process runs at once; the rest wait in the queue
 
 
 @dataclass
@@ -85,34 +86,45 @@ class RunManager:
         self.draining = False
         self._events = threading.Condition()  # notified when a run's events were written
         self._last_heartbeat = 0.0
+        self._parsed: dict[tuple[str, int], dict[str, Any]] = {}  # (flow, version) -> data
 
     # ------------------------------------------------------------------ triggering
 
-    def load_flow(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(the stored flow, its data) of flow ``name``'s current version."""
+    def load_flow(self, name: str, version: int | None = None
+                  ) -> tuple[int, dict[str, Any]]:
+        """(version, data) of flow ``name`` (its current version by default); parsed once
+        per version."""
         import yaml
 
-        flow = self.store.get_flow(name)
+        if version is not None:
+            cached = self._parsed.get((name, version))
+            if cached is not None:
+                return version, cached
+        flow = self.store.get_flow(name, version)
         if flow is None:
             raise TriggerError(f"no flow named '{name}' (push it first)", status=404)
-        return flow, yaml.safe_load(flow["text"])
+        data = yaml.safe_load(flow["text"])
+        if len(self._parsed) > 4096:
+            self._parsed.clear()
+        self._parsed[(name, flow["version"])] = data
+        return int(flow["version"]), data
 
-    def trigger(self, name: str, *, trigger: str, inputs: Mapping[str, Any] | None = None,
-                event: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
-                delivery: str | None = None, rerun_of: str | None = None,
-                reuse: dict[str, Any] | None = None, version: int | None = None
-                ) -> tuple[str, bool]:
-        """Queue a run of flow ``name``; (its id, whether it is new)."""
+    def _new_run(self, name: str, *, trigger: str, inputs: Mapping[str, Any] | None,
+                 event: Mapping[str, Any] | None, version: int | None = None,
+                 idempotency_key: str | None = None, rerun_of: str | None = None,
+                 reuse: dict[str, Any] | None = None,
+                 variables: Mapping[str, str] | None = None) -> tuple[NewRun, Any]:
+        """A run of flow ``name`` to queue, with its inputs typed and its concurrency group
+        evaluated; (the run, the flow's concurrency policy or None)."""
         from flowray import expr
         from flowray.runtime.api import coerce_run_inputs
         from flowray.runtime.errors import RunInputError
         from flowray.spec.triggers import concurrency
-        from flowray.store.records import new_run_id
 
         if self.draining:
             raise TriggerError("the service is shutting down and takes no new runs",
                                status=503)
-        flow, data = self.load_flow(name)
+        version, data = self.load_flow(name, version)
         try:
             coerced = coerce_run_inputs(data, dict(inputs or {}))
         except RunInputError as exc:
@@ -120,29 +132,46 @@ class RunManager:
         group, group_max = None, 1
         policy = concurrency(data)
         if policy is not None:
+            if variables is None:
+                variables = self.store.variable_values()
             contexts = {"inputs": coerced, "input": coerced, "event": dict(event or {}),
-                        "variables": {**self.store.variable_values(),
-                                      **(data.get("variables") or {})},
+                        "variables": {**variables, **(data.get("variables") or {})},
                         "flow": {"name": name}}
             try:
                 group = str(expr.render(policy.group, contexts))[:400]
             except expr.ExprError as exc:
                 raise TriggerError(f"concurrency.group: {exc}") from None
             group_max = policy.max
-        new = NewRun(flow=name, version=version or flow["version"], trigger=trigger,
-                     inputs=coerced, event=dict(event or {}), group=group,
-                     group_max=group_max, idempotency_key=idempotency_key, rerun_of=rerun_of,
-                     reuse=reuse)
+        return NewRun(flow=name, version=version, trigger=trigger, inputs=coerced,
+                      event=dict(event or {}), group=group, group_max=group_max,
+                      idempotency_key=idempotency_key, rerun_of=rerun_of, reuse=reuse), policy
+
+    def trigger(self, name: str, *, trigger: str, inputs: Mapping[str, Any] | None = None,
+                event: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+                delivery: str | None = None, rerun_of: str | None = None,
+                reuse: dict[str, Any] | None = None, version: int | None = None
+                ) -> tuple[str, bool]:
+        """Queue a run of flow ``name``; (its id, whether it is new)."""
+        from flowray.store.records import new_run_id
+
+        new, policy = self._new_run(name, trigger=trigger, inputs=inputs, event=event,
+                                    version=version, idempotency_key=idempotency_key,
+                                    rerun_of=rerun_of, reuse=reuse)
         run_id, created = self.store.queue_run(new_run_id(), new, delivery=delivery)
         if created:
-            self.metrics.queued_run(1)
-            if policy is not None and policy.cancel_in_progress and group is not None:
-                others = [r for r in self.store.running_in_group_ids(group) if r != run_id]
-                for other in others:
-                    self.cancel(other, reason=f"cancelled by run {run_id} in concurrency "
-                                              f"group '{group}'")
-            self._wake.set()
+            self._queued(run_id, new, policy)
         return run_id, created
+
+    def _queued(self, run_id: str, new: NewRun, policy: Any) -> None:
+        """A run was queued: count it, cancel its group's others if the flow says so, and
+        wake the loop to start it."""
+        self.metrics.queued_run(1)
+        if policy is not None and policy.cancel_in_progress and new.group is not None:
+            others = [r for r in self.store.running_in_group_ids(new.group) if r != run_id]
+            for other in others:
+                self.cancel(other, reason=f"cancelled by run {run_id} in concurrency "
+                                          f"group '{new.group}'")
+        self._wake.set()
 
     def rerun(self, row: Any, *, failed: bool, jobs: list[str],
               record: Mapping[str, Any] | None) -> str:
@@ -179,6 +208,9 @@ class RunManager:
 
     def loop(self) -> None:
         """Until :meth:`stop`: start queued runs, fire schedules, pass on cancels."""
+        with contextlib.suppress(Exception):  # the database may be away: set when it is back
+            for flow, fire_at in self.store.next_fires().items():
+                self.metrics.schedule_next_fire(flow, fire_at)
         while not self._stop.is_set():
             try:
                 self.tick()
@@ -217,7 +249,11 @@ class RunManager:
 
     def start_queued(self) -> None:
         full: set[str] = set()
+        if len(self.live) >= self.options.max_runs:
+            return
         for row in self.store.queued_runs():
+            if len(self.live) >= self.options.max_runs:
+                break
             if row.group_name is not None:
                 if row.group_name in full:
                     continue
@@ -235,12 +271,22 @@ class RunManager:
             live.thread.start()
 
     def fire_schedules(self, now: float) -> None:
+        """Claim every due fire (one compare-and-set each, in one transaction) and queue a
+        run for each fire this process won (in one transaction)."""
         from flowray.service.schedule import missed_fire, next_fire
+        from flowray.store.records import new_run_id
 
-        for row in self.store.due_schedules(now):
-            current = datetime.fromtimestamp(now, timezone.utc)
-            new = next_fire(row.cron, row.timezone, current).timestamp()
-            if not self.store.claim_fire(row.flow, row.idx, old=row.next_fire, new=new):
+        due = self.store.due_schedules(now)
+        if not due:
+            return
+        current = datetime.fromtimestamp(now, timezone.utc)
+        moves = [(row, next_fire(row.cron, row.timezone, current).timestamp()) for row in due]
+        won = self.store.claim_fires([(row.flow, row.idx, row.next_fire, new)
+                                      for row, new in moves])
+        variables = self.store.variable_values()
+        batch: list[tuple[str, NewRun, Any]] = []
+        for row, new in moves:
+            if (row.flow, row.idx) not in won:
                 continue  # another process fired it
             fire: float | None = row.next_fire
             if now - row.next_fire > LATE_FIRE_SECONDS:  # missed while the service was down
@@ -250,17 +296,25 @@ class RunManager:
                 fire = missed.timestamp() if missed is not None else None
             if fire is None:
                 log.info("schedule %s of flow %s: fires missed while the service was down "
-                         "are older than its catch-up window; next fire %s", row.cron, row.flow,
-                         _iso(new))
+                         "are older than its catch-up window; next fire %s", row.cron,
+                         row.flow, _iso(new))
                 continue
             try:
-                self.trigger(row.flow, trigger="schedule",
-                             event={"scheduled_time": _iso(fire), "cron": row.cron})
+                run, policy = self._new_run(
+                    row.flow, trigger="schedule", inputs=None, version=row.version,
+                    event={"scheduled_time": _iso(fire), "cron": row.cron},
+                    variables=variables)
             except TriggerError as exc:
                 log.warning("schedule %s of flow %s could not start a run: %s", row.cron,
                             row.flow, exc)
-        for flow, fire_at in self.store.next_fires().items():
-            self.metrics.schedule_next_fire(flow, fire_at)
+                continue
+            batch.append((new_run_id(), run, policy))
+        self.store.queue_runs([(run_id, run) for run_id, run, _ in batch])
+        for run_id, run, policy in batch:
+            self._queued(run_id, run, policy)
+        for row, new in moves:
+            if (row.flow, row.idx) in won:
+                self.metrics.schedule_next_fire(row.flow, new)
 
     # ------------------------------------------------------------------ one run
 

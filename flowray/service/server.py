@@ -42,6 +42,7 @@ class ServeOptions:
     keep_runs: int | None = None
     keep_days: float | None = None
     drain: float = 30.0
+    max_runs: int = 32
 
 
 def default_data_dir() -> str:
@@ -133,7 +134,7 @@ def build(options: ServeOptions, *, metrics: Any = None) -> Service:
         token_file = _first_admin_token(store, options.data_dir)
     manager = RunManager(store, box, metrics or Metrics(), Options(
         data_dir=options.data_dir, backend=options.ray, keep_runs=options.keep_runs,
-        keep_days=options.keep_days, drain=options.drain))
+        keep_days=options.keep_days, drain=options.drain, max_runs=options.max_runs))
     settled = manager.settle_orphans()
     if settled:
         log.warning("%d run(s) were running when a previous service process stopped; they are "

@@ -255,17 +255,26 @@ class Store:
     # ------------------------------------------------------------------ schedules
 
     def due_schedules(self, now: float) -> list[Any]:
+        """Schedules whose next fire has come, with their flow's current version."""
         with self.engine.connect() as conn:
-            return list(conn.execute(select(t.schedules).where(t.schedules.c.next_fire <= now)
-                                     .order_by(t.schedules.c.next_fire)))
+            return list(conn.execute(
+                select(t.schedules, t.flows.c.version)
+                .join(t.flows, t.flows.c.name == t.schedules.c.flow)
+                .where(t.schedules.c.next_fire <= now).order_by(t.schedules.c.next_fire)))
 
-    def claim_fire(self, flow: str, idx: int, *, old: float, new: float) -> bool:
-        """Move a schedule's next fire from ``old`` to ``new``; True for the one process
-        that did (compare-and-set)."""
+    def claim_fires(self, moves: Sequence[tuple[str, int, float, float]]
+                    ) -> set[tuple[str, int]]:
+        """Move each schedule (flow, idx) from its next fire ``old`` to ``new``; the
+        schedules this process moved (compare-and-set: with several processes, each fire
+        is moved by one)."""
+        won: set[tuple[str, int]] = set()
         with self.engine.begin() as conn:
-            return conn.execute(update(t.schedules).where(
-                t.schedules.c.flow == flow, t.schedules.c.idx == idx,
-                t.schedules.c.next_fire == old).values(next_fire=new)).rowcount == 1
+            for flow, idx, old, new in moves:
+                if conn.execute(update(t.schedules).where(
+                        t.schedules.c.flow == flow, t.schedules.c.idx == idx,
+                        t.schedules.c.next_fire == old).values(next_fire=new)).rowcount == 1:
+                    won.add((flow, idx))
+        return won
 
     def next_fires(self) -> dict[str, float]:
         with self.engine.connect() as conn:
@@ -274,6 +283,14 @@ class Store:
                 .group_by(t.schedules.c.flow))}
 
     # ------------------------------------------------------------------ runs
+
+    def queue_runs(self, runs: Sequence[tuple[str, NewRun]]) -> None:
+        """Queue several runs (without idempotency keys or deliveries) in one transaction."""
+        if not runs:
+            return
+        with self.engine.begin() as conn:
+            for run_id, new in runs:
+                self._insert_run(conn, run_id, new, time.time())
 
     def queue_run(self, run_id: str, new: NewRun, *, delivery: str | None = None
                   ) -> tuple[str, bool]:
@@ -285,23 +302,27 @@ class Store:
                 if delivery is not None:
                     conn.execute(insert(t.deliveries).values(flow=new.flow, delivery=delivery,
                                                              run=run_id, created=now))
-                number = conn.execute(
-                    update(t.flows).where(t.flows.c.name == new.flow)
-                    .values(last_number=t.flows.c.last_number + 1)
-                    .returning(t.flows.c.last_number)).scalar_one()
-                conn.execute(insert(t.runs).values(
-                    id=run_id, flow=new.flow, version=new.version, number=number,
-                    status="queued", trigger=new.trigger, inputs=json.dumps(new.inputs),
-                    event=json.dumps(new.event), created=now,
-                    idempotency_key=new.idempotency_key, group_name=new.group,
-                    group_max=new.group_max, cancel_requested=False, rerun_of=new.rerun_of,
-                    reuse=json.dumps(new.reuse) if new.reuse is not None else None))
+                self._insert_run(conn, run_id, new, now)
         except IntegrityError:
             existing = self._existing_run(new, delivery)
             if existing is None:
                 raise
             return existing, False
         return run_id, True
+
+    @staticmethod
+    def _insert_run(conn: Any, run_id: str, new: NewRun, now: float) -> None:
+        number = conn.execute(
+            update(t.flows).where(t.flows.c.name == new.flow)
+            .values(last_number=t.flows.c.last_number + 1)
+            .returning(t.flows.c.last_number)).scalar_one()
+        conn.execute(insert(t.runs).values(
+            id=run_id, flow=new.flow, version=new.version, number=number,
+            status="queued", trigger=new.trigger, inputs=json.dumps(new.inputs),
+            event=json.dumps(new.event), created=now,
+            idempotency_key=new.idempotency_key, group_name=new.group,
+            group_max=new.group_max, cancel_requested=False, rerun_of=new.rerun_of,
+            reuse=json.dumps(new.reuse) if new.reuse is not None else None))
 
     def _existing_run(self, new: NewRun, delivery: str | None) -> str | None:
         with self.engine.connect() as conn:

@@ -68,6 +68,7 @@ schedules = Table(
     Column("catchup", Float, nullable=False),
     Column("next_fire", Float, nullable=False),
 )
+Index("ix_schedules_next_fire", schedules.c.next_fire)
 
 runs = Table(
     "runs", metadata,

@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("catchup", sa.Float, nullable=False),
         sa.Column("next_fire", sa.Float, nullable=False),
     )
+    op.create_index("ix_schedules_next_fire", "schedules", ["next_fire"])
     op.create_table(
         "runs",
         sa.Column("id", sa.String(64), primary_key=True),
