@@ -176,3 +176,32 @@ def test_the_database_going_away_gives_503_and_nothing_is_lost(
             wait_run(admin, again.json()["id"])
     finally:
         assert server.stop() == 0, server.output()
+
+
+def test_a_concurrency_group_holds_across_two_services(
+        two: tuple[Served, Served], postgres: PostgresCluster, tmp_path: Path) -> None:
+    first, second = two
+    flow = ("name: serial\nconcurrency:\n  group: one\njobs:\n  a:\n    steps:\n"
+            "      - run: sleep 0.3\n")
+    engine = sqlalchemy.create_engine(postgres.url)
+    try:
+        with first.client() as a, second.client() as b:
+            push(a, "serial", flow)
+            ids = [(a if i % 2 else b).post("/api/v1/flows/serial/runs", json={}).json()["id"]
+                   for i in range(6)]
+            most = 0
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    rows = conn.execute(sqlalchemy.text(
+                        "SELECT status, owner FROM runs WHERE flow = 'serial'")).all()
+                running = [r for r in rows if r.status == "running"]
+                most = max(most, len(running))
+                if all(r.status == "success" for r in rows):
+                    break
+                time.sleep(0.02)
+            for run_id in ids:
+                assert wait_run(a, run_id)["status"] == "success"
+    finally:
+        engine.dispose()
+    assert most == 1  # never two at once, whichever process claimed them

@@ -260,8 +260,11 @@ class RunManager:
                 if self.store.running_in_group(row.group_name) >= row.group_max:
                     full.add(row.group_name)
                     continue
-            if not self.store.claim_run(row.id, self.instance):
-                continue  # another process took it
+            if not self.store.claim_run(row.id, self.instance, group=row.group_name,
+                                        group_max=row.group_max):
+                if row.group_name is not None:
+                    full.add(row.group_name)
+                continue  # another process took it (or a run of its group)
             self.metrics.queued_run(-1)
             live = Live(flow=row.flow)
             with self._lock:

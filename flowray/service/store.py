@@ -380,13 +380,25 @@ class Store:
             return int(conn.execute(select(func.count()).select_from(t.runs).where(
                 t.runs.c.group_name == group, t.runs.c.status == "running")).scalar_one())
 
-    def claim_run(self, run_id: str, owner: str) -> bool:
-        """queued -> running for ``owner``; True for the one process that did."""
+    def claim_run(self, run_id: str, owner: str, *, group: str | None = None,
+                  group_max: int = 1) -> bool:
+        """queued -> running for ``owner``; True for the one process that did. With a
+        concurrency ``group``, only while fewer than ``group_max`` of its runs are running:
+        checked in the same statement, under a per-group lock on PostgreSQL (SQLite takes
+        its one write lock for the statement), so two processes never exceed it."""
+        claim = update(t.runs).where(t.runs.c.id == run_id, t.runs.c.status == "queued")
+        if group is not None:
+            others = t.runs.alias("others")
+            running = select(func.count()).select_from(others).where(
+                others.c.group_name == group, others.c.status == "running").scalar_subquery()
+            claim = claim.where(running < group_max)
         with self.engine.begin() as conn:
-            return conn.execute(update(t.runs).where(t.runs.c.id == run_id,
-                                                     t.runs.c.status == "queued")
-                                .values(status="running", owner=owner,
-                                        started=time.time())).rowcount == 1
+            if group is not None and conn.dialect.name == "postgresql":
+                key = int.from_bytes(hashlib.sha256(group.encode()).digest()[:8], "big",
+                                     signed=True)
+                conn.execute(select(func.pg_advisory_xact_lock(key)))
+            return conn.execute(claim.values(status="running", owner=owner,
+                                             started=time.time())).rowcount == 1
 
     def requeue(self, run_id: str, owner: str) -> None:
         """running -> queued again, for a run ``owner`` claimed but could not start."""
