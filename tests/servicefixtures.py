@@ -32,6 +32,7 @@ class Served:
     port: int
     db: str | None = None
     extra: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
     log_path: str = ""
@@ -49,7 +50,7 @@ class Served:
                                      f"serve-{time.monotonic_ns()}.log")
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115  (the process holds it)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("FLOWRAY_ADDRESS", None)
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)

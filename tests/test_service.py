@@ -430,7 +430,7 @@ jobs:
     second = admin.post("/api/v1/flows/latest-only/runs", json={}).json()["id"]
     done = wait_run(admin, first)
     assert done["status"] == "cancelled"
-    assert done["record"]["cancel_reason"] == (
+    assert done["record"]["cancel_reason"] == done["reason"] == (
         f"cancelled by run {second} in concurrency group 'deploy'")
     wait_run(admin, second, status=("running",))
     admin.post(f"/api/v1/runs/{second}/cancel")
@@ -522,3 +522,105 @@ def test_no_request_gets_a_500(served: Served, admin: httpx.Client) -> None:
                     if got.status_code >= 400:
                         assert set(got.json()) >= {"error"}, (method, url)
     assert httpx.get(served.url + "/healthz").status_code == 200
+
+
+def test_required_inputs_and_automatic_triggers_warn_at_push(admin: httpx.Client) -> None:
+    flow = """\
+name: needs-input
+triggers:
+  manual:
+    inputs:
+      model: {type: string, required: true}
+  schedule:
+    - cron: "0 3 * * *"
+jobs:
+  a:
+    steps:
+      - run: echo ${{ inputs.model }}
+"""
+    got = push(admin, "needs-input", flow, path="needs-input.yaml")
+    assert got.status_code == 201
+    [warning] = got.json()["warnings"]
+    assert warning == {
+        "file": "needs-input.yaml", "line": 5, "col": 7,
+        "path": "triggers.manual.inputs.model", "severity": "warning",
+        "message": "input 'model' is required and has no default, so the schedule trigger(s) "
+                   "cannot start this flow (they give no inputs): give it a default"}
+    listed = {f["name"]: f for f in admin.get("/api/v1/flows").json()["flows"]}
+    assert listed["needs-input"]["triggers"] == ["manual", "schedule"]
+    admin.delete("/api/v1/flows/needs-input")
+
+
+def test_a_run_cancelled_while_queued_ends_its_stream_and_starts_its_followers(
+        admin: httpx.Client, tmp_path: os.PathLike[str]) -> None:
+    gate = os.path.join(str(tmp_path), "gate")
+    blocker = f"""\
+name: blocker
+concurrency: {{group: only-one}}
+jobs:
+  a:
+    steps:
+      - run: while [ ! -e {gate} ]; do sleep 0.05; done
+"""
+    follower = """\
+name: after-cancel
+triggers:
+  flow:
+    - name: blocker
+      status: [cancelled]
+jobs:
+  a:
+    steps:
+      - run: echo "${{ event.flow }} ended ${{ event.status }}"
+"""
+    assert push(admin, "blocker", blocker).status_code == 201
+    assert push(admin, "after-cancel", follower).status_code == 201
+    running = admin.post("/api/v1/flows/blocker/runs", json={}).json()["id"]
+    wait_run(admin, running, status=("running",))
+    queued = admin.post("/api/v1/flows/blocker/runs", json={}).json()["id"]
+    got = admin.post(f"/api/v1/runs/{queued}/cancel")
+    assert got.json() == {"id": queued, "status": "cancelled"}
+    events = [e for _, e in sse(admin, queued)]
+    assert [(e["seq"], e["type"]) for e in events] == [(1, "run.started"), (2, "run.finished")]
+    assert (events[1]["status"], events[1]["reason"]) == ("cancelled", "cancelled")
+    deadline = time.monotonic() + 60
+    runs: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not runs:
+        runs = admin.get("/api/v1/runs", params={"flow": "after-cancel"}).json()["runs"]
+        time.sleep(0.1)
+    [after] = runs
+    lines = [e["line"] for _, e in sse(admin, str(after["id"])) if e["type"] == "step.log"]
+    assert lines == ["blocker ended cancelled"]
+    open(gate, "w").close()
+    assert wait_run(admin, running)["status"] == "success"
+
+
+def test_runs_of_the_service_share_the_machine_s_gpus(tmp_path: os.PathLike[str]) -> None:
+    """Two runs each wanting the one GPU (a fake one: FLOWRAY_GPUS names it; no GPU here)
+    take turns instead of both getting it."""
+    gate = os.path.join(str(tmp_path), "gate")
+    server = Served(os.path.join(str(tmp_path), "data"), free_port(),
+                    env={"FLOWRAY_GPUS": "1"}).start()
+    try:
+        with server.client() as admin:
+            flow = ("name: gpu\njobs:\n  a:\n    resources: {gpus: 1}\n    steps:\n"
+                    f"      - run: echo gpu=$CUDA_VISIBLE_DEVICES; while [ ! -e {gate} ]; "
+                    "do sleep 0.05; done\n")
+            push(admin, "gpu", flow)
+            first = admin.post("/api/v1/flows/gpu/runs", json={}).json()["id"]
+            for _, event in sse(admin, first):
+                if event["type"] == "step.log":
+                    assert event["line"] == "gpu=0"
+                    break
+            second = admin.post("/api/v1/flows/gpu/runs", json={}).json()["id"]
+            wait_run(admin, second, status=("running",))
+            time.sleep(1)  # the second run's job had time to start, and did not
+            record = admin.get(f"/api/v1/runs/{second}").json()["record"]
+            assert record["jobs"]["a"]["status"] == "queued"
+            open(gate, "w").close()
+            for run_id in (first, second):
+                assert wait_run(admin, run_id)["status"] == "success"
+            lines = [e["line"] for _, e in sse(admin, second) if e["type"] == "step.log"]
+            assert lines == ["gpu=0"]
+    finally:
+        assert server.stop() == 0

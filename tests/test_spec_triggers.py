@@ -449,3 +449,22 @@ def test_trigger_cycle() -> None:
     assert trigger_cycle({"a": ["a"]}) == ["a", "a"]
     assert trigger_cycle({"a": ["b"], "b": ["c"], "c": ["gone"]}) is None
     assert trigger_cycle({}) is None
+
+
+def test_a_webhook_without_a_secret_is_a_warning(tmp_path: Path) -> None:
+    import flowray
+
+    for triggers in ("  webhook: {if: \"${{ event.ok }}\"}\n", "  webhook:\n"):
+        flow = tmp_path / "hook.yaml"
+        flow.write_text("name: hook\ntriggers:\n" + triggers
+                        + "jobs:\n  a:\n    steps:\n      - run: 'true'\n")
+        [diag] = flowray.validate(str(flow), workdir=str(tmp_path))
+        assert (diag.line, diag.col, diag.path, diag.severity, diag.message) == (
+            3, 3, "triggers.webhook", "warning",
+            "a webhook without 'secret' can never start this flow: the service refuses every "
+            "unsigned delivery (401); name the stored secret that signs deliveries "
+            "(secret: HOOK_KEY)")
+    flow.write_text("name: hook\ntriggers: [manual, webhook]\njobs:\n  a:\n    steps:\n"
+                    "      - run: 'true'\n")
+    [diag] = flowray.validate(str(flow), workdir=str(tmp_path))
+    assert (diag.path, diag.severity) == ("triggers[1]", "warning")

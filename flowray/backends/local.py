@@ -52,8 +52,57 @@ def detect_gpus() -> list[str]:
     return [str(i) for i in range(count)]
 
 
+class Slots:
+    """This machine's CPUs and GPU ids, taken by jobs while they run: one for a run's pool, or
+    one shared by every run of a service process, so that two runs never get the same GPU
+    nor more CPUs than there are between them."""
+
+    def __init__(self, cpus: float, gpus: list[str]) -> None:
+        self.total_cpus = cpus
+        self.gpus = list(gpus)  # every id, in order
+        self.free_cpus = cpus
+        self.free_gpus = list(gpus)
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    def take(self, cpus: float, ngpus: int | None) -> tuple[bool, list[str] | None]:
+        """(True, the GPU ids given or None) when ``cpus`` and ``ngpus`` GPUs are free (and
+        now taken); (False, None) otherwise."""
+        with self._lock:
+            if cpus > self.free_cpus + 1e-9 or (ngpus and ngpus > len(self.free_gpus)):
+                return False, None
+            self.free_cpus -= cpus
+            gpus: list[str] | None = None
+            if ngpus is not None:
+                gpus, self.free_gpus = self.free_gpus[:ngpus], self.free_gpus[ngpus:]
+            return True, gpus
+
+    def give(self, cpus: float, gpus: list[str] | None) -> None:
+        """Free what :meth:`take` took, and tell whoever waits for room."""
+        with self._lock:
+            self.free_cpus += cpus
+            if gpus:
+                self.free_gpus.extend(gpus)
+            listeners = list(self._listeners)
+        for wake in listeners:
+            wake()
+
+    def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` whenever room is freed (a run waiting for room); returns the
+        function that stops it."""
+        with self._lock:
+            self._listeners.append(wake)
+
+        def stop() -> None:
+            with self._lock:
+                if wake in self._listeners:
+                    self._listeners.remove(wake)
+        return stop
+
+
 class LocalPool:
-    """Starts a job when its ``resources.cpus`` and ``resources.gpus`` fit what is free."""
+    """Starts a job when its ``resources.cpus`` and ``resources.gpus`` fit what is free (in
+    its own :class:`Slots`, or in ``slots`` shared with other runs)."""
 
     def __init__(
         self,
@@ -64,10 +113,13 @@ class LocalPool:
         masker: Masker,
         load_action: ActionLoader,
         grace: float = DEFAULT_GRACE_SECONDS,
+        slots: Slots | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
-        self.total_cpus = cpus
-        self.free_cpus = cpus
-        self.free_gpus = list(gpus)
+        self.slots = slots if slots is not None else Slots(cpus, gpus)
+        self.total_cpus = self.slots.total_cpus
+        self._stop_listening = self.slots.listen(wake) if wake is not None and \
+            slots is not None else None
         self.events = events
         self.host = socket.gethostname()
         self.masker = masker
@@ -91,14 +143,11 @@ class LocalPool:
         cpus = min(res["cpus"], self.total_cpus)
         ngpus = res["gpus"]
         with self._lock:
-            if self._cancelled or cpus > self.free_cpus + 1e-9:
+            if self._cancelled:
                 return False
-            if ngpus and ngpus > len(self.free_gpus):
+            taken, gpus = self.slots.take(cpus, ngpus)
+            if not taken:
                 return False
-            self.free_cpus -= cpus
-            gpus: list[str] | None = None
-            if ngpus is not None:
-                gpus, self.free_gpus = self.free_gpus[:ngpus], self.free_gpus[ngpus:]
             supervisor = ProcessSupervisor(grace=self.grace)
             self._supervisors[plan.key] = supervisor
         request = request_for(gpus)
@@ -123,12 +172,15 @@ class LocalPool:
                                f"internal error in flowray: {exc!r}")
         finally:
             with self._lock:
-                self.free_cpus += cpus
-                if gpus:
-                    self.free_gpus.extend(gpus)
                 self._supervisors.pop(request.key, None)
+            self.slots.give(cpus, gpus)
         result.node = result.node or self.host
         done(result)
+
+    def close(self) -> None:
+        """The run ended: stop listening for room in shared slots."""
+        if self._stop_listening is not None:
+            self._stop_listening()
 
     def cancel(self) -> None:
         """Stop every running job's processes: SIGTERM, grace, SIGKILL (blocks until done)."""

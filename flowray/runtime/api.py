@@ -25,6 +25,7 @@ from flowray.spec.diagnostics import Diagnostic, FlowError
 from flowray.status import Status
 
 if TYPE_CHECKING:
+    from flowray.backends.local import Slots
     from flowray.execute.job import StepAction
     from flowray.plan.flowcache import CachedFlow
     from flowray.plan.plan import Plan
@@ -503,7 +504,8 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
           trigger: str = "api", prepared: Prepared | None = None,
           on_action_event: Callable[[str], None] | None = None,
           variables: Mapping[str, str] | None = None, run_id: str | None = None,
-          reuse: Mapping[str, Mapping[str, Any]] | None = None) -> Run:
+          reuse: Mapping[str, Mapping[str, Any]] | None = None,
+          slots: Slots | None = None) -> Run:
     """Start a run of ``flow`` (a path, or YAML text) and return it at once.
 
     ``backend``: None or ``"local"`` (this machine's CPUs and GPUs), ``"ray"`` (a local Ray
@@ -516,7 +518,8 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     and as trusted as the flow. ``run_id`` names the run (one from ``new_run_id``; the service
     gives the id it acknowledged); a new one by default. ``reuse`` (a rerun): job key ->
     ``{"run": id, "outputs": {...}}``, jobs that end ``success`` with those outputs without
-    running again.
+    running again. ``slots``: this machine's CPUs and GPUs shared with other runs (the
+    service's runs, so that two never get the same GPU); the run's own by default.
 
     Raises :class:`~flowray.spec.FlowError` (an invalid flow, with its diagnostics),
     :class:`RunInputError`, :class:`SecretsMissing` (a secret the flow reads is not in
@@ -559,7 +562,11 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     secret_warnings = check_secrets(prepared, list(secrets or {}))
     workspace = prepared.workspace
     on_ray = backend not in (None, "local")
-    gpu_ids = None if on_ray else local_gpus(prepared, gpus)
+    if slots is not None and not on_ray:
+        gpu_ids: list[str] | None = local_gpus(prepared, slots.gpus)
+        cpus = slots.total_cpus
+    else:
+        gpu_ids = None if on_ray else local_gpus(prepared, gpus)
     options = RunOptions(
         workspace=workspace,
         flow_path=os.path.relpath(os.path.abspath(prepared.flow_path), workspace),
@@ -583,6 +590,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
         hold.enter_context(pinner().cache.hold(
             [pinner().pins[key] for key in prepared.cached.git]))
     cluster: Any = None
+    pools: list[Any] = []
     try:
         if on_ray:
             cluster = _connect(backend, cpus, gpus, prepared)
@@ -602,8 +610,11 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
             summary = f"this machine: {total:g} CPUs, {len(gpu_ids or [])} GPUs"
 
             def factory(c: Coordinator) -> Any:
-                return LocalPool(cpus=total, gpus=gpu_ids or [], events=c, masker=c.masker,
-                                 load_action=actions, grace=c.opts.grace)
+                pool = LocalPool(cpus=total, gpus=gpu_ids or [], events=c, masker=c.masker,
+                                 load_action=actions, grace=c.opts.grace, slots=slots,
+                                 wake=c.wake)
+                pools.append(pool)
+                return pool
 
         if run_id is None:
             run_id = new_run_id()
@@ -643,6 +654,8 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
         try:
             hold.close()
         finally:
+            for pool in pools:
+                pool.close()
             if cluster is not None:
                 cluster.close()
 

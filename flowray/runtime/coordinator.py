@@ -402,6 +402,12 @@ class Coordinator:
                 if not self._finished and (self._cancel_requested == cancelling):
                     self._cond.wait(self._wait_time())
 
+    def wake(self) -> None:
+        """Look again at the jobs waiting for room (room was freed elsewhere: another run
+        sharing this machine's slots ended a job)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def _wait_time(self) -> float:
         if self._delayed:
             return max(0.0, self._delayed[0][0] - time.monotonic())

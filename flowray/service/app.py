@@ -79,8 +79,11 @@ class Rerun(Strict):
     jobs: list[str] = Field(default_factory=list)
 
 
+MAX_VALUE = 1024 * 1024  # a secret's or variable's value, in bytes
+
+
 class Value(Strict):
-    value: str = Field(max_length=1024 * 1024)
+    value: str = Field(max_length=MAX_VALUE)
 
 
 class TokenCreate(Strict):
@@ -398,6 +401,10 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
                            "not starting with a digit")
         return name
 
+    def sized(value: str) -> None:
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE:
+            raise ApiError(413, f"a value is at most {MAX_VALUE} bytes (UTF-8)")
+
     @app.get("/api/v1/secrets", tags=["secrets"], dependencies=[admin])
     def list_secrets() -> dict[str, Any]:
         """Names and dates; never values."""
@@ -407,6 +414,7 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
              status_code=204)
     def put_secret(name: str, body: Value) -> Response:
         named(name)
+        sized(body.value)
         store.put_secret(name, manager.box.seal(name, body.value), manager.box.key_id)
         return Response(status_code=204)
 
@@ -432,6 +440,7 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
              status_code=204)
     def put_variable(name: str, body: Value) -> Response:
         named(name)
+        sized(body.value)
         store.put_variable(name, body.value)
         return Response(status_code=204)
 

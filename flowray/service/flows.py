@@ -158,11 +158,24 @@ def check_flow(name: str, *, path: str, text: str, files: Mapping[str, str],
         cycle = cycle[at:-1] + cycle[:at] + [name]
     if cycle:
         raise PushError(f"{path}: its flow triggers form a cycle", [
-            {"file": path, **_position(text, path), "path": "triggers.flow", "severity": "error",
+            {"file": path, **_position(text, path), "path": "triggers.flow",
+             "severity": "error",
              "message": "flow triggers would form a cycle: " + " <- ".join(cycle)
                         + " (a run of each would start the next for ever)"}])
-    triggers = data.get("triggers")
-    kinds = sorted(triggers) if isinstance(triggers, dict) else []
+    kinds = spec_triggers.trigger_kinds(data)
+    automatic = [k for k in kinds if k in ("schedule", "webhook", "flow")]
+    if automatic:
+        from flowray.spec.triggers import manual_inputs
+
+        for input_name, spec in manual_inputs(data).items():
+            if spec["required"] and spec["default"] is None:
+                where = _position(text, path, ("triggers", "manual", "inputs", input_name))
+                diags.append({
+                    "file": path, **where,
+                    "path": f"triggers.manual.inputs.{input_name}", "severity": "warning",
+                    "message": f"input '{input_name}' is required and has no default, so the "
+                               f"{' and '.join(automatic)} trigger(s) cannot start this flow "
+                               "(they give no inputs): give it a default"})
     now = time.time() if now is None else now
     schedules = []
     from datetime import datetime, timezone
@@ -178,12 +191,13 @@ def check_flow(name: str, *, path: str, text: str, files: Mapping[str, str],
                   warnings=[d for d in diags if d["severity"] != "error"])
 
 
-def _position(text: str, path: str) -> dict[str, int]:
-    """Where ``triggers.flow`` is written in the flow (1:1 when it cannot be found)."""
+def _position(text: str, path: str, key: tuple[str, ...] = ("triggers", "flow")
+              ) -> dict[str, int]:
+    """Where ``key`` is written in the flow (1:1 when it cannot be found)."""
     from flowray.spec.yamlpos import YamlError, parse_yaml
 
     try:
-        line, col = parse_yaml(text, path).positions.key(("triggers", "flow"))
+        line, col = parse_yaml(text, path).positions.key(key)
     except (YamlError, KeyError, ValueError):
         line, col = 1, 1
     return {"line": line, "col": col}

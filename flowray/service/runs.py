@@ -26,6 +26,7 @@ from flowray.service.flows import decode_files, write_workspace
 from flowray.service.store import TERMINAL, NewRun, Store
 
 if TYPE_CHECKING:
+    from flowray.backends.local import Slots
     from flowray.runtime.api import Run
     from flowray.runtime.metrics import Metrics
     from flowray.service.secretbox import SecretBox
@@ -87,6 +88,14 @@ class RunManager:
         self._events = threading.Condition()  # notified when a run's events were written
         self._last_heartbeat = 0.0
         self._parsed: dict[tuple[str, int], dict[str, Any]] = {}  # (flow, version) -> data
+        # This machine's CPUs and GPUs, shared by the runs of this process (on Ray, the
+        # cluster shares its own).
+        self.slots: Slots | None = None
+        if options.backend is None:
+            from flowray.backends.local import Slots, detect_gpus
+
+            self.slots = Slots(float(os.cpu_count() or 1), detect_gpus())
+            metrics.track_gpu_slots(len(self.slots.gpus))
 
     # ------------------------------------------------------------------ triggering
 
@@ -245,6 +254,11 @@ class RunManager:
         for run_id in ids:
             self._finish_events(run_id, "failure", 1,
                                 "the flowray service running this run stopped before it ended")
+            row = self.store.get_run(run_id)
+            if row is not None:
+                self.metrics.run_ended_unstarted(flow=row.flow, trigger=row.trigger,
+                                                 status="failure")
+                self._after_end(row, "failure", {})
         return ids
 
     def start_queued(self) -> None:
@@ -378,7 +392,7 @@ class RunManager:
             flow_file, workdir=folder, inputs=json.loads(row.inputs),
             event=json.loads(row.event), secrets=secret_values,
             variables=self.store.variable_values(), backend=self.options.backend,
-            trigger=row.trigger, run_id=row.id, **({"reuse": reuse} if reuse else {}))
+            trigger=row.trigger, run_id=row.id, reuse=reuse, slots=self.slots)
 
     def _pump(self, row: Any, run: Run) -> None:
         """Copy the run's events to the database in small batches, feed the metrics, and
@@ -408,7 +422,7 @@ class RunManager:
         status = final["status"] if final else (record or {}).get("status", "failure")
         exit_code = final.get("exit_code") if final else run.exit_code
         _patiently(lambda: self.store.finish_run(
-            row.id, status=status, exit_code=exit_code, reason=(record or {}).get("error"),
+            row.id, status=status, exit_code=exit_code, reason=_reason(record or {}, status),
             record=record, only_from=("running",)))
         self._notify()
         try:
@@ -509,6 +523,7 @@ class RunManager:
                 self._finish_events(run_id, "cancelled", 130, reason)
                 self.metrics.run_ended_unstarted(flow=row.flow, trigger=row.trigger,
                                                  status="cancelled")
+                self._after_end(row, "cancelled", {})
                 return "cancelled"
             row = self.store.get_run(run_id)  # it started meanwhile
         with self._lock:
@@ -543,6 +558,14 @@ class RunManager:
             live.done.wait(60)
         with contextlib.suppress(Exception):
             self.store.remove_instance(self.instance)
+
+
+def _reason(record: Mapping[str, Any], status: str) -> str | None:
+    """Why a run did not succeed, in a line: the record's error, or its cancel reason."""
+    if status == "cancelled" and record.get("cancel_reason"):
+        return str(record["cancel_reason"])
+    error = record.get("error")
+    return str(error) if error else None
 
 
 def _patiently(write: Callable[[], object]) -> None:

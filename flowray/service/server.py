@@ -132,9 +132,13 @@ def build(options: ServeOptions, *, metrics: Any = None) -> Service:
     token_file = None
     if not store.has_tokens():
         token_file = _first_admin_token(store, options.data_dir)
-    manager = RunManager(store, box, metrics or Metrics(), Options(
-        data_dir=options.data_dir, backend=options.ray, keep_runs=options.keep_runs,
-        keep_days=options.keep_days, drain=options.drain, max_runs=options.max_runs))
+    try:
+        manager = RunManager(store, box, metrics or Metrics(), Options(
+            data_dir=options.data_dir, backend=options.ray, keep_runs=options.keep_runs,
+            keep_days=options.keep_days, drain=options.drain, max_runs=options.max_runs))
+    except ValueError as exc:  # FLOWRAY_GPUS naming no GPUs
+        store.engine.dispose()
+        raise ServeError(str(exc)) from None
     settled = manager.settle_orphans()
     if settled:
         log.warning("%d run(s) were running when a previous service process stopped; they are "

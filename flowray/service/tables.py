@@ -63,7 +63,7 @@ schedules = Table(
     "schedules", metadata,
     Column("flow", String(200), primary_key=True),
     Column("idx", Integer, primary_key=True),
-    Column("cron", String(200), nullable=False),
+    Column("cron", Text, nullable=False),
     Column("timezone", String(100), nullable=False),
     Column("catchup", Float, nullable=False),
     Column("next_fire", Float, nullable=False),

@@ -443,6 +443,8 @@ def trigger_problems(flow: Mapping[str, Any]) -> list[TriggerProblem]:
             elif kind in ("schedule", "flow"):
                 out.append(TriggerProblem(path, f"the '{kind}' trigger needs settings: write "
                                                 f"'triggers' as a map ({_EXAMPLES[kind]})"))
+            elif kind == "webhook":
+                out.append(TriggerProblem(path, _NO_SECRET, "warning"))
             elif kind not in TRIGGER_KINDS:
                 out.append(TriggerProblem(path, _unknown_kind(kind)))
     out += _concurrency_problems(flow.get("concurrency"))
@@ -535,13 +537,25 @@ def _schedule_problems(value: Any) -> list[TriggerProblem]:
     return out
 
 
+_NO_SECRET = ("a webhook without 'secret' can never start this flow: the service refuses "
+              "every unsigned delivery (401); name the stored secret that signs deliveries "
+              "(secret: HOOK_KEY)")
+
+
+def trigger_kinds(flow: Mapping[str, Any]) -> list[str]:
+    """The kinds of trigger a flow has (``manual``, ``schedule``...), in either form."""
+    return sorted(str(kind) for kind in _triggers(flow))
+
+
 def _webhook_problems(value: Any) -> list[TriggerProblem]:
     base: KeyPath = ("triggers", "webhook")
     if value is None:
-        return []
+        return [TriggerProblem(base, _NO_SECRET, "warning")]
     if not isinstance(value, Mapping):
         return [TriggerProblem(base, f"expected a map with secret and if, got {describe(value)}")]
     out = _unknown_keys(value, base, WEBHOOK_KEYS, "a webhook")
+    if "secret" not in value:
+        out.append(TriggerProblem(base, _NO_SECRET, "warning"))
     problem = _secret_problem(value["secret"]) if "secret" in value else None
     if problem is not None:
         out.append(TriggerProblem((*base, "secret"), problem))

@@ -351,6 +351,13 @@ class FlowChecker:
         manual = triggers.get("manual") if isinstance(triggers, dict) else None
         if not isinstance(manual, dict):
             return
+        for key in manual:
+            if key not in ("inputs", "form", "role"):
+                self.report(("triggers", "manual", str(key)),
+                            f"unknown key '{key}' of the manual trigger"
+                            f"{did_you_mean(str(key), ('inputs', 'form', 'role'))} (it has "
+                            "inputs, DataTorch's form, and role); it is ignored",
+                            severity="warning")
         role = manual.get("role")
         if "role" in manual and not isinstance(role, str):
             self.report(("triggers", "manual", "role"),

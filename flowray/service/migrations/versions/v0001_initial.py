@@ -47,7 +47,7 @@ def upgrade() -> None:
         "schedules",
         sa.Column("flow", sa.String(200), primary_key=True),
         sa.Column("idx", sa.Integer, primary_key=True),
-        sa.Column("cron", sa.String(200), nullable=False),
+        sa.Column("cron", sa.Text, nullable=False),
         sa.Column("timezone", sa.String(100), nullable=False),
         sa.Column("catchup", sa.Float, nullable=False),
         sa.Column("next_fire", sa.Float, nullable=False),
