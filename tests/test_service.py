@@ -83,6 +83,14 @@ def test_roles_and_tokens(served: Served, admin: httpx.Client) -> None:
     with served.client(tokens["runner"]) as runner:
         started = runner.post("/api/v1/flows/hello/runs", json={})
         assert started.status_code == 201
+        guarded = HELLO.replace("name: hello", "name: guarded").replace(
+            "  manual:\n", "  manual:\n    role: admin\n")
+        assert push(admin, "guarded", guarded).status_code == 201
+        refused = runner.post("/api/v1/flows/guarded/runs", json={})
+        assert (refused.status_code, refused.json()) == (403, {
+            "error": "flow 'guarded' may be started by hand only with the role admin "
+                     "(triggers.manual.role); the token 't-runner' has the role runner"})
+        assert admin.post("/api/v1/flows/guarded/runs", json={}).status_code == 201
         got = runner.put("/api/v1/secrets/X", json={"value": "v"})
         assert (got.status_code, got.json()) == (403, {
             "error": "the token 't-runner' has the role runner; this needs admin"})

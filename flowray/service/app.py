@@ -34,7 +34,7 @@ from flowray.service import hooks
 from flowray.service.db import first_line, is_unavailable
 from flowray.service.flows import BadFiles, PushError, check_flow
 from flowray.service.runs import RunManager, TriggerError
-from flowray.service.store import Conflict, Store, role_allows, run_summary
+from flowray.service.store import ROLES, Conflict, Store, role_allows, run_summary
 
 log = logging.getLogger("flowray.service")
 
@@ -258,11 +258,23 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
 
     # -- runs
 
-    @app.post("/api/v1/flows/{name}/runs", tags=["runs"], dependencies=[runner],
-              status_code=201)
-    def start_run(name: str, body: RunStart,
+    @app.post("/api/v1/flows/{name}/runs", tags=["runs"], status_code=201)
+    def start_run(name: str, body: RunStart, caller: Annotated[tuple[str, str], runner],
                   idempotency_key: Annotated[str | None, Header(max_length=200)] = None
                   ) -> JSONResponse:
+        """Start a run by hand. A flow whose ``triggers.manual.role`` names one of the
+        service's roles may be started only by tokens with that role or above."""
+        from flowray.spec.triggers import manual_trigger
+
+        try:
+            _, data = manager.load_flow(name)
+        except TriggerError as exc:
+            raise ApiError(exc.status, str(exc)) from None
+        needed = manual_trigger(data).get("role")
+        if needed in ROLES and not role_allows(caller[1], needed):
+            raise ApiError(403, f"flow '{name}' may be started by hand only with the role "
+                           f"{needed} (triggers.manual.role); the token '{caller[0]}' has the "
+                           f"role {caller[1]}")
         try:
             run_id, created = manager.trigger(name, trigger="manual", inputs=body.inputs,
                                               idempotency_key=idempotency_key)
