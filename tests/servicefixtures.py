@@ -131,10 +131,11 @@ def wait_run(client: httpx.Client, run_id: str, *, timeout: float = 120,
     raise AssertionError(f"run {run_id} is still {data['status']}")
 
 
-def sse(client: httpx.Client, run_id: str, *, last_event_id: int | None = None,
+def sse(client: httpx.Client, run_id: str, *, last_event_id: int | str | None = None,
         limit: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """(id, event) of a run's event stream, as a browser's EventSource reads it."""
-    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    headers = {"Last-Event-ID": str(last_event_id).encode()} \
+        if last_event_id is not None else {}
     with client.stream("GET", f"/api/v1/runs/{run_id}/events", headers=headers,
                        timeout=120) as response:
         assert response.status_code == 200, response.read()

@@ -120,13 +120,14 @@ class ServerClient:
 
     # ------------------------------------------------------------------ flows
 
-    def push_flow(self, name: str, *, text: str, path: str,
-                  files: dict[str, str]) -> tuple[dict[str, Any], bool]:
+    def push_flow(self, name: str, *, text: str, path: str, files: dict[str, str],
+                  executable: list[str] | None = None) -> tuple[dict[str, Any], bool]:
         """Store a new version of flow ``name`` (``files``: relative path -> base64 content,
         its local actions); the answer (``name version created``) and whether the flow is new
         (201). An invalid flow raises :class:`ServerError` with its ``diagnostics``."""
         resp = self._call("PUT", f"/flows/{_seg(name)}", role="admin", action="push flows",
-                          json={"text": text, "path": path, "files": files})
+                          json={"text": text, "path": path, "files": files,
+                                "executable": executable or []})
         return self._object(resp), resp.status_code == 201
 
     def flows(self) -> list[dict[str, Any]]:

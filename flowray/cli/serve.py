@@ -38,6 +38,10 @@ from flowray.cli.common import EXIT_FAILED, EXIT_INVALID, _fail
               help="Seconds running runs get to end on SIGTERM before they are cancelled.")
 @click.option("--max-runs", type=click.IntRange(1, 10000), default=32, show_default=True,
               metavar="N", help="Runs this process runs at once; more wait in the queue.")
+@click.option("--pass-env", "pass_env", multiple=True, metavar="NAME",
+              help="Give the steps of runs this variable of the service's environment too "
+                   "(repeatable). By default they get only the machine's basics (PATH, HOME, "
+                   "LANG, proxies, CUDA_*, ...), never the service's credentials.")
 @click.option("--rotate-secret-key", type=click.Path(dir_okay=False, exists=True),
               default=None, metavar="NEW_KEY_FILE",
               help="Re-encrypt every secret with the key in NEW_KEY_FILE, make it the "
@@ -45,7 +49,7 @@ from flowray.cli.common import EXIT_FAILED, EXIT_INVALID, _fail
                    "first.")
 def serve(host: str, port: int, data_dir: str | None, db: str | None,
           ray_address: str | None, secret_key_file: str | None, keep_runs: int | None,
-          keep_days: float | None, drain: float, max_runs: int,
+          keep_days: float | None, drain: float, max_runs: int, pass_env: tuple[str, ...],
           rotate_secret_key: str | None) -> None:
     """Serve flows: the HTTP API, triggers, run history, secrets and /metrics."""
     from flowray.service.db import DatabaseError
@@ -64,7 +68,7 @@ def serve(host: str, port: int, data_dir: str | None, db: str | None,
                            data_dir=os.path.abspath(data_dir or default_data_dir()), db=db,
                            ray=ray_address, secret_key_file=secret_key_file,
                            keep_runs=keep_runs, keep_days=keep_days, drain=drain,
-                           max_runs=max_runs)
+                           max_runs=max_runs, pass_env=tuple(pass_env))
     try:
         if rotate_secret_key:
             count = rotate_key(options, rotate_secret_key)

@@ -234,7 +234,10 @@ def flow_push(files: tuple[str, ...], workdir: str | None, server: str | None,
             text = _flow_text(path)
             name, actions = _flow_parts(path, text, workspace)
             try:
-                stored, new = client.push_flow(name, text=text, path=path, files=actions)
+                runnable = [rel for rel in actions
+                            if os.access(os.path.join(workspace, rel), os.X_OK)]
+                stored, new = client.push_flow(name, text=text, path=path, files=actions,
+                                               executable=runnable)
             except ServerError as exc:
                 if exc.status != 422:
                     raise

@@ -153,6 +153,26 @@ def prepare(flow: str | os.PathLike[str], *, workdir: str | os.PathLike[str] = "
                     use_cache=use_cache)
 
 
+MAX_INPUT_DEPTH = 100  # lists and maps inside an input (a record must stay readable)
+
+
+def _depth(value: Any, limit: int = MAX_INPUT_DEPTH + 1) -> int:
+    """How deep lists and maps nest in ``value`` (counting stops past ``limit``)."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        nxt: list[Any] = []
+        for v in level:
+            if isinstance(v, Mapping):
+                nxt.extend(v.values())
+            elif isinstance(v, list | tuple):
+                nxt.extend(v)
+        if not nxt:
+            break
+        depth += 1
+        level = nxt
+    return depth
+
+
 def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file: str = ""
                       ) -> dict[str, Any]:
     """Apply the types and defaults that ``triggers.manual`` declares (its ``inputs``, and
@@ -163,6 +183,10 @@ def coerce_run_inputs(flow: Mapping[str, Any], given: dict[str, Any], flow_file:
     for name, given_value in given.items():
         try:  # a run's inputs are kept in its record, and read by templates as JSON values
             json.dumps(given_value)
+            if _depth(given_value) > MAX_INPUT_DEPTH:
+                raise RunInputError(str(name), f"input '{name}' is nested more than "
+                                    f"{MAX_INPUT_DEPTH} levels deep", reason="type",
+                                    flow_file=flow_file)
         except (TypeError, ValueError, RecursionError):
             raise RunInputError(str(name), f"input '{name}' is not a JSON value (text, a number "
                                 "of at most 4300 digits, true/false, null, or lists and maps "
@@ -505,7 +529,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
           on_action_event: Callable[[str], None] | None = None,
           variables: Mapping[str, str] | None = None, run_id: str | None = None,
           reuse: Mapping[str, Mapping[str, Any]] | None = None,
-          slots: Slots | None = None) -> Run:
+          slots: Slots | None = None, base_env: Mapping[str, str] | None = None) -> Run:
     """Start a run of ``flow`` (a path, or YAML text) and return it at once.
 
     ``backend``: None or ``"local"`` (this machine's CPUs and GPUs), ``"ray"`` (a local Ray
@@ -520,6 +544,8 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     ``{"run": id, "outputs": {...}}``, jobs that end ``success`` with those outputs without
     running again. ``slots``: this machine's CPUs and GPUs shared with other runs (the
     service's runs, so that two never get the same GPU); the run's own by default.
+    ``base_env``: the environment steps start from instead of this process's (``env`` is
+    added to it).
 
     Raises :class:`~flowray.spec.FlowError` (an invalid flow, with its diagnostics),
     :class:`RunInputError`, :class:`SecretsMissing` (a secret the flow reads is not in
@@ -536,6 +562,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
     _check_text_map("secrets", secrets)
     _check_text_map("env", env)
     _check_text_map("variables", variables)
+    _check_text_map("base_env", base_env)
     if run_id is not None:
         from flowray.store.records import run_id_problem
 
@@ -582,6 +609,7 @@ def start(flow: str | os.PathLike[str], *, inputs: Mapping[str, Any] | None = No
         reuse_results=prepared.use_cache,
         variables=dict(variables or {}),
         reuse={k: dict(v) for k, v in (reuse or {}).items()},
+        base_env=dict(base_env) if base_env is not None else None,
     )
     actions = ActionTable(prepared.cached.actions)
     hold = contextlib.ExitStack()

@@ -87,6 +87,9 @@ class RunOptions:
     # Jobs a rerun does not run again: job key -> {"run": the run it comes from, "outputs"}.
     # Each ends `success` with those outputs, without running, when its needs have ended.
     reuse: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The environment steps start from (before env:, secrets and flowray's own variables);
+    # None: this process's. The service gives a filtered one (not its credentials).
+    base_env: dict[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -229,7 +232,8 @@ class Coordinator:
         self._cancel_reason = ""
         self.started = time.time()
         self.gpu_count = gpu_count
-        self.base_env = {**os.environ, **options.env}
+        self.base_env = {**(os.environ if options.base_env is None else options.base_env),
+                         **options.env}
         name = self.flow["name"]
         self.run_number = next_run_number(options.workspace, name)
         number = self.run_number.number

@@ -410,6 +410,11 @@ class Metrics:
 
     # ------------------------------------------------------------------------- the service
 
+    def queued_runs(self, count: int) -> None:
+        """How many runs wait in the service's queue now (read from its database, which all
+        its processes share)."""
+        self._runs.labels(state="queued").set(count)
+
     def queued_run(self, delta: int) -> None:
         """Runs waiting in the service for a slot or their concurrency group: +1 when one
         starts waiting, -1 when it leaves the queue (started or cancelled)."""

@@ -9,13 +9,16 @@ FastAPI reads the routes' annotations at run time (its dependencies are closures
 parts), so this module does not use postponed annotations.
 """
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     FileResponse,
@@ -34,13 +37,19 @@ from flowray.service import hooks
 from flowray.service.db import first_line, is_unavailable
 from flowray.service.flows import BadFiles, PushError, check_flow
 from flowray.service.runs import RunManager, TriggerError
-from flowray.service.store import ROLES, Conflict, Store, role_allows, run_summary
+from flowray.service.store import (
+    ROLES,
+    TERMINAL,
+    Conflict,
+    Store,
+    role_allows,
+    run_summary,
+)
 
 log = logging.getLogger("flowray.service")
 
 MAX_BODY = 16 * 1024 * 1024  # any request body (a flow with its local actions, at most)
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"  # secrets and variables
-FLOW_NAME = r"^[^/\x00-\x1f]{1,200}$"
 
 
 class ApiError(Exception):
@@ -63,6 +72,8 @@ class FlowPush(Strict):
                       description="the file name it was pushed from, used in diagnostics")
     files: dict[str, str] = Field(default_factory=dict,
                                   description="its local actions' files: path -> base64")
+    executable: list[str] = Field(default_factory=list, max_length=1000,
+                                  description="the paths in files to make runnable (755)")
 
 
 class ValidateBody(Strict):
@@ -95,7 +106,7 @@ class TokenCreate(Strict):
 
 def create_app(store: Store, manager: RunManager) -> FastAPI:
     app = FastAPI(title="flowray", version=flowray.__version__,
-                  openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
+                  openapi_url=None, docs_url=None, redoc_url=None)
     bearer = HTTPBearer(auto_error=False, description="a token made by `flowray token "
                         "create` (the first admin token is in the data dir's admin-token)")
 
@@ -109,6 +120,8 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         text = {404: "not found", 405: "method not allowed"}.get(exc.status_code,
                                                                  str(exc.detail))
+        if exc.status_code == 404 and exc.detail not in ("Not Found", None):
+            text = str(exc.detail)
         return JSONResponse({"error": text}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
@@ -126,6 +139,11 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        from sqlalchemy.exc import DataError
+
+        if isinstance(exc, DataError):  # a value the database cannot hold (a number too big)
+            return JSONResponse({"error": f"a value the database cannot hold: "
+                                 f"{first_line(exc)}"}, status_code=422)
         if is_unavailable(exc):
             return JSONResponse({"error": "the database is not answering: "
                                  f"{first_line(exc)}"}, status_code=503,
@@ -133,22 +151,6 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         log.error("internal error", exc_info=exc)
         return JSONResponse({"error": f"internal error in the flowray service: "
                              f"{type(exc).__name__}"}, status_code=500)
-
-    @app.middleware("http")
-    async def _limit_body(request: Request,
-                          call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if request.url.path.startswith("/hooks/"):
-            return await call_next(request)  # the webhook route counts what it refuses
-        limit = MAX_BODY
-        if length is not None:
-            if not length.isdigit():
-                return JSONResponse({"error": "Content-Length is not a number"},
-                                    status_code=400)
-            if int(length) > limit:
-                return JSONResponse({"error": f"the body is larger than {limit} bytes"},
-                                    status_code=413)
-        return await call_next(request)
 
     # -- access
 
@@ -170,7 +172,18 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
     runner = Depends(access("runner"))
     admin = Depends(access("admin"))
 
-    # -- health and metrics
+    # -- health, metrics, the API's description
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False, dependencies=[viewer])
+    def openapi() -> JSONResponse:
+        """The API's OpenAPI 3 description (every route, body, answer, the bearer scheme)."""
+        return JSONResponse(app.openapi())
+
+    @app.get("/livez", tags=["service"])
+    def livez() -> dict[str, str]:
+        """Whether the process answers (a liveness probe: it does not ask the database,
+        which may be away while the service rides it out)."""
+        return {"status": "alive"}
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> JSONResponse:
@@ -196,7 +209,7 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         return {"flows": store.list_flows()}
 
     @app.get("/api/v1/flows/{name}", tags=["flows"], dependencies=[viewer])
-    def get_flow(name: str, version: Annotated[int | None, Query(ge=1)] = None
+    def get_flow(name: str, version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None
                  ) -> dict[str, Any]:
         flow = store.get_flow(name, version)
         if flow is None:
@@ -207,26 +220,28 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
 
     @app.put("/api/v1/flows/{name}", tags=["flows"], dependencies=[admin],
              responses={422: {"description": "the flow is not valid: its diagnostics"}})
-    def put_flow(name: Annotated[str, Path(pattern=FLOW_NAME)], body: FlowPush
-                 ) -> JSONResponse:
+    def put_flow(name: str, body: FlowPush) -> JSONResponse:
+        problem = flow_name_problem(name)
+        if problem:
+            raise ApiError(422, problem)
         try:
             pushed = check_flow(name, path=os.path.basename(body.path) or "flow.yaml",
-                                text=body.text, files=body.files,
+                                text=body.text, files=body.files, executable=body.executable,
                                 variables=list(store.variable_values()),
                                 edges=store.flow_trigger_edges())
         except PushError as exc:
             raise ApiError(422, str(exc), diagnostics=exc.diagnostics) from None
         except BadFiles as exc:
             raise ApiError(422, str(exc)) from None
-        existed = store.get_flow(name) is not None
-        version, created = store.push_flow(
+        version, created, new = store.push_flow(
             name, path=pushed.path, text=pushed.text, files=pushed.files,
+            executable=pushed.executable,
             triggers=pushed.triggers, flow_triggers=pushed.flow_triggers,
             schedules=pushed.schedules)
         for flow, fire in store.next_fires().items():
             manager.metrics.schedule_next_fire(flow, fire)
         return JSONResponse({"name": name, "version": version, "created": created,
-                             "warnings": pushed.warnings}, status_code=200 if existed else 201)
+                             "warnings": pushed.warnings}, status_code=201 if new else 200)
 
     @app.delete("/api/v1/flows/{name}", tags=["flows"], dependencies=[admin],
                 status_code=204)
@@ -258,16 +273,14 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
 
     # -- runs
 
-    @app.post("/api/v1/flows/{name}/runs", tags=["runs"], status_code=201)
-    def start_run(name: str, body: RunStart, caller: Annotated[tuple[str, str], runner],
-                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None
-                  ) -> JSONResponse:
-        """Start a run by hand. A flow whose ``triggers.manual.role`` names one of the
-        service's roles may be started only by tokens with that role or above."""
+    def may_start(name: str, caller: tuple[str, str], *, version: int | None = None) -> None:
+        """403 unless ``caller`` may start flow ``name`` by hand: a flow whose
+        ``triggers.manual.role`` names one of the service's roles needs that role or above
+        (for reruns too)."""
         from flowray.spec.triggers import manual_trigger
 
         try:
-            _, data = manager.load_flow(name)
+            _, data = manager.load_flow(name, version)
         except TriggerError as exc:
             raise ApiError(exc.status, str(exc)) from None
         needed = manual_trigger(data).get("role")
@@ -275,6 +288,14 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
             raise ApiError(403, f"flow '{name}' may be started by hand only with the role "
                            f"{needed} (triggers.manual.role); the token '{caller[0]}' has the "
                            f"role {caller[1]}")
+
+    @app.post("/api/v1/flows/{name}/runs", tags=["runs"], status_code=201)
+    def start_run(name: str, body: RunStart, caller: Annotated[tuple[str, str], runner],
+                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None
+                  ) -> JSONResponse:
+        """Start a run by hand. A flow whose ``triggers.manual.role`` names one of the
+        service's roles may be started only by tokens with that role or above."""
+        may_start(name, caller)
         try:
             run_id, created = manager.trigger(name, trigger="manual", inputs=body.inputs,
                                               idempotency_key=idempotency_key)
@@ -308,15 +329,23 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
     def _record(row: Any) -> dict[str, Any] | None:
         if row.record:
             return json.loads(row.record)  # type: ignore[no-any-return]
-        path = os.path.join(_run_dir(row.id), "record.json")
+        path = _in_run(row.id, "record.json")
         try:
+            if path is None:
+                return None
             with open(path, encoding="utf-8") as fh:
-                return json.load(fh)  # type: ignore[no-any-return]
-        except (OSError, ValueError):
+                found = json.load(fh)
+        except (OSError, ValueError, RecursionError):
             return None
+        return found if isinstance(found, dict) else None
 
-    def _run_dir(run_id: str) -> str:
-        return os.path.join(manager.workspace(run_id), ".flowray", "runs", run_id)
+    def _in_run(run_id: str, rel: str) -> str | None:
+        """A file of a run's folder (``rel`` may not leave it), read only through real
+        folders (see _no_links)."""
+        if _escapes(rel) or _escapes(run_id):
+            return None
+        return _no_links(os.path.join(manager.options.data_dir, "workspaces"),
+                         f"{run_id}/.flowray/runs/{run_id}/{rel}")
 
     @app.get("/api/v1/runs/{run_id}", tags=["runs"], dependencies=[viewer])
     def get_run(run_id: str) -> dict[str, Any]:
@@ -333,34 +362,59 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         """Server-Sent Events of the run's events (``id:`` is the event's seq); resume with
         ``Last-Event-ID``; the stream ends after ``run.finished``."""
         await run_in_threadpool(_row, run_id)
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        after = 0
+        if last_event_id and last_event_id.isascii() and last_event_id.strip().isdigit() \
+                and len(last_event_id.strip()) <= 9:
+            after = int(last_event_id)
+
+        loop = asyncio.get_running_loop()
+        written = asyncio.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(written.set)
+
+        unwatch = manager.watch(run_id, wake)
 
         async def stream() -> AsyncIterator[bytes]:
             nonlocal after
-            yield b"retry: 1000\n\n"
-            idle = 0.0
-            while True:
-                texts = await run_in_threadpool(store.events_after, run_id, after)
-                for text in texts:
-                    data = json.loads(text)
-                    after = data["seq"]
-                    yield f"id: {after}\ndata: {text}\n\n".encode()
-                    if data["type"] == "run.finished":
+            try:
+                yield b"retry: 1000\n\n"
+                quiet = 0
+                while True:
+                    written.clear()
+                    texts = await run_in_threadpool(store.events_after, run_id, after)
+                    for text in texts:
+                        data = json.loads(text)
+                        after = data["seq"]
+                        yield f"id: {after}\ndata: {text}\n\n".encode()
+                        if data["type"] == "run.finished":
+                            return
+                    if texts:
+                        quiet = 0
+                        continue
+                    if await request.is_disconnected():
                         return
-                if texts:
-                    idle = 0.0
-                    continue
-                if await request.is_disconnected():
-                    return
-                idle += 0.2
-                if idle >= 15:  # a comment keeps proxies from closing a quiet stream
-                    idle = 0.0
-                    yield b": keep-alive\n\n"
-                await run_in_threadpool(manager.wait_events, 0.2)
+                    quiet += 1
+                    if quiet % 5 == 0 and await run_in_threadpool(_over, run_id):
+                        return  # it ended and the reader has every event: nothing will come
+                    if quiet % 15 == 0:  # a comment keeps proxies from closing the stream
+                        yield b": keep-alive\n\n"
+                    # Woken by this process's writes; a run of another process is looked at
+                    # again after a second.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(written.wait(), 1.0)
+            finally:
+                unwatch()
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})
+
+    def _over(run_id: str) -> bool:
+        """The run ended more than 2 s ago (its last events are written by then)."""
+        row = store.get_run(run_id)
+        return row is None or (row.status in TERMINAL and row.ended is not None
+                               and time.time() - row.ended > 2)
 
     @app.get("/api/v1/runs/{run_id}/logs/{job}/{step}", tags=["runs"],
              dependencies=[viewer], response_class=PlainTextResponse)
@@ -370,7 +424,7 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         steps = ((record.get("jobs") or {}).get(job) or {}).get("steps") or []
         if not 0 <= step < len(steps) or not steps[step].get("log"):
             raise ApiError(404, f"run {run_id} has no log for job '{job}' step {step}")
-        path = _inside(_run_dir(run_id), steps[step]["log"])
+        path = _in_run(run_id, str(steps[step]["log"]))
         if path is None or not os.path.isfile(path):
             raise ApiError(404, f"the log of job '{job}' step {step} is not kept")
         return FileResponse(path, media_type="text/plain; charset=utf-8")
@@ -379,7 +433,8 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
              dependencies=[viewer])
     def artifact(run_id: str, job: str, path: str) -> Response:
         _row(run_id)
-        found = _inside(os.path.join(_run_dir(run_id), "artifacts"), os.path.join(job, path))
+        found = None if _escapes(f"{job}/{path}") else _in_run(run_id,
+                                                                f"artifacts/{job}/{path}")
         if found is None or not os.path.isfile(found):
             raise ApiError(404, f"run {run_id} has no artifact '{path}' of job '{job}'")
         return FileResponse(found, filename=os.path.basename(found))
@@ -392,10 +447,11 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
             raise ApiError(404, f"no run with id '{run_id}'")
         return JSONResponse({"id": run_id, "status": status}, status_code=202)
 
-    @app.post("/api/v1/runs/{run_id}/rerun", tags=["runs"], dependencies=[runner],
-              status_code=201)
-    def rerun(run_id: str, body: Rerun) -> JSONResponse:
+    @app.post("/api/v1/runs/{run_id}/rerun", tags=["runs"], status_code=201)
+    def rerun(run_id: str, body: Rerun, caller: Annotated[tuple[str, str], runner]
+              ) -> JSONResponse:
         row = _row(run_id)
+        may_start(row.flow, caller, version=row.version)
         try:
             new_id = manager.rerun(row, failed=body.failed, jobs=body.jobs,
                                    record=_record(row))
@@ -421,6 +477,14 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
     def list_secrets() -> dict[str, Any]:
         """Names and dates; never values."""
         return {"secrets": store.listing("secrets")}
+
+    @app.get("/api/v1/secrets/{name}", tags=["secrets"], dependencies=[admin])
+    def get_secret(name: str) -> dict[str, Any]:
+        """A secret's name and dates; never its value."""
+        for item in store.listing("secrets"):
+            if item["name"] == name:
+                return dict(item)
+        raise ApiError(404, f"no secret named '{name}'")
 
     @app.put("/api/v1/secrets/{name}", tags=["secrets"], dependencies=[admin],
              status_code=204)
@@ -561,10 +625,47 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
     return app
 
 
-def _inside(root: str, rel: str) -> str | None:
-    """``root/rel`` if it stays inside ``root`` (no ``..``, no links out)."""
-    base = os.path.realpath(root)
-    path = os.path.realpath(os.path.join(base, rel))
-    if path != base and not path.startswith(base + os.sep):
+def flow_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a stored flow (it is a URL path segment, a metric label and
+    something people read), or None."""
+    import unicodedata
+
+    if not name or len(name) > 200:
+        return "a flow's name is 1 to 200 characters"
+    if name != name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+        return (f"{name[:100]!r} cannot name a flow: no '/', no spaces around it, not '.' or "
+                "'..'")
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl",
+                                                                "Zp")), None)
+    if bad is not None:
+        return (f"a flow's name cannot hold the character U+{ord(bad):04X} (control or "
+                "formatting characters could make it read as another name)")
+    return None
+
+
+def _escapes(rel: str) -> bool:
+    """Whether the relative path ``rel`` leaves its folder (``..``, absolute, empty)."""
+    import posixpath
+
+    norm = posixpath.normpath(rel.replace("\\", "/")) if rel else ".."
+    return norm.startswith(("/", "../")) or norm in ("..", ".")
+
+
+def _no_links(root: str, rel: str) -> str | None:
+    """``root/rel`` when no part of ``rel`` is ``..`` or a symbolic link (a step may have
+    put one in its own run folder, pointing anywhere the service can read), else None."""
+    import posixpath
+    import stat
+
+    norm = posixpath.normpath(rel.replace(os.sep, "/"))
+    if norm.startswith(("/", "../")) or norm == "..":
         return None
+    path = root
+    for part in norm.split("/"):
+        path = os.path.join(path, part)
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return None
+        except OSError:
+            return None
     return path

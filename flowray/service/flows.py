@@ -14,7 +14,7 @@ import posixpath
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ class Pushed:
     path: str
     text: str
     files: dict[str, str]
+    executable: list[str]
     triggers: list[str]
     flow_triggers: list[tuple[str, list[str]]]
     schedules: list[tuple[str, str, float, float]] = field(default_factory=list)
@@ -97,15 +98,28 @@ def decode_files(files: Mapping[str, Any]) -> dict[str, bytes]:
     return out
 
 
-def write_workspace(folder: str, *, path: str, text: str, files: Mapping[str, bytes]) -> str:
-    """Fill ``folder`` with a flow and its local action files; the flow file's path."""
+def write_workspace(folder: str, *, path: str, text: str, files: Mapping[str, bytes],
+                    executable: Collection[str] = ()) -> str:
+    """Fill ``folder`` with a flow and its local action files (those in ``executable``
+    made runnable); the flow file's path. :class:`BadFiles` when they cannot be written
+    (one file's path is another's folder, a name too long)."""
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    for rel, data in files.items():
-        target = os.path.join(folder, rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as fh:
-            fh.write(data)
     name = "flow.json" if path.endswith(".json") else FLOW_FILE_NAME
+    for rel, data in files.items():
+        if rel in (FLOW_FILE_NAME, "flow.json"):
+            raise BadFiles(f"files: {rel!r} is the flow's own file in the run's folder")
+        target = os.path.join(folder, rel)
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as fh:
+                fh.write(data)
+            if rel in executable:
+                os.chmod(target, 0o755)
+        except OSError as exc:
+            from flowray.store.fs import os_error_text
+
+            raise BadFiles(f"files: {rel!r:.100} cannot be written: "
+                           f"{os_error_text(exc)}") from None
     flow_file = os.path.join(folder, name)
     with open(flow_file, "w", encoding="utf-8", errors="surrogatepass") as fh:
         fh.write(text)
@@ -124,16 +138,20 @@ def flow_name_of(text: str) -> str | None:
 
 def check_flow(name: str, *, path: str, text: str, files: Mapping[str, str],
                variables: list[str], edges: Mapping[str, list[tuple[str, list[str]]]],
-               now: float | None = None) -> Pushed:
+               executable: Collection[str] = (), now: float | None = None) -> Pushed:
     """Validate a pushed flow; :class:`PushError` with its diagnostics when it is not
     valid, or names itself differently, or its flow triggers close a cycle."""
     from flowray.runtime.api import validate
     from flowray.spec import triggers as spec_triggers
 
     decoded = decode_files(files)
+    unknown = sorted(set(executable) - set(files))
+    if unknown:
+        raise BadFiles(f"executable: {unknown[0]!r:.100} is not one of the files pushed")
     folder = tempfile.mkdtemp(prefix="flowray-push-")
     try:
-        flow_file = write_workspace(folder, path=path, text=text, files=decoded)
+        flow_file = write_workspace(folder, path=path, text=text, files=decoded,
+                                    executable=executable)
         found = validate(flow_file, workdir=folder, variables=variables)
         diags = [diagnostic_dict(d, root=folder, shown=path) for d in found]
         errors = [d for d in diags if d["severity"] == "error"]
@@ -186,7 +204,8 @@ def check_flow(name: str, *, path: str, text: str, files: Mapping[str, str],
     for s in spec_triggers.schedules(data):
         fire = next_fire(s.cron, s.timezone, start).timestamp()
         schedules.append((s.cron, s.timezone, s.catchup_seconds, fire))
-    return Pushed(name=name, path=path, text=text, files=dict(files), triggers=kinds,
+    return Pushed(name=name, path=path, text=text, files=dict(files),
+                  executable=sorted(executable), triggers=kinds,
                   flow_triggers=flow_triggers, schedules=schedules,
                   warnings=[d for d in diags if d["severity"] != "error"])
 

@@ -17,7 +17,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,32 @@ if TYPE_CHECKING:
     from flowray.service.secretbox import SecretBox
 
 log = logging.getLogger("flowray.service")
+
+# What of the service's own environment the steps of its runs start from: the machine's
+# basics, never its credentials (a PGPASSWORD, FLOWRAY_TOKEN, cloud keys in a unit's
+# EnvironmentFile): steps are written by admins but their logs are read by viewers.
+# `flowray serve --pass-env NAME` adds names.
+PASSED_ENV = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR",
+    "HOSTNAME", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_PREFIX",
+    "CONDA_DEFAULT_ENV", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+    "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "DOCKER_HOST", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR",
+})
+PASSED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "FLOWRAY_", "RAY_")
+HELD_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY", "CREDENTIAL")  # never passed by prefix
+HELD_ENV = frozenset({"FLOWRAY_DB", "FLOWRAY_SERVER"})
+
+
+def step_environment(environ: Mapping[str, str], passed: Collection[str] = ()
+                     ) -> dict[str, str]:
+    """The part of ``environ`` a run's steps get (see PASSED_ENV); ``passed``: more names."""
+    def basic(name: str) -> bool:
+        return (name in PASSED_ENV or (name.startswith(PASSED_PREFIXES)
+                and name not in HELD_ENV and not any(w in name.upper() for w in HELD_WORDS)))
+
+    return {name: value for name, value in environ.items() if name in passed or basic(name)}
+
 
 EVENT_BATCH_SECONDS = 0.05  # how long events wait to be written together
 LOOP_SECONDS = 0.25  # the loop's pace when nothing wakes it
@@ -57,6 +83,7 @@ class Options:
     keep_days: float | None = None
     drain: float = 30.0
     max_runs: int = 32  # runs this process runs at once; the rest wait in the queue
+    pass_env: tuple[str, ...] = ()  # names of the service's environment its steps also get
 
 
 @dataclass
@@ -80,13 +107,18 @@ class RunManager:
         self.metrics = metrics
         self.options = options
         self.instance = store.register_instance()
+        self._healthy_since: float | None = time.time()
+        self._closed = threading.Event()  # the manager stopped: no more heartbeats
+        self._last_settle = 0.0
+        threading.Thread(target=self.heartbeats, name="flowray-service-heartbeat",
+                         daemon=True).start()
         self.live: dict[str, Live] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.draining = False
-        self._events = threading.Condition()  # notified when a run's events were written
-        self._last_heartbeat = 0.0
+        # Who waits for a run's next events (its event streams): run id -> callbacks.
+        self._watchers: dict[str, set[Callable[[], None]]] = {}
         self._parsed: dict[tuple[str, int], dict[str, Any]] = {}  # (flow, version) -> data
         # This machine's CPUs and GPUs, shared by the runs of this process (on Ray, the
         # cluster shares its own).
@@ -130,9 +162,8 @@ class RunManager:
         from flowray.runtime.errors import RunInputError
         from flowray.spec.triggers import concurrency
 
-        if self.draining:
-            raise TriggerError("the service is shutting down and takes no new runs",
-                               status=503)
+        # While draining runs are still queued (kept in the database, started by the next
+        # process): a webhook delivery is not lost to a restart.
         version, data = self.load_flow(name, version)
         try:
             coerced = coerce_run_inputs(data, dict(inputs or {}))
@@ -150,6 +181,8 @@ class RunManager:
                 group = str(expr.render(policy.group, contexts))[:400]
             except expr.ExprError as exc:
                 raise TriggerError(f"concurrency.group: {exc}") from None
+            if "\0" in group:
+                raise TriggerError("concurrency.group: the group's name holds a NUL character")
             group_max = policy.max
         return NewRun(flow=name, version=version, trigger=trigger, inputs=coerced,
                       event=dict(event or {}), group=group, group_max=group_max,
@@ -174,7 +207,6 @@ class RunManager:
     def _queued(self, run_id: str, new: NewRun, policy: Any) -> None:
         """A run was queued: count it, cancel its group's others if the flow says so, and
         wake the loop to start it."""
-        self.metrics.queued_run(1)
         if policy is not None and policy.cancel_in_progress and new.group is not None:
             others = [r for r in self.store.running_in_group_ids(new.group) if r != run_id]
             for other in others:
@@ -187,9 +219,12 @@ class RunManager:
         """A new run of the same flow version, inputs and event that runs again the failed
         jobs (``failed``) or the named job keys (``jobs``, matrix cells such as ``train.3``)
         and the jobs after them, and takes the outputs of every other job that succeeded."""
-        if row.status not in TERMINAL or not record:
+        if row.status not in TERMINAL:
             raise TriggerError(f"run {row.id} has not ended; cancel it or wait for it",
                                status=409)
+        if not record:
+            raise TriggerError(f"run {row.id} never ran ({row.status} before it started: "
+                               f"{row.reason}); start the flow again instead", status=409)
         if failed == bool(jobs):
             raise TriggerError('give either {"failed": true} or {"jobs": [...]}')
         recorded: dict[str, Any] = record.get("jobs") or {}
@@ -234,12 +269,29 @@ class RunManager:
             self._wake.wait(LOOP_SECONDS)
             self._wake.clear()
 
+    def heartbeats(self) -> None:
+        """Until the manager is closed (after its drain): say every few seconds that this
+        process is alive, so that no other process takes its runs for lost, through a
+        drain and through a database outage alike."""
+        while not self._closed.wait(HEARTBEAT_SECONDS if self._healthy_since else 1.0):
+            try:
+                self.store.heartbeat(self.instance)
+            except Exception as exc:
+                from flowray.service.db import is_unavailable
+
+                if not is_unavailable(exc):
+                    log.exception("heartbeat")
+                self._healthy_since = None
+                continue
+            if self._healthy_since is None:
+                self._healthy_since = time.time()
+
     def tick(self) -> None:
         now = time.time()
-        if now - self._last_heartbeat > HEARTBEAT_SECONDS:
-            self.store.heartbeat(self.instance)
-            self._last_heartbeat = now
+        if now - self._last_settle > HEARTBEAT_SECONDS:
+            self._last_settle = now
             self.settle_orphans()
+        self.metrics.queued_runs(self.store.count_runs("queued"))
         for run_id in self.store.cancel_requests(self.instance):
             self.cancel(run_id, reason="cancelled")
         if not self.draining:
@@ -247,10 +299,19 @@ class RunManager:
             self.start_queued()
 
     def settle_orphans(self) -> list[str]:
-        """Runs left ``running`` by a service process that is gone: ``failure``."""
-        dead = [i for i in self.store.dead_instances(stale=STALE_SECONDS) if i != self.instance]
+        """Runs left ``running`` by a service process that is gone: ``failure``. A process
+        is gone when it was on this machine and its pid is not; or when its heartbeat is
+        older than STALE_SECONDS, judged only by a process whose own heartbeats have gone
+        through for that long (after a database outage, everyone gets time to say so)."""
+        healthy = self._healthy_since is not None and \
+            time.time() - self._healthy_since > STALE_SECONDS
+        dead = [i for i in self.store.dead_instances(stale=STALE_SECONDS if healthy else None)
+                if i != self.instance]
+        ownerless = [r for r in self.store.ownerless_runs() if r not in self.live] \
+            if healthy or dead else []
         ids = self.store.settle_orphans(
-            dead, "the flowray service running this run stopped before it ended")
+            dead, "the flowray service running this run stopped before it ended",
+            runs=ownerless)
         for run_id in ids:
             self._finish_events(run_id, "failure", 1,
                                 "the flowray service running this run stopped before it ended")
@@ -279,7 +340,6 @@ class RunManager:
                 if row.group_name is not None:
                     full.add(row.group_name)
                 continue  # another process took it (or a run of its group)
-            self.metrics.queued_run(-1)
             live = Live(flow=row.flow)
             with self._lock:
                 self.live[row.id] = live
@@ -357,7 +417,6 @@ class RunManager:
             if is_unavailable(exc):  # it goes back to the queue, to start when it is back
                 shutil.rmtree(self.workspace(row.id), ignore_errors=True)
                 _patiently(lambda: self.store.requeue(row.id, self.instance))
-                self.metrics.queued_run(1)
                 live.done.set()
                 self._forget(row.id)
                 return
@@ -366,9 +425,11 @@ class RunManager:
             live.done.set()
             self._forget(row.id)
             return
-        live.run = run
-        if live.cancel is not None:
-            run.cancel(reason=live.cancel)
+        with self._lock:  # a cancel made meanwhile is seen here, or sees the run
+            live.run = run
+            pending = live.cancel
+        if pending is not None:
+            run.cancel(reason=pending)
         try:
             self._pump(row, run)
         finally:
@@ -384,7 +445,8 @@ class RunManager:
             raise ValueError(f"flow '{row.flow}' version {row.version} is no longer kept")
         folder = self.workspace(row.id)
         flow_file = write_workspace(folder, path=flow["path"], text=flow["text"],
-                                    files=decode_files(flow["files"]))
+                                    files=decode_files(flow["files"]),
+                                    executable=flow["executable"])
         secret_values = {name: self.box.open(name, blob)
                          for name, blob in self.store.secret_blobs()}
         reuse = json.loads(row.reuse) if row.reuse else None
@@ -392,7 +454,8 @@ class RunManager:
             flow_file, workdir=folder, inputs=json.loads(row.inputs),
             event=json.loads(row.event), secrets=secret_values,
             variables=self.store.variable_values(), backend=self.options.backend,
-            trigger=row.trigger, run_id=row.id, reuse=reuse, slots=self.slots)
+            trigger=row.trigger, run_id=row.id, reuse=reuse, slots=self.slots,
+            base_env=step_environment(os.environ, self.options.pass_env))
 
     def _pump(self, row: Any, run: Run) -> None:
         """Copy the run's events to the database in small batches, feed the metrics, and
@@ -423,26 +486,50 @@ class RunManager:
         exit_code = final.get("exit_code") if final else run.exit_code
         _patiently(lambda: self.store.finish_run(
             row.id, status=status, exit_code=exit_code, reason=_reason(record or {}, status),
-            record=record, only_from=("running",)))
-        self._notify()
+            record=record, only_from=("running",), owner=self.instance))
+        self._notify(row.id)
         try:
             self._after_end(row, status, record or {})
         except Exception:  # flow triggers and retention wait for the next run's end
             log.exception("after run %s ended", row.id)
 
     def _write_events(self, run_id: str, events: list[dict[str, Any]]) -> None:
-        """Write events, trying again while the database is away (they are not lost)."""
-        _patiently(lambda: self.store.add_events(run_id, events))
-        self._notify()
+        """Write events, trying again while the database is away (they are not lost). The
+        run's own events win over stand-ins written for it by a process that took it for
+        lost (they hold the same numbers)."""
+        from sqlalchemy.exc import IntegrityError
 
-    def _notify(self) -> None:
-        with self._events:
-            self._events.notify_all()
+        def write() -> None:
+            try:
+                self.store.add_events(run_id, events)
+            except IntegrityError:
+                self.store.drop_events(run_id, from_seq=events[0]["seq"])
+                self.store.add_events(run_id, events)
 
-    def wait_events(self, timeout: float) -> None:
-        """Block until some run's events were written here (or ``timeout``)."""
-        with self._events:
-            self._events.wait(timeout)
+        _patiently(write)
+        self._notify(run_id)
+
+    def _notify(self, run_id: str) -> None:
+        with self._lock:
+            watchers = list(self._watchers.get(run_id, ()))
+        for wake in watchers:
+            wake()
+
+    def watch(self, run_id: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` (from any thread) whenever this process writes events of run
+        ``run_id``; returns the function that stops it. Runs of other processes are not
+        seen: their readers look again every second."""
+        with self._lock:
+            self._watchers.setdefault(run_id, set()).add(wake)
+
+        def stop() -> None:
+            with self._lock:
+                found = self._watchers.get(run_id)
+                if found is not None:
+                    found.discard(wake)
+                    if not found:
+                        del self._watchers[run_id]
+        return stop
 
     def _end_unstarted(self, run_id: str, status: str, exit_code: int, reason: str) -> None:
         """End a run the runtime never started (refused at start, cancelled while queued)."""
@@ -519,7 +606,6 @@ class RunManager:
         if row.status == "queued":
             if self.store.finish_run(run_id, status="cancelled", exit_code=130, reason=reason,
                                      only_from=("queued",)):
-                self.metrics.queued_run(-1)
                 self._finish_events(run_id, "cancelled", 130, reason)
                 self.metrics.run_ended_unstarted(flow=row.flow, trigger=row.trigger,
                                                  status="cancelled")
@@ -528,11 +614,11 @@ class RunManager:
             row = self.store.get_run(run_id)  # it started meanwhile
         with self._lock:
             live = self.live.get(run_id)
-        if live is not None:
-            if live.run is not None:
-                live.run.cancel(reason=reason)
-            else:
-                live.cancel = reason
+            started = live.run if live is not None else None
+            if live is not None and started is None:
+                live.cancel = reason  # _run passes it on once the run exists
+        if started is not None:
+            started.cancel(reason=reason)
         elif row is not None and row.status == "running":
             self.store.request_cancel([run_id])  # its process passes it on
         return "running"
@@ -556,6 +642,7 @@ class RunManager:
             self.cancel(run_id, reason="the flowray service stopped (its drain time passed)")
         for live in left.values():
             live.done.wait(60)
+        self._closed.set()
         with contextlib.suppress(Exception):
             self.store.remove_instance(self.instance)
 

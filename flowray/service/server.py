@@ -43,6 +43,7 @@ class ServeOptions:
     keep_days: float | None = None
     drain: float = 30.0
     max_runs: int = 32
+    pass_env: tuple[str, ...] = ()
 
 
 def default_data_dir() -> str:
@@ -135,7 +136,8 @@ def build(options: ServeOptions, *, metrics: Any = None) -> Service:
     try:
         manager = RunManager(store, box, metrics or Metrics(), Options(
             data_dir=options.data_dir, backend=options.ray, keep_runs=options.keep_runs,
-            keep_days=options.keep_days, drain=options.drain, max_runs=options.max_runs))
+            keep_days=options.keep_days, drain=options.drain, max_runs=options.max_runs,
+            pass_env=options.pass_env))
     except ValueError as exc:  # FLOWRAY_GPUS naming no GPUs
         store.engine.dispose()
         raise ServeError(str(exc)) from None
@@ -143,7 +145,10 @@ def build(options: ServeOptions, *, metrics: Any = None) -> Service:
     if settled:
         log.warning("%d run(s) were running when a previous service process stopped; they are "
                     "marked failure", len(settled))
-    app = create_app(store, manager)
+    from flowray.service.app import MAX_BODY
+    from flowray.service.guard import Guard
+
+    app = Guard(create_app(store, manager), limit=MAX_BODY)
     return Service(store=store, manager=manager, app=app,
                    url=f"http://{options.host}:{options.port}", admin_token_file=token_file)
 
@@ -211,6 +216,9 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: a response's headers and body go out at once, not
+    # 40 ms apart (Nagle's algorithm waiting for the client's delayed ACK on keep-alive).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

@@ -77,42 +77,60 @@ class Store:
         with self.engine.connect() as conn:
             conn.execute(select(1))
 
-    def register_instance(self) -> str:
-        instance = f"{socket.gethostname()[:40]}-{os.getpid()}-{pysecrets.token_hex(4)}"
+    def register_instance(self, instance: str | None = None) -> str:
+        """Say that this process serves the database (again, with ``instance``)."""
+        instance = instance or \
+            f"{socket.gethostname()[:40]}-{os.getpid()}-{pysecrets.token_hex(4)}"
         with self.engine.begin() as conn:
             conn.execute(insert(t.instances).values(
-                id=instance, host=socket.gethostname(), pid=os.getpid(), heartbeat=time.time()))
+                id=instance, host=machine_identity(), pid=os.getpid(), heartbeat=time.time()))
         return instance
 
-    def heartbeat(self, instance: str) -> None:
+    def heartbeat(self, instance: str) -> bool:
+        """Note that ``instance`` is alive; False when its row was gone (another process
+        took it for dead), in which case it is made again."""
         with self.engine.begin() as conn:
-            conn.execute(update(t.instances).where(t.instances.c.id == instance)
-                         .values(heartbeat=time.time()))
+            done = conn.execute(update(t.instances).where(t.instances.c.id == instance)
+                                .values(heartbeat=time.time())).rowcount
+        if not done:
+            self.register_instance(instance)
+        return bool(done)
 
     def remove_instance(self, instance: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(t.instances).where(t.instances.c.id == instance))
 
-    def dead_instances(self, *, stale: float) -> list[str]:
-        """Instances that are gone: on this host with no such process, or silent for
-        ``stale`` seconds."""
-        host = socket.gethostname()
+    def dead_instances(self, *, stale: float | None) -> list[str]:
+        """Instances that are gone: on this machine (same boot, same process namespace) with
+        no such process, or silent for ``stale`` seconds (None: only the first kind)."""
+        here = machine_identity()
         out = []
         with self.engine.connect() as conn:
             for row in conn.execute(select(t.instances)):
-                gone = row.host == host and not _pid_alive(row.pid)
-                if gone or time.time() - row.heartbeat > stale:
+                gone = row.host == here and not _pid_alive(row.pid)
+                if gone or (stale is not None and time.time() - row.heartbeat > stale):
                     out.append(row.id)
         return out
 
-    def settle_orphans(self, dead: Sequence[str], reason: str) -> list[str]:
-        """Mark ``failure`` every run that was running in a service process that is gone;
-        the ids."""
-        if not dead:
+    def ownerless_runs(self) -> list[str]:
+        """Runs ``running`` in a process that has no instance row at all (it was removed):
+        nobody will ever end them."""
+        with self.engine.connect() as conn:
+            alive = select(t.instances.c.id)
+            return [r.id for r in conn.execute(select(t.runs.c.id).where(
+                t.runs.c.status == "running", t.runs.c.owner.is_not(None),
+                t.runs.c.owner.not_in(alive)))]
+
+    def settle_orphans(self, dead: Sequence[str], reason: str,
+                       runs: Sequence[str] = ()) -> list[str]:
+        """Mark ``failure`` every run that was running in a service process that is gone
+        (and the ``runs`` named); the ids."""
+        if not dead and not runs:
             return []
         with self.engine.begin() as conn:
             ids = [r.id for r in conn.execute(
-                select(t.runs.c.id).where(t.runs.c.owner.in_(dead),
+                select(t.runs.c.id).where(or_(t.runs.c.owner.in_(list(dead)),
+                                              t.runs.c.id.in_(list(runs))),
                                           t.runs.c.status == "running"))]
             now = time.time()
             for run_id in ids:
@@ -159,13 +177,35 @@ class Store:
     # ------------------------------------------------------------------ flows
 
     def push_flow(self, name: str, *, path: str, text: str, files: Mapping[str, str],
+                  executable: Sequence[str],
                   triggers: Sequence[str], flow_triggers: Sequence[tuple[str, list[str]]],
-                  schedules: Sequence[tuple[str, str, float, float]]) -> tuple[int, float]:
-        """Store a new version of flow ``name`` and replace its schedules; (version, time)."""
+                  schedules: Sequence[tuple[str, str, float, float]]
+                  ) -> tuple[int, float, bool]:
+        """Store a new version of flow ``name`` and replace its schedules; (version, time,
+        whether the flow is new: it was not kept, or was removed).
+        Two pushes of one flow at once get two versions (the loser of the race on the
+        version number tries again)."""
+        for attempt in range(10):
+            try:
+                return self._push(name, path=path, text=text, files=files,
+                                  executable=executable, triggers=triggers,
+                                  flow_triggers=flow_triggers, schedules=schedules)
+            except IntegrityError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _push(self, name: str, *, path: str, text: str, files: Mapping[str, str],
+              executable: Sequence[str], triggers: Sequence[str],
+              flow_triggers: Sequence[tuple[str, list[str]]],
+              schedules: Sequence[tuple[str, str, float, float]]
+              ) -> tuple[int, float, bool]:
         now = time.time()
         with self.engine.begin() as conn:
             row = conn.execute(select(t.flows).where(t.flows.c.name == name)
                                .with_for_update()).first()
+            new = row is None or bool(row.deleted)
             if row is None:
                 version = 1
                 conn.execute(insert(t.flows).values(name=name, version=1, deleted=False,
@@ -176,14 +216,15 @@ class Store:
                              .values(version=version, deleted=False, updated=now))
             conn.execute(insert(t.flow_versions).values(
                 flow=name, version=version, path=path, text=text,
-                files=json.dumps(dict(files)), triggers=json.dumps(list(triggers)),
+                files=json.dumps(dict(files)), executable=json.dumps(sorted(executable)),
+                triggers=json.dumps(list(triggers)),
                 flow_triggers=json.dumps([[f, s] for f, s in flow_triggers]), created=now))
             conn.execute(delete(t.schedules).where(t.schedules.c.flow == name))
             for i, (cron, tz, catchup, next_fire) in enumerate(schedules):
                 conn.execute(insert(t.schedules).values(flow=name, idx=i, cron=cron,
                                                         timezone=tz, catchup=catchup,
                                                         next_fire=next_fire))
-        return version, now
+        return version, now, new
 
     def flow_names(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -230,7 +271,8 @@ class Store:
                 .where(t.flow_versions.c.flow == name)
                 .order_by(t.flow_versions.c.version.desc()))]
         return {"name": name, "version": row.version, "path": row.path, "text": row.text,
-                "files": json.loads(row.files), "created": row.created, "versions": versions,
+                "files": json.loads(row.files), "executable": json.loads(row.executable),
+                "created": row.created, "versions": versions,
                 "current": flow.version}
 
     def delete_flow(self, name: str) -> bool:
@@ -371,9 +413,18 @@ class Store:
         return page, cursor
 
     def queued_runs(self, limit: int = 100) -> list[Any]:
+        """The oldest queued runs that may start now: those of a concurrency group with
+        room (a long queue of one group does not hide the runs behind it)."""
+        others = t.runs.alias("others")
+        running = select(func.count()).select_from(others).where(
+            others.c.group_name == t.runs.c.group_name,
+            others.c.status == "running").scalar_subquery()
         with self.engine.connect() as conn:
-            return list(conn.execute(select(t.runs).where(t.runs.c.status == "queued")
-                                     .order_by(t.runs.c.created, t.runs.c.id).limit(limit)))
+            return list(conn.execute(
+                select(t.runs).where(t.runs.c.status == "queued",
+                                     or_(t.runs.c.group_name.is_(None),
+                                         running < t.runs.c.group_max))
+                .order_by(t.runs.c.created, t.runs.c.id).limit(limit)))
 
     def running_in_group(self, group: str) -> int:
         with self.engine.connect() as conn:
@@ -410,11 +461,17 @@ class Store:
 
     def finish_run(self, run_id: str, *, status: str, exit_code: int | None,
                    reason: str | None = None, record: Mapping[str, Any] | None = None,
-                   only_from: Iterable[str] = ("queued", "running")) -> bool:
-        """Set a run's final status once; False when it had one already."""
+                   only_from: Iterable[str] = ("queued", "running"),
+                   owner: str | None = None) -> bool:
+        """Set a run's final status once; False when it had one already. ``owner``: the
+        process that ran it, whose end also replaces a ``failure`` set by a process that
+        took it for lost (it has no record)."""
+        allowed: Any = t.runs.c.status.in_(list(only_from))
+        if owner is not None:
+            allowed = or_(allowed, and_(t.runs.c.owner == owner, t.runs.c.record.is_(None),
+                                        t.runs.c.status == "failure"))
         with self.engine.begin() as conn:
-            return conn.execute(update(t.runs).where(
-                t.runs.c.id == run_id, t.runs.c.status.in_(list(only_from))).values(
+            return conn.execute(update(t.runs).where(t.runs.c.id == run_id, allowed).values(
                 status=status, exit_code=exit_code, ended=time.time(), reason=reason,
                 record=json.dumps(record) if record is not None else None)).rowcount == 1
 
@@ -466,6 +523,11 @@ class Store:
             conn.execute(insert(t.events), [
                 {"run": run_id, "seq": e["seq"], "type": e["type"], "data": json.dumps(e)}
                 for e in events])
+
+    def drop_events(self, run_id: str, *, from_seq: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(t.events).where(t.events.c.run == run_id,
+                                                t.events.c.seq >= from_seq))
 
     def events_after(self, run_id: str, after: int, limit: int = 1000) -> list[str]:
         """The JSON texts of run ``run_id``'s events with ``seq > after``, in order."""
@@ -552,6 +614,20 @@ class Store:
         if not conn.execute(update(t.meta).where(t.meta.c.key == key)
                             .values(value=value)).rowcount:
             conn.execute(insert(t.meta).values(key=key, value=value))
+
+
+def machine_identity() -> str:
+    """This machine and process namespace: a pid means the same process only for processes
+    with the same identity (not in another container with the same host name, nor after a
+    reboot)."""
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            parts.append(fh.read().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return "/".join(parts)[:255]
 
 
 def _pid_alive(pid: int) -> bool:

@@ -52,6 +52,7 @@ flow_versions = Table(
     Column("path", String(300), nullable=False),  # the file name it was pushed as
     Column("text", Text, nullable=False),
     Column("files", Text, nullable=False),  # JSON: relative path -> base64 content
+    Column("executable", Text, nullable=False),  # JSON: the paths of files to run (mode 755)
     Column("triggers", Text, nullable=False),  # JSON: the trigger kinds, for listings
     Column("flow_triggers", Text, nullable=False),  # JSON: [[flow, [statuses]]]
     Column("created", Float, nullable=False),

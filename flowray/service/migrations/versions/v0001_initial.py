@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("path", sa.String(300), nullable=False),
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("files", sa.Text, nullable=False),
+        sa.Column("executable", sa.Text, nullable=False),
         sa.Column("triggers", sa.Text, nullable=False),
         sa.Column("flow_triggers", sa.Text, nullable=False),
         sa.Column("created", sa.Float, nullable=False),
