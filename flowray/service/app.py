@@ -238,8 +238,10 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
             executable=pushed.executable,
             triggers=pushed.triggers, flow_triggers=pushed.flow_triggers,
             schedules=pushed.schedules)
+        manager.remember_flow(name, version, pushed.data)
         for flow, fire in store.next_fires().items():
             manager.metrics.schedule_next_fire(flow, fire)
+        manager.wake()
         return JSONResponse({"name": name, "version": version, "created": created,
                              "warnings": pushed.warnings}, status_code=201 if new else 200)
 
@@ -301,9 +303,11 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
                                               idempotency_key=idempotency_key)
         except TriggerError as exc:
             raise ApiError(exc.status, str(exc)) from None
+        if created:
+            return JSONResponse({"id": run_id, "status": "queued"}, status_code=201)
         row = store.get_run(run_id)
         return JSONResponse({"id": run_id, "status": row.status if row else "queued"},
-                            status_code=201 if created else 200)
+                            status_code=200)
 
     @app.get("/api/v1/runs", tags=["runs"], dependencies=[viewer])
     def list_runs(flow: str | None = None,
@@ -579,12 +583,13 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         """The webhook trigger of stored flow ``flow``; 404 when it has none. ``refused``:
         the delivery's result to count first (only for flows that exist: the metric's
         ``flow`` label must stay bounded)."""
-        import yaml
-
         from flowray.spec.triggers import webhook as webhook_trigger
 
-        found = store.get_flow(flow)
-        trigger = webhook_trigger(yaml.safe_load(found["text"])) if found else None
+        try:
+            _, data = manager.load_flow(flow)
+        except TriggerError:
+            data = None
+        trigger = webhook_trigger(data) if data is not None else None
         if trigger is None:
             raise ApiError(404, f"no flow named '{flow}' with a webhook trigger")
         if refused is not None:

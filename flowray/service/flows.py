@@ -18,8 +18,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from flowray.spec.diagnostics import Diagnostic
 
 MAX_FILES = 1000
@@ -52,6 +50,7 @@ class Pushed:
     flow_triggers: list[tuple[str, list[str]]]
     schedules: list[tuple[str, str, float, float]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # the flow, read
 
 
 def diagnostic_dict(d: Diagnostic, *, root: str, shown: str) -> dict[str, Any]:
@@ -126,14 +125,16 @@ def write_workspace(folder: str, *, path: str, text: str, files: Mapping[str, by
     return flow_file
 
 
-def flow_name_of(text: str) -> str | None:
-    """The ``name:`` a flow's text gives itself, if it reads as a map with one."""
+def flow_data(text: str, path: str = FLOW_FILE_NAME) -> dict[str, Any]:
+    """A stored flow's data, read as validation read it: flowray's YAML reader (YAML 1.2's
+    core schema, where ``yes`` stays text), or JSON for a ``.json`` file."""
+    from flowray.spec.yamlpos import YamlError, parse_json, parse_yaml
+
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
-    name = data.get("name") if isinstance(data, dict) else None
-    return name if isinstance(name, str) else None
+        parsed = parse_json(text, path) if path.endswith(".json") else parse_yaml(text, path)
+    except YamlError:
+        return {}
+    return parsed.data if isinstance(parsed.data, dict) else {}
 
 
 def check_flow(name: str, *, path: str, text: str, files: Mapping[str, str],
@@ -157,7 +158,7 @@ def check_flow(name: str, *, path: str, text: str, files: Mapping[str, str],
         errors = [d for d in diags if d["severity"] == "error"]
         if errors:
             raise PushError(f"{path}: {len(errors)} error(s); the flow was not stored", diags)
-        data = yaml.safe_load(text)
+        data = flow_data(text, path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     written = data.get("name")
@@ -207,7 +208,7 @@ def check_flow(name: str, *, path: str, text: str, files: Mapping[str, str],
     return Pushed(name=name, path=path, text=text, files=dict(files),
                   executable=sorted(executable), triggers=kinds,
                   flow_triggers=flow_triggers, schedules=schedules,
-                  warnings=[d for d in diags if d["severity"] != "error"])
+                  warnings=[d for d in diags if d["severity"] != "error"], data=data)
 
 
 def _position(text: str, path: str, key: tuple[str, ...] = ("triggers", "flow")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from flowray.service.flows import decode_files, write_workspace
+from flowray.service.flows import decode_files, flow_data, write_workspace
 from flowray.service.store import TERMINAL, NewRun, Store
 
 if TYPE_CHECKING:
@@ -110,6 +110,7 @@ class RunManager:
         self._healthy_since: float | None = time.time()
         self._closed = threading.Event()  # the manager stopped: no more heartbeats
         self._last_settle = 0.0
+        self._next_due: float | None = None  # the next schedule fire of any flow
         threading.Thread(target=self.heartbeats, name="flowray-service-heartbeat",
                          daemon=True).start()
         self.live: dict[str, Live] = {}
@@ -135,20 +136,32 @@ class RunManager:
                   ) -> tuple[int, dict[str, Any]]:
         """(version, data) of flow ``name`` (its current version by default); parsed once
         per version."""
-        import yaml
 
-        if version is not None:
-            cached = self._parsed.get((name, version))
-            if cached is not None:
-                return version, cached
-        flow = self.store.get_flow(name, version)
+        if version is None:
+            version = self.store.flow_version(name)
+            if version is None:
+                raise TriggerError(f"no flow named '{name}' (push it first)", status=404)
+        cached = self._parsed.get((name, version))
+        if cached is not None:
+            return version, cached
+        flow = self.store.get_flow(name, version, versions=False)
         if flow is None:
             raise TriggerError(f"no flow named '{name}' (push it first)", status=404)
-        data = yaml.safe_load(flow["text"])
+        data = flow_data(flow["text"], flow["path"])
         if len(self._parsed) > 4096:
             self._parsed.clear()
         self._parsed[(name, flow["version"])] = data
         return int(flow["version"]), data
+
+    def remember_flow(self, name: str, version: int, data: dict[str, Any]) -> None:
+        """A version just pushed, read already: its runs need not read it again."""
+        if len(self._parsed) > 4096:
+            self._parsed.clear()
+        self._parsed[(name, version)] = data
+
+    def wake(self) -> None:
+        """Look at the queue and the schedules now (a flow was pushed)."""
+        self._wake.set()
 
     def _new_run(self, name: str, *, trigger: str, inputs: Mapping[str, Any] | None,
                  event: Mapping[str, Any] | None, version: int | None = None,
@@ -266,7 +279,12 @@ class RunManager:
                 else:
                     log.warning("the database is not answering: %s", first_line(exc))
                 self._stop.wait(1.0)
-            self._wake.wait(LOOP_SECONDS)
+            # Until the next pass, or the next schedule fire if it comes sooner (fires start
+            # on time, not up to a pass late).
+            wait = LOOP_SECONDS
+            if self._next_due is not None:
+                wait = min(wait, max(0.0, self._next_due - time.time()))
+            self._wake.wait(wait)
             self._wake.clear()
 
     def heartbeats(self) -> None:
@@ -297,6 +315,7 @@ class RunManager:
         if not self.draining:
             self.fire_schedules(now)
             self.start_queued()
+            self._next_due = self.store.next_due()
 
     def settle_orphans(self) -> list[str]:
         """Runs left ``running`` by a service process that is gone: ``failure``. A process
@@ -440,7 +459,7 @@ class RunManager:
     def _start(self, row: Any) -> Run:
         import flowray
 
-        flow = self.store.get_flow(row.flow, row.version)
+        flow = self.store.get_flow(row.flow, row.version, versions=False)
         if flow is None:
             raise ValueError(f"flow '{row.flow}' version {row.version} is no longer kept")
         folder = self.workspace(row.id)

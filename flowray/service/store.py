@@ -255,7 +255,17 @@ class Store:
                 })
         return out
 
-    def get_flow(self, name: str, version: int | None = None) -> dict[str, Any] | None:
+    def flow_version(self, name: str) -> int | None:
+        """The current version of flow ``name`` (None: no such flow, or it was removed)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.flows.c.version).where(
+                t.flows.c.name == name, t.flows.c.deleted.is_(False))).first()
+        return int(row.version) if row else None
+
+    def get_flow(self, name: str, version: int | None = None, *, versions: bool = True
+                 ) -> dict[str, Any] | None:
+        """Flow ``name`` at ``version`` (its current one by default), with the list of its
+        versions unless ``versions`` is False."""
         with self.engine.connect() as conn:
             flow = conn.execute(select(t.flows).where(t.flows.c.name == name,
                                                       t.flows.c.deleted.is_(False))).first()
@@ -266,13 +276,13 @@ class Store:
                 t.flow_versions.c.version == (version or flow.version))).first()
             if row is None:
                 return None
-            versions = [{"version": r.version, "created": r.created} for r in conn.execute(
+            listed = [{"version": r.version, "created": r.created} for r in conn.execute(
                 select(t.flow_versions.c.version, t.flow_versions.c.created)
                 .where(t.flow_versions.c.flow == name)
-                .order_by(t.flow_versions.c.version.desc()))]
+                .order_by(t.flow_versions.c.version.desc()))] if versions else []
         return {"name": name, "version": row.version, "path": row.path, "text": row.text,
                 "files": json.loads(row.files), "executable": json.loads(row.executable),
-                "created": row.created, "versions": versions,
+                "created": row.created, "versions": listed,
                 "current": flow.version}
 
     def delete_flow(self, name: str) -> bool:
@@ -317,6 +327,12 @@ class Store:
                         t.schedules.c.next_fire == old).values(next_fire=new)).rowcount == 1:
                     won.add((flow, idx))
         return won
+
+    def next_due(self) -> float | None:
+        """When the next schedule fire of any flow is due."""
+        with self.engine.connect() as conn:
+            due = conn.execute(select(func.min(t.schedules.c.next_fire))).scalar_one()
+        return float(due) if due is not None else None
 
     def next_fires(self) -> dict[str, float]:
         with self.engine.connect() as conn:
