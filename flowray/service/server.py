@@ -172,6 +172,10 @@ def serve(options: ServeOptions, *, on_ready: Callable[[Service], None] | None =
     """Run the service until SIGTERM/SIGINT; the exit code."""
     import uvicorn
 
+    # Ray's core worker (connected for each run on --ray) installs absl's failure signal
+    # handler, which takes SIGTERM from Python's and dies of it: no drain. Without it, Ray's
+    # crashes are still logged by Ray; the service's signals stay the service's.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     sock = _bind(options.host, options.port)
     try:
         service = build(options)
@@ -200,6 +204,10 @@ def serve(options: ServeOptions, *, on_ready: Callable[[Service], None] | None =
         while not stopping.wait(0.5):
             if not http_thread.is_alive():
                 raise ServeError("the HTTP server stopped")
+            # A Ray library connected for a run may have set its own disposition for these
+            # signals below Python's: ours are set again, so that SIGTERM still drains.
+            for s in previous:
+                signal.signal(s, on_signal)
         log.warning("stopping: no new runs; running runs have %gs to end", options.drain)
         service.manager.stop()
         server.should_exit = True
