@@ -3,6 +3,7 @@ runs started through flowray.start by the service's run manager."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -241,6 +242,18 @@ def test_runs_list_filters_and_pages(admin: httpx.Client) -> None:
     assert seen == list(reversed(ids))
     ok = admin.get("/api/v1/runs", params={"flow": "pager", "status": "success"}).json()
     assert len(ok["runs"]) == 5
+    env = {**os.environ, "FLOWRAY_SERVER": str(admin.base_url).rstrip("/"),
+           "FLOWRAY_TOKEN": admin.headers["Authorization"].split()[1]}
+    cli = subprocess.run([sys.executable, "-m", "flowray", "runs", "--flow", "pager",
+                          "--status", "success", "-n", "3", "--json"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert cli.returncode == 0, cli.stderr
+    assert [r["id"] for r in json.loads(cli.stdout)] == list(reversed(ids))[:3]
+    refused = subprocess.run([sys.executable, "-m", "flowray", "runs", "--all"],
+                             capture_output=True, text=True, timeout=60, env=env)
+    assert (refused.returncode, refused.stderr) == (2, (
+        "error: --all goes with --address (every job of a Ray cluster); a server lists only "
+        "flowray's runs\n"))
     bad = admin.get("/api/v1/runs", params={"status": "sleeping"})
     assert bad.status_code == 422
     assert bad.json()["error"].startswith("query.status: String should match pattern")

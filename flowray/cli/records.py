@@ -58,18 +58,30 @@ _ADDRESS_HELP = ("A Ray cluster's dashboard, http://HEAD:8265: the runs submitte
 @click.option("--address", default=None, metavar="URL", help=_ADDRESS_HELP)
 @click.option("--all", "every_job", is_flag=True,
               help="With --address: every Ray job, not only those flowray submitted.")
+@click.option("--flow", "flow_name", default=None, metavar="NAME",
+              help="With --server: only the runs of this flow.")
+@click.option("--status", "status_name", default=None,
+              type=click.Choice(["queued", "running", "success", "failure", "cancelled",
+                                 "skipped"]),
+              help="With --server: only the runs with this status.")
 @server_options
 def runs(workdir: str | None, limit: int, as_json: bool, address: str | None,
-         every_job: bool, server: str | None, token: str | None, token_file: str | None
-         ) -> None:
+         every_job: bool, flow_name: str | None, status_name: str | None,
+         server: str | None, token: str | None, token_file: str | None) -> None:
     """List runs, newest first: those recorded in this workspace, with --address those
     submitted to a Ray cluster, or with --server those of a flowray server."""
     if limit < 1:
         _fail(f"--limit must be 1 or more, got {limit}")
     server = server_of(server, others=(("--address", address), ("--workdir", workdir)))
     if server:
-        _list_server(connect(server, token, token_file), limit, as_json)
+        if every_job:
+            _fail("--all goes with --address (every job of a Ray cluster); a server lists "
+                  "only flowray's runs")
+        _list_server(connect(server, token, token_file), limit, as_json, flow=flow_name,
+                     status=status_name)
         return
+    if flow_name or status_name:
+        _fail("--flow and --status go with --server (or FLOWRAY_SERVER)")
     if address:
         _list_remote(address, limit, as_json, every_job)
         return
@@ -121,9 +133,10 @@ def _list_remote(address: str, limit: int, as_json: bool, every_job: bool) -> No
         click.echo(line)
 
 
-def _list_server(client: ServerClient, limit: int, as_json: bool) -> None:
+def _list_server(client: ServerClient, limit: int, as_json: bool, *, flow: str | None = None,
+                 status: str | None = None) -> None:
     with client, server_errors():
-        items, _ = client.runs(limit=limit)
+        items, _ = client.runs(limit=limit, flow=flow, status=status)
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
