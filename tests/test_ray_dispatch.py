@@ -307,7 +307,11 @@ def test_embedded_ray_pins_the_gpus_it_was_given(ws: Workspace) -> None:
                 n: [1, 2]
             resources: {gpus: 1}
             steps:
-              - run: echo "$CUDA_VISIBLE_DEVICES" > "gpu-${{ matrix.n }}.txt"
+              # Both cells hold their GPU at once (each waits for the other to start): one
+              # ending before the other started could hand the same GPU to both.
+              - run: |
+                  echo "$CUDA_VISIBLE_DEVICES" > "gpu-${{ matrix.n }}.txt"
+                  for i in $(seq 600); do [ -e gpu-1.txt ] && [ -e gpu-2.txt ] && break; sleep 0.1; done
     """)
     proc = _run_in_subprocess(ws, "--ray", "--cpus", "2", "--gpus", "5,7")
     stdout, stderr = proc.communicate(timeout=90)
