@@ -649,3 +649,23 @@ def test_runs_of_the_service_share_the_machine_s_gpus(tmp_path: os.PathLike[str]
             assert lines == ["gpu=0"]
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.parametrize(("argv", "hidden", "message"), [
+    (["serve"], ["sqlalchemy", "alembic"],
+     "error: flowray serve needs sqlalchemy, alembic, which are not installed here: pip install "
+     "'flowray[server]'\n"),
+    (["flow", "list", "--server", "http://127.0.0.1:9"], ["httpx"],
+     "error: talking to a flowray server needs httpx, which is not installed here: pip install "
+     "'flowray[server]'\n"),
+])
+def test_without_the_server_extra_the_commands_say_how_to_install_it(
+        argv: list[str], hidden: list[str], message: str) -> None:
+    """The extra's libraries hidden from the import system (as if not installed)."""
+    code = ("import sys\n"
+            + "".join(f"sys.modules[{name!r}] = None\n" for name in hidden)
+            + f"sys.argv = ['flowray', *{argv!r}]\n"
+            + "from flowray.cli import main\nmain()\n")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert (got.returncode, got.stderr) == (2, message)

@@ -271,3 +271,13 @@ def _jobs_errors() -> Iterator[None]:
     except JobsApiError as exc:
         _fail(str(exc), exc.code)
 
+
+def require_extra(what: str, extra: str, modules: Sequence[str]) -> None:
+    """Exit 2 with how to install them when ``modules`` (of the package's ``extra``) are not
+    installed, rather than a traceback."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+              f"not installed here: pip install 'flowray[{extra}]'")

@@ -9,7 +9,7 @@ import sys
 import click
 
 from flowray.cli.app import main
-from flowray.cli.common import EXIT_FAILED, EXIT_INVALID, _fail
+from flowray.cli.common import EXIT_FAILED, EXIT_INVALID, _fail, require_extra
 
 
 @main.command()
@@ -52,6 +52,8 @@ def serve(host: str, port: int, data_dir: str | None, db: str | None,
           keep_days: float | None, drain: float, max_runs: int, pass_env: tuple[str, ...],
           rotate_secret_key: str | None) -> None:
     """Serve flows: the HTTP API, triggers, run history, secrets and /metrics."""
+    require_extra("flowray serve", "server", ["fastapi", "uvicorn", "sqlalchemy", "alembic",
+                                              "cryptography"])
     from flowray.service.db import DatabaseError
     from flowray.service.server import (
         ServeError,

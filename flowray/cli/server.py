@@ -35,6 +35,7 @@ from flowray.cli.common import (
     _stderr_color,
     _table,
     read_values_file,
+    require_extra,
 )
 from flowray.cli.display import one_line, output_line
 
@@ -99,6 +100,7 @@ def connect(server: str | None, token: str | None, token_file: str | None) -> Se
     if not server:
         _fail("this command talks to a flowray server: give --server URL or set "
               "FLOWRAY_SERVER")
+    require_extra("talking to a flowray server", "server", ["httpx"])
     from flowray.cli.client import ServerClient
 
     secret = _token(token, token_file)
