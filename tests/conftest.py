@@ -94,6 +94,14 @@ def forge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Forge:
 
 
 @pytest.fixture
+def admin(served: Any) -> Iterator[Any]:
+    """An httpx client of the module's ``served`` service (tests/servicefixtures.serving)
+    with its admin token."""
+    with served.client() as client:
+        yield client
+
+
+@pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
     root = tmp_path / "ws"
     root.mkdir()

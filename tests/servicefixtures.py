@@ -4,6 +4,7 @@ reached over HTTP with httpx, stopped (or killed) by the test."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -13,9 +14,23 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+
+@contextlib.contextmanager
+def serving(folder: Path, **options: Any) -> Iterator[Served]:
+    """A started `flowray serve` with its data in ``folder/data`` (``options``: Served's
+    ``env``, ``extra``, ``db``), stopped on the way out, and checked to have stopped
+    cleanly. A module shares one through its ``served`` fixture; conftest's ``admin`` is a
+    client of it with the admin token."""
+    server = Served(str(folder / "data"), free_port(), **options).start()
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0, server.output()
 
 
 def free_port() -> int:

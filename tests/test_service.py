@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.servicefixtures import Served, free_port, push, sse, wait_run
+from tests.servicefixtures import Served, free_port, push, serving, sse, wait_run
 
 HELLO = """\
 name: hello
@@ -36,18 +36,8 @@ jobs:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    data = tmp_path_factory.mktemp("serve") / "data"
-    server = Served(str(data), free_port()).start()
-    try:
+    with serving(tmp_path_factory.mktemp("serve")) as server:
         yield server
-    finally:
-        assert server.stop() == 0, server.output()
-
-
-@pytest.fixture()
-def admin(served: Served) -> Iterator[httpx.Client]:
-    with served.client() as client:
-        yield client
 
 
 def test_first_start_writes_a_private_admin_token_and_answers_health(served: Served) -> None:

@@ -13,28 +13,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servicefixtures import Served, free_port, push, sse, wait_run
+from tests.servicefixtures import Served, push, serving, sse, wait_run
 
 TRUE = "name: {name}\njobs:\n  a:\n    steps:\n      - run: 'true'\n"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    server = Served(str(tmp_path_factory.mktemp("serve") / "data"), free_port(),
-                    env={"PGPASSWORD": "pg-pass-4411", "FLOWRAY_TOKEN": "frt_leaky",
-                         "CLOUD_API_KEY": "cloud-key-9", "FLOWRAY_SHOWN": "shown",
-                         "EXTRA_PASSED": "passed-on"},
-                    extra=["--pass-env", "EXTRA_PASSED"]).start()
-    try:
+    with serving(tmp_path_factory.mktemp("serve"),
+                 env={"PGPASSWORD": "pg-pass-4411", "FLOWRAY_TOKEN": "frt_leaky",
+                      "CLOUD_API_KEY": "cloud-key-9", "FLOWRAY_SHOWN": "shown",
+                      "EXTRA_PASSED": "passed-on"},
+                 extra=["--pass-env", "EXTRA_PASSED"]) as server:
         yield server
-    finally:
-        assert server.stop() == 0, server.output()
-
-
-@pytest.fixture()
-def admin(served: Served) -> Iterator[httpx.Client]:
-    with served.client() as client:
-        yield client
 
 
 def _chunks(total: int, size: int = 1 << 20) -> Iterator[bytes]:

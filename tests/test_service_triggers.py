@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from flowray.service.hooks import sign
-from tests.servicefixtures import Served, free_port, push, sse, wait_run
+from tests.servicefixtures import Served, push, serving, sse, wait_run
 
 HOOKED = """\
 name: hooked
@@ -31,17 +31,8 @@ jobs:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    server = Served(str(tmp_path_factory.mktemp("serve") / "data"), free_port()).start()
-    try:
+    with serving(tmp_path_factory.mktemp("serve")) as server:
         yield server
-    finally:
-        assert server.stop() == 0, server.output()
-
-
-@pytest.fixture()
-def admin(served: Served) -> Iterator[httpx.Client]:
-    with served.client() as client:
-        yield client
 
 
 def _lines(client: httpx.Client, run_id: str) -> list[str]:

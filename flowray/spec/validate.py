@@ -19,6 +19,7 @@ from flowray.expr import (
     STATUS_FUNCTIONS,
     ExprError,
     ExprSyntaxError,
+    Node,
     find_templates,
     functions_called,
     is_template,
@@ -312,13 +313,8 @@ class FlowChecker:
     ) -> None:
         """An expression the service evaluates before a run exists: it may read only the
         contexts ``only`` and call no status function (there is no run status yet)."""
-        try:
-            node = parse(source)
-        except ExprError as exc:
-            self.report(path, f"invalid expression: {exc.message}", at_value=True)
-            return
-        except RecursionError:
-            self.report(path, f"expression nested too deeply: {_shown(source)}", at_value=True)
+        node = self.parsed(source, path)
+        if node is None:
             return
         listed = ", ".join(only[:-1]) + f" and {only[-1]}" if len(only) > 1 else only[0]
         for ref in references(node):
@@ -832,14 +828,19 @@ class FlowChecker:
             return
         self.check_expression(parts[0].source, path, scope)
 
-    def check_expression(self, source: str, path: KeyPath, scope: Scope) -> None:
+    def parsed(self, source: str, path: KeyPath) -> Node | None:
+        """The expression ``source`` parsed, or None once its problem is reported."""
         try:
-            node = parse(source)
+            return parse(source)
         except ExprError as exc:
             self.report(path, f"invalid expression: {exc.message}", at_value=True)
-            return
         except RecursionError:
             self.report(path, f"expression nested too deeply: {_shown(source)}", at_value=True)
+        return None
+
+    def check_expression(self, source: str, path: KeyPath, scope: Scope) -> None:
+        node = self.parsed(source, path)
+        if node is None:
             return
         for ref in references(node):
             problem = self.reference_problem(ref.context, ref.path, scope)
