@@ -275,21 +275,10 @@ class FlowChecker:
         if not isinstance(condition, str) or not condition.strip():
             return
         path: KeyPath = ("triggers", "webhook", "if")
-        what = "a webhook's condition"
-        text = condition.strip()
-        if not text.startswith("${{"):
-            self.check_trigger_expression(condition, path, only=WEBHOOK_CONTEXTS, what=what)
-            return
-        try:
-            parts = find_templates(text)
-        except ExprSyntaxError as exc:
-            self.report(path, f"invalid template: {exc.message}", at_value=True)
-            return
-        if len(parts) != 1 or parts[0].end != len(text):
-            self.report(path, "a condition must be one expression, bare or inside a single "
-                        f"'${{{{ }}}}', got {describe(condition, limit=_SHOWN)}", at_value=True)
-            return
-        self.check_trigger_expression(parts[0].source, path, only=WEBHOOK_CONTEXTS, what=what)
+        source = self.condition_source(condition, path)
+        if source is not None:
+            self.check_trigger_expression(source, path, only=WEBHOOK_CONTEXTS,
+                                          what="a webhook's condition")
 
     def check_group(self) -> None:
         """The templates of ``concurrency.group`` (or of ``concurrency`` written as text)."""
@@ -809,15 +798,21 @@ class FlowChecker:
         """``if``: one bare expression, or one ``${{ }}`` with nothing around it."""
         if not isinstance(value, str) or not value.strip():
             return
+        source = self.condition_source(value, path)
+        if source is not None:
+            self.check_expression(source, path, scope)
+
+    def condition_source(self, value: str, path: KeyPath) -> str | None:
+        """The expression of a condition (an ``if``): ``value`` when it is bare, the inside
+        of its one ``${{ }}`` otherwise; None once a problem is reported."""
         text = value.strip()
         if not text.startswith("${{"):
-            self.check_expression(value, path, scope)
-            return
+            return value
         try:
             parts = find_templates(text)
         except ExprSyntaxError as exc:
             self.report(path, f"invalid template: {exc.message}", at_value=True)
-            return
+            return None
         if len(parts) != 1 or parts[0].end != len(text):
             self.report(
                 path,
@@ -825,8 +820,8 @@ class FlowChecker:
                 f"got {describe(value, limit=_SHOWN)}",
                 at_value=True,
             )
-            return
-        self.check_expression(parts[0].source, path, scope)
+            return None
+        return parts[0].source
 
     def parsed(self, source: str, path: KeyPath) -> Node | None:
         """The expression ``source`` parsed, or None once its problem is reported."""
