@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import flowray
 from flowray.service import hooks
 from flowray.service.db import first_line, is_unavailable
-from flowray.service.flows import BadFiles, PushError, check_flow
+from flowray.service.flows import BadFiles, PushError, check_flow, diagnose
 from flowray.service.runs import RunManager, TriggerError
 from flowray.service.store import (
     ROLES,
@@ -239,8 +239,9 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
             triggers=pushed.triggers, flow_triggers=pushed.flow_triggers,
             schedules=pushed.schedules)
         manager.remember_flow(name, version, pushed.data)
-        for flow, fire in store.next_fires().items():
-            manager.metrics.schedule_next_fire(flow, fire)
+        # only this flow's schedules changed (None: it has none now)
+        manager.metrics.schedule_next_fire(
+            name, min((s[3] for s in pushed.schedules), default=None))
         manager.wake()
         return JSONResponse({"name": name, "version": version, "created": created,
                              "warnings": pushed.warnings}, status_code=201 if new else 200)
@@ -256,22 +257,8 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
     @app.post("/api/v1/validate", tags=["flows"], dependencies=[viewer])
     def validate(body: ValidateBody) -> dict[str, Any]:
         """The diagnostics of a flow's text (an empty list when it is valid)."""
-        import tempfile
-
-        from flowray.service.flows import diagnostic_dict, write_workspace
-
-        folder = tempfile.mkdtemp(prefix="flowray-validate-")
-        try:
-            path = os.path.basename(body.path) or "flow.yaml"
-            flow_file = write_workspace(folder, path=path, text=body.text, files={})
-            found = flowray.validate(flow_file, workdir=folder,
-                                     variables=list(store.variable_values()))
-            return {"diagnostics": [diagnostic_dict(d, root=folder, shown=path)
-                                    for d in found]}
-        finally:
-            import shutil
-
-            shutil.rmtree(folder, ignore_errors=True)
+        return {"diagnostics": diagnose(body.text, path=os.path.basename(body.path)
+                                        or "flow.yaml", variables=list(store.variable_values()))}
 
     # -- runs
 
@@ -477,6 +464,12 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         if len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE:
             raise ApiError(413, f"a value is at most {MAX_VALUE} bytes (UTF-8)")
 
+    def one(table: str, name: str, noun: str) -> dict[str, Any]:
+        found = store.listing(table, name)
+        if not found:
+            raise ApiError(404, f"no {noun} named '{name}'")
+        return found[0]
+
     @app.get("/api/v1/secrets", tags=["secrets"], dependencies=[admin])
     def list_secrets() -> dict[str, Any]:
         """Names and dates; never values."""
@@ -485,10 +478,7 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
     @app.get("/api/v1/secrets/{name}", tags=["secrets"], dependencies=[admin])
     def get_secret(name: str) -> dict[str, Any]:
         """A secret's name and dates; never its value."""
-        for item in store.listing("secrets"):
-            if item["name"] == name:
-                return dict(item)
-        raise ApiError(404, f"no secret named '{name}'")
+        return one("secrets", name, "secret")
 
     @app.put("/api/v1/secrets/{name}", tags=["secrets"], dependencies=[admin],
              status_code=204)
@@ -511,10 +501,7 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
 
     @app.get("/api/v1/variables/{name}", tags=["variables"], dependencies=[viewer])
     def get_variable(name: str) -> dict[str, Any]:
-        for item in store.listing("variables"):
-            if item["name"] == name:
-                return item
-        raise ApiError(404, f"no variable named '{name}'")
+        return one("variables", name, "variable")
 
     @app.put("/api/v1/variables/{name}", tags=["variables"], dependencies=[admin],
              status_code=204)

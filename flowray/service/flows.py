@@ -137,30 +137,40 @@ def flow_data(text: str, path: str = FLOW_FILE_NAME) -> dict[str, Any]:
     return parsed.data if isinstance(parsed.data, dict) else {}
 
 
+def diagnose(text: str, *, path: str, variables: list[str],
+             files: Mapping[str, bytes] | None = None, executable: Collection[str] = ()
+             ) -> list[dict[str, Any]]:
+    """The diagnostics of a flow's text as ``flowray validate`` gives them, with its local
+    action ``files`` beside it in a temporary folder (removed after), for the API."""
+    from flowray.runtime.api import validate
+
+    folder = tempfile.mkdtemp(prefix="flowray-validate-")
+    try:
+        flow_file = write_workspace(folder, path=path, text=text, files=files or {},
+                                    executable=executable)
+        found = validate(flow_file, workdir=folder, variables=variables)
+        return [diagnostic_dict(d, root=folder, shown=path) for d in found]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def check_flow(name: str, *, path: str, text: str, files: Mapping[str, str],
                variables: list[str], edges: Mapping[str, list[tuple[str, list[str]]]],
                executable: Collection[str] = (), now: float | None = None) -> Pushed:
     """Validate a pushed flow; :class:`PushError` with its diagnostics when it is not
     valid, or names itself differently, or its flow triggers close a cycle."""
-    from flowray.runtime.api import validate
     from flowray.spec import triggers as spec_triggers
 
     decoded = decode_files(files)
     unknown = sorted(set(executable) - set(files))
     if unknown:
         raise BadFiles(f"executable: {unknown[0]!r:.100} is not one of the files pushed")
-    folder = tempfile.mkdtemp(prefix="flowray-push-")
-    try:
-        flow_file = write_workspace(folder, path=path, text=text, files=decoded,
-                                    executable=executable)
-        found = validate(flow_file, workdir=folder, variables=variables)
-        diags = [diagnostic_dict(d, root=folder, shown=path) for d in found]
-        errors = [d for d in diags if d["severity"] == "error"]
-        if errors:
-            raise PushError(f"{path}: {len(errors)} error(s); the flow was not stored", diags)
-        data = flow_data(text, path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    diags = diagnose(text, path=path, variables=variables, files=decoded,
+                     executable=executable)
+    errors = [d for d in diags if d["severity"] == "error"]
+    if errors:
+        raise PushError(f"{path}: {len(errors)} error(s); the flow was not stored", diags)
+    data = flow_data(text, path)
     written = data.get("name")
     if written != name:
         raise PushError(f"{path}: the flow is named {written!r}, not {name!r}", [

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowray.service.flows import decode_files, flow_data, write_workspace
 from flowray.service.store import TERMINAL, NewRun, Store
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from flowray.service.secretbox import SecretBox
 
 log = logging.getLogger("flowray.service")
+T = TypeVar("T")
 
 # What of the service's own environment the steps of its runs start from: the machine's
 # basics, never its credentials (a PGPASSWORD, FLOWRAY_TOKEN, cloud keys in a unit's
@@ -89,8 +90,6 @@ class Options:
 @dataclass
 class Live:
     run: Run | None = None
-    flow: str = ""
-    thread: threading.Thread | None = None
     cancel: str | None = None  # a cancel asked for before the runtime's Run existed
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -148,13 +147,12 @@ class RunManager:
         if flow is None:
             raise TriggerError(f"no flow named '{name}' (push it first)", status=404)
         data = flow_data(flow["text"], flow["path"])
-        if len(self._parsed) > 4096:
-            self._parsed.clear()
-        self._parsed[(name, flow["version"])] = data
+        self.remember_flow(name, int(flow["version"]), data)
         return int(flow["version"]), data
 
     def remember_flow(self, name: str, version: int, data: dict[str, Any]) -> None:
-        """A version just pushed, read already: its runs need not read it again."""
+        """A version read (just pushed, or read for a run): its runs need not read it
+        again."""
         if len(self._parsed) > 4096:
             self._parsed.clear()
         self._parsed[(name, version)] = data
@@ -218,8 +216,8 @@ class RunManager:
         return run_id, created
 
     def _queued(self, run_id: str, new: NewRun, policy: Any) -> None:
-        """A run was queued: count it, cancel its group's others if the flow says so, and
-        wake the loop to start it."""
+        """A run was queued: cancel its group's others if the flow says so, and wake the
+        loop to start it."""
         if policy is not None and policy.cancel_in_progress and new.group is not None:
             others = [r for r in self.store.running_in_group_ids(new.group) if r != run_id]
             for other in others:
@@ -328,17 +326,10 @@ class RunManager:
                 if i != self.instance]
         ownerless = [r for r in self.store.ownerless_runs() if r not in self.live] \
             if healthy or dead else []
-        ids = self.store.settle_orphans(
-            dead, "the flowray service running this run stopped before it ended",
-            runs=ownerless)
+        reason = "the flowray service running this run stopped before it ended"
+        ids = self.store.settle_orphans(dead, reason, runs=ownerless)
         for run_id in ids:
-            self._finish_events(run_id, "failure", 1,
-                                "the flowray service running this run stopped before it ended")
-            row = self.store.get_run(run_id)
-            if row is not None:
-                self.metrics.run_ended_unstarted(flow=row.flow, trigger=row.trigger,
-                                                 status="failure")
-                self._after_end(row, "failure", {})
+            self._ended_outside(run_id, "failure", 1, reason)
         return ids
 
     def start_queued(self) -> None:
@@ -348,23 +339,20 @@ class RunManager:
         for row in self.store.queued_runs():
             if len(self.live) >= self.options.max_runs:
                 break
-            if row.group_name is not None:
-                if row.group_name in full:
-                    continue
-                if self.store.running_in_group(row.group_name) >= row.group_max:
-                    full.add(row.group_name)
-                    continue
+            if row.group_name in full:
+                continue
+            # The claim checks the group's room itself (queued_runs left out full groups,
+            # but a run of the group may have started since).
             if not self.store.claim_run(row.id, self.instance, group=row.group_name,
                                         group_max=row.group_max):
                 if row.group_name is not None:
                     full.add(row.group_name)
                 continue  # another process took it (or a run of its group)
-            live = Live(flow=row.flow)
+            live = Live()
             with self._lock:
                 self.live[row.id] = live
-            live.thread = threading.Thread(target=self._run, args=(row, live),
-                                           name=f"flowray-service-{row.id}", daemon=True)
-            live.thread.start()
+            threading.Thread(target=self._run, args=(row, live),
+                             name=f"flowray-service-{row.id}", daemon=True).start()
 
     def fire_schedules(self, now: float) -> None:
         """Claim every due fire (one compare-and-set each, in one transaction) and queue a
@@ -423,38 +411,33 @@ class RunManager:
         from flowray.spec.diagnostics import FlowError
 
         try:
-            run = self._start(row)
-        except (StartError, FlowError, OSError, ValueError) as exc:
-            reason = _start_error_text(exc)
-            self._end_unstarted(row.id, "failure", 1, f"the run could not start: {reason}")
-            live.done.set()
-            self._forget(row.id)
-            return
-        except Exception as exc:  # a bug, or the database went away; the run must not stay
-            from flowray.service.db import is_unavailable
-
-            if is_unavailable(exc):  # it goes back to the queue, to start when it is back
-                shutil.rmtree(self.workspace(row.id), ignore_errors=True)
-                _patiently(lambda: self.store.requeue(row.id, self.instance))
-                live.done.set()
-                self._forget(row.id)
+            try:
+                run = self._start(row)
+            except (StartError, FlowError, OSError, ValueError) as exc:
+                self._end_unstarted(row.id, "failure", 1,
+                                    f"the run could not start: {_start_error_text(exc)}")
                 return
-            log.exception("run %s could not start", row.id)
-            self._end_unstarted(row.id, "failure", 1, f"internal error in flowray: {exc!r}")
-            live.done.set()
-            self._forget(row.id)
-            return
-        with self._lock:  # a cancel made meanwhile is seen here, or sees the run
-            live.run = run
-            pending = live.cancel
-        if pending is not None:
-            run.cancel(reason=pending)
-        try:
+            except Exception as exc:  # a bug, or the database went away: the run must not stay
+                from flowray.service.db import is_unavailable
+
+                if is_unavailable(exc):  # it goes back to the queue, to start when it is back
+                    shutil.rmtree(self.workspace(row.id), ignore_errors=True)
+                    _patiently(lambda: self.store.requeue(row.id, self.instance))
+                    return
+                log.exception("run %s could not start", row.id)
+                self._end_unstarted(row.id, "failure", 1,
+                                    f"internal error in flowray: {exc!r}")
+                return
+            with self._lock:  # a cancel made meanwhile is seen here, or sees the run
+                live.run = run
+                pending = live.cancel
+            if pending is not None:
+                run.cancel(reason=pending)
             self._pump(row, run)
         finally:
             live.done.set()
             self._forget(row.id)
-            self._wake.set()
+            self._wake.set()  # room for a queued run
 
     def _start(self, row: Any) -> Run:
         import flowray
@@ -551,17 +534,20 @@ class RunManager:
         return stop
 
     def _end_unstarted(self, run_id: str, status: str, exit_code: int, reason: str) -> None:
-        """End a run the runtime never started (refused at start, cancelled while queued)."""
-        ended: list[bool] = []
-        _patiently(lambda: ended.append(self.store.finish_run(
-            run_id, status=status, exit_code=exit_code, reason=reason)))
-        if ended[-1]:
-            self._finish_events(run_id, status, exit_code, reason)
-            row = self.store.get_run(run_id)
-            if row is not None:
-                self.metrics.run_ended_unstarted(flow=row.flow, trigger=row.trigger,
-                                                 status=status)
-                self._after_end(row, status, {})
+        """End a run the runtime refused to start."""
+        if _patiently(lambda: self.store.finish_run(run_id, status=status,
+                                                    exit_code=exit_code, reason=reason)):
+            self._ended_outside(run_id, status, exit_code, reason)
+
+    def _ended_outside(self, run_id: str, status: str, exit_code: int, reason: str) -> None:
+        """What follows the end of a run whose row was ended outside the runtime (refused
+        at start, cancelled while queued, lost with its process): the events that end its
+        stream, its count, its followers (flow triggers) and retention."""
+        self._finish_events(run_id, status, exit_code, reason)
+        row = self.store.get_run(run_id)
+        if row is not None:
+            self.metrics.run_ended_unstarted(flow=row.flow, trigger=row.trigger, status=status)
+            self._after_end(row, status, {})
 
     def _finish_events(self, run_id: str, status: str, exit_code: int, reason: str) -> None:
         """A ``run.finished`` for a run that ended outside the runtime, so that every event
@@ -583,8 +569,8 @@ class RunManager:
     def _after_end(self, row: Any, status: str, record: Mapping[str, Any]) -> None:
         """Flow triggers of the flows waiting for this one, then retention."""
         outputs: dict[str, Any] = {}
-        for job in (record.get("jobs") or {}).values() if isinstance(record.get("jobs"),
-                                                                      dict) else []:
+        jobs = record.get("jobs")
+        for job in jobs.values() if isinstance(jobs, dict) else ():
             if isinstance(job, dict) and isinstance(job.get("outputs"), dict):
                 outputs.update(job["outputs"])
         for name, upstream in self.store.flow_trigger_edges().items():
@@ -625,10 +611,7 @@ class RunManager:
         if row.status == "queued":
             if self.store.finish_run(run_id, status="cancelled", exit_code=130, reason=reason,
                                      only_from=("queued",)):
-                self._finish_events(run_id, "cancelled", 130, reason)
-                self.metrics.run_ended_unstarted(flow=row.flow, trigger=row.trigger,
-                                                 status="cancelled")
-                self._after_end(row, "cancelled", {})
+                self._ended_outside(run_id, "cancelled", 130, reason)
                 return "cancelled"
             row = self.store.get_run(run_id)  # it started meanwhile
         with self._lock:
@@ -674,16 +657,15 @@ def _reason(record: Mapping[str, Any], status: str) -> str | None:
     return str(error) if error else None
 
 
-def _patiently(write: Callable[[], object]) -> None:
-    """Do a database write, trying again while the database is not answering: what a run
-    reported while the database was away is written when it is back, not lost."""
+def _patiently(write: Callable[[], T]) -> T:
+    """Do a database write (its result), trying again while the database is not answering:
+    what a run reported while the database was away is written when it is back, not lost."""
     from flowray.service.db import is_unavailable
 
     delay = 0.2
     while True:
         try:
-            write()
-            return
+            return write()
         except Exception as exc:
             if not is_unavailable(exc):
                 raise

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, selec
 from sqlalchemy.exc import IntegrityError
 
 from flowray.service import tables as t
+from flowray.store.records import pid_gone
 
 ROLES = ("viewer", "runner", "admin")  # each role may do what the ones before it may
 TERMINAL = ("success", "failure", "cancelled", "skipped")
@@ -115,7 +116,7 @@ class Store:
         out = []
         with self.engine.connect() as conn:
             for row in conn.execute(select(t.instances)):
-                gone = row.host == here and not _pid_alive(row.pid)
+                gone = row.host == here and pid_gone(row.pid)
                 if gone or (stale is not None and time.time() - row.heartbeat > stale):
                     out.append(row.id)
         return out
@@ -234,11 +235,6 @@ class Store:
                                                         next_fire=next_fire))
         return version, now, new
 
-    def flow_names(self) -> list[str]:
-        with self.engine.connect() as conn:
-            return [r.name for r in conn.execute(
-                select(t.flows.c.name).where(t.flows.c.deleted.is_(False)))]
-
     def list_flows(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -246,9 +242,7 @@ class Store:
                 .join(t.flow_versions, and_(t.flow_versions.c.flow == t.flows.c.name,
                                             t.flow_versions.c.version == t.flows.c.version))
                 .where(t.flows.c.deleted.is_(False)).order_by(t.flows.c.name)).all()
-            fires = {r.flow: r.next_fire for r in conn.execute(
-                select(t.schedules.c.flow, func.min(t.schedules.c.next_fire).label("next_fire"))
-                .group_by(t.schedules.c.flow))}
+            fires = self.next_fires()
             out = []
             for row in rows:
                 last = conn.execute(select(t.runs.c.id, t.runs.c.status, t.runs.c.created)
@@ -448,11 +442,6 @@ class Store:
                                          running < t.runs.c.group_max))
                 .order_by(t.runs.c.created, t.runs.c.id).limit(limit)))
 
-    def running_in_group(self, group: str) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(t.runs).where(
-                t.runs.c.group_name == group, t.runs.c.status == "running")).scalar_one())
-
     def claim_run(self, run_id: str, owner: str, *, group: str | None = None,
                   group_max: int = 1) -> bool:
         """queued -> running for ``owner``; True for the one process that did. With a
@@ -589,13 +578,18 @@ class Store:
         with self.engine.connect() as conn:
             return {r.name: r.value for r in conn.execute(select(t.variables))}
 
-    def listing(self, table: str) -> list[dict[str, Any]]:
+    def listing(self, table: str, name: str | None = None) -> list[dict[str, Any]]:
+        """Secrets' names and dates (never their values), or variables' with their values;
+        only the one called ``name`` when it is given."""
         tab = t.secrets if table == "secrets" else t.variables
         cols = [tab.c.name, tab.c.created, tab.c.updated]
         if tab is t.variables:
             cols.append(tab.c.value)
+        query = select(*cols).order_by(tab.c.name)
+        if name is not None:
+            query = query.where(tab.c.name == name)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(*cols).order_by(tab.c.name))]
+            return [dict(r._mapping) for r in conn.execute(query)]
 
     def delete_named(self, table: str, name: str) -> bool:
         tab = t.secrets if table == "secrets" else t.variables
@@ -650,13 +644,3 @@ def machine_identity() -> str:
     except OSError:
         pass
     return "/".join(parts)[:255]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

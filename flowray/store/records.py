@@ -138,6 +138,12 @@ def owner_gone(run_path: str, data: dict[str, Any]) -> bool:
     pid = data.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
+    return pid_gone(pid)
+
+
+def pid_gone(pid: int) -> bool:
+    """Whether no process of this machine has ``pid`` (False when that cannot be told: one
+    of another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
