@@ -20,6 +20,7 @@ from flowray.runtime.record import (
     ReportsRecord,
     RunRecord,
     StepRecord,
+    TestCaseRecord,
     load_record,
     record_schema,
 )
@@ -92,8 +93,11 @@ def test_a_real_runs_record_validates_and_the_model_knows_every_key(ran: Workspa
     assert flaky.attempts == 2
     assert [a.status for a in flaky.previous_attempts] == [Status.FAILURE]
     assert flaky.previous_attempts[0].steps[1].exit_code == 1
-    assert flaky.reports == ReportsRecord(tests=1, failures=0, errors=0, skipped=0, files=1,
-                                          passed=1)
+    assert flaky.reports == ReportsRecord(
+        tests=1, failures=0, errors=0, skipped=0, files=1, passed=1,
+        cases=[TestCaseRecord(suite="", classname="", name="a", status="passed", time=None,
+                              message=None, text=None)],
+        cases_omitted=0)
     third = flaky.steps[2]
     assert (third.status, third.outcome, third.exit_code) == (
         Status.SUCCESS, Status.FAILURE, 3)
@@ -107,6 +111,10 @@ def test_a_real_runs_record_validates_and_the_model_knows_every_key(ran: Workspa
             assert set(step) == _keys(StepRecord)
         for attempt in job["previous_attempts"]:
             assert set(attempt) == _keys(AttemptRecord)
+        if job["reports"] is not None:
+            assert set(job["reports"]) == _keys(ReportsRecord)
+            for case in job["reports"]["cases"]:
+                assert set(case) == _keys(TestCaseRecord)
     assert rec.model_dump(mode="json", by_alias=True) == raw
 
 

@@ -830,8 +830,14 @@ def test_artifacts_are_copied_and_junit_reports_counted(ws: Workspace) -> None:
     rec = ws.record()
     job = rec["jobs"]["t"]
     assert job["artifacts"] == ["artifacts/t/out/model.txt"]
-    assert job["reports"] == {"tests": 4, "failures": 1, "errors": 0, "skipped": 1,
-                              "files": 1, "passed": 2}
+    case = {"suite": "a", "classname": "", "time": None, "text": None}
+    assert job["reports"] == {
+        "tests": 4, "failures": 1, "errors": 0, "skipped": 1, "files": 1, "passed": 2,
+        "cases": [{**case, "name": "bad", "status": "failure", "message": "boom"},
+                  {**case, "name": "skip", "status": "skipped", "message": None},
+                  {**case, "name": "ok1", "status": "passed", "message": None},
+                  {**case, "name": "ok2", "status": "passed", "message": None}],
+        "cases_omitted": 0}
     run_dir = ws.root / ".flowray" / "runs" / rec["id"]
     assert (run_dir / "artifacts" / "t" / "out" / "model.txt").read_text() == "model\n"
     assert (ws.root / "build" / "out" / "model.txt").exists()

@@ -226,7 +226,7 @@ class Console:
         if event.reports:
             from flowray.execute.artifacts import ReportCounts
 
-            counts = ReportCounts(**{k: v for k, v in event.reports.items() if k != "passed"})
+            counts = ReportCounts.from_record(event.reports)
             label += f" [tests: {counts.summary()}]"
         seconds = (event.ended - event.started) if event.started and event.ended else 0.0
         mark, code = _STATUS_MARK.get(event.status, ("?", "0"))

@@ -1,4 +1,5 @@
-"""What a job leaves behind: artifact files copied into the run record, JUnit report counts.
+"""What a job leaves behind: artifact files copied into the run record, JUnit report counts and
+test cases.
 
 Globs are matched by walking the job's folder without following symbolic links to folders (a
 link loop, or a link to ``/``, is never walked), and never below a ``.flowray`` folder (the run
@@ -9,36 +10,132 @@ start): files left by earlier runs, earlier attempts or jobs that ran before are
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
 import stat
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 RECORDS_FOLDER = ".flowray"  # never matched nor walked into
 _MAGIC = re.compile(r"[*?[]")
 
+# What the record keeps of a job's test cases. Every job's cases land in the run's record.json
+# (and its job.finished event), which is read and written whole, so one job must add a bounded
+# amount, whatever its suite holds: a sweep of 1,000 matrix cells that each run 5,000 tests
+# would otherwise make a record of millions of cases. With these caps a job whose cases pass
+# adds some 30 KB; one whose 200 kept cases all fail with long tracebacks about 1.2 MB. The cap
+# on cases keeps the failed ones first (what a person opens the page for); the caps on strings
+# keep one traceback (often the test's whole output) from taking the room of the others.
+MAX_CASES = 200  # test cases kept per job
+MAX_MESSAGE = 1_000  # characters of a case's message
+MAX_TEXT = 4_000  # characters of a case's text (a traceback)
+MAX_NAME = 1_000  # characters of a case's suite, classname and name (generated test ids)
+
+CaseStatus = Literal["passed", "failure", "error", "skipped"]
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start and a marker that says
+    how many characters were cut, ``limit`` characters in all."""
+    if len(text) <= limit:
+        return text
+    dropped = len(text) - limit
+    while True:  # the marker's length depends on the number it shows
+        marker = f" [... {dropped:,} more characters cut]"
+        keep = max(0, limit - len(marker))
+        if len(text) - keep == dropped:
+            return text[:keep] + marker
+        dropped = len(text) - keep
+
+
+@dataclass
+class ReportCase:
+    """One ``<testcase>`` of a JUnit report, as read (nothing masked nor cut yet)."""
+
+    suite: str
+    classname: str
+    name: str
+    status: CaseStatus
+    time: float | None = None  # seconds
+    message: str | None = None  # the failure/error/skipped element's message, or its first line
+    text: str | None = None  # the failure/error/skipped element's text (a traceback)
+
+    def to_record(self, mask: Callable[[str], str] = _same) -> dict[str, Any]:
+        """The case as the record keeps it: every string masked, then cut to its cap (masked
+        first, so that a cut never leaves the start of a secret)."""
+        return {
+            "suite": _cut(mask(self.suite), MAX_NAME),
+            "classname": _cut(mask(self.classname), MAX_NAME),
+            "name": _cut(mask(self.name), MAX_NAME),
+            "status": self.status,
+            "time": self.time,
+            "message": None if self.message is None else _cut(mask(self.message), MAX_MESSAGE),
+            "text": None if self.text is None else _cut(mask(self.text), MAX_TEXT),
+        }
+
 
 @dataclass
 class ReportCounts:
+    """What a job's JUnit reports hold: counts of all their cases (as ``<testsuite>`` gives
+    them when it lists none), and the cases the record may keep."""
+
     tests: int = 0
     failures: int = 0
     errors: int = 0
     skipped: int = 0
     files: int = 0
     paths: list[str] = field(default_factory=list)  # the files read (not in the record)
+    # The cases read, by kind, in file order; each list holds at most MAX_CASES (no more can
+    # be kept), so a report of 100,000 cases keeps no more of them than one of 600.
+    failed_cases: list[ReportCase] = field(default_factory=list)  # failures and errors
+    skipped_cases: list[ReportCase] = field(default_factory=list)
+    passed_cases: list[ReportCase] = field(default_factory=list)
+    cases_read: int = 0  # <testcase> elements read, kept or not
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ReportCounts:
+        """The counts of a record's (or a job.finished event's) ``reports``."""
+        def count(key: str) -> int:
+            return int(record.get(key, 0))
+
+        return cls(tests=count("tests"), failures=count("failures"), errors=count("errors"),
+                   skipped=count("skipped"), files=count("files"))
 
     @property
     def passed(self) -> int:
         return max(0, self.tests - self.failures - self.errors - self.skipped)
 
-    def to_record(self) -> dict[str, Any]:
-        record = asdict(self)
-        del record["paths"]
-        return {**record, "passed": self.passed}
+    def add_case(self, case: ReportCase) -> None:
+        """Count ``case`` as read, and hold it while its kind has room."""
+        self.cases_read += 1
+        kind = {"failure": self.failed_cases, "error": self.failed_cases,
+                "skipped": self.skipped_cases}.get(case.status, self.passed_cases)
+        if len(kind) < MAX_CASES:
+            kind.append(case)
+
+    def cases(self) -> list[ReportCase]:
+        """The cases the record keeps: failures and errors, then skipped, then passed (each in
+        file order), at most :data:`MAX_CASES`."""
+        return (self.failed_cases + self.skipped_cases + self.passed_cases)[:MAX_CASES]
+
+    def to_record(self, mask: Callable[[str], str] = _same) -> dict[str, Any]:
+        """The record's ``reports``: counts of every case, the kept cases with each string
+        passed through ``mask`` (the job's secret masker), and how many cases were left out."""
+        kept = self.cases()
+        return {
+            "tests": self.tests, "failures": self.failures, "errors": self.errors,
+            "skipped": self.skipped, "files": self.files, "passed": self.passed,
+            "cases": [c.to_record(mask) for c in kept],
+            "cases_omitted": self.cases_read - len(kept),
+        }
 
     def summary(self) -> str:
         parts = [f"{self.passed} passed", f"{self.failures + self.errors} failed"]
@@ -237,7 +334,7 @@ def collect_artifacts(base: str, patterns: list[str], dest: str, *,
 def read_reports(base: str, patterns: list[str], *,
                  since: int | None = None) -> tuple[ReportCounts, list[str]]:
     """Sum the test counts of the JUnit XML files matching ``patterns`` (with ``since``, only
-    those written at or after it)."""
+    those written at or after it), and gather their test cases (see :class:`ReportCounts`)."""
     walker = _Walker(base)
     counts = ReportCounts()
     problems: list[str] = []
@@ -264,7 +361,7 @@ def read_reports(base: str, patterns: list[str], *,
 
 
 def _count(path: str, rel: str, counts: ReportCounts, problems: list[str]) -> bool:
-    """Add the counts of the report at ``path``; False if it is not JUnit XML."""
+    """Add the counts and cases of the report at ``path``; False if it is not JUnit XML."""
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as exc:
@@ -282,18 +379,46 @@ def _count(path: str, rel: str, counts: ReportCounts, problems: list[str]) -> bo
         if cases:
             counts.tests += len(cases)
             for case in cases:
-                if case.find("failure") is not None:
+                read = _case(suite.get("name") or "", case)
+                if read.status == "failure":
                     counts.failures += 1
-                elif case.find("error") is not None:
+                elif read.status == "error":
                     counts.errors += 1
-                elif case.find("skipped") is not None:
+                elif read.status == "skipped":
                     counts.skipped += 1
+                counts.add_case(read)
         else:
             counts.tests += _int(suite.get("tests"))
             counts.failures += _int(suite.get("failures"))
             counts.errors += _int(suite.get("errors"))
             counts.skipped += _int(suite.get("skipped"))
     return True
+
+
+def _case(suite: str, case: ET.Element) -> ReportCase:
+    """A ``<testcase>`` as a :class:`ReportCase`: its status is its first of ``<failure>``,
+    ``<error>``, ``<skipped>`` (in that order), else passed."""
+    read = ReportCase(suite, case.get("classname") or "", case.get("name") or "", "passed",
+                      time=_seconds(case.get("time")))
+    status: CaseStatus
+    for status in ("failure", "error", "skipped"):
+        found = case.find(status)
+        if found is not None:
+            read.status = status
+            text = "".join(found.itertext())
+            read.text = text if text.strip() else None
+            read.message = found.get("message") or next(
+                (line.strip() for line in text.splitlines() if line.strip()), None)
+            break
+    return read
+
+
+def _seconds(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _int(text: str | None) -> int:

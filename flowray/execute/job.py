@@ -159,7 +159,7 @@ class JobResult:
     ended: float
     error: str | None = None
     artifacts: list[str] = field(default_factory=list)  # relative to the run folder
-    reports: dict[str, Any] | None = None  # JUnit counts
+    reports: dict[str, Any] | None = None  # JUnit counts and cases (masked)
     report_files: list[str] = field(default_factory=list)  # the reports read (not recorded)
     warnings: list[str] = field(default_factory=list)
     node: str = ""  # where it ran, when a dispatcher knows (Ray: host, address and node id)
@@ -421,7 +421,8 @@ class JobRunner:
     def _leftovers(
         self, env: dict[str, str]
     ) -> tuple[list[str], dict[str, Any] | None, list[str]]:
-        """Artifacts copied into the run folder and JUnit report counts, after the steps."""
+        """Artifacts copied into the run folder and JUnit report counts and cases, after the
+        steps."""
         job = self.req.job
         if not job["artifacts"] and not job["reports"]:
             return [], None, []
@@ -447,7 +448,10 @@ class JobRunner:
         if job["reports"]:
             patterns, problems = self._globs("reports", ctx)
             counts, more = read_reports(base, patterns, since=self._since)
-            reports = counts.to_record()
+            # Test names, messages and tracebacks are what the tests wrote: a test may print a
+            # secret into its failure message. "reports" is one of the record's own fields,
+            # which the event bus never masks, so it is masked here.
+            reports = counts.to_record(mask=self.masker.message)
             self._report_files = counts.paths
             warnings += problems + more
         return copied, reports, warnings

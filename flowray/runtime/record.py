@@ -16,8 +16,9 @@ Compatibility:
   ``schema``); keys every record has had since the first flowray are required, with their
   types. Keys added later (``pid``, ``host``, ``actions``, ``lost_attempts``, ``artifacts``,
   ``reports``, ``warnings``, ``ranks``, ``trigger``, ``backend``, a step's ``kind`` and
-  ``cached``, an attempt's ``node`` and ``ranks``) default to what is written when there is
-  nothing to say (``None`` where nothing is known: a step's ``kind``, ``pid``, ``trigger``...).
+  ``cached``, an attempt's ``node`` and ``ranks``, the reports' ``cases`` and
+  ``cases_omitted``) default to what is written when there is nothing to say (``None`` where
+  nothing is known: a step's ``kind``, ``pid``, ``trigger``...).
 - Values are checked strictly (a number is not a string, ``"3"`` is not an integer), except
   that an integer is a number.
 """
@@ -31,6 +32,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
+from flowray.execute.artifacts import MAX_CASES, MAX_MESSAGE, MAX_NAME, MAX_TEXT
 from flowray.spec.diagnostics import describe, format_path
 from flowray.status import Status
 from flowray.store.records import (
@@ -53,6 +55,7 @@ __all__ = [
     "RunHeader",
     "RunRecord",
     "StepRecord",
+    "TestCaseRecord",
     "iter_records",
     "load_record",
     "record_schema",
@@ -143,8 +146,34 @@ class AttemptRecord(_Record):
     ranks: list[RankRecord] = _f("each node of a multi-node job", default_factory=list)
 
 
+class TestCaseRecord(_Record):
+    """One test case of a job's JUnit reports (``jobs.<key>.reports.cases[i]``). Its strings
+    are masked (a secret a test printed shows as ``***``), then cut to a cap with a marker
+    that says how many characters were cut."""
+
+    __test__ = False  # not a test class, although its name says Test (pytest collects those)
+
+    suite: str = _f(f"the name of the <testsuite> the case is in ('' if it has none); at "
+                    f"most {MAX_NAME:,} characters")
+    classname: str = _f(f"the case's classname attribute ('' if it has none); at most "
+                        f"{MAX_NAME:,} characters")
+    name: str = _f(f"the case's name attribute ('' if it has none); at most {MAX_NAME:,} "
+                   f"characters")
+    status: Literal["passed", "failure", "error", "skipped"] = _f(
+        "failure, error or skipped: the case holds that element (the first of them, in this "
+        "order); passed: none of them")
+    time: float | None = _f("the case's time attribute (seconds), if it has a number there")
+    message: str | None = _f(
+        f"the failure, error or skipped element's message attribute, else the first line of "
+        f"its text; at most {MAX_MESSAGE:,} characters")
+    text: str | None = _f(
+        f"the failure, error or skipped element's text (a traceback, what the test printed); "
+        f"at most {MAX_TEXT:,} characters")
+
+
 class ReportsRecord(_Record):
-    """Counts of the JUnit reports a job's ``reports`` globs matched."""
+    """The JUnit reports a job's ``reports`` globs matched: counts of all their test cases, and
+    the cases themselves, the failed ones first, up to a cap that keeps a record small."""
 
     tests: int = _f("test cases")
     failures: int = _f("failed test cases")
@@ -152,6 +181,14 @@ class ReportsRecord(_Record):
     skipped: int = _f("skipped test cases")
     files: int = _f("report files read")
     passed: int = _f("test cases that passed")
+    cases: list[TestCaseRecord] = _f(
+        f"the test cases: failures and errors, then skipped, then passed (each in the order "
+        f"of the reports), at most {MAX_CASES}; absent (empty) in records of older flowray",
+        default_factory=list)
+    cases_omitted: int = _f(
+        "test cases read but left out of cases (beyond its cap); a report that gives only "
+        "counts on <testsuite> has no cases to keep, and none are omitted; absent (0) in "
+        "records of older flowray", default=0)
 
 
 class JobRecord(_Record):
@@ -174,7 +211,8 @@ class JobRecord(_Record):
     steps: list[StepRecord] = _f("the last attempt's steps (rank 0's)")
     artifacts: list[str] = _f("artifact files kept, relative to the run folder",
                               default_factory=list)
-    reports: ReportsRecord | None = _f("counts of the job's JUnit reports", default=None)
+    reports: ReportsRecord | None = _f("the job's JUnit reports: counts and test cases",
+                                       default=None)
     warnings: list[str] = _f("things the job wants a person to know",
                              default_factory=list)
     ranks: list[RankRecord] = _f("each node of a multi-node job", default_factory=list)
