@@ -21,8 +21,8 @@ pytest_plugins = ["pgfixture"]
 def _differences(url: str) -> list[object]:
     engine = connect(url)
     try:
-        assert migrate(engine) == "0001"
-        assert migrate(engine) == "0001"  # again: nothing to do
+        assert migrate(engine) == "0002"
+        assert migrate(engine) == "0002"  # again: nothing to do
         with engine.connect() as conn:
             return list(compare_metadata(MigrationContext.configure(conn), metadata))
     finally:

@@ -11,6 +11,8 @@ parts), so this module does not use postponed annotations.
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -31,8 +33,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 import flowray
+from flowray import web
 from flowray.service import hooks
 from flowray.service.db import first_line, is_unavailable
 from flowray.service.flows import BadFiles, PushError, check_flow, diagnose
@@ -48,6 +52,9 @@ from flowray.service.store import (
 
 log = logging.getLogger("flowray.service")
 
+SESSION_COOKIE = "flowray_session"
+CSRF_HEADER = "X-Flowray-CSRF"
+SESSION_SECONDS = 12 * 3600  # a page sign-in lasts a working day
 MAX_BODY = 16 * 1024 * 1024  # any request body (a flow with its local actions, at most)
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"  # secrets and variables
 
@@ -68,6 +75,9 @@ class Strict(BaseModel):
 
 class FlowPush(Strict):
     text: str = Field(description="the flow file's YAML (or JSON) text")
+    keep_files: bool = Field(default=False, description="keep the local actions' files of "
+                             "the flow's current version (the web page's editor changes only "
+                             "the YAML); `files` must then be empty")
     path: str = Field(default="flow.yaml", max_length=300,
                       description="the file name it was pushed from, used in diagnostics")
     files: dict[str, str] = Field(default_factory=dict,
@@ -95,6 +105,10 @@ MAX_VALUE = 1024 * 1024  # a secret's or variable's value, in bytes
 
 class Value(Strict):
     value: str = Field(max_length=MAX_VALUE)
+
+
+class SignIn(Strict):
+    token: str = Field(min_length=1, max_length=500)
 
 
 class TokenCreate(Strict):
@@ -155,18 +169,41 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
     # -- access
 
     def access(needed: str) -> Callable[..., Awaitable[tuple[str, str]]]:
-        async def check(credentials: Annotated[HTTPAuthorizationCredentials | None,
+        async def check(request: Request,
+                        credentials: Annotated[HTTPAuthorizationCredentials | None,
                                                Depends(bearer)]) -> tuple[str, str]:
-            if credentials is None or credentials.scheme.lower() != "bearer":
+            if credentials is not None and credentials.scheme.lower() == "bearer":
+                found = await run_in_threadpool(store.token_role, credentials.credentials)
+                if found is None:
+                    raise ApiError(401, "the token is not valid")
+            elif "authorization" not in request.headers and SESSION_COOKIE in request.cookies:
+                found = await run_in_threadpool(_page_caller, request)
+            else:
                 raise ApiError(401, "a token is needed: Authorization: Bearer <token>")
-            found = await run_in_threadpool(store.token_role, credentials.credentials)
-            if found is None:
-                raise ApiError(401, "the token is not valid")
             if not role_allows(found[1], needed):
                 raise ApiError(403, f"the token '{found[0]}' has the role {found[1]}; this "
                                f"needs {needed}" + (" or admin" if needed != "admin" else ""))
             return found
         return check
+
+    def _page_caller(request: Request) -> tuple[str, str]:
+        """The caller of a request the web page makes with its session cookie. A change
+        (any method but GET/HEAD) must also carry the session's CSRF value in a header and
+        come from this origin: SameSite=Strict keeps other sites' requests from carrying the
+        cookie, and this keeps out anything that slips past it."""
+        session = request.cookies[SESSION_COOKIE]
+        found = store.session_role(session)
+        if found is None:
+            raise ApiError(401, "the sign-in has ended: sign in again")
+        if request.method not in ("GET", "HEAD"):
+            if not same_origin(request):
+                raise ApiError(403, "a change made with the page's sign-in must come from "
+                               "the page itself (Origin)")
+            if not hmac.compare_digest(request.headers.get(CSRF_HEADER, "").encode(),
+                                       csrf_value(session).encode()):
+                raise ApiError(403, f"a change made with the page's sign-in needs its "
+                               f"{CSRF_HEADER} header")
+        return found
 
     viewer = Depends(access("viewer"))
     runner = Depends(access("runner"))
@@ -202,6 +239,72 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         body, content_type = manager.metrics.render()
         return Response(body, media_type=content_type)
 
+    # -- the web page's sign-in (a session cookie: HttpOnly, SameSite=Strict)
+
+    def _session_answer(request: Request, session: str, name: str, role: str,
+                        status: int = 200) -> JSONResponse:
+        answer = JSONResponse({"name": name, "role": role, "csrf": csrf_value(session)},
+                              status_code=status)
+        if status == 201:
+            answer.set_cookie(SESSION_COOKIE, session, max_age=SESSION_SECONDS, path="/",
+                              httponly=True, samesite="strict",
+                              secure=request.url.scheme == "https")
+        answer.headers["Cache-Control"] = "no-store"
+        return answer
+
+    @app.post("/api/v1/session", tags=["page"], status_code=201,
+              responses={401: {"description": "the token is not valid"}})
+    def sign_in(body: SignIn, request: Request) -> JSONResponse:
+        """Sign the web page in with a token: sets the session cookie (HttpOnly,
+        SameSite=Strict) and answers the token's name, role and the session's CSRF value,
+        which the page sends as ``X-Flowray-CSRF`` with every change."""
+        if not same_origin(request):
+            raise ApiError(403, "a sign-in must come from the page itself (Origin)")
+        opened = store.open_session(body.token.strip(), lifetime=SESSION_SECONDS)
+        if opened is None:
+            raise ApiError(401, "the token is not valid")
+        return _session_answer(request, *opened, status=201)
+
+    @app.get("/api/v1/session", tags=["page"])
+    def session_info(request: Request) -> JSONResponse:
+        """Who the page's session is: name, role and its CSRF value."""
+        session = request.cookies.get(SESSION_COOKIE)
+        found = store.session_role(session) if session else None
+        if session is None or found is None:
+            raise ApiError(401, "not signed in")
+        return _session_answer(request, session, *found)
+
+    @app.delete("/api/v1/session", tags=["page"], status_code=204)
+    def sign_out(request: Request) -> Response:
+        """End the page's session (its cookie no longer opens anything)."""
+        session = request.cookies.get(SESSION_COOKIE)
+        if session is not None and store.session_role(session) is not None:
+            _page_caller(request)  # the CSRF check: another site cannot sign a user out
+            store.close_session(session)
+        answer = Response(status_code=204)
+        answer.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return answer
+
+    # -- the web page: one document for every page address, and its files
+
+    page = web.page_document()
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/sign-in", include_in_schema=False)
+    @app.get("/flows", include_in_schema=False)
+    @app.get("/flows/{rest:path}", include_in_schema=False)
+    @app.get("/runs", include_in_schema=False)
+    @app.get("/runs/{rest:path}", include_in_schema=False)
+    @app.get("/secrets", include_in_schema=False)
+    @app.get("/variables", include_in_schema=False)
+    def web_page() -> Response:
+        return Response(page, media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": web.CONTENT_SECURITY_POLICY,
+                                 "Cache-Control": "no-cache"})
+
+    app.mount("/static", _Static(directory=str(web.STATIC), follow_symlink=False),
+              name="static")
+
     # -- flows
 
     @app.get("/api/v1/flows", tags=["flows"], dependencies=[viewer])
@@ -215,8 +318,18 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         if flow is None:
             raise ApiError(404, f"no flow named '{name}'" + (
                 f" with version {version}" if version else ""))
-        return {k: flow[k] for k in ("name", "version", "text", "path", "created",
-                                     "versions", "current")}
+        from flowray.spec.triggers import manual_inputs, manual_trigger
+
+        try:
+            data: dict[str, Any] = manager.load_flow(name, flow["version"])[1]
+        except TriggerError:
+            data = {}
+        role = manual_trigger(data).get("role")
+        return {**{k: flow[k] for k in ("name", "version", "text", "path", "created",
+                                        "versions", "current")},
+                "files": sorted(flow["files"]),
+                "inputs": manual_inputs(data),
+                "start_role": role if role in ROLES else "runner"}
 
     @app.put("/api/v1/flows/{name}", tags=["flows"], dependencies=[admin],
              responses={422: {"description": "the flow is not valid: its diagnostics"}})
@@ -224,9 +337,17 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         problem = flow_name_problem(name)
         if problem:
             raise ApiError(422, problem)
+        files, executable = body.files, body.executable
+        if body.keep_files:
+            if files or executable:
+                raise ApiError(422, "keep_files takes the current version's files: send no "
+                               "files or executable with it")
+            current = store.get_flow(name, versions=False)
+            if current is not None:
+                files, executable = current["files"], current["executable"]
         try:
             pushed = check_flow(name, path=os.path.basename(body.path) or "flow.yaml",
-                                text=body.text, files=body.files, executable=body.executable,
+                                text=body.text, files=files, executable=executable,
                                 variables=list(store.variable_values()),
                                 edges=store.flow_trigger_edges())
         except PushError as exc:
@@ -348,12 +469,15 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
              response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}}}})
     async def run_events(run_id: str, request: Request,
-                         last_event_id: Annotated[str | None, Header()] = None
+                         last_event_id: Annotated[str | None, Header()] = None,
+                         since: Annotated[int, Query(
+                             ge=0, le=10**9, description="start after this seq (for a reader "
+                             "that cannot send Last-Event-ID; the header wins)")] = 0
                          ) -> StreamingResponse:
         """Server-Sent Events of the run's events (``id:`` is the event's seq); resume with
-        ``Last-Event-ID``; the stream ends after ``run.finished``."""
+        ``Last-Event-ID`` (or ``?since=``); the stream ends after ``run.finished``."""
         await run_in_threadpool(_row, run_id)
-        after = 0
+        after = since
         if last_event_id and last_event_id.isascii() and last_event_id.strip().isdigit() \
                 and len(last_event_id.strip()) <= 9:
             after = int(last_event_id)
@@ -615,6 +739,33 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
     app.state.store = store
     app.state.manager = manager
     return app
+
+
+class _Static(StaticFiles):
+    """The page's files, looked at again on every load (an upgraded package serves its new
+    files at once; unchanged ones answer 304)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        answer = super().file_response(*args, **kwargs)
+        answer.headers["Cache-Control"] = "no-cache"
+        return answer
+
+
+def csrf_value(session: str) -> str:
+    """The CSRF value of a page session: derived from the session id (which the page's script
+    never sees: its cookie is HttpOnly), so nothing more is stored."""
+    return hashlib.sha256(b"flowray-csrf:" + session.encode("ascii", "replace")).hexdigest()
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a request's ``Origin`` (when it has one) is the host it was sent to."""
+    from urllib.parse import urlsplit
+
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = request.headers.get("host", "")
+    return origin != "null" and urlsplit(origin).netloc.lower() == host.lower()
 
 
 def flow_name_problem(name: str) -> str | None:

@@ -3,7 +3,9 @@ the body has been read yet):
 
 - a body is counted as it arrives, chunked or not, and refused past the limit (413), so no
   request makes the service hold more than that in memory;
-- an API call without any token is refused (401) before its body is read;
+- an API call without any token (a bearer token, or the web page's session cookie) is refused
+  (401) before its body is read;
+- every answer says that it is not to be framed, sniffed or sent on as a referrer;
 - a NUL character in the path or query is refused (400): no database stores it in text.
 """
 
@@ -21,8 +23,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Routes under /api/v1 that need no token (none: the OpenAPI description needs a viewer's).
-OPEN_API_PATHS: frozenset[str] = frozenset()
+# Routes under /api/v1 that need no token: the page's sign-in (it checks its own).
+OPEN_API_PATHS: frozenset[str] = frozenset({"/api/v1/session"})
+SESSION_COOKIE = b"flowray_session="
+SAFETY_HEADERS = [(b"x-content-type-options", b"nosniff"),
+                  (b"x-frame-options", b"DENY"),
+                  (b"referrer-policy", b"no-referrer")]
 
 
 class _TooLarge(HTTPException):
@@ -49,7 +55,8 @@ class Guard:
             return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         if path.startswith("/api/") and path not in OPEN_API_PATHS \
-                and b"authorization" not in headers:
+                and b"authorization" not in headers \
+                and SESSION_COOKIE not in headers.get(b"cookie", b""):
             await _answer(send, 401, "a token is needed: Authorization: Bearer <token>")
             return
         length = headers.get(b"content-length")
@@ -76,6 +83,7 @@ class Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                message["headers"] = [*message.get("headers", []), *SAFETY_HEADERS]
             await send(message)
 
         try:

@@ -32,6 +32,16 @@ tokens = Table(
     Column("created", Float, nullable=False),
 )
 
+# Web page sign-ins: only a SHA-256 of each session id (the page's cookie) is kept, with the
+# hash of the token it was opened with, so that revoking the token ends its sessions.
+sessions = Table(
+    "sessions", metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("token_hash", String(64), nullable=False, index=True),
+    Column("created", Float, nullable=False),
+    Column("expires", Float, nullable=False),
+)
+
 # A flow's name and its newest version; a removed flow is kept (deleted=true) so that its runs'
 # history still names it and a new push goes on counting versions.
 flows = Table(
