@@ -472,7 +472,10 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
                          last_event_id: Annotated[str | None, Header()] = None,
                          since: Annotated[int, Query(
                              ge=0, le=10**9, description="start after this seq (for a reader "
-                             "that cannot send Last-Event-ID; the header wins)")] = 0
+                             "that cannot send Last-Event-ID; the header wins)")] = 0,
+                         logs: Annotated[bool, Query(
+                             description="false: leave out step.log events (a reader that "
+                             "reads finished steps' logs from their files)")] = True
                          ) -> StreamingResponse:
         """Server-Sent Events of the run's events (``id:`` is the event's seq); resume with
         ``Last-Event-ID`` (or ``?since=``); the stream ends after ``run.finished``."""
@@ -497,7 +500,8 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
                 quiet = 0
                 while True:
                     written.clear()
-                    texts = await run_in_threadpool(store.events_after, run_id, after)
+                    texts = await run_in_threadpool(store.events_after, run_id, after,
+                                                    logs=logs)
                     for text in texts:
                         data = json.loads(text)
                         after = data["seq"]

@@ -571,12 +571,16 @@ class Store:
             conn.execute(delete(t.events).where(t.events.c.run == run_id,
                                                 t.events.c.seq >= from_seq))
 
-    def events_after(self, run_id: str, after: int, limit: int = 1000) -> list[str]:
-        """The JSON texts of run ``run_id``'s events with ``seq > after``, in order."""
+    def events_after(self, run_id: str, after: int, limit: int = 1000, *,
+                     logs: bool = True) -> list[str]:
+        """The JSON texts of run ``run_id``'s events with ``seq > after``, in order (without
+        its step.log events unless ``logs``)."""
+        query = select(t.events.c.data).where(t.events.c.run == run_id,
+                                              t.events.c.seq > after)
+        if not logs:
+            query = query.where(t.events.c.type != "step.log")
         with self.engine.connect() as conn:
-            return [r.data for r in conn.execute(
-                select(t.events.c.data).where(t.events.c.run == run_id, t.events.c.seq > after)
-                .order_by(t.events.c.seq).limit(limit))]
+            return [r.data for r in conn.execute(query.order_by(t.events.c.seq).limit(limit))]
 
     def last_seq(self, run_id: str) -> int:
         with self.engine.connect() as conn:

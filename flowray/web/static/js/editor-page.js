@@ -8,6 +8,7 @@ import { clear, errorBox, field, h, setFieldError, toast, when } from "./dom.js"
 const VALIDATE_AFTER_MS = 300;
 
 const TEMPLATE = `# A new flow: jobs run in parallel unless \`needs\` orders them.
+name: new-flow
 triggers:
   manual:
     inputs:
@@ -91,6 +92,23 @@ async function editorView(root, options) {
       timer = setTimeout(check, VALIDATE_AFTER_MS);
     },
   });
+
+  if (!editable) editor.view.contentDOM.setAttribute("aria-readonly", "true");
+  if (options.nameInput) {
+    // The flow's name: line follows the name field (the service refuses a flow whose
+    // name: differs from the name it is saved under).
+    options.nameInput.addEventListener("input", () => {
+      const value = options.nameInput.value.trim();
+      const shown = /^[A-Za-z0-9_.-]+$/.test(value) ? value : JSON.stringify(value);
+      const text = editor.getText();
+      const next = text.replace(/^name:.*$/m, `name: ${value ? shown : "new-flow"}`);
+      if (next !== text) {
+        editor.setText(next);
+        clearTimeout(timer);
+        timer = setTimeout(check, VALIDATE_AFTER_MS);
+      }
+    });
+  }
 
   async function check() {
     const ticket = ++asked;

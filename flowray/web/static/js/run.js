@@ -10,6 +10,9 @@ import { follow, isTerminal, matrixLabel, RunState } from "./runstate.js";
 export async function runView(root, [runId]) {
   let summary = await api(`/runs/${enc(runId)}`);
   const state = new RunState(runId);
+  // A run that has ended: its events without the log lines, and each shown step's log read
+  // from its file (a 100,000-line log is one request, not 100,000 events).
+  const streamed = !isTerminal(summary.status);
   const header = h("div", { class: "run-head" });
   const notices = h("div", { class: "notices" });
   const graphHolder = h("div", { class: "graph-wrap" });
@@ -163,9 +166,28 @@ export async function runView(root, [runId]) {
       state.logs.set(key, lines);
     }
     const step = job.steps[selectedStep];
+    if (!streamed && !lines.fetched) {
+      lines.fetched = true;
+      readLog(job.key, selectedStep, lines);
+    }
     if (logs.lines !== lines) {
       logs.show(lines, `Log: ${job.key} · ${step.name}`,
         `/api/v1/runs/${enc(runId)}/logs/${enc(job.key)}/${selectedStep}`);
+    } else logs.grown();
+  }
+
+  // A finished run's logs: its step's log file, read once (the event stream leaves them out).
+  async function readLog(key, index, lines) {
+    try {
+      const answer = await fetch(`/api/v1/runs/${enc(runId)}/logs/${enc(key)}/${index}`,
+        { credentials: "same-origin" });
+      if (!answer.ok) return;
+      const text = await answer.text();
+      const read = text.endsWith("\n") ? text.slice(0, -1) : text;
+      if (read) for (const line of read.split("\n")) lines.push(["stdout", line]);
+      if (logs.lines === lines) logs.grown();
+    } catch {
+      /* the log stays empty; the whole-log link says more */
     }
   }
 
@@ -209,7 +231,7 @@ export async function runView(root, [runId]) {
       }
       drawHeader();
     }
-  });
+  }, { logs: streamed });
   const ticker = setInterval(() => {
     if (!isTerminal(status())) drawHeader();
   }, 1000);

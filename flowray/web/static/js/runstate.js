@@ -107,8 +107,10 @@ export class RunState {
 }
 
 // Follow a run's events; onChange({jobs: Set of keys, fresh: bool, logs: Set, run: bool}) is
-// called at most once a frame. Returns a function that stops following.
-export function follow(state, onChange) {
+// called at most once a frame. Without logs, step.log events are left out (a finished run's
+// logs are read from their files, one request each, when a step is shown). Returns a handle
+// whose stop() stops following.
+export function follow(state, onChange, { logs = true } = {}) {
   let source = null;
   let stopped = false;
   let retry = 0;
@@ -131,8 +133,11 @@ export function follow(state, onChange) {
 
   function open() {
     if (stopped) return;
+    const query = new URLSearchParams();
+    if (state.lastSeq) query.set("since", String(state.lastSeq));
+    if (!logs) query.set("logs", "false");
     source = new EventSource(`/api/v1/runs/${encodeURIComponent(state.id)}/events` +
-      (state.lastSeq ? `?since=${state.lastSeq}` : ""));
+      (query.toString() ? `?${query}` : ""));
     source.onmessage = (message) => {
       let ev;
       try {

@@ -103,8 +103,13 @@ export async function sweepView(root, [runId], query) {
 
     const cols = [["key", "Cell"], ...axes.map((a) => [`m:${a}`, a]), ["status", "Status"],
       ["duration", "Took"], ...outputs.map((o) => [`o:${o}`, o])];
-    const sorted = [...list].sort((a, b) => sortDir * compare(value(a, sortKey),
-      value(b, sortKey)));
+    const empty = (v) => v === null || v === undefined || v === "";
+    const sorted = [...list].sort((a, b) => {
+      const va = value(a, sortKey);
+      const vb = value(b, sortKey);
+      if (empty(va) || empty(vb)) return empty(va) - empty(vb); // cells without one: last
+      return sortDir * compare(va, vb);
+    });
     const head = h("tr", null, cols.map(([key, title]) => h("th", { scope: "col",
       "aria-sort": key === sortKey ? (sortDir > 0 ? "ascending" : "descending") : "none",
       class: key.startsWith("o:") ? "output-col" : null },
