@@ -5,7 +5,10 @@ the body has been read yet):
   request makes the service hold more than that in memory;
 - an API call without any token (a bearer token, or the web page's session cookie) is refused
   (401) before its body is read;
-- every answer says that it is not to be framed, sniffed or sent on as a referrer;
+- every answer says that it is not to be framed, sniffed or sent on as a referrer (the
+  guard's own refusals too), and an API answer that says nothing of caching is not to be
+  stored: the page's session cookie makes an answer private, and a kept copy of a run's log or
+  of the secrets' names would outlive the sign-out in the browser's cache;
 - a NUL character in the path or query is refused (400): no database stores it in text.
 """
 
@@ -29,6 +32,7 @@ SESSION_COOKIE = b"flowray_session="
 SAFETY_HEADERS = [(b"x-content-type-options", b"nosniff"),
                   (b"x-frame-options", b"DENY"),
                   (b"referrer-policy", b"no-referrer")]
+NO_STORE = (b"cache-control", b"no-store")
 
 
 class _TooLarge(HTTPException):
@@ -69,6 +73,7 @@ class Guard:
                 return
         received = 0
         started = False
+        api = path.startswith("/api/")
 
         async def counted() -> Message:
             nonlocal received
@@ -83,7 +88,10 @@ class Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), *SAFETY_HEADERS]
+                headers = [*message.get("headers", []), *SAFETY_HEADERS]
+                if api and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append(NO_STORE)
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -94,9 +102,10 @@ class Guard:
 
 
 async def _answer(send: Send, status: int, message: str) -> None:
+    """A refusal of the guard's own, with the headers every answer has."""
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), NO_STORE, *SAFETY_HEADERS]})
     await send({"type": "http.response.body", "body": body})
