@@ -114,3 +114,68 @@ UNNAMED_CONTROLS = """() => {
 # Nothing sticks out sideways: the page itself never scrolls horizontally (wide tables, the
 # job graph and logs scroll inside their own boxes).
 PAGE_OVERFLOW = "() => document.documentElement.scrollWidth - window.innerWidth"
+
+
+class Relay:
+    """A TCP relay in front of the service, whose ``drop()`` cuts every connection going
+    through it at once, as a network that goes away does (the browser's offline mode leaves
+    a localhost stream open)."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import threading
+
+        self.target = port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.links: list[Any] = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.links += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def drop(self) -> None:
+        import socket
+
+        with self.lock:
+            links, self.links = self.links, []
+        for link in links:
+            with contextlib.suppress(OSError):
+                link.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                link.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.server.close()
+        self.drop()

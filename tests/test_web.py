@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from tests.browserfixtures import (
     PAGE_OVERFLOW,
     UNNAMED_CONTROLS,
     WIDTHS,
+    Relay,
     browser,
     screenshot,
     signed_in,
@@ -505,17 +505,24 @@ def test_the_log_stream_reconnects_without_losing_or_repeating_a_line(
                         "            sleep 0.02\n"
                         "          done\n")
     run_id = start(admin, "drip", dir=str(tmp_path))
-    with signed_in(browser, served.url, served.token) as page:
-        page.goto(f"{served.url}/runs/{run_id}")
-        log = page.get_by_role("region", name="Log")
-        log.get_by_text("drop 10", exact=True).wait_for()
-        page.context.set_offline(True)
-        time.sleep(1.5)
-        (tmp_path / "go").write_text("")
-        time.sleep(1.5)
-        page.context.set_offline(False)
-        page.locator(".run-head h1 .status", has_text="success").wait_for(timeout=60_000)
-        assert page.evaluate(LOG_LINES) == [f"drop {i}" for i in range(1, 41)]
+    relay = Relay(served.port)  # the page reaches the service through it
+    try:
+        with signed_in(browser, relay.url, served.token) as page:
+            streams: list[Any] = []
+            page.on("request", lambda r: streams.append(r) if "/events" in r.url else None)
+            page.goto(f"{relay.url}/runs/{run_id}")
+            log = page.get_by_role("region", name="Log")
+            log.locator(".log-line", has_text=re.compile(r"drop 10$")).wait_for()
+            relay.drop()  # the connection goes, while the step goes on printing
+            (tmp_path / "go").write_text("")
+            page.locator(".run-head h1 .status", has_text="success").wait_for(timeout=60_000)
+            assert page.evaluate(LOG_LINES) == [f"drop {i}" for i in range(1, 41)]
+            # it did lose the stream, and came back after the last event it had
+            assert len(streams) >= 2, streams
+            resumed = streams[1].all_headers().get("last-event-id")
+            assert resumed is not None and int(resumed) > 10, resumed
+    finally:
+        relay.close()
 
 
 # ------------------------------------------------------------------ secrets
@@ -619,5 +626,6 @@ def test_a_page_that_does_not_exist_says_so(served: Served, browser: Any) -> Non
         page.get_by_role("heading", name="Not found").wait_for()
         # the API's own JSON stays JSON
         answer = json.loads(page.evaluate(
-            "fetch('/api/v1/flows/nope').then((r) => r.text())"))
+            "fetch('/api/v1/flows/nope', {headers: {'X-Flowray-CSRF': "
+            "localStorage.getItem('flowray-csrf')}}).then((r) => r.text())"))
         assert answer == {"error": "no flow named 'nope'"}

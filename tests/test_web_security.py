@@ -48,7 +48,7 @@ POLICY = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inlin
           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 SAFETY = {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
           "referrer-policy": "no-referrer"}
-NEEDS_CSRF = {"error": "a change made with the page's sign-in needs its X-Flowray-CSRF header"}
+NEEDS_CSRF = {"error": "a request made with the page's sign-in needs its X-Flowray-CSRF header"}
 FOREIGN = {"error": "a change made with the page's sign-in must come from the page itself "
                     "(Origin)"}
 ENDED = {"error": "the sign-in has ended: sign in again"}
@@ -252,7 +252,7 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_keeps_only_its_hash(served: S
     answer = good.json()
     assert sorted(answer) == ["csrf", "name", "role"]
     assert (answer["name"], answer["role"]) == ("admin", "admin")
-    assert len(answer["csrf"]) == 64 and answer["csrf"] != value
+    assert len(answer["csrf"]) == 43 and answer["csrf"] != value
     assert served.token not in good.text and value not in good.text
     assert good.headers["cache-control"] == "no-store"
 
@@ -260,16 +260,22 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_keeps_only_its_hash(served: S
     other = httpx.post(url, json={"token": served.token})
     assert other.cookies[COOKIE] != value and other.json()["csrf"] != answer["csrf"]
 
-    # The database keeps a hash of each session id, never the id, nor the token.
-    rows = sql(served, "SELECT hash, token_hash FROM sessions WHERE hash = ?", sha256(value))
-    assert rows == [(sha256(value), sha256(served.token))]
+    # The database keeps hashes of each session id and CSRF value, never them, nor the token.
+    rows = sql(served, "SELECT hash, token_hash, csrf_hash FROM sessions WHERE hash = ?",
+               sha256(value))
+    assert rows == [(sha256(value), sha256(served.token), sha256(answer["csrf"]))]
     stored = db_bytes(served)
-    for secret in (value, other.cookies[COOKIE], served.token):
+    for secret in (value, other.cookies[COOKIE], served.token, answer["csrf"]):
         assert secret.encode() not in stored
 
-    me = httpx.get(url, headers={"Cookie": f"{COOKIE}={value}"})
-    assert (me.status_code, me.json()) == (200, answer)
+    # Who the session is: never its CSRF value again (only the sign-in's answer holds it).
+    me = httpx.get(url, headers={"Cookie": f"{COOKIE}={value}", CSRF: answer["csrf"]})
+    assert (me.status_code, me.json()) == (200, {"name": "admin", "role": "admin"})
     assert me.headers["cache-control"] == "no-store"
+    # The cookie alone opens nothing, not even who it is: browsers send it to every port of
+    # this host, where another server may be listening.
+    alone = httpx.get(url, headers={"Cookie": f"{COOKIE}={value}"})
+    assert (alone.status_code, alone.json()) == (403, NEEDS_CSRF)
     nobody = httpx.get(url)
     assert (nobody.status_code, nobody.json()) == (401, {"error": "not signed in"})
 
@@ -364,10 +370,21 @@ def test_changes_made_with_the_cookie_need_the_csrf_header_and_this_origin(
         assert "csrf-made" not in admin.get("/api/v1/tokens").text
         assert len(admin.get("/api/v1/runs").json()["runs"]) == runs_before
         assert admin.get("/api/v1/flows/plain").status_code == 200
-    # reads need the cookie alone
+    # reads need the CSRF value too (a header, or ?csrf= where a browser sends no headers),
+    # but no Origin
     with session.client() as reader:
+        got = reader.get("/api/v1/flows")
+        assert (got.status_code, got.json()) == (403, NEEDS_CSRF)
+        got = reader.get("/api/v1/runs", params={"limit": 1, "csrf": someone.csrf})
+        assert (got.status_code, got.json()) == (403, NEEDS_CSRF)
+        assert reader.get("/api/v1/runs", params={"limit": 1, "csrf": session.csrf}
+                          ).status_code == 200
+        # ... and the query's value never stands in for the header on a change
+        got = reader.put("/api/v1/variables/WEB_V", params={"csrf": session.csrf},
+                         json={"value": "1"})
+        assert (got.status_code, got.json()) == (403, NEEDS_CSRF)
+    with session.client(csrf=session.csrf) as reader:
         assert reader.get("/api/v1/flows").status_code == 200
-        assert reader.get("/api/v1/runs?limit=1").status_code == 200
     # the page itself: its header, its Origin (or none, as some same-origin requests have)
     started = []
     for origin in (served.url, None):
@@ -400,14 +417,14 @@ def test_a_session_ends_with_its_token_with_sign_out_and_when_it_expires(
     # revoking the token ends its page sessions at once
     token = new_token(served, "web-admin", "admin")
     session = sign_in(served, token)
-    with session.client() as client:
+    with session.client(csrf=session.csrf) as client:
         assert client.get(flows).status_code == 200
         with served.client() as admin:
             assert admin.delete("/api/v1/tokens/web-admin").status_code == 204
         got = client.get(flows)
         assert (got.status_code, got.json()) == (401, ENDED)
         got = client.get("/api/v1/session")
-        assert (got.status_code, got.json()) == (401, {"error": "not signed in"})
+        assert (got.status_code, got.json()) == (401, ENDED)
     with session.client(csrf=session.csrf) as client:
         got = client.put("/api/v1/variables/AFTER", json={"value": "1"})
         assert (got.status_code, got.json()) == (401, ENDED)
@@ -417,6 +434,7 @@ def test_a_session_ends_with_its_token_with_sign_out_and_when_it_expires(
     with session.client() as client:
         got = client.delete("/api/v1/session")
         assert (got.status_code, got.json()) == (403, NEEDS_CSRF)
+    with session.client(csrf=session.csrf) as client:
         assert client.get(flows).status_code == 200
     # ... ends the session, and clears the cookie
     with session.client(csrf=session.csrf) as client:
@@ -435,7 +453,7 @@ def test_a_session_ends_with_its_token_with_sign_out_and_when_it_expires(
     session = sign_in(served, served.token)
     sql(served, "UPDATE sessions SET expires = ? WHERE hash = ?", time.time() - 1,
         sha256(session.cookie))
-    with session.client() as client:
+    with session.client(csrf=session.csrf) as client:
         got = client.get(flows)
         assert (got.status_code, got.json()) == (401, ENDED)
     sign_in(served, served.token)
@@ -482,7 +500,7 @@ def test_every_answer_has_the_safety_headers_and_api_answers_are_not_stored(
         assert_safe(got, path)
 
     bearer = {"Authorization": f"Bearer {served.token}"}
-    cookie = {"Cookie": f"{COOKIE}={session.cookie}"}
+    cookie = {"Cookie": f"{COOKIE}={session.cookie}", CSRF: session.csrf}
     log = f"/api/v1/runs/{xss_run}/logs/shown/0"
     answers: list[tuple[str, str, dict[str, str], dict[str, Any], int]] = [
         # (method, path, headers, request options, status); API answers come last
@@ -500,7 +518,8 @@ def test_every_answer_has_the_safety_headers_and_api_answers_are_not_stored(
         ("GET", "/api/v1/flows", cookie, {}, 200),
         ("GET", "/api/v1/runs/nope", cookie, {}, 404),
         ("GET", "/api/v1/flows/plain?version=0", cookie, {}, 422),
-        ("PUT", "/api/v1/variables/X", cookie, {"json": {"value": "v"}}, 403),
+        ("PUT", "/api/v1/variables/X", {"Cookie": f"{COOKIE}={session.cookie}"},
+         {"json": {"value": "v"}}, 403),
         ("GET", "/api/v1/flows", {"Cookie": f"{COOKIE}=gone"}, {}, 401),
         ("GET", f"/api/v1/runs/{xss_run}", cookie, {}, 200),
         ("GET", log, cookie, {}, 200),

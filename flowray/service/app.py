@@ -11,7 +11,6 @@ parts), so this module does not use postponed annotations.
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -48,6 +47,7 @@ from flowray.service.store import (
     Store,
     role_allows,
     run_summary,
+    token_hash,
 )
 
 log = logging.getLogger("flowray.service")
@@ -176,7 +176,7 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
                 found = await run_in_threadpool(store.token_role, credentials.credentials)
                 if found is None:
                     raise ApiError(401, "the token is not valid")
-            elif "authorization" not in request.headers and SESSION_COOKIE in request.cookies:
+            elif SESSION_COOKIE in request.cookies:
                 found = await run_in_threadpool(_page_caller, request)
             else:
                 raise ApiError(401, "a token is needed: Authorization: Bearer <token>")
@@ -187,23 +187,27 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         return check
 
     def _page_caller(request: Request) -> tuple[str, str]:
-        """The caller of a request the web page makes with its session cookie. A change
-        (any method but GET/HEAD) must also carry the session's CSRF value in a header and
-        come from this origin: SameSite=Strict keeps other sites' requests from carrying the
-        cookie, and this keeps out anything that slips past it."""
+        """The caller of a request the web page makes with its session cookie. Every such
+        request also carries the session's CSRF value (a header; a query parameter ``csrf``
+        for the reads a browser makes without headers: event streams and downloads), and a
+        change must come from this origin. Browsers send a host's cookies to every port of
+        it, so the cookie alone opens nothing: another web server on this host would get
+        it, but not the CSRF value, which only the sign-in answer holds and the page keeps
+        in its own origin's storage."""
         session = request.cookies[SESSION_COOKIE]
         found = store.session_role(session)
         if found is None:
             raise ApiError(401, "the sign-in has ended: sign in again")
-        if request.method not in ("GET", "HEAD"):
-            if not same_origin(request):
-                raise ApiError(403, "a change made with the page's sign-in must come from "
-                               "the page itself (Origin)")
-            if not hmac.compare_digest(request.headers.get(CSRF_HEADER, "").encode(),
-                                       csrf_value(session).encode()):
-                raise ApiError(403, f"a change made with the page's sign-in needs its "
-                               f"{CSRF_HEADER} header")
-        return found
+        given = request.headers.get(CSRF_HEADER)
+        if given is None and request.method in ("GET", "HEAD"):
+            given = request.query_params.get("csrf")
+        if not hmac.compare_digest(token_hash(given or "").encode(), found[2].encode()):
+            raise ApiError(403, f"a request made with the page's sign-in needs its "
+                           f"{CSRF_HEADER} header")
+        if request.method not in ("GET", "HEAD") and not same_origin(request):
+            raise ApiError(403, "a change made with the page's sign-in must come from "
+                           "the page itself (Origin)")
+        return found[0], found[1]
 
     viewer = Depends(access("viewer"))
     runner = Depends(access("runner"))
@@ -241,38 +245,33 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
 
     # -- the web page's sign-in (a session cookie: HttpOnly, SameSite=Strict)
 
-    def _session_answer(request: Request, session: str, name: str, role: str,
-                        status: int = 200) -> JSONResponse:
-        answer = JSONResponse({"name": name, "role": role, "csrf": csrf_value(session)},
-                              status_code=status)
-        if status == 201:
-            answer.set_cookie(SESSION_COOKIE, session, max_age=SESSION_SECONDS, path="/",
-                              httponly=True, samesite="strict",
-                              secure=request.url.scheme == "https")
-        answer.headers["Cache-Control"] = "no-store"
-        return answer
-
     @app.post("/api/v1/session", tags=["page"], status_code=201,
               responses={401: {"description": "the token is not valid"}})
     def sign_in(body: SignIn, request: Request) -> JSONResponse:
         """Sign the web page in with a token: sets the session cookie (HttpOnly,
         SameSite=Strict) and answers the token's name, role and the session's CSRF value,
-        which the page sends as ``X-Flowray-CSRF`` with every change."""
+        which the page sends as ``X-Flowray-CSRF`` with every request (this answer is the
+        only one that holds it)."""
         if not same_origin(request):
             raise ApiError(403, "a sign-in must come from the page itself (Origin)")
         opened = store.open_session(body.token.strip(), lifetime=SESSION_SECONDS)
         if opened is None:
             raise ApiError(401, "the token is not valid")
-        return _session_answer(request, *opened, status=201)
+        session, csrf, name, role = opened
+        answer = JSONResponse({"name": name, "role": role, "csrf": csrf}, status_code=201,
+                              headers={"Cache-Control": "no-store"})
+        answer.set_cookie(SESSION_COOKIE, session, max_age=SESSION_SECONDS, path="/",
+                          httponly=True, samesite="strict",
+                          secure=request.url.scheme == "https")
+        return answer
 
     @app.get("/api/v1/session", tags=["page"])
     def session_info(request: Request) -> JSONResponse:
-        """Who the page's session is: name, role and its CSRF value."""
-        session = request.cookies.get(SESSION_COOKIE)
-        found = store.session_role(session) if session else None
-        if session is None or found is None:
+        """Who the page's session is: the token's name and role."""
+        if SESSION_COOKIE not in request.cookies:
             raise ApiError(401, "not signed in")
-        return _session_answer(request, session, *found)
+        name, role = _page_caller(request)
+        return JSONResponse({"name": name, "role": role}, headers={"Cache-Control": "no-store"})
 
     @app.delete("/api/v1/session", tags=["page"], status_code=204)
     def sign_out(request: Request) -> Response:
@@ -753,12 +752,6 @@ class _Static(StaticFiles):
         answer = super().file_response(*args, **kwargs)
         answer.headers["Cache-Control"] = "no-cache"
         return answer
-
-
-def csrf_value(session: str) -> str:
-    """The CSRF value of a page session: derived from the session id (which the page's script
-    never sees: its cookie is HttpOnly), so nothing more is stored."""
-    return hashlib.sha256(b"flowray-csrf:" + session.encode("ascii", "replace")).hexdigest()
 
 
 def same_origin(request: Request) -> bool:

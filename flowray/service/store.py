@@ -185,30 +185,34 @@ class Store:
 
     # ------------------------------------------------------------------ page sessions
 
-    def open_session(self, token: str, *, lifetime: float) -> tuple[str, str, str] | None:
-        """A new web page session for ``token``: (session id, token name, role), or None
-        when the token is not valid. Sessions that have ended are removed on the way."""
+    def open_session(self, token: str, *, lifetime: float
+                     ) -> tuple[str, str, str, str] | None:
+        """A new web page session for ``token``: (session id, its CSRF value, token name,
+        role), or None when the token is not valid. Only hashes of the two values are kept.
+        Sessions that have ended are removed on the way."""
         found = self.token_role(token)
         if found is None:
             return None
-        session = pysecrets.token_urlsafe(32)
+        session, csrf = pysecrets.token_urlsafe(32), pysecrets.token_urlsafe(32)
         now = time.time()
         with self.engine.begin() as conn:
             conn.execute(delete(t.sessions).where(t.sessions.c.expires < now))
             conn.execute(insert(t.sessions).values(hash=token_hash(session),
                                                    token_hash=token_hash(token),
+                                                   csrf_hash=token_hash(csrf),
                                                    created=now, expires=now + lifetime))
-        return session, found[0], found[1]
+        return session, csrf, found[0], found[1]
 
-    def session_role(self, session: str) -> tuple[str, str] | None:
-        """(token name, role) of a live session: not ended, and its token not revoked."""
+    def session_role(self, session: str) -> tuple[str, str, str] | None:
+        """(token name, role, hash of the CSRF value) of a live session: not ended, and its
+        token not revoked."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(t.tokens.c.name, t.tokens.c.role)
+                select(t.tokens.c.name, t.tokens.c.role, t.sessions.c.csrf_hash)
                 .join(t.sessions, t.sessions.c.token_hash == t.tokens.c.hash)
                 .where(t.sessions.c.hash == token_hash(session),
                        t.sessions.c.expires > time.time())).first()
-        return (row.name, row.role) if row else None
+        return (row.name, row.role, row.csrf_hash) if row else None
 
     def close_session(self, session: str) -> None:
         with self.engine.begin() as conn:

@@ -32,12 +32,14 @@ tokens = Table(
     Column("created", Float, nullable=False),
 )
 
-# Web page sign-ins: only a SHA-256 of each session id (the page's cookie) is kept, with the
-# hash of the token it was opened with, so that revoking the token ends its sessions.
+# Web page sign-ins: only SHA-256 hashes of each session id (the page's cookie) and of its
+# CSRF value are kept, with the hash of the token it was opened with, so that revoking the
+# token ends its sessions.
 sessions = Table(
     "sessions", metadata,
     Column("hash", String(64), primary_key=True),
     Column("token_hash", String(64), nullable=False, index=True),
+    Column("csrf_hash", String(64), nullable=False),
     Column("created", Float, nullable=False),
     Column("expires", Float, nullable=False),
 )

@@ -1,5 +1,5 @@
-"""Web page sign-ins (``sessions``): a hash of each session id, the hash of the token it was
-opened with, and when it ends.
+"""Web page sign-ins (``sessions``): hashes of each session id and of its CSRF value, the hash
+of the token it was opened with, and when it ends.
 
 Revision ID: 0002
 Revises: 0001
@@ -21,6 +21,7 @@ def upgrade() -> None:
         "sessions",
         sa.Column("hash", sa.String(64), primary_key=True),
         sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("csrf_hash", sa.String(64), nullable=False),
         sa.Column("created", sa.Float, nullable=False),
         sa.Column("expires", sa.Float, nullable=False),
     )

@@ -11,7 +11,20 @@ export class ApiError extends Error {
 
 const ROLES = ["viewer", "runner", "admin"];
 
-export const session = { name: "", role: "", csrf: "" };
+// The session's CSRF value comes only in the sign-in's answer and is kept in this origin's
+// storage: other servers on this host get the cookie (browsers send it to every port) but
+// never this value, and the service wants both.
+const CSRF_KEY = "flowray-csrf";
+
+function stored() {
+  try {
+    return localStorage.getItem(CSRF_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+
+export const session = { name: "", role: "", csrf: stored() };
 let signedOut = () => {};
 
 export function onSignedOut(fn) {
@@ -21,7 +34,19 @@ export function onSignedOut(fn) {
 export function setSession(answer) {
   session.name = answer ? answer.name : "";
   session.role = answer ? answer.role : "";
-  session.csrf = answer ? answer.csrf : "";
+  if (answer && answer.csrf) session.csrf = answer.csrf;
+  if (!answer) session.csrf = "";
+  try {
+    if (answer && answer.csrf) localStorage.setItem(CSRF_KEY, answer.csrf);
+    if (!answer) localStorage.removeItem(CSRF_KEY);
+  } catch {
+    /* storage refused: the value lives as long as the page */
+  }
+}
+
+// An address the browser asks for without headers (an event stream, a download link).
+export function withCsrf(path) {
+  return `${path}${path.includes("?") ? "&" : "?"}csrf=${encodeURIComponent(session.csrf)}`;
 }
 
 export function can(needed) {
@@ -34,7 +59,7 @@ export async function api(path, { method = "GET", body, headers = {}, signal } =
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  if (method !== "GET" && method !== "HEAD") options.headers["X-Flowray-CSRF"] = session.csrf;
+  if (session.csrf) options.headers["X-Flowray-CSRF"] = session.csrf;
   let answer;
   try {
     answer = await fetch("/api/v1" + path, options);
@@ -51,7 +76,8 @@ export async function api(path, { method = "GET", body, headers = {}, signal } =
   }
   if (!answer.ok) {
     const message = (data && data.error) || `${answer.status} ${answer.statusText}`;
-    if (answer.status === 401 && path !== "/session") signedOut();
+    if ((answer.status === 401 || (answer.status === 403 && /X-Flowray-CSRF/.test(message))) &&
+        path !== "/session") signedOut();
     throw new ApiError(answer.status, message, data);
   }
   return data;

@@ -37,7 +37,7 @@ async function render() {
       setSession(await api("/session"));
     } catch (err) {
       if (ticket !== rendering) return;
-      if (err instanceof ApiError && err.status === 401) {
+      if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
         go(`/sign-in?next=${encodeURIComponent(path + location.search)}`, { replace: true });
         return;
       }
@@ -109,9 +109,7 @@ function signInView(root, _params, query) {
     error.hidden = true;
     try {
       setSession(await api("/session", { method: "POST", body: { token: token.value } }));
-      const next = query.get("next");
-      go(next && next.startsWith("/") && !next.startsWith("//") ? next : "/flows",
-        { replace: true });
+      go(nextAddress(query.get("next")), { replace: true });
     } catch (err) {
       error.textContent = err.message;
       error.hidden = false;
@@ -120,6 +118,20 @@ function signInView(root, _params, query) {
   });
   root.append(form);
   token.focus();
+}
+
+// Where to go after signing in: an address of this page only (never another origin, not the
+// sign-in again).
+function nextAddress(next) {
+  try {
+    const url = new URL(next || "/flows", location.origin);
+    if (url.origin === location.origin && url.pathname !== "/sign-in") {
+      return url.pathname + url.search;
+    }
+  } catch {
+    /* not an address */
+  }
+  return "/flows";
 }
 
 document.getElementById("sign-out").addEventListener("click", async () => {

@@ -174,17 +174,18 @@ export class LogView {
 }
 
 function highlighted(text, q) {
+  // Matched on the text itself (case-insensitive), so that a letter whose lower case is
+  // longer or shorter never shifts the mark.
   const span = document.createElement("span");
-  const lower = text.toLowerCase();
+  const pattern = new RegExp(q.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "giu");
   let at = 0;
-  for (;;) {
-    const found = lower.indexOf(q, at);
-    if (found < 0) break;
-    span.append(text.slice(at, found));
+  for (const match of text.matchAll(pattern)) {
+    if (!match[0]) break;
+    span.append(text.slice(at, match.index));
     const mark = document.createElement("mark");
-    mark.textContent = text.slice(found, found + q.length);
+    mark.textContent = match[0];
     span.append(mark);
-    at = found + q.length;
+    at = match.index + match[0].length;
   }
   span.append(text.slice(at));
   return span;

@@ -1,6 +1,6 @@
 // A run: its job graph, the chosen job's steps, outputs, test results, artifacts and the
 // chosen step's log, all live from the run's event stream; cancel and rerun.
-import { api, can, enc } from "./api.js";
+import { api, can, enc, session, withCsrf } from "./api.js";
 import { go } from "./app.js";
 import { badge, clear, duration, h, put, show, toast, when } from "./dom.js";
 import { Graph } from "./graph.js";
@@ -146,8 +146,8 @@ export async function runView(root, [runId]) {
           const parts = rel.split("/");
           const file = parts.slice(2).join("/");
           return h("li", null, h("a", { download: parts[parts.length - 1],
-            href: `/api/v1/runs/${enc(runId)}/artifacts/${enc(parts[1])}/` +
-              parts.slice(2).map(enc).join("/") }, file));
+            href: withCsrf(`/api/v1/runs/${enc(runId)}/artifacts/${enc(parts[1])}/` +
+              parts.slice(2).map(enc).join("/")) }, file));
         })));
     }
     drawLog(job);
@@ -172,7 +172,7 @@ export async function runView(root, [runId]) {
     }
     if (logs.lines !== lines) {
       logs.show(lines, `Log: ${job.key} · ${step.name}`,
-        `/api/v1/runs/${enc(runId)}/logs/${enc(job.key)}/${selectedStep}`);
+        withCsrf(`/api/v1/runs/${enc(runId)}/logs/${enc(job.key)}/${selectedStep}`));
     } else logs.grown();
   }
 
@@ -180,7 +180,7 @@ export async function runView(root, [runId]) {
   async function readLog(key, index, lines) {
     try {
       const answer = await fetch(`/api/v1/runs/${enc(runId)}/logs/${enc(key)}/${index}`,
-        { credentials: "same-origin" });
+        { credentials: "same-origin", headers: { "X-Flowray-CSRF": session.csrf } });
       if (!answer.ok) return;
       const text = await answer.text();
       const read = text.endsWith("\n") ? text.slice(0, -1) : text;

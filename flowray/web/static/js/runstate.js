@@ -3,6 +3,8 @@
 // the last one seen (Last-Event-ID, or ?since= for a new stream) and repeats are dropped, so
 // no line is lost or shown twice.
 
+import { session } from "./api.js";
+
 const TERMINAL = new Set(["success", "failure", "cancelled", "skipped"]);
 export const isTerminal = (status) => TERMINAL.has(status);
 
@@ -136,8 +138,8 @@ export function follow(state, onChange, { logs = true } = {}) {
     const query = new URLSearchParams();
     if (state.lastSeq) query.set("since", String(state.lastSeq));
     if (!logs) query.set("logs", "false");
-    source = new EventSource(`/api/v1/runs/${encodeURIComponent(state.id)}/events` +
-      (query.toString() ? `?${query}` : ""));
+    query.set("csrf", session.csrf);
+    source = new EventSource(`/api/v1/runs/${encodeURIComponent(state.id)}/events?${query}`);
     source.onmessage = (message) => {
       let ev;
       try {
