@@ -38,7 +38,7 @@ import flowray
 from flowray import web
 from flowray.service import hooks
 from flowray.service.db import first_line, is_unavailable
-from flowray.service.flows import BadFiles, PushError, check_flow, diagnose
+from flowray.service.flows import BadFiles, PushError, check_flow, decode_files, diagnose
 from flowray.service.runs import RunManager, TriggerError
 from flowray.service.store import (
     ROLES,
@@ -76,8 +76,12 @@ class Strict(BaseModel):
 class FlowPush(Strict):
     text: str = Field(description="the flow file's YAML (or JSON) text")
     keep_files: bool = Field(default=False, description="keep the local actions' files of "
-                             "the flow's current version (the web page's editor changes only "
-                             "the YAML); `files` must then be empty")
+                             "the flow's current version, or of `base_version` (the web "
+                             "page's editor changes only the YAML); `files` must then be "
+                             "empty")
+    base_version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                     description="with keep_files: the version whose files "
+                                     "to keep (an older version saved again)")
     path: str = Field(default="flow.yaml", max_length=300,
                       description="the file name it was pushed from, used in diagnostics")
     files: dict[str, str] = Field(default_factory=dict,
@@ -89,6 +93,11 @@ class FlowPush(Strict):
 class ValidateBody(Strict):
     text: str
     path: str = Field(default="flow.yaml", max_length=300)
+    flow: str | None = Field(default=None, max_length=200, description="check it with the "
+                             "local actions kept with this stored flow (the web page's "
+                             "editor sends only the YAML)")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                description="that flow's version (default: its current one)")
 
 
 class RunStart(Strict):
@@ -328,7 +337,9 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
                                         "versions", "current")},
                 "files": sorted(flow["files"]),
                 "inputs": manual_inputs(data),
-                "start_role": role if role in ROLES else "runner"}
+                # starting needs runner at least, whatever triggers.manual.role says
+                "start_role": role if role in ROLES and role_allows(role, "runner")
+                else "runner"}
 
     @app.put("/api/v1/flows/{name}", tags=["flows"], dependencies=[admin],
              responses={422: {"description": "the flow is not valid: its diagnostics"}})
@@ -341,9 +352,12 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
             if files or executable:
                 raise ApiError(422, "keep_files takes the current version's files: send no "
                                "files or executable with it")
-            current = store.get_flow(name, versions=False)
+            current = store.get_flow(name, body.base_version, versions=False)
             if current is not None:
                 files, executable = current["files"], current["executable"]
+            elif body.base_version is not None:
+                raise ApiError(422, f"no flow named '{name}' with version "
+                               f"{body.base_version} to keep the files of")
         try:
             pushed = check_flow(name, path=os.path.basename(body.path) or "flow.yaml",
                                 text=body.text, files=files, executable=executable,
@@ -376,9 +390,19 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
 
     @app.post("/api/v1/validate", tags=["flows"], dependencies=[viewer])
     def validate(body: ValidateBody) -> dict[str, Any]:
-        """The diagnostics of a flow's text (an empty list when it is valid)."""
+        """The diagnostics of a flow's text (an empty list when it is valid), checked with
+        the local actions of stored flow ``flow`` when it is given."""
+        files: dict[str, bytes] = {}
+        executable: list[str] = []
+        if body.flow is not None:
+            stored = store.get_flow(body.flow, body.version, versions=False)
+            if stored is None:
+                raise ApiError(404, f"no flow named '{body.flow}'" + (
+                    f" with version {body.version}" if body.version else ""))
+            files, executable = decode_files(stored["files"]), stored["executable"]
         return {"diagnostics": diagnose(body.text, path=os.path.basename(body.path)
-                                        or "flow.yaml", variables=list(store.variable_values()))}
+                                        or "flow.yaml", variables=list(store.variable_values()),
+                                        files=files, executable=executable)}
 
     # -- runs
 

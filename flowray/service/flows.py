@@ -149,7 +149,10 @@ def diagnose(text: str, *, path: str, variables: list[str],
         flow_file = write_workspace(folder, path=path, text=text, files=files or {},
                                     executable=executable)
         found = validate(flow_file, workdir=folder, variables=variables)
-        return [diagnostic_dict(d, root=folder, shown=path) for d in found]
+        out = [diagnostic_dict(d, root=folder, shown=path) for d in found]
+        for d in out:  # the temporary folder is nobody's business: paths as pushed
+            d["message"] = d["message"].replace(folder + os.sep, "").replace(folder, ".")
+        return out
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

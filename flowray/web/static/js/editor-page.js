@@ -113,8 +113,9 @@ async function editorView(root, options) {
   async function check() {
     const ticket = ++asked;
     try {
-      const { diagnostics } = await api("/validate", { method: "POST",
-        body: { text: editor.getText(), path: options.path || "flow.yaml" } });
+      const body = { text: editor.getText(), path: options.path || "flow.yaml" };
+      if (options.name) Object.assign(body, { flow: options.name, version: options.version });
+      const { diagnostics } = await api("/validate", { method: "POST", body });
       if (ticket === asked) showProblems(diagnostics);
     } catch (err) {
       if (ticket === asked) status.textContent = `Not checked: ${err.message}`;
@@ -182,12 +183,20 @@ async function editorView(root, options) {
           options.nameInput.focus();
           return;
         }
+        const taken = await api(`/flows/${enc(name)}`).then(() => true, () => false);
+        if (taken) {
+          setFieldError(options.nameInput, `A flow named ${name} exists already: open it ` +
+            "from the flows to change it.");
+          options.nameInput.focus();
+          return;
+        }
       }
       save.disabled = true;
       try {
         const answer = await api(`/flows/${enc(name)}`, { method: "PUT",
           body: { text: editor.getText(), path: options.path || "flow.yaml",
-            keep_files: !options.nameInput } });
+            keep_files: !options.nameInput,
+            base_version: options.nameInput ? undefined : options.version } });
         toast(`Saved ${name} as version ${answer.version}.`);
         if (answer.warnings && answer.warnings.length) {
           toast(`Saved ${name} as version ${answer.version}, with ${answer.warnings.length} ` +

@@ -5,7 +5,7 @@ import { ago, badge, clear, duration, h, when } from "./dom.js";
 
 const REFRESH_MS = 2000;
 const STATUSES = ["", "queued", "running", "success", "failure", "cancelled", "skipped"];
-const TRIGGERS = ["", "manual", "schedule", "webhook", "flow", "rerun"];
+const TRIGGERS = ["", "manual", "schedule", "webhook", "flow"];
 
 export async function runsView(root, _params, query) {
   const { flows } = await api("/flows");

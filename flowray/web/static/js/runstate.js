@@ -3,7 +3,7 @@
 // the last one seen (Last-Event-ID, or ?since= for a new stream) and repeats are dropped, so
 // no line is lost or shown twice.
 
-import { session } from "./api.js";
+import { api, session } from "./api.js";
 
 const TERMINAL = new Set(["success", "failure", "cancelled", "skipped"]);
 export const isTerminal = (status) => TERMINAL.has(status);
@@ -170,7 +170,10 @@ export function follow(state, onChange, { logs = true } = {}) {
       // with Last-Event-ID.
       if (source.readyState === EventSource.CLOSED) {
         retry = Math.min(retry + 1, 10);
-        setTimeout(open, 500 * retry);
+        // Refused, not cut: if the sign-in has ended, api() sends the page to sign in
+        // again (and this view stops following); else try again.
+        api("/runs?limit=1").then(() => setTimeout(open, 500 * retry),
+          () => setTimeout(open, 2000 * retry));
       }
       pending.run = true;
       schedule();
