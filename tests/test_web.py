@@ -170,8 +170,8 @@ def test_sign_in_shows_who_and_what_the_role_allows(served: Served, browser: Any
     with signed_in(browser, page_url, served.token) as page:
         assert page.locator("#who-name").inner_text() == "admin"
         assert page.locator("#who-role").inner_text() == "admin"
+        page.get_by_role("link", name="New flow").wait_for()
         assert page.get_by_role("link", name="Secrets").is_visible()
-        assert page.get_by_role("link", name="New flow").is_visible()
         row = page.get_by_role("row").filter(has_text="typed")
         assert row.get_by_role("link", name="Start typed").is_visible()
         cookies = {c["name"]: c for c in page.context.cookies()}
@@ -183,6 +183,7 @@ def test_sign_in_shows_who_and_what_the_role_allows(served: Served, browser: Any
     viewer = admin.post("/api/v1/tokens", json={"name": "watcher", "role": "viewer"}).json()
     with signed_in(browser, page_url, viewer["token"]) as page:
         assert page.locator("#who-role").inner_text() == "viewer"
+        page.get_by_role("link", name="editable", exact=True).wait_for()
         assert not page.get_by_role("link", name="Secrets").is_visible()
         assert page.get_by_role("link", name="New flow").count() == 0
         assert page.get_by_role("link", name="Start typed").count() == 0
