@@ -73,7 +73,7 @@ def test_saving_the_yaml_alone_keeps_the_files_of_the_version_it_came_from(
     with_files = admin.put("/api/v1/flows/acted", json={
         "text": edited, "keep_files": True, "files": {"x": "eA=="}})
     assert (with_files.status_code, with_files.json()) == (422, {
-        "error": "keep_files takes the current version's files: send no files or "
+        "error": "keep_files keeps the files of the version edited: send no files or "
                  "executable with it"})
     missing = admin.put("/api/v1/flows/acted", json={"text": edited, "keep_files": True,
                                                      "base_version": 99})

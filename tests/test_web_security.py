@@ -487,6 +487,38 @@ def test_a_viewer_s_session_reads_and_nothing_more(served: Served, flows: None) 
 # ---------------------------------------------------------------------- headers
 
 
+def test_an_open_event_stream_ends_with_its_sign_in(served: Served, tmp_path: Path) -> None:
+    """A stream is checked again while it is open (every few seconds): signing out, or
+    revoking the token it was opened with, ends it though its run goes on."""
+    gate = tmp_path / "gate"
+    with served.client() as admin:
+        push(admin, "waits", "name: waits\njobs:\n  w:\n    steps:\n"
+                             f"      - run: while [ ! -e {gate} ]; do sleep 0.1; done\n")
+        run_id = admin.post("/api/v1/flows/waits/runs", json={}).json()["id"]
+    token = new_token(served, "streamer", "viewer")
+    session = sign_in(served, served.token)
+    ways: list[tuple[dict[str, str], Any]] = [
+        ({"Cookie": f"{COOKIE}={session.cookie}", CSRF: session.csrf},
+         lambda: session.client(csrf=session.csrf).delete("/api/v1/session")),
+        ({"Authorization": f"Bearer {token}"},
+         lambda: served.client().delete("/api/v1/tokens/streamer")),
+    ]
+    try:
+        for headers, end in ways:
+            with httpx.stream("GET", f"{served.url}/api/v1/runs/{run_id}/events",
+                              headers=headers, timeout=30) as stream:
+                assert stream.status_code == 200
+                lines = stream.iter_lines()
+                assert next(lines) == "retry: 1000"
+                assert end().status_code == 204
+                rest = list(lines)  # ends by itself: a read timeout would fail here
+            assert not any('"run.finished"' in line for line in rest)
+    finally:
+        gate.write_text("")
+        with served.client() as admin:
+            assert wait_run(admin, run_id)["status"] == "success"
+
+
 def test_every_answer_has_the_safety_headers_and_api_answers_are_not_stored(
         served: Served, xss_run: str) -> None:
     session = sign_in(served, served.token)

@@ -55,6 +55,7 @@ log = logging.getLogger("flowray.service")
 SESSION_COOKIE = "flowray_session"
 CSRF_HEADER = "X-Flowray-CSRF"
 SESSION_SECONDS = 12 * 3600  # a page sign-in lasts a working day
+RECHECK_SECONDS = 5.0  # how soon an open event stream notices its sign-in has ended
 MAX_BODY = 16 * 1024 * 1024  # any request body (a flow with its local actions, at most)
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"  # secrets and variables
 
@@ -350,8 +351,8 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         files, executable = body.files, body.executable
         if body.keep_files:
             if files or executable:
-                raise ApiError(422, "keep_files takes the current version's files: send no "
-                               "files or executable with it")
+                raise ApiError(422, "keep_files keeps the files of the version edited: send "
+                               "no files or executable with it")
             current = store.get_flow(name, body.base_version, versions=False)
             if current is not None:
                 files, executable = current["files"], current["executable"]
@@ -504,6 +505,7 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         ``Last-Event-ID`` (or ``?since=``); the stream ends after ``run.finished``."""
         await run_in_threadpool(_row, run_id)
         after = since
+        checked = time.monotonic()
         if last_event_id and last_event_id.isascii() and last_event_id.strip().isdigit() \
                 and len(last_event_id.strip()) <= 9:
             after = int(last_event_id)
@@ -517,11 +519,16 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         unwatch = manager.watch(run_id, wake)
 
         async def stream() -> AsyncIterator[bytes]:
-            nonlocal after
+            nonlocal after, checked
             try:
                 yield b"retry: 1000\n\n"
                 quiet = 0
                 while True:
+                    if time.monotonic() - checked > RECHECK_SECONDS:
+                        # a stream outlives no sign-out, revoked token or ended session
+                        if not await run_in_threadpool(_still_allowed, request):
+                            return
+                        checked = time.monotonic()
                     written.clear()
                     texts = await run_in_threadpool(store.events_after, run_id, after,
                                                     logs=logs)
@@ -551,6 +558,14 @@ def create_app(store: Store, manager: RunManager) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})
+
+    def _still_allowed(request: Request) -> bool:
+        """Whether what opened a stream (a token, or the page's session) still opens it."""
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            return store.token_role(header[7:].strip()) is not None
+        session = request.cookies.get(SESSION_COOKIE)
+        return session is not None and store.session_role(session) is not None
 
     def _over(run_id: str) -> bool:
         """The run ended more than 2 s ago (its last events are written by then)."""
