@@ -1,10 +1,14 @@
 // The page: who is signed in, the navigation, and which view an address shows.
 import { api, ApiError, can, onSignedOut, session, setSession } from "./api.js";
-import { clear, errorBox, field, h, toast } from "./dom.js";
+import { clear, errorBox, field, h, setTitle, toast } from "./dom.js";
 
 const main = document.getElementById("main");
 let dispose = null;
 let rendering = 0;
+// Whether the next view is the user's move to another one (a link, a form's answer, back or
+// forward): then the focus goes to the top of the new view, as after a page load, instead of
+// staying on an element that is gone.
+let moved = false;
 
 const routes = [
   [/^\/sign-in$/, () => signInView],
@@ -22,7 +26,24 @@ const routes = [
 export function go(path, { replace = false } = {}) {
   if (replace) history.replaceState(null, "", path);
   else history.pushState(null, "", path);
+  moved = true;
   render();
+}
+
+// A view that could not be shown: a heading that says so, and the service's reason.
+function failed(message) {
+  setTitle("Not shown");
+  return [h("h1", null, "Cannot show this page"), errorBox(message)];
+}
+
+// After a move, the focus goes to the new view (unless the view put it somewhere itself, as
+// the sign-in form does), and the tab's title follows the view's heading.
+function settle() {
+  const heading = main.querySelector("h1");
+  if (heading && document.title === "flowray") setTitle(heading.textContent);
+  if (!moved) return;
+  moved = false;
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
 async function render() {
@@ -41,7 +62,8 @@ async function render() {
         go(`/sign-in?next=${encodeURIComponent(path + location.search)}`, { replace: true });
         return;
       }
-      clear(main).append(errorBox(err.message));
+      clear(main).append(...failed(err.message));
+      settle();
       return;
     }
   }
@@ -55,6 +77,7 @@ async function render() {
       if (ticket !== rendering) return;
       clear(main);
       markNav(path);
+      setTitle("");
       const cleanup = await view(main, params, new URLSearchParams(location.search));
       if (ticket !== rendering) {
         if (typeof cleanup === "function") cleanup();
@@ -64,12 +87,14 @@ async function render() {
     } catch (err) {
       if (ticket !== rendering) return;
       if (err instanceof ApiError && err.status === 401) return;
-      clear(main).append(errorBox(err.message || String(err)));
+      clear(main).append(...failed(err.message || String(err)));
     }
+    settle();
     return;
   }
   clear(main).append(h("h1", null, "Not found"),
     h("p", null, "No page at this address. ", h("a", { href: "/flows" }, "See the flows.")));
+  settle();
 }
 
 function markNav(path) {
@@ -99,8 +124,9 @@ function signInView(root, _params, query) {
   const error = h("p", { class: "error", role: "alert", hidden: true });
   const form = h("form", { class: "card narrow", "aria-labelledby": "sign-in-title" },
     h("h1", { id: "sign-in-title" }, "Sign in"),
-    h("p", { class: "muted" }, "Sign in with a flowray token (`flowray token create`; the first " +
-      "admin token is in the service's data dir, in admin-token)."),
+    h("p", { class: "muted" }, "Sign in with a flowray token (", h("code", null,
+      "flowray token create"), "; the first admin token is in the service's data dir, in ",
+    h("code", null, "admin-token"), ")."),
     field("Token", token),
     error,
     h("button", { type: "submit", class: "primary" }, "Sign in"));
@@ -153,6 +179,13 @@ onSignedOut(() => {
     { replace: true });
 });
 
+// The skip link moves the focus past the header, to the view, without changing the address or
+// drawing the view again.
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
+
 // Links inside the page change the view without loading the document again.
 document.addEventListener("click", (event) => {
   if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey ||
@@ -167,5 +200,8 @@ document.addEventListener("click", (event) => {
   main.focus({ preventScroll: true });
 });
 
-window.addEventListener("popstate", render);
+window.addEventListener("popstate", () => {
+  moved = true;
+  render();
+});
 render();

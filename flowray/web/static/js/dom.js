@@ -41,11 +41,21 @@ export function when(seconds) {
     `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
 }
 
+// How long ago (or in how long) a moment is, to the unit that matters at that distance
+// ("12 s ago", "4 min ago", "3 h 5 min ago", "in 2 d 4 h"): a list of runs or flows reads at a
+// glance, and the exact time is in the element's title.
 export function ago(seconds) {
   if (!seconds) return "";
   const delta = Date.now() / 1000 - seconds;
-  if (delta < 0) return "in " + span(-delta);
-  return span(delta) + " ago";
+  const text = roughly(Math.abs(delta));
+  return delta < 0 ? `in ${text}` : `${text} ago`;
+}
+
+function roughly(seconds) {
+  if (seconds < 60) return `${Math.max(0, Math.floor(seconds))} s`;
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m} min`;
+  return span(seconds).replace(/ 0 (min|h)$/, "");
 }
 
 export function span(seconds) {
@@ -84,6 +94,33 @@ export function toast(message, kind = "info") {
 
 export function errorBox(message) {
   return h("p", { class: "error", role: "alert" }, message);
+}
+
+// The browser tab's title: the view's own name first (what a tab strip and a screen reader's
+// window list show), then the product.
+export function setTitle(text) {
+  const name = String(text || "").replace(/\s+/g, " ").trim();
+  document.title = name ? `${name} · flowray` : "flowray";
+}
+
+// Rebuild `container` with `rebuild()` without losing the keyboard focus: when the focus was
+// on an element inside it that carries data-focus, the element with the same data-focus in
+// the new content gets it back (a live view redrawn under a keyboard user's feet would
+// otherwise drop the focus to the page's start). Returns what rebuild() returned.
+// When that element is gone (a Cancel button once the run has ended), `fallback()` names the
+// element that gets the focus instead.
+export function keepFocus(container, rebuild, fallback = null) {
+  const active = document.activeElement;
+  const inside = active && active !== container && container.contains(active);
+  const key = inside ? active.getAttribute("data-focus") : null;
+  const result = rebuild();
+  if (inside && !container.contains(active)) {
+    const again = key === null ? null : [...container.querySelectorAll("[data-focus]")]
+      .find((el) => el.getAttribute("data-focus") === key);
+    const target = again || (fallback ? fallback() : null);
+    if (target) target.focus({ preventScroll: true });
+  }
+  return result;
 }
 
 // A labelled field: the label's text, the control, a hint and a place for its error.

@@ -49,8 +49,8 @@ export async function flowView(root, [name], query) {
   root.append(h("div", { class: "bar" },
     h("h1", null, flow.name, " ", h("span", { class: "muted" }, `v${flow.version}`)),
     h("div", { class: "actions" },
-      can("runner") ? h("a", { class: "button", href: `/flows/${enc(name)}/start` }, "Start run")
-        : null,
+      can(flow.start_role || "runner") ? h("a", { class: "button",
+        href: `/flows/${enc(name)}/start` }, "Start run") : null,
       h("a", { class: "button", href: `/runs?flow=${enc(name)}` }, "Runs"))));
   if (old) {
     root.append(h("p", { class: "note", role: "note" },
@@ -59,8 +59,12 @@ export async function flowView(root, [name], query) {
       can("admin") ? ". Saving this one makes it the newest version." : "."));
   }
   if (flow.files.length) {
-    root.append(h("p", { class: "muted" }, `Local actions kept with it: ${flow.files.join(", ")}` +
-      " (saving here keeps them)."));
+    root.append(h("p", { class: "muted" }, "Local actions kept with it: ",
+      flow.files.map((file, i) => [i ? ", " : "", h("code", null, file)]),
+      can("admin") ? " (saving here keeps them)." : "."));
+  }
+  if (!can("admin")) {
+    root.append(h("p", { class: "muted small" }, "Read-only: saving a flow needs an admin token."));
   }
   return editorView(root, { name, text: flow.text, path: flow.path, editable: can("admin"),
     versions: flow.versions, version: flow.version, current: flow.current });
@@ -174,12 +178,16 @@ async function editorView(root, options) {
   }
 
   if (save) {
+    let saving = false;
     save.addEventListener("click", async () => {
+      if (saving) return;
       let name = options.name;
       if (options.nameInput) {
         name = options.nameInput.value.trim();
-        setFieldError(options.nameInput, name ? "" : "A flow needs a name.");
-        if (!name) {
+        const wrong = !name ? "A flow needs a name."
+          : /[/\\]/.test(name) ? "A flow name cannot contain / or \\." : "";
+        setFieldError(options.nameInput, wrong);
+        if (wrong) {
           options.nameInput.focus();
           return;
         }
@@ -191,17 +199,18 @@ async function editorView(root, options) {
           return;
         }
       }
-      save.disabled = true;
+      // Busy, not disabled: a disabled button loses the keyboard focus.
+      saving = true;
+      save.setAttribute("aria-disabled", "true");
+      status.textContent = "Saving…";
       try {
         const answer = await api(`/flows/${enc(name)}`, { method: "PUT",
           body: { text: editor.getText(), path: options.path || "flow.yaml",
             keep_files: !options.nameInput,
             base_version: options.nameInput ? undefined : options.version } });
-        toast(`Saved ${name} as version ${answer.version}.`);
-        if (answer.warnings && answer.warnings.length) {
-          toast(`Saved ${name} as version ${answer.version}, with ${answer.warnings.length} ` +
-            "warning(s).");
-        }
+        const warned = answer.warnings ? answer.warnings.length : 0;
+        toast(`Saved ${name} as version ${answer.version}` + (warned
+          ? `, with ${warned} warning${warned === 1 ? "" : "s"}.` : "."));
         go(`/flows/${enc(name)}`);
       } catch (err) {
         if (err instanceof ApiError && err.body && err.body.diagnostics) {
@@ -209,11 +218,16 @@ async function editorView(root, options) {
           status.textContent = `Not saved: ${err.message}`;
         } else if (options.nameInput && err instanceof ApiError && err.status === 422) {
           setFieldError(options.nameInput, err.message);
+          status.textContent = "Not saved: see the flow name.";
+          options.nameInput.focus();
         } else {
+          status.textContent = `Not saved: ${err.message}`;
+          status.className = "bad";
           toast(`Not saved: ${err.message}`, "bad");
         }
       } finally {
-        save.disabled = false;
+        saving = false;
+        save.removeAttribute("aria-disabled");
       }
     });
   }

@@ -16,9 +16,8 @@ export async function flowsView(root) {
   const rows = flows.map((flow) => h("tr", null,
     h("th", { scope: "row" }, h("a", { href: `/flows/${enc(flow.name)}` }, flow.name)),
     h("td", { class: "num" }, `v${flow.version}`),
-    h("td", null, flow.triggers.length
-      ? flow.triggers.map((t) => h("span", { class: "chip" }, t)) : h("span", { class: "muted" },
-        "manual")),
+    h("td", null, (flow.triggers.length ? flow.triggers : ["manual"])
+      .map((t) => h("span", { class: "chip" }, t))),
     h("td", null, flow.last_run
       ? [badge(flow.last_run.status), " ",
         h("a", { href: `/runs/${enc(flow.last_run.id)}` }, ago(flow.last_run.created))]

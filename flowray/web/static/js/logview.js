@@ -26,7 +26,10 @@ export class LogView {
       "aria-label": "Log" });
     this.spacer = h("div", { class: "log-spacer" });
     this.rows = h("div", { class: "log-rows" });
-    this.viewport.append(this.spacer, this.rows);
+    // Said in place of the lines while there are none (an empty log is not a broken one).
+    this.empty = h("p", { class: "log-empty", hidden: true });
+    this.emptyText = "";
+    this.viewport.append(this.spacer, this.rows, this.empty);
     this.root = h("section", { class: "logview", "aria-label": "Step log" },
       h("div", { class: "bar log-bar" }, this.title,
         h("div", { class: "log-tools" }, this.search, prev, next, this.count,
@@ -61,8 +64,9 @@ export class LogView {
     this.resize.observe(this.viewport);
   }
 
-  show(lines, title, downloadUrl) {
+  show(lines, title, downloadUrl, { empty = "" } = {}) {
     this.lines = lines;
+    this.emptyText = empty;
     this.title.textContent = title;
     if (downloadUrl) {
       this.download.href = downloadUrl;
@@ -74,7 +78,19 @@ export class LogView {
     this.grown();
   }
 
+  // What to say while the log has no line: "Nothing printed yet.", "Loading the log…".
+  setEmpty(text) {
+    this.emptyText = text;
+    this.showEmpty();
+  }
+
+  showEmpty() {
+    this.empty.textContent = this.emptyText;
+    this.empty.hidden = this.lines.length > 0 || !this.emptyText;
+  }
+
   grown() {
+    this.showEmpty();
     this.spacer.style.height = `${Math.max(this.lines.length, 1) * ROW}px`;
     if (this.query) this.extendMatches();
     if (this.follow) this.toEnd();

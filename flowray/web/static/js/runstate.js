@@ -1,7 +1,7 @@
 // A run as its event stream tells it (SPEC "Events"), kept up to date from the service's
 // Server-Sent Events. Events are applied once each, in seq order: a reconnect resumes after
-// the last one seen (Last-Event-ID, or ?since= for a new stream) and repeats are dropped, so
-// no line is lost or shown twice.
+// the last one seen (Last-Event-ID) and repeats are dropped, so no line is lost or shown
+// twice.
 
 import { api, session } from "./api.js";
 
@@ -109,84 +109,150 @@ export class RunState {
 }
 
 // Follow a run's events; onChange({jobs: Set of keys, fresh: bool, logs: Set, run: bool}) is
-// called at most once a frame. Without logs, step.log events are left out (a finished run's
+// called at most once a frame, and paced by what it costs: after a call that took the page
+// T ms (its script, then the browser's style and layout up to the next frame), the next one
+// waits until T ms more have passed, so at least half of the main thread is left to take the
+// events in. A burst (the replay of a long run's history: thousands of events in a second)
+// then costs a few redraws instead of one a frame, each a 1,000-row table or graph; the
+// run's end is drawn at once. Without logs, step.log events are left out (a finished run's
 // logs are read from their files, one request each, when a step is shown). Returns a handle
 // whose stop() stops following.
 export function follow(state, onChange, { logs = true } = {}) {
-  let source = null;
+  let controller = null;
+  let reading = false;
   let stopped = false;
   let retry = 0;
   let pending = { jobs: new Set(), fresh: false, logs: new Set(), run: false };
   let scheduled = false;
+  let timer = 0;
+  let calm = 0; // performance.now() before which no onChange call starts (but the last one)
 
   function flush() {
+    if (!scheduled || stopped) return;
     scheduled = false;
     const batch = pending;
     pending = { jobs: new Set(), fresh: false, logs: new Set(), run: false };
+    const started = performance.now();
+    calm = Infinity; // until measured: what comes meanwhile waits for the measure
     onChange(batch);
+    // The next frame's callback runs after this frame's style and layout: their cost counts.
+    requestAnimationFrame(() => {
+      const now = performance.now();
+      calm = now + (now - started);
+      if (scheduled && !timer) {
+        scheduled = false;
+        schedule();
+      }
+    });
   }
 
   function schedule() {
-    if (scheduled) return;
+    // The run's end is drawn at once, not after the pause a redraw waits for.
+    if (scheduled && !(state.finished && timer)) return;
+    clearTimeout(timer);
+    timer = 0;
     scheduled = true;
-    if (document.hidden) setTimeout(flush, 250);
-    else requestAnimationFrame(flush);
+    if (document.hidden) {
+      timer = setTimeout(() => {
+        timer = 0;
+        flush();
+      }, 250);
+      return;
+    }
+    if (calm === Infinity && !state.finished) return; // the measuring frame schedules again
+    const wait = state.finished ? 0 : calm - performance.now();
+    if (wait > 1) {
+      timer = setTimeout(() => {
+        timer = 0;
+        requestAnimationFrame(flush);
+      }, wait);
+    } else requestAnimationFrame(flush);
   }
 
-  function open() {
+  // One message of the stream (its "data:" lines; "id:", "retry:" and comments are not needed:
+  // a reconnect resumes from the last seq applied).
+  function take(block) {
+    let data = null;
+    for (const line of block.split("\n")) {
+      if (!line.startsWith("data:")) continue;
+      const value = line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5);
+      data = data === null ? value : `${data}\n${value}`;
+    }
+    if (data === null) return;
+    let ev;
+    try {
+      ev = JSON.parse(data);
+    } catch {
+      return;
+    }
+    retry = 0;
+    const what = state.apply(ev);
+    if (what === "new") pending.fresh = true;
+    if (what === "log") pending.logs.add(`${ev.job}#${ev.step}`);
+    if (what === "new" && ev.type === "step.log") pending.logs.add(`${ev.job}#${ev.step}`);
+    if (what === "job" || what === "new") pending.jobs.add(ev.job);
+    if (what === "run") pending.run = true;
+    if (what || state.finished) schedule();
+  }
+
+  // The stream is read with fetch rather than EventSource: the browser hands an EventSource's
+  // messages to the page one task each, and a long run's replay is thousands of them; read in
+  // chunks, every message a chunk holds is applied in one go. Reconnecting does what
+  // EventSource does: after the service's retry interval (1 s) when the connection broke or
+  // ended before the run did, backing off after an HTTP error (say while the service
+  // restarts), each time with Last-Event-ID: the last event applied.
+  async function open() {
     if (stopped) return;
-    const query = new URLSearchParams();
-    if (state.lastSeq) query.set("since", String(state.lastSeq));
-    if (!logs) query.set("logs", "false");
-    query.set("csrf", session.csrf);
-    source = new EventSource(`/api/v1/runs/${encodeURIComponent(state.id)}/events?${query}`);
-    source.onmessage = (message) => {
-      let ev;
-      try {
-        ev = JSON.parse(message.data);
-      } catch {
-        return;
+    controller = new AbortController();
+    const headers = { Accept: "text/event-stream", "X-Flowray-CSRF": session.csrf };
+    if (state.lastSeq) headers["Last-Event-ID"] = String(state.lastSeq);
+    let refused = false;
+    try {
+      const answer = await fetch(`/api/v1/runs/${encodeURIComponent(state.id)}/events` +
+        (logs ? "" : "?logs=false"), { credentials: "same-origin", headers, cache: "no-store",
+        signal: controller.signal });
+      if (!answer.ok || !answer.body) {
+        refused = true;
+        throw new Error(`${answer.status}`);
       }
-      retry = 0;
-      const what = state.apply(ev);
-      if (what === "new") pending.fresh = true;
-      if (what === "log") pending.logs.add(`${ev.job}#${ev.step}`);
-      if (what === "new" && ev.type === "step.log") pending.logs.add(`${ev.job}#${ev.step}`);
-      if (what === "job" || what === "new") pending.jobs.add(ev.job);
-      if (what === "run") pending.run = true;
-      if (what) schedule();
-      if (state.finished) {
-        source.close();
-        schedule();
+      reading = true;
+      const reader = answer.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || stopped) break;
+        buffer += decoder.decode(value, { stream: true });
+        if (buffer.includes("\r")) buffer = buffer.replace(/\r\n?/g, "\n");
+        const end = buffer.lastIndexOf("\n\n");
+        if (end < 0) continue;
+        const blocks = buffer.slice(0, end).split("\n\n");
+        buffer = buffer.slice(end + 2);
+        for (const block of blocks) take(block);
       }
-    };
-    source.onerror = () => {
-      if (state.finished || stopped) {
-        source.close();
-        return;
-      }
-      // A stream the browser gave up on (an HTTP error, say while the service restarts)
-      // is opened again from the last event seen; otherwise the browser reconnects by itself
-      // with Last-Event-ID.
-      if (source.readyState === EventSource.CLOSED) {
-        retry = Math.min(retry + 1, 10);
-        // Refused, not cut: if the sign-in has ended, api() sends the page to sign in
-        // again (and this view stops following); else try again.
-        api("/runs?limit=1").then(() => setTimeout(open, 500 * retry),
-          () => setTimeout(open, 2000 * retry));
-      }
-      pending.run = true;
-      schedule();
-    };
+    } catch {
+      /* below: reconnect unless stopped or the run ended */
+    }
+    reading = false;
+    if (stopped || state.finished) return;
+    if (refused) {
+      retry = Math.min(retry + 1, 10);
+      // Refused, not cut: if the sign-in has ended, api() sends the page to sign in
+      // again (and this view stops following); else try again.
+      api("/runs?limit=1").then(() => setTimeout(open, 500 * retry),
+        () => setTimeout(open, 2000 * retry));
+    } else setTimeout(open, 1000);
+    pending.run = true;
+    schedule();
   }
   open();
   return {
     stop() {
       stopped = true;
-      if (source) source.close();
+      if (controller) controller.abort();
     },
     get connected() {
-      return source !== null && source.readyState === EventSource.OPEN;
+      return reading;
     },
   };
 }

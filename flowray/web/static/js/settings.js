@@ -1,7 +1,7 @@
 // Secrets and variables: set, list, delete. A secret's value goes to the service and never
 // comes back: the service answers names and dates only.
 import { api, can, enc } from "./api.js";
-import { ago, clear, errorBox, field, h, setFieldError, toast, when } from "./dom.js";
+import { ago, clear, errorBox, field, h, keepFocus, setFieldError, toast, when } from "./dom.js";
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,199}$/;
 
@@ -16,7 +16,8 @@ export function variablesView(root) {
 
 async function namedView(root, { noun, path, key, secret }) {
   const title = secret ? "Secrets" : "Variables";
-  root.append(h("h1", null, title));
+  const heading = h("h1", { tabindex: "-1" }, title);
+  root.append(heading);
   if (secret && !can("admin")) {
     root.append(errorBox("Only an admin token can see and set secrets."));
     return;
@@ -28,16 +29,22 @@ async function namedView(root, { noun, path, key, secret }) {
   const body = h("tbody");
   const table = h("div", { class: "table-wrap" }, h("table", { class: "list" },
     h("caption", { class: "sr-only" }, title),
-    h("thead", null, h("tr", null, ["Name", secret ? null : "Value", "Updated", ""]
+    h("thead", null, h("tr", null, ["Name", secret ? null : "Value", "Updated", can("admin") ? "" : null]
       .filter((c) => c !== null).map((c) => h("th", { scope: "col" },
         c || h("span", { class: "sr-only" }, "Actions"))))), body));
 
   async function load() {
     const answer = await api(path);
+    // A deleted row's button goes with its row: the focus goes to the heading, not the page's
+    // start.
+    keepFocus(body, () => fill(answer[key]), () => heading);
+  }
+
+  function fill(items) {
     clear(body);
-    const items = answer[key];
     if (!items.length) {
-      body.append(h("tr", null, h("td", { colspan: secret ? 3 : 4, class: "muted" },
+      body.append(h("tr", null, h("td", { colspan: (secret ? 2 : 3) + (can("admin") ? 1 : 0),
+        class: "muted" },
         `No ${noun}s yet.`)));
     }
     for (const item of items) {
@@ -45,8 +52,9 @@ async function namedView(root, { noun, path, key, secret }) {
         h("th", { scope: "row", class: "mono" }, item.name),
         secret ? null : h("td", { class: "mono value" }, item.value),
         h("td", null, h("time", { title: when(item.updated) }, ago(item.updated))),
-        h("td", { class: "actions" }, can("admin") ? h("button", { type: "button",
+        can("admin") ? h("td", { class: "actions" }, h("button", { type: "button",
           class: "danger", "aria-label": `Delete ${noun} ${item.name}`,
+          "data-focus": `delete ${item.name}`,
           onclick: async () => {
             if (!window.confirm(`Delete the ${noun} ${item.name}?`)) return;
             try {
@@ -56,7 +64,7 @@ async function namedView(root, { noun, path, key, secret }) {
             } catch (err) {
               toast(err.message, "bad");
             }
-          } }, "Delete") : null)));
+          } }, "Delete")) : null));
     }
   }
 

@@ -1,6 +1,6 @@
 // The start form, built from the flow's manual inputs (triggers.manual): one control per type,
 // defaults filled in, required ones marked, each field checked before anything is sent.
-import { api, can, enc } from "./api.js";
+import { api, can, enc, session } from "./api.js";
 import { go } from "./app.js";
 import { errorBox, field, h, setFieldError } from "./dom.js";
 
@@ -12,7 +12,7 @@ export async function startView(root, [name]) {
   root.append(h("h1", null, "Start ", h("a", { href: `/flows/${enc(name)}` }, name)));
   if (!can(flow.start_role)) {
     root.append(errorBox(`Starting ${name} needs the role ${flow.start_role}; this sign-in ` +
-      "has the role " + (await import("./api.js")).session.role + "."));
+      `has the role ${session.role}.`));
     return;
   }
   const controls = [];
@@ -34,8 +34,10 @@ export async function startView(root, [name]) {
   const formError = h("p", { class: "error", role: "alert", hidden: true });
   const submit = h("button", { type: "submit", class: "primary" }, "Start run");
   form.append(formError, submit);
+  let sending = false;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (sending) return;
     formError.hidden = true;
     const inputs = {};
     let first = null;
@@ -52,7 +54,9 @@ export async function startView(root, [name]) {
       first.focus();
       return;
     }
-    submit.disabled = true;
+    // Busy, not disabled: a disabled button loses the keyboard focus.
+    sending = true;
+    submit.setAttribute("aria-disabled", "true");
     try {
       const answer = await api(`/flows/${enc(name)}/runs`, { method: "POST", body: { inputs } });
       go(`/runs/${enc(answer.id)}`);
@@ -63,11 +67,12 @@ export async function startView(root, [name]) {
         setFieldError(target.control, err.message);
         target.control.focus();
       } else {
-        formError.textContent = err.message;
+        formError.textContent = `Not started: ${err.message}`;
         formError.hidden = false;
       }
     } finally {
-      submit.disabled = false;
+      sending = false;
+      submit.removeAttribute("aria-disabled");
     }
   });
   root.append(form);

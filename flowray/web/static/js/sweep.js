@@ -2,7 +2,7 @@
 // sortable table, a plot of a chosen numeric output against a chosen matrix axis, and a CSV.
 import { api, enc } from "./api.js";
 import { badge, clear, download, h, show } from "./dom.js";
-import { follow, RunState } from "./runstate.js";
+import { follow, isTerminal, RunState } from "./runstate.js";
 
 export async function sweepView(root, [runId], query) {
   const summary = await api(`/runs/${enc(runId)}`);
@@ -65,18 +65,113 @@ export async function sweepView(root, [runId], query) {
     return show(a).localeCompare(show(b), undefined, { numeric: true });
   }
 
-  function draw() {
+  // What the table shows now: the signature of everything its shape depends on, its rows by
+  // cell key, and the order they are in. A change of a cell's status, duration or outputs is
+  // written into its row; the table is built anew only when its shape changes (columns, cells,
+  // sorting, the job or the plot's choices), as a 1,000-row table costs the page ~100 ms.
+  let shown = null;
+
+  function render(keys) {
     const { matrixJobs, list } = cells();
     const { axes, outputs } = columns(list);
+    const numericOutputs = outputs.filter((o) => list.some((c) => numeric(c.outputs[o]) !== null));
+    if (!numericOutputs.includes(plotOutput)) plotOutput = numericOutputs[0] || "";
+    if (!axes.includes(plotAxis)) plotAxis = axes[0] || "";
+    const signature = JSON.stringify([jobId, matrixJobs, list.length, axes, outputs,
+      numericOutputs, plotOutput, plotAxis, sortKey, sortDir,
+      !matrixJobs.length && state.lastSeq > 0]); // the last: which "no matrix job" message
+    if (!shown || shown.signature !== signature || !keys) {
+      build({ matrixJobs, list, axes, outputs, numericOutputs, signature });
+      return;
+    }
+    let changed = false;
+    for (const cell of list) {
+      // A running cell's duration grows: it is written again with every change, as before.
+      if (keys.has(cell.key) || (cell.started && !cell.ended)) {
+        fill(shown.rows.get(cell.key), cell, outputs);
+        changed = changed || keys.has(cell.key);
+      }
+    }
+    if (!changed) return;
+    if (!(sortKey === "key" || sortKey.startsWith("m:"))) { // else the order cannot change
+      const sorted = order(list);
+      if (sorted.some((cell, i) => cell !== shown.order[i])) {
+        shown.body.append(...sorted.map((cell) => shown.rows.get(cell.key).tr));
+        shown.order = sorted;
+      }
+    }
+    plot(list);
+  }
+
+  function draw() {
+    render(null);
+  }
+
+  function order(list) {
+    const empty = (v) => v === null || v === undefined || v === "";
+    return [...list].sort((a, b) => {
+      const va = value(a, sortKey);
+      const vb = value(b, sortKey);
+      if (empty(va) || empty(vb)) return empty(va) - empty(vb); // cells without one: last
+      return sortDir * compare(va, vb);
+    });
+  }
+
+  // A row's cells that change as the cell runs: its status, its duration and its outputs.
+  function fill(row, cell, outputs) {
+    if (row.status !== cell.status) {
+      row.status = cell.status;
+      const status = cell.status || "queued";
+      row.badge.className = `status s-${status}`;
+      row.badge.textContent = status;
+    }
+    row.took.textContent = cell.started ? `${value(cell, "duration").toFixed(1)} s` : "";
+    outputs.forEach((o, i) => {
+      const text = show(cell.outputs[o]);
+      if (row.outputs[i].textContent !== text) row.outputs[i].textContent = text;
+    });
+  }
+
+  function row(cell, axes, outputs) {
+    const tr = document.createElement("tr");
+    const head = document.createElement("th");
+    head.scope = "row";
+    const link = document.createElement("a");
+    link.href = `/runs/${enc(runId)}`;
+    link.textContent = cell.key;
+    head.append(link);
+    tr.append(head);
+    for (const a of axes) {
+      const td = document.createElement("td");
+      td.textContent = show((cell.matrix || {})[a]);
+      tr.append(td);
+    }
+    const statusTd = document.createElement("td");
+    const badgeEl = badge(cell.status);
+    statusTd.append(badgeEl);
+    const took = document.createElement("td");
+    took.className = "num";
+    tr.append(statusTd, took);
+    const outputTds = outputs.map(() => {
+      const td = document.createElement("td");
+      td.className = "num mono";
+      tr.append(td);
+      return td;
+    });
+    const made = { tr, badge: badgeEl, status: cell.status, took, outputs: outputTds };
+    fill(made, cell, outputs);
+    return made;
+  }
+
+  function build({ matrixJobs, list, axes, outputs, numericOutputs, signature }) {
+    shown = null;
     clear(controls);
     if (!matrixJobs.length) {
       clear(tableHolder).append(h("p", { class: "muted" }, state.lastSeq
         ? "This run has no matrix job." : "Waiting for the run's jobs…"));
+      shown = { signature, rows: new Map(), order: [], body: null };
       return;
     }
-    const numericOutputs = outputs.filter((o) => list.some((c) => numeric(c.outputs[o]) !== null));
-    if (!numericOutputs.includes(plotOutput)) plotOutput = numericOutputs[0] || "";
-    if (!axes.includes(plotAxis)) plotAxis = axes[0] || "";
     const pick = (id, label, options, current, set) => {
       const el = h("select", { id }, options.map((o) => h("option", { value: o,
         selected: o === current }, o)));
@@ -97,19 +192,17 @@ export async function sweepView(root, [runId], query) {
       controls.append(pick("sweep-axis", "against axis", axes, plotAxis,
         (v) => { plotAxis = v; }));
     }
-    controls.append(h("button", { type: "button", onclick: () => download(
-      `${summary.flow}-${runId.slice(0, 8)}-${jobId}.csv`, csv(list, axes, outputs)) },
-    "Download CSV"));
+    // The CSV is made when asked for, from the cells as they are then.
+    controls.append(h("button", { type: "button", onclick: () => {
+      const now = cells().list;
+      const cols = columns(now);
+      download(`${summary.flow}-${runId.slice(0, 8)}-${jobId}.csv`,
+        csv(now, cols.axes, cols.outputs));
+    } }, "Download CSV"));
 
     const cols = [["key", "Cell"], ...axes.map((a) => [`m:${a}`, a]), ["status", "Status"],
       ["duration", "Took"], ...outputs.map((o) => [`o:${o}`, o])];
-    const empty = (v) => v === null || v === undefined || v === "";
-    const sorted = [...list].sort((a, b) => {
-      const va = value(a, sortKey);
-      const vb = value(b, sortKey);
-      if (empty(va) || empty(vb)) return empty(va) - empty(vb); // cells without one: last
-      return sortDir * compare(va, vb);
-    });
+    const sorted = order(list);
     const head = h("tr", null, cols.map(([key, title]) => h("th", { scope: "col",
       "aria-sort": key === sortKey ? (sortDir > 0 ? "ascending" : "descending") : "none",
       class: key.startsWith("o:") ? "output-col" : null },
@@ -118,14 +211,18 @@ export async function sweepView(root, [runId], query) {
       sortKey = key;
       draw();
     } }, title, key === sortKey ? (sortDir > 0 ? " ▲" : " ▼") : ""))));
-    const body = h("tbody", null, sorted.map((cell) => h("tr", null,
-      h("th", { scope: "row" }, h("a", { href: `/runs/${enc(runId)}` }, cell.key)),
-      axes.map((a) => h("td", null, show((cell.matrix || {})[a]))),
-      h("td", null, badge(cell.status)),
-      h("td", { class: "num" }, cell.started ? `${value(cell, "duration").toFixed(1)} s` : ""),
-      outputs.map((o) => h("td", { class: "num mono" }, show(cell.outputs[o]))))));
+    const rows = new Map();
+    const body = document.createElement("tbody");
+    const fragment = document.createDocumentFragment();
+    for (const cell of sorted) {
+      const made = row(cell, axes, outputs);
+      rows.set(cell.key, made);
+      fragment.append(made.tr);
+    }
+    body.append(fragment);
     clear(tableHolder).append(h("table", { class: "list sweep" },
       h("caption", null, `${list.length} cells of ${jobId}`), h("thead", null, head), body));
+    shown = { signature, rows, order: sorted, body };
     plot(list);
   }
 
@@ -173,11 +270,32 @@ export async function sweepView(root, [runId], query) {
     chart = new uPlotModule(options, data, canvasHolder);
   }
 
+  // A run that had ended when the page opened sends its whole history at once: the table is
+  // drawn when all of it is in (or after a while without the end, should it not come), not
+  // once for the cells queued and again for them finished, each time 1,000 rows.
+  let holding = isTerminal(summary.status);
+  let held = false; // a change came while holding
+  const release = holding ? setTimeout(() => {
+    holding = false;
+    if (held) {
+      held = false;
+      render(null);
+    }
+  }, 1500) : 0;
+  // The sweep shows no log: the stream leaves the lines out.
   const follower = follow(state, (batch) => {
-    if (batch.fresh || batch.jobs.size || batch.run) draw();
-  });
+    if (holding && !state.finished) {
+      held = true;
+      return;
+    }
+    if (held) {
+      held = false;
+      render(null);
+    } else if (batch.fresh || batch.jobs.size || batch.run) render(batch.jobs);
+  }, { logs: false });
   draw();
   return () => {
+    clearTimeout(release);
     follower.stop();
     if (chart) chart.destroy();
   };
