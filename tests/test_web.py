@@ -630,3 +630,20 @@ def test_a_page_that_does_not_exist_says_so(served: Served, browser: Any) -> Non
             "fetch('/api/v1/flows/nope', {headers: {'X-Flowray-CSRF': "
             "localStorage.getItem('flowray-csrf')}}).then((r) => r.text())"))
         assert answer == {"error": "no flow named 'nope'"}
+
+
+def test_signing_in_again_in_another_tab_keeps_the_first_tab_signed_in(
+        served: Served, browser: Any) -> None:
+    with signed_in(browser, served.url, served.token) as first:
+        second = first.context.new_page()
+        second.goto(served.url + "/sign-in")
+        second.get_by_label("Token").fill(served.token)
+        second.get_by_role("button", name="Sign in").click()
+        second.get_by_role("link", name="New flow").wait_for()
+        # the first tab's next request meets the new sign-in's cookie: it takes the new value
+        first.get_by_role("link", name="Runs").first.click()
+        first.get_by_role("heading", name="Runs").wait_for()
+        assert "sign-in" not in first.url
+        second.reload()
+        second.get_by_role("link", name="New flow").wait_for()
+        assert "sign-in" not in second.url

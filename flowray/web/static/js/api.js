@@ -1,5 +1,5 @@
 // The page's only way to the service: its HTTP API under /api/v1, with the session cookie
-// (HttpOnly: this script never sees it) and, for every change, the session's CSRF value.
+// (HttpOnly: this script never sees it) and, with every request, the session's CSRF value.
 
 export class ApiError extends Error {
   constructor(status, message, body) {
@@ -34,11 +34,13 @@ export function onSignedOut(fn) {
 export function setSession(answer) {
   session.name = answer ? answer.name : "";
   session.role = answer ? answer.role : "";
+  const mine = session.csrf;
   if (answer && answer.csrf) session.csrf = answer.csrf;
   if (!answer) session.csrf = "";
   try {
     if (answer && answer.csrf) localStorage.setItem(CSRF_KEY, answer.csrf);
-    if (!answer) localStorage.removeItem(CSRF_KEY);
+    // Only this tab's own value is forgotten: another tab's newer sign-in stays.
+    if (!answer && stored() === mine) localStorage.removeItem(CSRF_KEY);
   } catch {
     /* storage refused: the value lives as long as the page */
   }
@@ -53,7 +55,8 @@ export function can(needed) {
   return ROLES.indexOf(session.role) >= ROLES.indexOf(needed) && session.role !== "";
 }
 
-export async function api(path, { method = "GET", body, headers = {}, signal } = {}) {
+export async function api(path, { method = "GET", body, headers = {}, signal, again = false }
+  = {}) {
   const options = { method, headers: { ...headers }, credentials: "same-origin", signal };
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
@@ -76,6 +79,14 @@ export async function api(path, { method = "GET", body, headers = {}, signal } =
   }
   if (!answer.ok) {
     const message = (data && data.error) || `${answer.status} ${answer.statusText}`;
+    // Signed in again in another tab: the browser holds that sign-in's cookie, and its CSRF
+    // value is in this origin's storage; take it and ask once more.
+    const latest = stored();
+    if (answer.status === 403 && /X-Flowray-CSRF/.test(message) && !again && latest &&
+        latest !== session.csrf) {
+      session.csrf = latest;
+      return api(path, { method, body, headers, signal, again: true });
+    }
     if ((answer.status === 401 || (answer.status === 403 && /X-Flowray-CSRF/.test(message))) &&
         path !== "/session") signedOut();
     throw new ApiError(answer.status, message, data);
